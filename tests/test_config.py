@@ -1,0 +1,78 @@
+"""params.yaml is validated once; every bad value is one error naming its key path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, tiny_params
+from transferlab.config import load_params, parse_params
+from transferlab.errors import ConfigError
+
+
+def test_shipped_params_parse_and_cover_every_strategy() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert {v.strategy for v in params.variants.values()} >= {"scratch", "reuse", "freeze", "cache", "unfreeze"}
+    assert params.source_model.network.hidden_units == [300, 50, 50, 50, 50]
+
+
+def test_variant_overrides_apply_to_its_training_only() -> None:
+    raw = tiny_params()
+    raw["variants"]["freeze2"].update(epochs=9, learning_rate=0.5)
+    params = parse_params(raw)
+    assert params.variant_train("freeze2").epochs == 9
+    assert params.variant_train("freeze2").optimizer.learning_rate == 0.5
+    assert params.variant_train("scratch").epochs == raw["transfer"]["epochs"]
+
+
+def _variant(**fields):
+    raw = tiny_params()
+    raw["variants"]["freeze2"].update(fields)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "reason"),
+    [
+        (_variant(strategy="teleport"), "variants.freeze2.strategy", "teleport"),
+        (_variant(colour="red"), "variants.freeze2.colour", "unknown key"),
+        (_variant(reuse_layers=4, frozen_layers=2), "variants.freeze2.reuse_layers", "4 > 3 hidden layers"),
+        (_variant(frozen_layers=4), "variants.freeze2.frozen_layers", "4 > reuse_layers 3"),
+        (_variant(epochs=0), "variants.freeze2.epochs", "greater than 0"),
+        (_variant(batch_size=-3), "variants.freeze2.batch_size", "greater than 0"),
+        (_variant(init_from="imagenet"), "variants.freeze2.init_from", "not configured"),
+        (_variant(target="cifar"), "variants.freeze2.target", "not in targets"),
+        (_variant(frozen_layers=0), "variants.freeze2.frozen_layers", "at least 1 frozen"),
+        (_variant(strategy="unfreeze"), "variants.freeze2.unfreeze", "needs"),
+        (_variant(unfreeze={"frozen_epochs": 1, "unfreeze_top": 1, "learning_rate": 0.1}), "variants.freeze2.unfreeze", "only strategy unfreeze"),
+        (
+            _variant(strategy="unfreeze", unfreeze={"frozen_epochs": 5, "unfreeze_top": 1, "learning_rate": 0.1}),
+            "variants.freeze2.unfreeze.frozen_epochs",
+            ">= epochs",
+        ),
+        (
+            _variant(strategy="unfreeze", unfreeze={"frozen_epochs": 1, "unfreeze_top": 3, "learning_rate": 0.1}),
+            "variants.freeze2.unfreeze.unfreeze_top",
+            "3 > frozen_layers 2",
+        ),
+        (tiny_params(transfer={"epochs": 0, "batch_size": 4}), "transfer.epochs", "greater than 0"),
+        (tiny_params(colour=1), "colour", "unknown key"),
+        (tiny_params(targets={"mnist": {"classes": [4, 5]}}), "targets.mnist.classes", "also source classes"),
+        (tiny_params(source_data={"dataset": "mnist_npz"}), "source_data.path", "needs a path"),
+    ],
+)
+def test_bad_params_name_the_key(raw, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_params(raw)
+    message = str(caught.value)
+    assert message.startswith(f"params.yaml: {key}: "), message
+    assert reason in message
+    assert "\n" not in message
+
+
+def test_missing_and_malformed_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("variants: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
