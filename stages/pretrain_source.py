@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     layers = networks.dnn_layers(spec.network.hidden_units, spec.network.activation, n_classes)
     tags = {"stage": STAGE, "variant": "source", "strategy": "source", "init_from": "random",
             "data_fingerprint": data.fingerprint(*arrays.values())}
-    with tracking.stage_run(params.mlflow.experiment, "source", tags, {"source_model": spec.model_dump(), "source_data": params.source_data.model_dump()}) as run_id:
+    with tracking.stage_run(params.mlflow.experiment, "source", tags, {"source_model": spec.model_dump(), "source_data": params.source_data.model_dump()}) as run_ids:
         model = networks.build(arrays["x_train"].shape[1], layers, spec.network.initializer, spec.train.seed)
         history = training.fit(model, arrays["x_train"], arrays["y_train"], spec.train, eval_data=(arrays["x_test"], arrays["y_test"]))
         scores = training.evaluate(model, arrays["x_test"], arrays["y_test"])
@@ -35,13 +35,19 @@ def main(argv: list[str]) -> None:
             "train_seconds": history.train_seconds,
             "seconds_per_epoch": history.seconds_per_epoch,
             "epochs": history.epochs,
-            "mlflow_run_id": run_id,
+            **run_ids,
         }
         artifacts.save_with(paths.init_model("source"), model.save)
         artifacts.write_rows(paths.init_history("source"), history.rows)
         tracking.log_history(history.rows)
         tracking.log_final(metrics)
-        tracking.log_files([paths.init_model("source"), paths.init_history("source")])
+        tracking.log_files([paths.init_history("source")])
+        if params.mlflow.register_models:  # also logs the model file as the run's artifact
+            metrics["registered_model"] = params.mlflow.model_prefix + "source"
+            metrics["registered_version"] = tracking.register_model(
+                paths.init_model("source"), metrics["registered_model"], {"stage": STAGE, "test_accuracy": scores["accuracy"]})
+        else:
+            tracking.log_files([paths.init_model("source")])
         artifacts.write_json(paths.init_metrics("source"), metrics)
     print(f"source model: test accuracy {scores['accuracy']:.4f} after {history.epochs} epochs ({history.train_seconds:.1f} s)")
 

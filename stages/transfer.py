@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
     target_file = paths.target_data(variant.target)
     arrays = data.load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"))
     data.check_images(arrays, target_file)
-    from transferlab import strategies, training, zoo  # TensorFlow starts only once the inputs are known to be good
+    from transferlab import zoo  # TensorFlow starts only once the inputs are known to be good
 
     init_model = zoo.load_keras(paths.init_model(variant.init_from))
     expected = int(init_model.input_shape[-1])
@@ -70,21 +70,12 @@ def main(argv: list[str]) -> None:
             "data_fingerprint": data.fingerprint(*arrays.values())}
     logged = {"variant": variant.model_dump(), "transfer": params.transfer.model_dump(), "target": target.model_dump()}
     runs, histories, first_model = [], [], None
-    with tracking.stage_run(params.mlflow.experiment, name, tags, logged) as run_id:
-        for repetition in range(params.transfer.seeds):
-            seed = repetitions.train_seed(train.seed, repetition)
-            draw = repetitions.labels_seed(target.seed, repetition, params.transfer.resample_labels)
-            training.make_deterministic(seed)
-            with tracking.child_run(f"{name}/seed{repetition}", {**tags, "repetition": str(repetition)}, {"seed": seed, "labels_seed": draw}):
-                outcome = strategies.run_variant(
-                    variant, init_model, params.source_model.network, train.model_copy(update={"seed": seed}),
-                    repetitions.labelled_data(arrays, target.labels_per_class, draw),
-                )
-                run = {
-                    "repetition": repetition, "seed": seed, "labels_seed": draw,
-                    "target_accuracy": outcome.test_accuracy, "target_loss": outcome.test_loss,
-                    "train_seconds": outcome.train_seconds, "seconds_per_epoch": outcome.history.seconds_per_epoch,
-                }
+    plan = repetitions.plan(params.transfer.seeds, train.seed, target.seed, params.transfer.resample_labels)
+    with tracking.stage_run(params.mlflow.experiment, name, tags, logged) as run_ids:
+        for repetition in plan:
+            seeds = {"seed": repetition.seed, "labels_seed": repetition.labels_seed}
+            with tracking.child_run(f"{name}/seed{repetition.index}", {**tags, "repetition": str(repetition.index)}, seeds):
+                run, outcome = repetition.run(variant, init_model, params.source_model.network, train, arrays, target.labels_per_class)
                 tracking.log_history(outcome.history.rows)
                 tracking.log_final(run)
             runs.append(run)
@@ -100,7 +91,7 @@ def main(argv: list[str]) -> None:
             "epochs": outcome.history.epochs,
             "seeds": params.transfer.seeds,
             "labels_per_class": target.labels_per_class,
-            "mlflow_run_id": run_id,
+            **run_ids,
             "repetitions": runs,
         }
         artifacts.save_with(paths.variant_model(name), first_model.save)

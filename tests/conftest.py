@@ -31,6 +31,7 @@ TINY: dict[str, Any] = {
             "reuse_layers": 3, "frozen_layers": 2, "new_hidden": [8],
         },
     },
+    "pretrain": {},
     "mlflow": {"experiment": "tests"},
 }
 
@@ -61,6 +62,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 def make_project(path: Path, params: dict[str, Any]) -> Path:
     """A real git + DVC project holding this checkout's pipeline code and the given params."""
+    path.mkdir(parents=True, exist_ok=True)
     for item in ("dvc.yaml", "stages", "src"):
         source = ROOT / item
         if source.is_dir():
@@ -74,6 +76,7 @@ def make_project(path: Path, params: dict[str, Any]) -> Path:
     run(["git", "config", "user.email", "tests@transferlab.invalid"], path)
     run([sys.executable, "-m", "dvc", "init", "-q"], path)
     run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], path)
+    shutil.copytree(ROOT / ".dvc" / "plots", path / ".dvc" / "plots")
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "tiny project"], path)
     return path

@@ -76,3 +76,36 @@ def test_missing_and_malformed_file(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("variants: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "params.yaml")
+
+
+def _pretrain(**fields):
+    entry = {"method": "auxiliary_ranking", "hidden_units": [8], "target": "mnist",
+             "train": {"epochs": 1, "batch_size": 4}, "corruptions": [{"kind": "noise", "amount": 0.2}]}
+    entry.update(fields)
+    return tiny_params(pretrain={"rank": entry})
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "reason"),
+    [
+        (_pretrain(method="autoenc"), "pretrain.rank.method", "'autoenc' is not one of autoencoder, rbm"),
+        (_pretrain(corruptions=[{"kind": "zap", "amount": 0.1}]), "pretrain.rank.corruptions.0.kind", "'zap'"),
+        (_pretrain(margin=0), "pretrain.rank.margin", "greater than 0"),
+        (_pretrain(margin=-1.5), "pretrain.rank.margin", "greater than 0"),
+        (_pretrain(hidden_units=[8, 8, 8, 8]), "pretrain.rank.hidden_units", "depth 4 > 3 hidden layers"),
+        (_pretrain(target="other"), "pretrain.rank.target", "not in targets"),
+    ],
+)
+def test_bad_pretraining_params_name_the_key(raw, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_params(raw)
+    assert str(caught.value).startswith(f"params.yaml: {key}: ") and reason in str(caught.value), str(caught.value)
+
+
+def test_variant_may_start_from_a_configured_pretraining_only() -> None:
+    raw = _pretrain()
+    raw["variants"]["freeze2"].update(init_from="rank", reuse_layers=1, frozen_layers=1)
+    assert parse_params(raw).init_depth("rank") == 1
+    del raw["pretrain"]["rank"]
+    with pytest.raises(ConfigError, match="variants.freeze2.init_from: 'rank' is not configured"):
+        parse_params(raw)

@@ -97,8 +97,156 @@ class TransferSpec(TrainSpec):
     resample_labels: bool = True  # draw a new labelled subset for each repetition
 
 
+Corruption = Literal["noise", "erase", "shuffle_patches", "blend"]
+
+
+class CorruptionSpec(Strict):
+    kind: Corruption
+    amount: Annotated[float, Field(gt=0, le=1)]  # share of pixels / area / patches changed, or blend weight
+
+
+class PretrainBase(Strict):
+    hidden_units: Annotated[list[PositiveInt], Field(min_length=1)]  # named hidden1 … like the source model's
+    target: str  # whose labelled pool (without labels) joins the source images in the unlabelled pool
+    activation: Literal["relu", "elu", "selu", "tanh", "sigmoid", "leaky_relu"] = "relu"
+    initializer: Literal["he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal"] = "he_normal"
+    seed: Seed = 42
+
+
+class AutoencoderSpec(PretrainBase):
+    method: Literal["autoencoder"]
+    train: TrainSpec
+    noise: Annotated[float, Field(ge=0, lt=1)] = 0.0  # denoising: share of input pixels masked to 0
+
+
+class RbmSpec(PretrainBase):
+    method: Literal["rbm"]
+    learning_rate: PositiveFloat = 0.05
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 20
+
+
+class GoodBadSpec(PretrainBase):
+    method: Literal["auxiliary_goodbad"]
+    train: TrainSpec
+    corruptions: Annotated[list[CorruptionSpec], Field(min_length=1)]
+
+
+class RankingSpec(PretrainBase):
+    method: Literal["auxiliary_ranking"]
+    train: TrainSpec
+    corruptions: Annotated[list[CorruptionSpec], Field(min_length=1)]
+    margin: PositiveFloat = 1.0
+
+
+PretrainSpec = Annotated[AutoencoderSpec | RbmSpec | GoodBadSpec | RankingSpec, Field(discriminator="method")]
+PRETRAIN_METHODS = ("autoencoder", "rbm", "auxiliary_goodbad", "auxiliary_ranking")
+
+
+class RegistryEntry(Strict):
+    kind: Literal["registry"]
+    uri: Annotated[str, Field(pattern=r"^models:/[^/@]+(/[^/@]+|@[^/@]+)$")]  # models:/name/version|alias|latest
+
+
+class SklearnMlpEntry(Strict):
+    """A scikit-learn MLPClassifier trained in-pipeline on the source task, then imported (never unpickled)."""
+
+    kind: Literal["sklearn_mlp"]
+    hidden_units: Annotated[list[PositiveInt], Field(min_length=1)]
+    activation: Literal["relu", "tanh", "logistic", "identity"] = "relu"
+    max_iter: PositiveInt = 50
+    learning_rate: PositiveFloat = 0.001
+    batch_size: PositiveInt = 64
+    seed: Seed = 42
+
+
+ZooEntry = Annotated[RegistryEntry | SklearnMlpEntry, Field(discriminator="kind")]
+ZOO_KINDS = ("registry", "sklearn_mlp")
+
+
+class ModelFile(Strict):
+    """A model from another framework or project on disk: a `.keras` file or an `.npz` of weights."""
+
+    format: Literal["keras", "npz"]
+    path: str
+    name_map: dict[str, str] = {}  # npz: their layer name -> ours (hidden1 …, outputs)
+    activation: Literal["relu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear"] = "relu"  # npz hidden layers
+
+
+class TransferabilitySweep(Strict):
+    """Yosinski et al. 2014: reuse the lowest k layers, frozen or fine-tuned, the rest re-created at the source's sizes."""
+
+    target: str = "mnist"
+    init_from: str = BUILTIN_INIT
+    layers: list[NonNegativeInt] | None = None  # the k values; None: 0 … depth of `init_from`
+    modes: list[Literal["frozen", "fine-tuned"]] = ["frozen", "fine-tuned"]
+
+
+class LabelBudgetSweep(Strict):
+    """Target accuracy against labels per class, for some configured variants (evaluated on `target`)."""
+
+    target: str = "mnist"
+    labels_per_class: list[PositiveInt] = [5, 10, 30, 100, 300]
+    variants: list[str] = ["scratch", "reuse5", "freeze2"]
+
+
+class SweepsSpec(Strict):
+    transferability: TransferabilitySweep | None = TransferabilitySweep()  # None: no such sweep
+    label_budget: LabelBudgetSweep | None = LabelBudgetSweep()
+
+
+def _check_sweeps(params: Params) -> None:
+    """Check the sweeps when params.yaml has a `sweeps:` section.
+
+    Without one (older files, small test configs) the defaults may name variants the file does
+    not have; that must not reject the whole file, so the sweep stage checks its own spec then.
+    """
+    if "sweeps" in params.model_fields_set:
+        check_sweeps(params)
+
+
+def check_sweeps(params: Params) -> None:
+    """Names a sweep refers to must be configured; its grid must be non-empty and fit the model."""
+    def check_target(key: str, target: str) -> None:
+        if target not in params.targets:
+            raise ConfigError(f"{key}.target", f"{target!r} is not in targets ({', '.join(params.targets)})")
+
+    def check_distinct(key: str, values: list[Any]) -> None:
+        if not values:
+            raise ConfigError(key, "empty: the sweep would run nothing")
+        if len(set(values)) != len(values):
+            raise ConfigError(key, "a value is listed twice")
+
+    transferability, budget = params.sweeps.transferability, params.sweeps.label_budget
+    if transferability is not None:
+        key = "sweeps.transferability"
+        check_target(key, transferability.target)
+        if transferability.init_from not in params.init_names():
+            raise ConfigError(
+                f"{key}.init_from",
+                f"{transferability.init_from!r} is not configured (choose from: {', '.join(params.init_names())})",
+            )
+        depth = params.init_depth(transferability.init_from)
+        if transferability.layers is not None:
+            check_distinct(f"{key}.layers", transferability.layers)
+            for k in transferability.layers:
+                if k > depth:
+                    raise ConfigError(f"{key}.layers", f"{k} > {depth} hidden layers of {transferability.init_from!r}")
+        check_distinct(f"{key}.modes", transferability.modes)
+    if budget is not None:
+        key = "sweeps.label_budget"
+        check_target(key, budget.target)
+        check_distinct(f"{key}.labels_per_class", budget.labels_per_class)
+        check_distinct(f"{key}.variants", budget.variants)
+        for name in budget.variants:
+            if name not in params.variants:
+                raise ConfigError(f"{key}.variants", f"{name!r} is not in variants ({', '.join(params.variants)})")
+
+
 class MlflowSpec(Strict):
     experiment: str = "transferlab"
+    register_models: bool = True  # source and pretraining models become registry versions (the zoo)
+    model_prefix: str = "transferlab-"  # registered name: prefix + stage entry (`transferlab-source`)
 
 
 class Params(Strict):
@@ -107,16 +255,22 @@ class Params(Strict):
     source_model: SourceModelSpec
     transfer: TransferSpec
     variants: Annotated[dict[str, VariantSpec], Field(min_length=1)]
+    pretrain: dict[str, PretrainSpec] = {}
+    zoo: dict[str, ZooEntry] = {}
+    model_files: dict[str, ModelFile] = {}
     mlflow: MlflowSpec = MlflowSpec()
+    sweeps: SweepsSpec = SweepsSpec()
 
-    def init_depth(self, init_from: str) -> int:
-        """Number of hidden layers of the model named by `init_from`."""
+    def init_depth(self, init_from: str) -> int | None:
+        """Number of hidden layers of the model named by `init_from` (None: known only once it is loaded)."""
         if init_from == BUILTIN_INIT:
             return len(self.source_model.network.hidden_units)
-        raise KeyError(init_from)
+        spec = self.pretrain.get(init_from) or self.zoo.get(init_from)
+        return len(spec.hidden_units) if spec is not None and hasattr(spec, "hidden_units") else None
 
     def init_names(self) -> list[str]:
-        return [BUILTIN_INIT]
+        """Every model a variant may start from: `source`, pretraining entries, zoo entries, model files."""
+        return [BUILTIN_INIT, *self.pretrain, *self.zoo, *self.model_files]
 
     def variant_train(self, name: str) -> TrainSpec:
         """The transfer defaults with the variant's own overrides applied."""
@@ -147,8 +301,24 @@ def _check_consistency(params: Params) -> None:
         raise ConfigError("source_data.path", f"dataset {params.source_data.dataset} needs a path")
     if len(set(params.source_data.classes)) != len(params.source_data.classes):
         raise ConfigError("source_data.classes", "a class is listed twice")
+    depth = len(params.source_model.network.hidden_units)
+    seen: dict[str, str] = {BUILTIN_INIT: "the source model"}
+    for section in ("pretrain", "zoo", "model_files"):
+        for name in getattr(params, section):
+            if name in seen:
+                raise ConfigError(f"{section}.{name}", f"name already used by {seen[name]} (models/{name}.keras)")
+            seen[name] = f"{section}.{name}"
+    for name, spec in params.pretrain.items():
+        if spec.target not in params.targets:
+            raise ConfigError(f"pretrain.{name}.target", f"{spec.target!r} is not in targets ({', '.join(params.targets)})")
+        if len(spec.hidden_units) > depth:
+            raise ConfigError(
+                f"pretrain.{name}.hidden_units",
+                f"depth {len(spec.hidden_units)} > {depth} hidden layers of the target network (source_model.network)",
+            )
     for name, variant in params.variants.items():
         _check_variant(params, name, variant)
+    _check_sweeps(params)
 
 
 def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
@@ -161,7 +331,7 @@ def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
             f"{variant.init_from!r} is not configured (choose from: {', '.join(params.init_names())})",
         )
     depth = params.init_depth(variant.init_from)
-    if variant.reuse_layers > depth:
+    if depth is not None and variant.reuse_layers > depth:
         raise ConfigError(
             f"{key}.reuse_layers", f"{variant.reuse_layers} > {depth} hidden layers of {variant.init_from!r}"
         )
@@ -193,9 +363,20 @@ def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
 
 def _format_validation_error(error: ValidationError) -> ConfigError:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    loc = list(first["loc"])
+    if len(loc) > 2 and loc[0] in ("pretrain", "zoo") and loc[2] in (*PRETRAIN_METHODS, *ZOO_KINDS):
+        del loc[2]  # pydantic names the union member it tried; the user wrote no such key
+    key = ".".join(str(part) for part in loc) or "(top level)"
     reason = first["msg"]
-    if first["type"] == "extra_forbidden":
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        tag = first.get("ctx", {}).get("discriminator", "'method'").strip("'")
+        key += f".{tag}"
+        found = first.get("ctx", {}).get("tag")
+        tags = {"pretrain": PRETRAIN_METHODS, "zoo": ZOO_KINDS}.get(str(loc[0]), ())
+        choices = first.get("ctx", {}).get("expected_tags", ", ".join(tags)).replace("'", "")
+        reason = f"{found!r} is not one of" if found else "missing; one of"
+        reason += f" {choices}"
+    elif first["type"] == "extra_forbidden":
         reason = "unknown key"
     elif first["type"] == "literal_error":
         reason = f"{first.get('input')!r}: {first['msg'].lower()}"

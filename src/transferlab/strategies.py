@@ -10,23 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
-import numpy as np
 
 from transferlab import networks, training
 from transferlab.config import NetworkSpec, TrainSpec, VariantSpec
+from transferlab.data import TargetData
 from transferlab.training import EpochCallback, History
-
-
-@dataclass(frozen=True)
-class TargetData:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-    @property
-    def n_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
 
 
 @dataclass

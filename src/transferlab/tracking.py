@@ -83,14 +83,17 @@ def _raise_killed(signum: int, _frame: Any) -> None:
 
 
 @contextmanager
-def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> Iterator[str]:
-    """Start a run (yielding its id) that ends FINISHED, FAILED on an exception, KILLED on SIGTERM/SIGINT."""
+def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> Iterator[dict[str, str]]:
+    """Start a run that ends FINISHED, FAILED on an exception, KILLED on SIGTERM/SIGINT.
+
+    Yields `{"mlflow_run_id": …, "mlflow_experiment_id": …}`, for the stage's metrics file.
+    """
     experiment_id = set_experiment(experiment)
     previous = signal.signal(signal.SIGTERM, _raise_killed)
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**context_tags(), **tags})
     try:
         log_params(params)
-        yield run.info.run_id
+        yield {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id}
     except (StageKilled, KeyboardInterrupt):
         mlflow.end_run("KILLED")
         raise
@@ -106,7 +109,8 @@ def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: M
 @contextmanager
 def child_run(run_name: str, tags: Mapping[str, str], params: Mapping[str, Any] | None = None) -> Iterator[str]:
     """A nested run (e.g. one seed of a variant) under the active stage run, with the same honest status."""
-    run = mlflow.start_run(run_name=run_name, nested=True, tags=dict(tags))
+    parent = mlflow.active_run().info
+    run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=run_name, nested=True, tags=dict(tags))
     try:
         if params:
             log_params(params)
@@ -136,7 +140,7 @@ def log_history(rows: Sequence[Mapping[str, float]], step_key: str = "epoch", pr
         Metric(f"{prefix}{key}", float(value), timestamp, int(row[step_key]))
         for row in rows
         for key, value in row.items()
-        if key != step_key and isinstance(value, (int, float))
+        if key not in {step_key, "epoch", "step", "layer"} and isinstance(value, (int, float))
     ]
     for start in range(0, len(metrics), 1000):
         MlflowClient().log_batch(run_id, metrics=metrics[start : start + 1000])
@@ -145,6 +149,13 @@ def log_history(rows: Sequence[Mapping[str, float]], step_key: str = "epoch", pr
 def log_final(metrics: Mapping[str, Any]) -> None:
     """Final scalar metrics (non-numeric values are skipped)."""
     mlflow.log_metrics({key: float(value) for key, value in metrics.items() if isinstance(value, (int, float)) and not isinstance(value, bool)})
+
+
+def register_model(path: Path, name: str, tags: Mapping[str, Any]) -> str:
+    """Register a stage's `.keras` output in the MLflow Model Registry (the zoo); returns the new version."""
+    from transferlab.zoo_registry import register_keras
+
+    return register_keras(path, name, {key: str(value) for key, value in tags.items()})
 
 
 def log_files(paths: Sequence[Path], artifact_path: str | None = None) -> None:

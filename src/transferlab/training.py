@@ -47,7 +47,7 @@ def make_optimizer(spec: OptimizerSpec, learning_rate: float | None = None) -> k
 
 @dataclass
 class History:
-    """Per-epoch rows (`epoch`, `loss`, [`accuracy`], [`test_loss`, `test_accuracy`]) and the time spent training."""
+    """Per-epoch rows (`epoch`, `loss`, `seconds`, [`accuracy`], [`test_loss`, `test_accuracy`]) and the training time."""
 
     rows: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
@@ -58,7 +58,8 @@ class History:
 
     @property
     def seconds_per_epoch(self) -> float:
-        return self.train_seconds / max(self.epochs, 1)
+        """Median epoch time: robust to the first epoch, which also traces the compiled step."""
+        return float(np.median([row["seconds"] for row in self.rows])) if self.rows else 0.0
 
     def extend(self, other: History) -> History:
         return History(self.rows + other.rows, self.train_seconds + other.train_seconds)
@@ -165,7 +166,8 @@ def fit(
         start = time.perf_counter()
         epoch_loss, epoch_accuracy = run_epoch(xs, labels, order)
         row = {"epoch": epoch, "loss": float(epoch_loss)}  # float() waits for the epoch to finish
-        history.train_seconds += time.perf_counter() - start
+        row["seconds"] = time.perf_counter() - start
+        history.train_seconds += row["seconds"]
         if accuracy:
             row["accuracy"] = float(epoch_accuracy)
         if eval_data is not None:

@@ -1,0 +1,243 @@
+"""Auxiliary-task pretraining: learn features by telling real images from corrupted copies.
+
+`pretrain_goodbad` trains a classifier (real = 1, corrupted = 0); `pretrain_ranking` trains a
+scoring network with Collobert & Weston's (2008) max-margin loss max(0, margin - s(good) + s(bad)).
+Both hold out a fraction of the (real, corrupted) pairs, and report how well the task is solved on
+them, so a stage can tell a pretraining that learned something from one that did not.
+
+Corruptions act on flattened square images in [0, 1], are pure NumPy, seeded, and never modify
+their input. `amount` is in (0, 1] for each:
+- `noise`: that fraction of each image's pixels (exactly, rounded) is replaced by uniform noise;
+- `erase`: a random square patch covering about that fraction of the area is set to 0;
+- `shuffle_patches`: the image is cut into a 4 x 4 grid of patches and that fraction of the
+  patches (at least 2) is moved, each to another chosen patch's place (a cycle, so all move);
+- `blend`: (1 - amount) * image + amount * another image of the same set (never itself); amount < 1.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transferlab import networks, training
+from transferlab.config import TrainSpec
+from transferlab.errors import ConfigError
+from transferlab.pretraining import PretrainResult, check_hidden_units, check_pixels
+from transferlab.training import EpochCallback
+
+SCORE = "score"
+PATCH_GRID = 4
+
+
+def _side(x: np.ndarray) -> int:
+    side = int(round(np.sqrt(x.shape[1])))
+    if side * side != x.shape[1]:
+        raise ValueError(f"corruptions need flattened square images, got {x.shape[1]} features")
+    return side
+
+
+def noise(x: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    n, d = x.shape
+    count = int(round(amount * d))
+    chosen = np.argsort(rng.random((n, d)), axis=1)[:, :count]  # `count` distinct pixels per image
+    out = x.copy()
+    out[np.arange(n)[:, None], chosen] = rng.random((n, count), dtype=np.float32)
+    return out
+
+
+def erase(x: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    n, side = len(x), _side(x)
+    patch = max(1, int(round(np.sqrt(amount) * side)))
+    top, left = (rng.integers(0, side - patch + 1, n) for _ in range(2))
+    rows = (top[:, None] + np.arange(patch))[:, :, None]
+    cols = (left[:, None] + np.arange(patch))[:, None, :]
+    images = x.reshape(n, side, side).copy()
+    images[np.arange(n)[:, None, None], rows, cols] = 0.0
+    return images.reshape(n, -1)
+
+
+def shuffle_patches(x: np.ndarray, amount: float, rng: np.random.Generator, grid: int = PATCH_GRID) -> np.ndarray:
+    n, side = len(x), _side(x)
+    if side % grid:
+        raise ValueError(f"shuffle_patches: image side {side} is not divisible into a {grid} x {grid} grid")
+    cell, count = side // grid, grid * grid
+    moved = min(count, max(2, int(round(amount * count))))
+    patches = x.reshape(n, grid, cell, grid, cell).transpose(0, 1, 3, 2, 4).reshape(n, count, cell, cell)
+    chosen = np.argsort(rng.random((n, count)), axis=1)[:, :moved]
+    out = patches.copy()
+    image = np.arange(n)[:, None]
+    out[image, chosen] = patches[image, np.roll(chosen, 1, axis=1)]  # a cycle: every chosen patch moves
+    return out.reshape(n, grid, grid, cell, cell).transpose(0, 1, 3, 2, 4).reshape(n, -1)
+
+
+def blend(x: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    if len(x) < 2:
+        raise ValueError("blend needs at least 2 images")
+    order = rng.permutation(len(x))
+    partner = np.empty(len(x), dtype=np.int64)
+    partner[order] = np.roll(order, -1)  # a random cycle: no image is blended with itself
+    return ((1.0 - amount) * x + amount * x[partner]).astype(x.dtype)
+
+
+CORRUPTIONS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {
+    "noise": noise,
+    "erase": erase,
+    "shuffle_patches": shuffle_patches,
+    "blend": blend,
+}
+
+
+def check_corruption(kind: str, amount: float, key: str = "corruptions") -> None:
+    """Raise a ConfigError naming `key` unless `kind` is known and 0 < amount <= 1."""
+    if kind not in CORRUPTIONS:
+        raise ConfigError(key, f"unknown corruption {kind!r} (choose from: {', '.join(CORRUPTIONS)})")
+    if not 0.0 < amount <= 1.0:
+        raise ConfigError(key, f"{kind} amount {amount} must be in (0, 1]")
+    if kind == "blend" and amount == 1.0:  # the "corrupted" image would be another real one
+        raise ConfigError(key, "blend amount 1 replaces the image by another real image; use < 1")
+
+
+def corrupt(x: np.ndarray, kind: str, amount: float, seed: int, key: str = "corruptions") -> np.ndarray:
+    """A corrupted copy of the flattened square images `x` (see the module docstring for `amount`)."""
+    check_corruption(kind, amount, key)
+    return CORRUPTIONS[kind](np.asarray(x, dtype=np.float32), amount, np.random.default_rng(seed)).astype(np.float32)
+
+
+def corrupt_mixed(x: np.ndarray, corruptions: Sequence[tuple[str, float]], seed: int, key: str = "corruptions") -> np.ndarray:
+    """One corrupted copy of each image, each image's corruption drawn at random from the list."""
+    if not corruptions:
+        raise ConfigError(key, "at least one (kind, amount) corruption is needed")
+    for index, (kind, amount) in enumerate(corruptions):
+        check_corruption(kind, amount, f"{key}[{index}]")  # fail before any work is done
+    choice = np.random.default_rng([seed, 0]).integers(len(corruptions), size=len(x))
+    bad = np.empty_like(x)
+    for index, (kind, amount) in enumerate(corruptions):
+        mask = choice == index
+        if mask.any():
+            # Corrupting all of `x` (then keeping the masked rows) draws `blend` partners from every image.
+            bad[mask] = corrupt(x, kind, amount, seed=networks.layer_seed(seed, f"corruption{index}"))[mask]
+    return bad
+
+
+def _split(x: np.ndarray, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not 0.0 < heldout_fraction < 1.0:
+        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    order = np.random.default_rng([seed, 1]).permutation(len(x))
+    held = int(round(heldout_fraction * len(x)))
+    if held < 2 or len(x) - held < 2:
+        raise ValueError(f"{len(x)} images leave too few for training and held-out pairs (heldout_fraction {heldout_fraction})")
+    return x[np.sort(order[held:])], x[np.sort(order[:held])]
+
+
+def _rename(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    # `training.fit` calls its monitoring set `test_…`; here it is the held-out pairs.
+    return [{name.replace("test_", "heldout_", 1): value for name, value in row.items()} for row in rows]
+
+
+def _renamed(on_epoch: EpochCallback | None) -> EpochCallback | None:
+    return None if on_epoch is None else (lambda row: on_epoch(_rename([row])[0]))
+
+
+def pretrain_goodbad(
+    x: np.ndarray,
+    hidden_units: Sequence[int],
+    activation: str,
+    initializer: str,
+    train: TrainSpec,
+    corruptions: Sequence[tuple[str, float]],
+    seed: int = 42,
+    heldout_fraction: float = 0.2,
+    key: str = "pretrain",
+    on_epoch: EpochCallback | None = None,
+) -> PretrainResult:
+    """A classifier hidden1 … hiddenK + 2-way softmax `outputs`: class 1 = real image, class 0 = corrupted.
+
+    Each image yields one (real, corrupted) pair; `heldout_fraction` of the images (and so of the
+    pairs) is kept out of training. `key` prefixes the params key named in a ConfigError.
+
+    Returns:
+        rows `epoch`, `loss`, `accuracy`, `heldout_loss`, `heldout_accuracy`; metrics `loss`,
+        `accuracy` (training pairs, final weights), `heldout_loss`, `heldout_accuracy`.
+    """
+    x = check_pixels(x)
+    units = check_hidden_units(hidden_units)
+    train_x, held_x = _split(x, heldout_fraction, seed)
+    labelled = []
+    for good, part_seed in ((train_x, seed), (held_x, seed + 1)):
+        bad = corrupt_mixed(good, corruptions, part_seed, f"{key}.corruptions")
+        labels = np.concatenate([np.ones(len(good)), np.zeros(len(bad))]).astype(np.int64)
+        labelled.append((np.concatenate([good, bad]), labels))
+    (xs, ys), (held_xs, held_ys) = labelled
+    model = networks.build(x.shape[1], networks.dnn_layers(units, activation, n_classes=2), initializer, seed)
+    history = training.fit(model, xs, ys, train, eval_data=(held_xs, held_ys), on_epoch=_renamed(on_epoch))
+    final, held = training.evaluate(model, xs, ys), training.evaluate(model, held_xs, held_ys)
+    metrics = {**final, "heldout_loss": held["loss"], "heldout_accuracy": held["accuracy"]}
+    return PretrainResult(model, _rename(history.rows), metrics)
+
+
+def ranking_loss(margin: float) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Per-pair hinge max(0, margin - (s(good) - s(bad))); the pair model outputs the difference."""
+
+    def loss(y_true: tf.Tensor, score_difference: tf.Tensor) -> tf.Tensor:
+        del y_true  # unused: the order within each pair is the label
+        return tf.nn.relu(margin - score_difference[:, 0])
+
+    return loss
+
+
+def pair_model(scorer: keras.Model) -> keras.Model:
+    """(good, bad) -> s(good) - s(bad), both through the one shared `scorer`."""
+    size = networks.input_size(scorer)
+    good, bad = keras.Input(shape=(size,), name="good"), keras.Input(shape=(size,), name="bad")
+    difference = keras.layers.Subtract(name="score_difference")([scorer(good), scorer(bad)])
+    return keras.Model([good, bad], difference, name="ranking_pairs")
+
+
+def pretrain_ranking(
+    x: np.ndarray,
+    hidden_units: Sequence[int],
+    activation: str,
+    initializer: str,
+    train: TrainSpec,
+    corruptions: Sequence[tuple[str, float]],
+    margin: float = 1.0,
+    seed: int = 42,
+    heldout_fraction: float = 0.2,
+    key: str = "pretrain",
+    on_epoch: EpochCallback | None = None,
+) -> PretrainResult:
+    """A scorer hidden1 … hiddenK + linear `score` unit, trained so real images outscore their corrupted copies by `margin`.
+
+    Returns:
+        The scorer `pixels -> hidden1 … hiddenK -> score`; rows `epoch`, `loss`, `heldout_loss`
+        (mean hinge per pair); metrics `ranking_loss`, `pairs_ranked` (training pairs, final weights),
+        `heldout_ranking_loss`, `heldout_pairs_ranked` (fraction of held-out pairs with s(good) > s(bad)).
+    """
+    if not margin > 0:
+        raise ConfigError(f"{key}.margin", f"{margin} must be > 0 (a zero margin is solved by a constant score)")
+    x = check_pixels(x)
+    units = check_hidden_units(hidden_units)
+    train_x, held_x = _split(x, heldout_fraction, seed)
+    train_pairs = (train_x, corrupt_mixed(train_x, corruptions, seed, f"{key}.corruptions"))
+    held_pairs = (held_x, corrupt_mixed(held_x, corruptions, seed + 1, f"{key}.corruptions"))
+    layers = [*networks.dnn_layers(units, activation, n_classes=1)[:-1], networks.LayerSpec(SCORE, 1, "linear")]
+    scorer = networks.build(x.shape[1], layers, initializer, seed)
+    # `fit` wants one label per example; the ranking loss ignores it (the pair's order is the label).
+    history = training.fit(
+        pair_model(scorer),
+        train_pairs,
+        np.zeros(len(train_x), dtype=np.float32),
+        train,
+        loss=ranking_loss(margin),
+        accuracy=False,
+        eval_data=(held_pairs, np.zeros(len(held_x), dtype=np.float32)),
+        on_epoch=_renamed(on_epoch),
+    )
+    metrics: dict[str, float] = {}
+    for prefix, pairs in (("", train_pairs), ("heldout_", held_pairs)):
+        difference = training.predict(scorer, pairs[0])[:, 0] - training.predict(scorer, pairs[1])[:, 0]
+        metrics[f"{prefix}ranking_loss"] = float(np.mean(np.maximum(0.0, margin - difference)))
+        metrics[f"{prefix}pairs_ranked"] = float(np.mean(difference > 0))
+    return PretrainResult(scorer, _rename(history.rows), metrics)

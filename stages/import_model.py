@@ -1,0 +1,112 @@
+"""Stages `zoo@<name>` and `model_file@<name>`: bring a model from elsewhere into `models/<name>.keras`.
+
+    python -m stages.import_model registered_source   # writes models/registered_source.keras,
+                                                      # metrics/registered_source.json
+
+Sources (params.yaml): `zoo.<name>` — a registry entry (`models:/name/version|alias|latest`) or a
+scikit-learn MLP trained here on the source task; `model_files.<name>` — a `.keras` file or an
+`.npz` of weights exported from PyTorch/JAX. Everything is loaded safely (`safe_mode=True`,
+`allow_pickle=False`, no unpickling) and checked before it is written.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transferlab import artifacts, data, paths, tracking
+from transferlab.cli import run_main
+from transferlab.config import ModelFile, Params, RegistryEntry, SklearnMlpEntry, load_params
+from transferlab.errors import ConfigError
+
+
+def find_entry(params: Params, name: str) -> tuple[str, RegistryEntry | SklearnMlpEntry | ModelFile]:
+    for section in ("zoo", "model_files"):
+        if name in getattr(params, section):
+            return f"{section}.{name}", getattr(params, section)[name]
+    raise ConfigError(f"zoo.{name}", f"not configured in zoo or model_files (have: {', '.join([*params.zoo, *params.model_files]) or 'none'})")
+
+
+def train_sklearn_mlp(entry: SklearnMlpEntry, source: dict[str, Any]):
+    """Fit scikit-learn's MLPClassifier on the source task (in-pipeline: nothing is unpickled)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    mlp = MLPClassifier(
+        hidden_layer_sizes=tuple(entry.hidden_units), activation=entry.activation, max_iter=entry.max_iter,
+        learning_rate_init=entry.learning_rate, batch_size=entry.batch_size, random_state=entry.seed,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is a budget we chose, not a failure
+        mlp.fit(source["x_train"], source["y_train"])
+    return mlp
+
+
+def import_model(entry: RegistryEntry | SklearnMlpEntry | ModelFile, source: dict[str, Any], dest: Path) -> dict[str, Any]:
+    """Write the entry's model to `dest` (a `.keras` file); returns what to record about it."""
+    from transferlab import zoo
+
+    if isinstance(entry, RegistryEntry):
+        from transferlab import zoo_registry
+
+        with artifacts.atomic_path(dest) as tmp:
+            zoo_registry.fetch_registered(entry.uri, tmp)
+            zoo.load_keras(tmp)  # validate before it counts as done; the bytes are kept as registered
+        return {"source": entry.uri}
+    if isinstance(entry, SklearnMlpEntry):
+        mlp = train_sklearn_mlp(entry, source)
+        artifacts.save_with(dest, zoo.from_sklearn_mlp(mlp).save)
+        return {"source": "sklearn MLPClassifier", "sklearn_source_test_accuracy": float(mlp.score(source["x_test"], source["y_test"]))}
+    if entry.format == "keras":
+        zoo.load_keras(Path(entry.path))
+        with artifacts.atomic_path(dest) as tmp:
+            shutil.copyfile(entry.path, tmp)
+        return {"source": entry.path}
+    artifacts.save_with(dest, zoo.from_npz(Path(entry.path), entry.name_map or None, entry.activation).save)
+    return {"source": entry.path}
+
+
+def describe(dest: Path, source: dict[str, Any]) -> dict[str, Any]:
+    """Layers, input size, file hash, and the imported network's own accuracy on the source test set."""
+    from transferlab import networks, training, zoo
+
+    model = zoo.load_keras(dest)
+    described: dict[str, Any] = {
+        "input_size": networks.input_size(model),
+        "hidden_layers": {layer.name: int(layer.units) for layer in networks.hidden_layers(model)},
+        "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
+    }
+    n_classes = int(source["y_test"].max()) + 1
+    names = {layer.name for layer in model.layers}
+    if "outputs" in names and model.output_shape[-1] == n_classes and described["input_size"] == source["x_test"].shape[1]:
+        described["source_test_accuracy"] = training.evaluate(model, source["x_test"], source["y_test"])["accuracy"]
+    return described
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise ConfigError("zoo", "usage: python -m stages.import_model <zoo or model_files entry>")
+    params = load_params(paths.PARAMS)
+    name = argv[0]
+    key, entry = find_entry(params, name)
+    source = data.load_npz(paths.source_data(), ("x_train", "y_train", "x_test", "y_test"))
+    data.check_images(source, paths.source_data())
+    tags = {"stage": f"{key.split('.')[0]}@{name}", "variant": name, "strategy": "import",
+            "init_from": getattr(entry, "uri", None) or getattr(entry, "path", None) or getattr(entry, "kind", "")}
+    with tracking.stage_run(params.mlflow.experiment, name, tags, {key: entry.model_dump()}) as run_ids:
+        dest = paths.init_model(name)
+        recorded = {"kind": getattr(entry, "kind", None) or entry.format, **import_model(entry, source, dest)}
+        metrics = {**recorded, **describe(dest, source), **run_ids}
+        tracking.log_final(metrics)
+        tracking.log_files([dest])
+        artifacts.write_json(paths.init_metrics(name), metrics)
+    accuracy = metrics.get("source_test_accuracy")
+    print(f"imported {name} from {metrics['source']}: hidden {metrics['hidden_layers']}"
+          + (f", source test accuracy {accuracy:.4f}" if accuracy is not None else ""))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,100 @@
+"""Stage `pretrain@<name>`: pretrain lower layers without target labels, for variants to start from.
+
+    python -m stages.pretrain autoencoder   # writes models/autoencoder.keras, metrics/autoencoder.json,
+                                            # plots/autoencoder.csv
+
+Reads `pretrain.<name>` from params.yaml. The unlabelled pool is every source image plus the
+target's labelled pool *without its labels* — never a target test image. The saved network's
+hidden layers are named `hidden1 …` like the source model's, so variants reuse them unchanged.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from transferlab import artifacts, data, paths, tracking
+from transferlab.cli import run_main
+from transferlab.config import PretrainSpec, load_params
+from transferlab.errors import ConfigError, DataError
+
+STAGE = "pretrain"
+
+
+def unlabelled_pool(source: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> np.ndarray:
+    """Source train and test images and the target pool, labels dropped; checked disjoint from the target test set."""
+    pool = np.concatenate([source["x_train"], source["x_test"], target["x_pool"]])
+    test_rows = {row.tobytes() for row in target["x_test"]}
+    if any(row.tobytes() in test_rows for row in pool):
+        raise DataError("unlabelled pool: contains a target test image (is the target split overlapping its pool?)")
+    return pool
+
+
+def pretrain(name: str, spec: PretrainSpec, x: np.ndarray, on_epoch) -> Any:
+    """Dispatch to the method named by `spec.method` (imports TensorFlow)."""
+    key = f"pretrain.{name}"
+    if spec.method == "autoencoder":
+        from transferlab.pretraining.autoencoder import pretrain_autoencoders
+
+        return pretrain_autoencoders(x, spec.hidden_units, spec.activation, spec.initializer, spec.train, spec.noise, spec.seed, on_epoch)
+    if spec.method == "rbm":
+        from transferlab.pretraining.rbm import pretrain_rbms
+
+        return pretrain_rbms(x, spec.hidden_units, spec.learning_rate, spec.epochs, spec.batch_size, spec.seed, on_epoch)
+    from transferlab.pretraining import auxiliary
+
+    corruptions = [(c.kind, c.amount) for c in spec.corruptions]
+    if spec.method == "auxiliary_goodbad":
+        return auxiliary.pretrain_goodbad(
+            x, spec.hidden_units, spec.activation, spec.initializer, spec.train, corruptions, spec.seed, key=key, on_epoch=on_epoch
+        )
+    return auxiliary.pretrain_ranking(
+        x, spec.hidden_units, spec.activation, spec.initializer, spec.train, corruptions, spec.margin, spec.seed, key=key, on_epoch=on_epoch
+    )
+
+
+def step_rows(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Number rows 1..N across layers, so greedy layer-by-layer curves plot on one axis."""
+    return [{"step": i + 1, **row} for i, row in enumerate(rows)]
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise ConfigError("pretrain", "usage: python -m stages.pretrain <pretrain entry>")
+    params = load_params(paths.PARAMS)
+    name = argv[0]
+    if name not in params.pretrain:
+        raise ConfigError(f"pretrain.{name}", f"not configured (have: {', '.join(params.pretrain) or 'none'})")
+    spec = params.pretrain[name]
+    source = data.load_npz(paths.source_data(), ("x_train", "x_test"))
+    target = data.load_npz(paths.target_data(spec.target), ("x_pool", "x_test"))
+    data.check_images(source, paths.source_data())
+    data.check_images(target, paths.target_data(spec.target))
+    pool = unlabelled_pool(source, target)
+    from transferlab import training  # TensorFlow starts only once the inputs are known to be good
+
+    training.make_deterministic(spec.seed)
+    tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": spec.method, "init_from": "random",
+            "data_fingerprint": data.fingerprint(pool)}
+    with tracking.stage_run(params.mlflow.experiment, name, tags, {"pretrain": spec.model_dump(), "pool_images": len(pool)}) as run_ids:
+        result = pretrain(name, spec, pool, on_epoch=None)
+        rows = step_rows(result.rows)
+        metrics = {"method": spec.method, "depth": len(spec.hidden_units), "pool_images": int(len(pool)),
+                   **result.metrics, **run_ids}
+        artifacts.save_with(paths.init_model(name), result.model.save)
+        artifacts.write_rows(paths.init_history(name), rows)
+        tracking.log_history(rows, step_key="step")
+        tracking.log_final(metrics)
+        tracking.log_files([paths.init_history(name)])
+        if params.mlflow.register_models:  # also logs the model file as the run's artifact
+            metrics["registered_model"] = params.mlflow.model_prefix + name
+            metrics["registered_version"] = tracking.register_model(
+                paths.init_model(name), metrics["registered_model"], {"stage": f"{STAGE}@{name}", **result.metrics})
+        else:
+            tracking.log_files([paths.init_model(name)])
+        artifacts.write_json(paths.init_metrics(name), metrics)
+    print(f"pretrain {name} ({spec.method}): " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+
+
+if __name__ == "__main__":
+    run_main(main)

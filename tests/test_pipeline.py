@@ -1,0 +1,107 @@
+"""The pipeline on real DVC in a temp git repo: caching reruns exactly what changed, reports build, bad input stops cleanly."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from html.parser import HTMLParser
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import run
+
+pytestmark = pytest.mark.slow
+
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def repro(project: Path, *args: str) -> list[str]:
+    """Run `dvc repro` and return the stages it actually ran."""
+    out = run([*DVC, "repro", *args], project).stdout
+    return sorted(re.findall(r"Running stage '([^']+)'", out))
+
+
+def edit_params(project: Path, change) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    change(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+class Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def test_repro_caching_reports_and_tracking(project: Path) -> None:
+    everything = repro(project)
+    assert everything == sorted([
+        "prepare_source", "prepare_target@mnist", "pretrain_source", "transfer@scratch", "transfer@freeze2", "report",
+    ])
+    assert repro(project) == [], "a second repro must run nothing"
+
+    # dvc metrics show lists every variant's target accuracy
+    shown = json.loads(run([*DVC, "metrics", "show", "--json"], project).stdout)
+    data = next(iter(shown.values()))["data"]
+    for variant in ("scratch", "freeze2"):
+        assert 0 <= data[f"metrics/transfer/{variant}.json"]["data"]["target_accuracy"] <= 1
+
+    # editing one variant reruns exactly that variant and the report
+    edit_params(project, lambda p: p["variants"]["freeze2"].update(new_hidden=[12]))
+    assert repro(project) == ["report", "transfer@freeze2"]
+
+    # editing a source param reruns the source and every variant (and the report)
+    edit_params(project, lambda p: p["source_model"]["train"].update(epochs=3))
+    assert repro(project) == ["pretrain_source", "report", "transfer@freeze2", "transfer@scratch"]
+
+    # the report holds every variant, its plots decode, and its run ids are real MLflow runs
+    markdown = (project / "reports/comparison.md").read_text()
+    html = (project / "reports/comparison.html").read_text()
+    for variant in ("scratch", "freeze2"):
+        assert f"| {variant} " in markdown and f"<td>{variant}</td>" in html
+    parser = Images()
+    parser.feed(html)
+    assert len(parser.sources) == 3
+    from PIL import Image
+
+    for source in parser.sources:
+        assert source.startswith("data:image/png;base64,")
+        image = Image.open(BytesIO(base64.b64decode(source.split(",", 1)[1])))
+        image.load()
+        assert image.size[0] > 300
+    assert "What this run shows" in markdown
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tests")
+    finished = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+    parents = [r for r in finished if "mlflow.parentRunId" not in r.data.tags]
+    # first repro: source, 2 variants, report; then freeze2 + report; then source, 2 variants, report
+    assert len(parents) == 4 + 2 + 4
+    metrics = json.loads((project / "metrics/transfer/freeze2.json").read_text())
+    run_ = client.get_run(metrics["mlflow_run_id"])
+    assert run_.data.tags["strategy"] == "freeze" and run_.data.tags["variant"] == "freeze2"
+    assert run_.data.tags["data_fingerprint"] and run_.data.tags["git_commit"] != "unknown"
+    assert run_.data.params["variant.new_hidden"] == "[12]"
+    assert len(client.get_metric_history(run_.info.run_id, "test_accuracy")) == 2
+    assert {a.path for a in client.list_artifacts(run_.info.run_id)} == {"freeze2.keras", "freeze2.csv"}
+
+
+def test_bad_params_fail_repro_and_record_nothing(project: Path) -> None:
+    repro(project)
+    lock_before = (project / "dvc.lock").read_text()
+    edit_params(project, lambda p: p["variants"]["freeze2"].update(frozen_layers=5))
+    result = run([*DVC, "repro"], project, check=False)
+    assert result.returncode != 0
+    assert "params.yaml: variants.freeze2.frozen_layers: 5 > reuse_layers 3" in result.stderr + result.stdout
+    assert (project / "dvc.lock").read_text() == lock_before
+    status = run([*DVC, "status", "--json"], project).stdout
+    assert "transfer@freeze2" in json.loads(status)

@@ -1,0 +1,131 @@
+"""Stages as users run them (`python -m stages.<name>`): outputs, reproducibility, one-line errors."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, run, tiny_params
+
+
+def stage(workdir: Path, name: str, *args: str, check: bool = True):
+    return run([sys.executable, "-m", f"stages.{name}", *args], workdir, check=check)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir with the tiny params, prepared data and a trained source model."""
+    workdir = tmp_path_factory.mktemp("stages")
+    shutil.copytree(ROOT / "stages", workdir / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    stage(workdir, "prepare_source")
+    stage(workdir, "prepare_target", "mnist")
+    stage(workdir, "pretrain_source")
+    return workdir
+
+
+def clone(prepared: Path, tmp_path: Path, params: dict | None = None) -> Path:
+    workdir = tmp_path / "work"
+    shutil.copytree(prepared, workdir)
+    if params is not None:
+        (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return workdir
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+def test_source_stage_outputs(prepared: Path) -> None:
+    metrics = json.loads((prepared / "metrics/source.json").read_text())
+    assert 0.5 < metrics["test_accuracy"] <= 1.0
+    assert metrics["epochs"] == 2 and metrics["train_seconds"] > 0 and metrics["mlflow_run_id"]
+    assert (prepared / "models/source.keras").is_file()
+    assert (prepared / "plots/source.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy,test_loss,test_accuracy")
+    with np.load(prepared / "data/prepared/target_mnist.npz", allow_pickle=False) as target:
+        assert np.bincount(target["y_test"]).tolist() == [40] * 5
+
+
+def test_transfer_stage_twice_gives_identical_metrics(prepared: Path, tmp_path: Path) -> None:
+    workdir = clone(prepared, tmp_path)
+    varying = {"mlflow_run_id", "train_seconds", "seconds_per_epoch"}
+
+    def metrics() -> dict:
+        stage(workdir, "transfer", "freeze2")
+        found = json.loads((workdir / "metrics/transfer/freeze2.json").read_text())
+        for run_ in found["repetitions"]:
+            for key in varying:
+                run_.pop(key, None)
+        return {key: value for key, value in found.items() if key not in varying}
+
+    first, second = metrics(), metrics()
+    assert first == second
+    assert first["strategy"] == "freeze" and first["frozen_layers"] == 2 and first["new_layers"] == 2
+    assert first["trainable_params"] > 0 and first["frozen_params"] == 784 * 32 + 32 + 32 * 16 + 16
+    history = (workdir / "plots/transfer/freeze2.csv").read_text().splitlines()
+    assert len(history) == 1 + 2
+
+
+def test_bad_params_exit_2_with_one_line_and_write_nothing(prepared: Path, tmp_path: Path) -> None:
+    params = tiny_params()
+    params["variants"]["freeze2"]["frozen_layers"] = 4
+    workdir = clone(prepared, tmp_path, params)
+    result = stage(workdir, "transfer", "freeze2", check=False)
+    assert_one_line_error(result, "params.yaml: variants.freeze2.frozen_layers: 4 > reuse_layers 3")
+    assert not (workdir / "metrics/transfer/freeze2.json").exists()
+
+
+def test_unknown_variant(prepared: Path, tmp_path: Path) -> None:
+    result = stage(clone(prepared, tmp_path), "transfer", "nosuch", check=False)
+    assert_one_line_error(result, "variants.nosuch: not configured")
+
+
+def test_labels_per_class_larger_than_available(prepared: Path, tmp_path: Path) -> None:
+    params = tiny_params()
+    params["targets"]["mnist"]["labels_per_class"] = 461
+    workdir = clone(prepared, tmp_path, params)
+    before = (workdir / "data/prepared/target_mnist.npz").read_bytes()
+    result = stage(workdir, "prepare_target", "mnist", check=False)
+    assert_one_line_error(result, "targets.mnist.labels_per_class", "fewer than test_per_class 40 + labels_per_class 461")
+    assert (workdir / "data/prepared/target_mnist.npz").read_bytes() == before
+
+
+def test_missing_data_file(prepared: Path, tmp_path: Path) -> None:
+    workdir = clone(prepared, tmp_path)
+    (workdir / "data/prepared/target_mnist.npz").unlink()
+    assert_one_line_error(stage(workdir, "transfer", "scratch", check=False), "target_mnist.npz: file not found")
+
+
+def test_malformed_data_file(prepared: Path, tmp_path: Path) -> None:
+    workdir = clone(prepared, tmp_path)
+    (workdir / "data/prepared/target_mnist.npz").write_bytes(b"PK\x03\x04 definitely not a zip")
+    assert_one_line_error(stage(workdir, "transfer", "scratch", check=False), "target_mnist.npz: not a readable .npz")
+    np.savez(workdir / "data/prepared/target_mnist.npz", x_pool=np.zeros((2, 784)), y_pool=np.zeros(2))
+    assert_one_line_error(stage(workdir, "transfer", "scratch", check=False), "missing array(s) x_test, y_test")
+
+
+def test_corrupt_model_file(prepared: Path, tmp_path: Path) -> None:
+    workdir = clone(prepared, tmp_path)
+    model = workdir / "models/source.keras"
+    model.write_bytes(model.read_bytes()[:500])
+    assert_one_line_error(stage(workdir, "transfer", "scratch", check=False), "models/source.keras")
+    assert not (workdir / "metrics/transfer/scratch.json").exists()
+
+
+def test_input_size_mismatch(prepared: Path, tmp_path: Path) -> None:
+    params = tiny_params()
+    params["targets"]["mnist"]["image_size"] = 20
+    workdir = clone(prepared, tmp_path, params)
+    stage(workdir, "prepare_target", "mnist")
+    result = stage(workdir, "transfer", "scratch", check=False)
+    assert_one_line_error(result, "target_mnist.npz: images have 400 pixels but models/source.keras expects 784")

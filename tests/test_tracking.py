@@ -1,0 +1,93 @@
+"""MLflow on a real SQLite store: one honest run per stage execution — FINISHED, FAILED or KILLED."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from transferlab import tracking
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri
+
+
+def runs(uri: str, experiment: str = "t") -> list:
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def test_default_store_is_the_repo_sqlite_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_finished_run_has_params_tags_history_and_files(store: str, tmp_path: Path) -> None:
+    artifact = tmp_path / "model.keras"
+    artifact.write_bytes(b"weights")
+    with tracking.stage_run("t", "freeze2", {"stage": "transfer@freeze2", "variant": "freeze2"}, {"variant": {"frozen_layers": 2}}) as ids:
+        tracking.log_history([{"epoch": 1, "loss": 0.9, "test_accuracy": 0.5}, {"epoch": 2, "loss": 0.5, "test_accuracy": 0.7}])
+        tracking.log_final({"target_accuracy": 0.7, "strategy": "freeze"})
+        tracking.log_files([artifact])
+    (run,) = runs(store)
+    assert run.info.run_id == ids["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert run.data.params["variant.frozen_layers"] == "2"
+    assert run.data.tags["stage"] == "transfer@freeze2" and "git_commit" in run.data.tags
+    assert run.data.metrics["target_accuracy"] == 0.7
+    curve = MlflowClient(store).get_metric_history(run.info.run_id, "test_accuracy")
+    assert [(m.step, m.value) for m in curve] == [(1, 0.5), (2, 0.7)]
+    assert [a.path for a in MlflowClient(store).list_artifacts(run.info.run_id)] == ["model.keras"]
+
+
+def test_exception_marks_run_failed(store: str) -> None:
+    with pytest.raises(ZeroDivisionError), tracking.stage_run("t", "boom", {}, {}):
+        1 / 0
+    assert [r.info.status for r in runs(store)] == ["FAILED"]
+
+
+def test_nested_runs_per_seed(store: str) -> None:
+    with tracking.stage_run("t", "parent", {}, {}) as ids:
+        for seed in range(2):
+            with tracking.child_run(f"seed{seed}", {"repetition": str(seed)}, {"seed": seed}):
+                tracking.log_final({"target_accuracy": 0.5 + seed / 10})
+    found = runs(store)
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == ids["mlflow_run_id"]]
+    assert len(found) == 3 and len(children) == 2
+    assert all(r.info.status == "FINISHED" for r in found)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from transferlab import tracking
+    with tracking.stage_run("t", "long", {}, {}):
+        with tracking.child_run("seed0", {}):
+            print("started", flush=True)
+            time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_marks_run_killed(store: str, tmp_path: Path, sig: signal.Signals) -> None:
+    process = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, text=True, env=os.environ.copy(), cwd=tmp_path)
+    assert process.stdout.readline().strip() == "started"
+    process.send_signal(sig)
+    assert process.wait(timeout=60) != 0
+    statuses = sorted(r.info.status for r in runs(store))
+    assert statuses == ["KILLED", "KILLED"]
+    assert not any(r.info.status == "RUNNING" for r in runs(store))

@@ -1,0 +1,272 @@
+"""Model sources: unsafe or broken files are refused with one line; every import predicts like its original."""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.neural_network import MLPClassifier  # noqa: E402
+
+from transferlab import networks, zoo, zoo_registry  # noqa: E402
+from transferlab.errors import ModelError  # noqa: E402
+
+INPUTS = 8
+
+
+def tiny_model(seed: int = 1, classes: int = 3) -> keras.Model:
+    return networks.build(INPUTS, networks.dnn_layers([6, 5], "relu", classes), "he_normal", seed)
+
+
+def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+@pytest.fixture
+def x() -> np.ndarray:
+    return np.random.default_rng(0).random((20, INPUTS), dtype=np.float32)
+
+
+@pytest.fixture
+def keras_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.keras"
+    tiny_model().save(path)
+    return path
+
+
+def cut_in_half(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+# --- .keras files -------------------------------------------------------------------------------
+
+
+def test_keras_file_loads_with_its_weights(keras_file: Path, x: np.ndarray) -> None:
+    loaded = zoo.load_keras(keras_file)
+    np.testing.assert_allclose(predict(loaded, x), predict(tiny_model(), x), atol=1e-6)
+
+
+def test_keras_file_with_lambda_layer_is_refused(tmp_path: Path) -> None:
+    inputs = keras.Input(shape=(INPUTS,))
+    hidden = keras.layers.Dense(4, name="hidden1")(inputs)
+    doubled = keras.layers.Lambda(lambda t: t * 2)(hidden)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, doubled).save(path)
+    with pytest.raises(ModelError, match=r"lambda\.keras: refused, it contains a Lambda layer"):
+        zoo.load_keras(path)
+
+
+def test_truncated_keras_file_is_refused(keras_file: Path) -> None:
+    with pytest.raises(ModelError, match=r"tiny\.keras: not a \.keras model archive") as error:
+        zoo.load_keras(cut_in_half(keras_file))
+    assert "\n" not in str(error.value)
+
+
+# --- .npz weights -------------------------------------------------------------------------------
+
+
+def test_npz_round_trip_predicts_like_the_original(tmp_path: Path, x: np.ndarray) -> None:
+    original = tiny_model()
+    path = tmp_path / "weights.npz"
+    zoo.save_weights_npz(original, path)
+    with np.load(path, allow_pickle=False) as archive:
+        assert sorted(archive.files) == sorted(f"{layer}/{kind}" for layer in ("hidden1", "hidden2", "outputs") for kind in ("kernel", "bias"))
+    imported = zoo.from_npz(path)
+    assert [layer.name for layer in networks.hidden_layers(imported)] == ["hidden1", "hidden2"]
+    np.testing.assert_allclose(predict(imported, x), predict(original, x), atol=1e-5)
+
+
+def test_npz_in_pytorch_layout_with_name_map(tmp_path: Path, x: np.ndarray) -> None:
+    """What the module docstring's export writes for nn.Sequential(Linear, ReLU, Linear, ReLU, Linear)."""
+    original = tiny_model()
+    arrays = {}
+    for theirs, ours in (("0", "hidden1"), ("2", "hidden2"), ("4", "outputs")):
+        weight_out_in = original.get_layer(ours).kernel.numpy().T  # PyTorch's (out, in) layout
+        arrays[f"{theirs}/kernel"] = weight_out_in.T
+        arrays[f"{theirs}/bias"] = original.get_layer(ours).bias.numpy()
+    path = tmp_path / "torch.npz"
+    np.savez(path, **arrays)
+    imported = zoo.from_npz(path, name_map={"0": "hidden1", "2": "hidden2", "4": "outputs"})
+    np.testing.assert_allclose(predict(imported, x), predict(original, x), atol=1e-5)
+
+
+def test_pickled_npz_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pickled.npz"
+    np.savez(path, **{"hidden1/kernel": np.array([[1.0, "x"]], dtype=object), "hidden1/bias": np.zeros(2)})
+    with pytest.raises(ModelError, match=r"pickled\.npz: refused to load .*allow_pickle=False"):
+        zoo.from_npz(path)
+
+
+def test_truncated_npz_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "weights.npz"
+    zoo.save_weights_npz(tiny_model(), path)
+    with pytest.raises(ModelError, match=r"weights\.npz: not a readable \.npz archive") as error:
+        zoo.from_npz(cut_in_half(path))
+    assert "\n" not in str(error.value)
+
+
+def write_layers(path: Path, shapes: dict[str, tuple[tuple[int, int], int]]) -> Path:
+    arrays = {}
+    for layer, (kernel, bias) in shapes.items():
+        arrays[f"{layer}/kernel"], arrays[f"{layer}/bias"] = np.zeros(kernel, np.float32), np.zeros(bias, np.float32)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("shapes", "message"),
+    [
+        ({"hidden1": ((8, 6), 6), "hidden2": ((7, 5), 5)}, r"hidden2 kernel \(7, 5\) vs expected \(6, 5\)"),
+        ({"hidden1": ((8, 6), 4)}, r"hidden1 bias shape \(4,\) vs expected \(6,\)"),
+        ({"hidden1": ((8, 6), 6), "hidden3": ((6, 5), 5)}, r"no layer hidden2 \(has hidden1, hidden3\)"),
+        ({"fc1": ((8, 6), 6)}, r"layer\(s\) fc1 are not hidden1..hiddenN or outputs \(use name_map\)"),
+        ({"outputs": ((8, 3), 3)}, r"no layer hidden1"),
+    ],
+    ids=["kernels-do-not-chain", "bias-length", "gap", "foreign-name", "no-hidden"],
+)
+def test_npz_with_wrong_layers_is_refused(tmp_path: Path, shapes: dict, message: str) -> None:
+    path = write_layers(tmp_path / "bad.npz", shapes)
+    with pytest.raises(ModelError, match=rf"bad\.npz: {message}"):
+        zoo.from_npz(path)
+
+
+def test_name_map_naming_a_missing_layer_is_refused(tmp_path: Path) -> None:
+    path = write_layers(tmp_path / "w.npz", {"fc1": ((8, 6), 6)})
+    with pytest.raises(ModelError, match=r"w\.npz: name_map names layer\(s\) fc2 not in the file \(has: fc1\)"):
+        zoo.from_npz(path, name_map={"fc1": "hidden1", "fc2": "hidden2"})
+
+
+def test_npz_without_bias_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "w.npz"
+    np.savez(path, **{"hidden1/kernel": np.zeros((8, 6))})
+    with pytest.raises(ModelError, match=r"w\.npz: hidden1 has no hidden1/bias array"):
+        zoo.from_npz(path)
+
+
+def test_npz_of_hidden_layers_only_is_a_feature_extractor(tmp_path: Path) -> None:
+    """Transfer always replaces `outputs`, so a file without one still gives layers to reuse."""
+    model = zoo.from_npz(write_layers(tmp_path / "w.npz", {"hidden2": ((6, 5), 5), "hidden1": ((8, 6), 6)}), activation="tanh")
+    assert [(layer.name, layer.units, layer.activation.__name__) for layer in model.layers[1:]] == [("hidden1", 6, "tanh"), ("hidden2", 5, "tanh")]
+
+
+def test_only_dense_layers_are_exported(tmp_path: Path) -> None:
+    inputs = keras.Input(shape=(INPUTS,))
+    normalized = keras.layers.BatchNormalization(name="norm")(keras.layers.Dense(4, name="hidden1")(inputs))
+    with pytest.raises(ModelError, match=r"out\.npz: layer norm is not a Dense layer"):
+        zoo.save_weights_npz(keras.Model(inputs, normalized), tmp_path / "out.npz")
+    assert not (tmp_path / "out.npz").exists()
+
+
+# --- scikit-learn -------------------------------------------------------------------------------
+
+
+def fitted_mlp(activation: str, classes: int) -> MLPClassifier:
+    rng = np.random.default_rng(3)
+    features, labels = rng.random((60, INPUTS)), np.arange(60) % classes
+    mlp = MLPClassifier(hidden_layer_sizes=(6, 5), activation=activation, max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a few iterations suffice: only the weights matter
+        return mlp.fit(features, labels)
+
+
+@pytest.mark.parametrize(("activation", "classes"), [("relu", 3), ("tanh", 3), ("logistic", 4), ("identity", 3), ("relu", 2)])
+def test_sklearn_mlp_predicts_like_predict_proba(activation: str, classes: int, x: np.ndarray) -> None:
+    mlp = fitted_mlp(activation, classes)
+    model = zoo.from_sklearn_mlp(mlp)
+    assert [layer.name for layer in model.layers[1:]] == ["hidden1", "hidden2", "outputs"]
+    expected = mlp.predict_proba(x.astype(np.float64))
+    assert predict(model, x).shape == expected.shape == (len(x), classes)
+    np.testing.assert_allclose(predict(model, x), expected, atol=1e-5)
+
+
+def test_unfitted_sklearn_mlp_is_refused() -> None:
+    with pytest.raises(ModelError, match=r"MLPClassifier\(6, 5\): not fitted"):
+        zoo.from_sklearn_mlp(MLPClassifier(hidden_layer_sizes=(6, 5)))
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite store whose experiment keeps its artifacts under tmp_path; restores MLflow's URI."""
+    previous = mlflow.get_tracking_uri()
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment(experiment_id=MlflowClient().create_experiment("zoo", artifact_location=str(tmp_path / "artifacts")))
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def register(tmp_path: Path, seed: int, accuracy: str) -> str:
+    path = tmp_path / f"model{seed}.keras"
+    tiny_model(seed).save(path)
+    with mlflow.start_run():
+        return zoo_registry.register_keras(path, "tiny", {"test_accuracy": accuracy})
+
+
+def test_registry_round_trip(registry: str, tmp_path: Path, x: np.ndarray, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert register(tmp_path, seed=1, accuracy="0.91") == "1"
+    assert register(tmp_path, seed=2, accuracy="0.93") == "2"
+    MlflowClient().set_registered_model_alias("tiny", "champion", "1")
+    for uri, seed in [("models:/tiny/1", 1), ("models:/tiny/latest", 2), ("models:/tiny@champion", 1), ("models:/tiny/champion", 1)]:
+        fetched = zoo_registry.fetch_registered(uri, tmp_path / "fetched" / "init.keras")
+        np.testing.assert_allclose(predict(zoo.load_keras(fetched), x), predict(tiny_model(seed), x), atol=1e-6, err_msg=uri)
+
+    rows = zoo_registry.catalogue()
+    assert [(row["name"], row["version"], row["aliases"]) for row in rows] == [("tiny", "1", ["champion"]), ("tiny", "2", [])]
+    assert rows[0]["input_shape"] == (INPUTS,)
+    assert rows[0]["hidden_layers"] == {"hidden1": 6, "hidden2": 5}
+    assert [row["test_accuracy"] for row in rows] == [0.91, 0.93]
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry)
+    zoo.main(["list"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["name", "version", "aliases", "input", "hidden", "units", "test_accuracy"]
+    assert table[1].split() == ["tiny", "1", "champion", "8", "6-5", "0.9100"]
+
+
+MISSING = [
+    ("models:/tiny/7", r"models:/tiny/7: registered model 'tiny' has no version 7 \(has: 1\)"),
+    ("models:/nope/1", r"models:/nope/1: no registered model named 'nope'"),
+    ("models:/tiny@gold", r"models:/tiny@gold: registered model 'tiny' has no alias 'gold' \(has: none\)"),
+    ("runs:/abc/model", r"runs:/abc/model: not a models:/"),
+]
+
+
+def test_fetch_missing_entries_fail_with_one_line(registry: str, tmp_path: Path) -> None:
+    register(tmp_path, seed=1, accuracy="0.9")  # one store for every case: its setup costs a second or two
+    for uri, message in MISSING:
+        with pytest.raises(ModelError, match=message) as error:
+            zoo_registry.fetch_registered(uri, tmp_path / "init.keras")
+        assert "\n" not in str(error.value)
+    assert not (tmp_path / "init.keras").exists()
+
+
+def test_unsafe_model_never_enters_the_registry(registry: str, tmp_path: Path) -> None:
+    path = tmp_path / "broken.keras"
+    tiny_model().save(path)
+    cut_in_half(path)
+    with mlflow.start_run(), pytest.raises(ModelError, match=r"broken\.keras"):
+        zoo_registry.register_keras(path, "broken", {})
+    assert zoo_registry.catalogue() == []
+
+
+def test_list_without_a_store_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    zoo.main(["list"])
+    out = capsys.readouterr().out
+    assert out.startswith("no registry yet (") and "mlflow.db does not exist)" in out
+    assert not (tmp_path / "mlflow.db").exists()
