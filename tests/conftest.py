@@ -32,6 +32,8 @@ TINY: dict[str, Any] = {
         },
     },
     "pretrain": {},
+    "zoo": {},
+    "model_files": {},
     "mlflow": {"experiment": "tests"},
 }
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import run
+from conftest import make_project, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -42,12 +42,31 @@ class Images(HTMLParser):
             self.sources.append(dict(attrs)["src"])
 
 
-def test_repro_caching_reports_and_tracking(project: Path) -> None:
+def full_params() -> dict:
+    """Tiny params with one pretraining entry and one registry entry, and a variant from each."""
+    params = tiny_params()
+    params["pretrain"] = {"rbm": {"method": "rbm", "target": "mnist", "hidden_units": [16], "epochs": 1, "batch_size": 50}}
+    params["zoo"] = {"registered_source": {"kind": "registry", "uri": "models:/transferlab-source/latest"}}
+    params["variants"]["registry_freeze2"] = {**params["variants"]["freeze2"], "init_from": "registered_source"}
+    params["variants"]["rbm_reuse"] = {"strategy": "reuse", "init_from": "rbm", "target": "mnist", "reuse_layers": 1, "new_hidden": [8]}
+    return params
+
+
+def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project", full_params())
     everything = repro(project)
     assert everything == sorted([
-        "prepare_source", "prepare_target@mnist", "pretrain_source", "transfer@scratch", "transfer@freeze2", "report",
+        "prepare_source", "prepare_target@mnist", "pretrain_source", "pretrain@rbm", "zoo@registered_source",
+        "transfer@scratch", "transfer@freeze2", "transfer@registry_freeze2", "transfer@rbm_reuse", "report",
     ])
     assert repro(project) == [], "a second repro must run nothing"
+
+    # the registry's copy of the source model gives exactly the same result as the source itself
+    accuracy = {
+        name: json.loads((project / f"metrics/transfer/{name}.json").read_text())["target_accuracy"]
+        for name in ("freeze2", "registry_freeze2")
+    }
+    assert accuracy["freeze2"] == accuracy["registry_freeze2"]
 
     # dvc metrics show lists every variant's target accuracy
     shown = json.loads(run([*DVC, "metrics", "show", "--json"], project).stdout)
@@ -59,9 +78,11 @@ def test_repro_caching_reports_and_tracking(project: Path) -> None:
     edit_params(project, lambda p: p["variants"]["freeze2"].update(new_hidden=[12]))
     assert repro(project) == ["report", "transfer@freeze2"]
 
-    # editing a source param reruns the source and every variant (and the report)
+    # editing a source param reruns the source and every variant built on it (and the report)
     edit_params(project, lambda p: p["source_model"]["train"].update(epochs=3))
-    assert repro(project) == ["pretrain_source", "report", "transfer@freeze2", "transfer@scratch"]
+    assert repro(project) == [
+        "pretrain_source", "report", "transfer@freeze2", "transfer@registry_freeze2", "transfer@scratch", "zoo@registered_source",
+    ]
 
     # the report holds every variant, its plots decode, and its run ids are real MLflow runs
     markdown = (project / "reports/comparison.md").read_text()
@@ -84,8 +105,8 @@ def test_repro_caching_reports_and_tracking(project: Path) -> None:
     experiment = client.get_experiment_by_name("tests")
     finished = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
     parents = [r for r in finished if "mlflow.parentRunId" not in r.data.tags]
-    # first repro: source, 2 variants, report; then freeze2 + report; then source, 2 variants, report
-    assert len(parents) == 4 + 2 + 4
+    # first repro: source, rbm, zoo, 4 variants, report; then freeze2 + report; then source, zoo, 3 variants, report
+    assert len(parents) == 8 + 2 + 6
     metrics = json.loads((project / "metrics/transfer/freeze2.json").read_text())
     run_ = client.get_run(metrics["mlflow_run_id"])
     assert run_.data.tags["strategy"] == "freeze" and run_.data.tags["variant"] == "freeze2"
@@ -93,6 +114,18 @@ def test_repro_caching_reports_and_tracking(project: Path) -> None:
     assert run_.data.params["variant.new_hidden"] == "[12]"
     assert len(client.get_metric_history(run_.info.run_id, "test_accuracy")) == 2
     assert {a.path for a in client.list_artifacts(run_.info.run_id)} == {"freeze2.keras", "freeze2.csv"}
+    versions = client.search_model_versions("name = 'transferlab-source'")
+    assert sorted(int(v.version) for v in versions) == [1, 2], "each source run registers a new version"
+
+    # removing a pretraining entry (and its variant) leaves no stale row in the report
+    def drop_rbm(p: dict) -> None:
+        del p["pretrain"]["rbm"]
+        del p["variants"]["rbm_reuse"]
+
+    edit_params(project, drop_rbm)
+    assert repro(project) == ["report"]
+    markdown = (project / "reports/comparison.md").read_text()
+    assert "rbm_reuse" not in markdown and "| rbm " not in markdown
 
 
 def test_bad_params_fail_repro_and_record_nothing(project: Path) -> None:
