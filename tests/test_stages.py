@@ -129,3 +129,54 @@ def test_input_size_mismatch(prepared: Path, tmp_path: Path) -> None:
     stage(workdir, "prepare_target", "mnist")
     result = stage(workdir, "transfer", "scratch", check=False)
     assert_one_line_error(result, "target_mnist.npz: images have 400 pixels but models/source.keras expects 784")
+
+
+def with_model_file(prepared: Path, tmp_path: Path, entry: dict) -> Path:
+    params = tiny_params(model_files={"theirs": entry})
+    params["variants"]["from_theirs"] = {"strategy": "reuse", "init_from": "theirs", "target": "mnist", "reuse_layers": 2}
+    return clone(prepared, tmp_path, params)
+
+
+def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp_path: Path) -> None:
+    from transferlab import zoo
+
+    workdir = clone(prepared, tmp_path)
+    source = zoo.load_keras(workdir / "models/source.keras")
+    zoo.save_weights_npz(source, workdir / "exported.npz")
+    with np.load(workdir / "exported.npz") as arrays:  # rename as another framework would have named them
+        renamed = {key.replace("hidden", "fc"): value for key, value in arrays.items()}
+    np.savez(workdir / "theirs.npz", **renamed)
+    workdir = with_model_file(workdir, tmp_path / "b", {
+        "format": "npz", "path": "theirs.npz", "name_map": {"fc1": "hidden1", "fc2": "hidden2", "fc3": "hidden3"},
+    })
+    stage(workdir, "import_model", "theirs")
+    metrics = json.loads((workdir / "metrics/theirs.json").read_text())
+    source_metrics = json.loads((workdir / "metrics/source.json").read_text())
+    assert metrics["hidden_layers"] == {"hidden1": 32, "hidden2": 16, "hidden3": 16}
+    assert metrics["source_test_accuracy"] == pytest.approx(source_metrics["test_accuracy"], abs=1e-9)
+    stage(workdir, "transfer", "from_theirs")
+    assert json.loads((workdir / "metrics/transfer/from_theirs.json").read_text())["init_from"] == "theirs"
+
+
+def test_unsafe_model_files_are_refused(prepared: Path, tmp_path: Path) -> None:
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, **{"hidden1/kernel": np.array([object()], dtype=object), "hidden1/bias": np.zeros(1)})
+    workdir = with_model_file(prepared, tmp_path / "a", {"format": "npz", "path": str(pickled)})
+    assert_one_line_error(stage(workdir, "import_model", "theirs", check=False), "pickled.npz")
+    assert not (workdir / "models/theirs.keras").exists()
+
+    import keras
+
+    inputs = keras.Input(shape=(4,))
+    hidden = keras.layers.Dense(3, name="hidden1")(inputs)
+    lambda_model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(hidden))
+    lambda_model.save(tmp_path / "lambda.keras")
+    workdir = with_model_file(prepared, tmp_path / "b", {"format": "keras", "path": str(tmp_path / "lambda.keras")})
+    assert_one_line_error(stage(workdir, "import_model", "theirs", check=False), "lambda.keras", "Lambda")
+    assert not (workdir / "models/theirs.keras").exists()
+
+
+def test_missing_registry_entry(prepared: Path, tmp_path: Path) -> None:
+    params = tiny_params(zoo={"gone": {"kind": "registry", "uri": "models:/no-such-model/3"}})
+    result = stage(clone(prepared, tmp_path, params), "import_model", "gone", check=False)
+    assert_one_line_error(result, "no-such-model")
