@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import artifacts, paths, reporting, tracking
+from transferlab import artifacts, paths, reporting, sweeps, tracking
 from transferlab.cli import run_main
 from transferlab.config import Params, load_params
 from transferlab.errors import DataError
@@ -64,6 +64,28 @@ def target_section(report: reporting.Report, target: str, rows: list[dict[str, A
                                    reporting.time_bars(rows, f"target {target}: time per epoch")))
 
 
+def sweep_section(report: reporting.Report, params: Params, variants: list[dict[str, Any]]) -> None:
+    """The two sweep plots and the generated recommendation."""
+    spec = params.sweeps
+    transfer_summary = sweeps.load_summary(paths.sweep_summary("transferability")) if spec.transferability else []
+    budget_summary = sweeps.load_summary(paths.sweep_summary("label_budget")) if spec.label_budget else []
+    if not (transfer_summary or budget_summary):
+        return
+    target = (spec.transferability or spec.label_budget).target
+    report.heading(f"Sweeps and recommendation (target `{target}`)")
+    report.paragraph("**Recommendation.** " + sweeps.recommendation(
+        transfer_summary, budget_summary, [row for row in variants if row["target"] == target],
+        params.targets[target].labels_per_class))
+    if transfer_summary:
+        report.figure(reporting.Figure(
+            "sweep_transferability", "Target accuracy vs hidden layers reused, frozen or fine-tuned (95% CI band)",
+            sweeps.sweep_figure(transfer_summary, sweeps.XLABELS["transferability"], "Layer transferability")))
+    if budget_summary:
+        report.figure(reporting.Figure(
+            "sweep_label_budget", "Target accuracy vs labelled images per class (95% CI band)",
+            sweeps.sweep_figure(budget_summary, sweeps.XLABELS["label_budget"], "Label budget", log_x=True)))
+
+
 def build(params: Params) -> tuple[reporting.Report, list[dict[str, Any]], list[dict[str, Any]]]:
     """The report, the variant metrics it shows, and the long-format per-epoch rows for `dvc plots`."""
     source = read_metrics(paths.init_metrics("source"))
@@ -86,6 +108,7 @@ def build(params: Params) -> tuple[reporting.Report, list[dict[str, Any]], list[
             for name, frame in histories.items()
             for epoch, accuracy in zip(frame["epoch"], frame["test_accuracy"], strict=True)
         ]
+    sweep_section(report, params, variants)
     if params.pretrain:
         report.heading("Pretraining without target labels")
         pretrain_rows = []

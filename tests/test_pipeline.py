@@ -57,7 +57,8 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
     everything = repro(project)
     assert everything == sorted([
         "prepare_source", "prepare_target@mnist", "pretrain_source", "pretrain@rbm", "zoo@registered_source",
-        "transfer@scratch", "transfer@freeze2", "transfer@registry_freeze2", "transfer@rbm_reuse", "report",
+        "transfer@scratch", "transfer@freeze2", "transfer@registry_freeze2", "transfer@rbm_reuse",
+        "sweep@transferability", "sweep@label_budget", "report",
     ])
     assert repro(project) == [], "a second repro must run nothing"
 
@@ -76,12 +77,14 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
 
     # editing one variant reruns exactly that variant and the report
     edit_params(project, lambda p: p["variants"]["freeze2"].update(new_hidden=[12]))
-    assert repro(project) == ["report", "transfer@freeze2"]
+    # (the label-budget sweep depends on the variants it runs, which params cannot say more narrowly)
+    assert repro(project) == ["report", "sweep@label_budget", "transfer@freeze2"]
 
     # editing a source param reruns the source and every variant built on it (and the report)
     edit_params(project, lambda p: p["source_model"]["train"].update(epochs=3))
     assert repro(project) == [
-        "pretrain_source", "report", "transfer@freeze2", "transfer@registry_freeze2", "transfer@scratch", "zoo@registered_source",
+        "pretrain_source", "report", "sweep@label_budget", "sweep@transferability",
+        "transfer@freeze2", "transfer@registry_freeze2", "transfer@scratch", "zoo@registered_source",
     ]
 
     # the report holds every variant, its plots decode, and its run ids are real MLflow runs
@@ -91,7 +94,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
         assert f"| {variant} " in markdown and f"<td>{variant}</td>" in html
     parser = Images()
     parser.feed(html)
-    assert len(parser.sources) == 3
+    assert len(parser.sources) == 3 + 2  # per target: curves, accuracy, time; then both sweeps
     from PIL import Image
 
     for source in parser.sources:
@@ -99,14 +102,18 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
         image = Image.open(BytesIO(base64.b64decode(source.split(",", 1)[1])))
         image.load()
         assert image.size[0] > 300
-    assert "What this run shows" in markdown
+    assert "What this run shows" in markdown and "**Recommendation.**" in markdown
+    plots = json.loads(run([*DVC, "plots", "show", "--json"], project).stdout)
+    assert not plots.get("errors")
+    assert {"reports/accuracy_per_epoch.csv", "plots/sweeps/transferability.csv"} <= set(plots["data"])
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tests")
     finished = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
     parents = [r for r in finished if "mlflow.parentRunId" not in r.data.tags]
-    # first repro: source, rbm, zoo, 4 variants, report; then freeze2 + report; then source, zoo, 3 variants, report
-    assert len(parents) == 8 + 2 + 6
+    # first repro: source, rbm, zoo, 4 variants, 2 sweeps, report; then freeze2, a sweep, report;
+    # then source, zoo, 3 variants, 2 sweeps, report
+    assert len(parents) == 10 + 3 + 8
     metrics = json.loads((project / "metrics/transfer/freeze2.json").read_text())
     run_ = client.get_run(metrics["mlflow_run_id"])
     assert run_.data.tags["strategy"] == "freeze" and run_.data.tags["variant"] == "freeze2"

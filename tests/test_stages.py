@@ -51,7 +51,7 @@ def test_source_stage_outputs(prepared: Path) -> None:
     assert 0.5 < metrics["test_accuracy"] <= 1.0
     assert metrics["epochs"] == 2 and metrics["train_seconds"] > 0 and metrics["mlflow_run_id"]
     assert (prepared / "models/source.keras").is_file()
-    assert (prepared / "plots/source.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy,test_loss,test_accuracy")
+    assert (prepared / "plots/source.csv").read_text().splitlines()[0].startswith("epoch,loss,seconds,accuracy,test_loss,test_accuracy")
     with np.load(prepared / "data/prepared/target_mnist.npz", allow_pickle=False) as target:
         assert np.bincount(target["y_test"]).tolist() == [40] * 5
 

@@ -205,8 +205,11 @@ def _check_sweeps(params: Params) -> None:
         check_sweeps(params)
 
 
-def check_sweeps(params: Params) -> None:
-    """Names a sweep refers to must be configured; its grid must be non-empty and fit the model."""
+def check_sweeps(params: Params, only: str | None = None) -> None:
+    """Names a sweep refers to must be configured; its grid must be non-empty and fit the model.
+
+    `only`: check just that sweep (what its stage runs), not every configured one.
+    """
     def check_target(key: str, target: str) -> None:
         if target not in params.targets:
             raise ConfigError(f"{key}.target", f"{target!r} is not in targets ({', '.join(params.targets)})")
@@ -218,7 +221,7 @@ def check_sweeps(params: Params) -> None:
             raise ConfigError(key, "a value is listed twice")
 
     transferability, budget = params.sweeps.transferability, params.sweeps.label_budget
-    if transferability is not None:
+    if transferability is not None and only in (None, "transferability"):
         key = "sweeps.transferability"
         check_target(key, transferability.target)
         if transferability.init_from not in params.init_names():
@@ -233,7 +236,7 @@ def check_sweeps(params: Params) -> None:
                 if k > depth:
                     raise ConfigError(f"{key}.layers", f"{k} > {depth} hidden layers of {transferability.init_from!r}")
         check_distinct(f"{key}.modes", transferability.modes)
-    if budget is not None:
+    if budget is not None and only in (None, "label_budget"):
         key = "sweeps.label_budget"
         check_target(key, budget.target)
         check_distinct(f"{key}.labels_per_class", budget.labels_per_class)

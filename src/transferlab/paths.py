@@ -42,3 +42,17 @@ def variant_metrics(variant: str) -> Path:
 
 def variant_history(variant: str) -> Path:
     return PLOTS / "transfer" / f"{variant}.csv"
+
+
+def sweep_rows(sweep: str) -> Path:
+    """Tidy rows, one per training run of the sweep."""
+    return METRICS / "sweeps" / f"{sweep}.csv"
+
+
+def sweep_summary(sweep: str) -> Path:
+    """One row per (x, series): mean accuracy and its 95% interval."""
+    return PLOTS / "sweeps" / f"{sweep}.csv"
+
+
+def sweep_metrics(sweep: str) -> Path:
+    return METRICS / "sweeps" / f"{sweep}.json"

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transferlab import paths, statistics
+from transferlab import statistics
 from transferlab.config import BUILTIN_INIT, Params, TrainSpec, VariantSpec
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, DataError
 from transferlab.repetitions import Repetition
 
 if TYPE_CHECKING:
@@ -41,20 +41,6 @@ class Point:
     variant: VariantSpec
     train: TrainSpec
     labels_per_class: int
-
-
-def rows_path(name: str) -> Path:
-    """Tidy rows, one per training run."""
-    return paths.METRICS / "sweeps" / f"{name}.csv"
-
-
-def summary_path(name: str) -> Path:
-    """One row per (x, series): mean accuracy and its 95% interval."""
-    return paths.PLOTS / "sweeps" / f"{name}.csv"
-
-
-def metrics_path(name: str) -> Path:
-    return paths.METRICS / "sweeps" / f"{name}.json"
 
 
 def transfer_train(params: Params) -> TrainSpec:
@@ -178,13 +164,18 @@ def load_summary(path: Path) -> list[dict[str, Any]]:
     def number(text: str) -> float | None:
         return float(text) if text != "" else None
 
-    with Path(path).open(newline="") as handle:
-        return [
-            {"x": int(row["x"]), "series": row["series"], "target_accuracy": float(row["target_accuracy"]),
-             "std": number(row["std"]), "ci95_low": number(row["ci95_low"]), "ci95_high": number(row["ci95_high"]),
-             "n": int(row["n"])}
-            for row in csv.DictReader(handle)
-        ]
+    try:
+        with Path(path).open(newline="") as handle:
+            return [
+                {"x": int(row["x"]), "series": row["series"], "target_accuracy": float(row["target_accuracy"]),
+                 "std": number(row["std"]), "ci95_low": number(row["ci95_low"]), "ci95_high": number(row["ci95_high"]),
+                 "n": int(row["n"])}
+                for row in csv.DictReader(handle)
+            ]
+    except FileNotFoundError:
+        raise DataError(f"{path}: sweep summary not found (run its stage first: dvc repro)") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{path}: not a sweep summary ({type(error).__name__}: {error})") from None
 
 
 def sweep_figure(summary_rows: Sequence[Mapping[str, Any]], xlabel: str, title: str, log_x: bool = False) -> bytes:
@@ -204,6 +195,9 @@ def sweep_figure(summary_rows: Sequence[Mapping[str, Any]], xlabel: str, title: 
         ax.fill_between(xs, low, high, color=drawn.get_color(), alpha=0.2, linewidth=0)
     if log_x:
         ax.set_xscale("log")
+        ax.minorticks_off()
+    grid_values = sorted({row["x"] for row in summary_rows})
+    ax.set_xticks(grid_values, [str(x) for x in grid_values])  # the grid's own values, not 10^k
     ax.set(xlabel=xlabel, ylabel="target test accuracy (%) — band: 95% CI", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -225,21 +219,22 @@ def _best_strategy(variant_metrics: Sequence[Mapping[str, Any]], labels_per_clas
     best = max(rows, key=lambda row: row["target_accuracy"])
     scratch = next((row for row in rows if row["strategy"] == "scratch"), None)
     where = f"With {labels_per_class} labels per class"
-    named = (f"{best['variant']} ({best['strategy']}, {reporting.percent(best['target_accuracy'])} %,"
-             f" {_interval(best, 'target_accuracy_ci95_low', 'target_accuracy_ci95_high')})")
+    accuracy = (f"{reporting.percent(best['target_accuracy'])} %"
+                f" ({_interval(best, 'target_accuracy_ci95_low', 'target_accuracy_ci95_high')})")
+    named = f"{best['variant']} ({best['strategy']}) at {accuracy}"
     if scratch is None:
-        return f"{where} the highest mean accuracy is {named}; no scratch baseline is configured to compare it with."
+        return f"{where}, the highest mean accuracy is {named}; no scratch baseline is configured to compare it with."
     if best["variant"] == scratch["variant"]:
-        return f"{where} no strategy beat scratch: scratch itself has the highest mean accuracy, {named}."
+        return f"{where}, no strategy beat scratch: scratch itself has the highest mean accuracy, {accuracy}."
     diff = reporting.paired_vs(dict(best), dict(scratch))
     if diff is None or diff["ci95_low"] is None:
-        return (f"{where} no strategy beat scratch significantly: the best mean, {named}, has no paired interval"
+        return (f"{where}, no strategy beat scratch significantly: the best mean, {named}, has no paired interval"
                 " against scratch (too few shared seeds; set transfer.seeds > 1).")
     margin = (f"{100 * diff['mean_difference']:+.1f} points over scratch (paired 95% CI"
               f" [{100 * diff['ci95_low']:+.1f}, {100 * diff['ci95_high']:+.1f}])")
     if diff["significant"] and diff["mean_difference"] > 0:
-        return f"{where} use {named}: {margin}."
-    return f"{where} no strategy beat scratch significantly: the best mean, {named}, is {margin}, an interval that includes zero."
+        return f"{where}, use {named}, {margin}."
+    return f"{where}, no strategy beat scratch significantly: the best mean, {named}, is {margin}, an interval that includes zero."
 
 
 def _budget_winners(budget_summary: Sequence[Mapping[str, Any]]) -> str:
@@ -250,7 +245,7 @@ def _budget_winners(budget_summary: Sequence[Mapping[str, Any]]) -> str:
         best = max((row for row in budget_summary if row["x"] == x), key=lambda row: row["target_accuracy"])
         winners.setdefault(best["series"], []).append(x)
     listed = "; ".join(f"{series} at {', '.join(map(str, xs))}" for series, xs in winners.items())
-    return f"Highest mean accuracy in the label-budget sweep, by labels per class: {listed}."
+    return f"Highest mean accuracy in the label-budget sweep: {listed} labels per class."
 
 
 def _layers_to_reuse(transfer_summary: Sequence[Mapping[str, Any]]) -> str:
@@ -259,10 +254,11 @@ def _layers_to_reuse(transfer_summary: Sequence[Mapping[str, Any]]) -> str:
     parts = []
     for series in dict.fromkeys(row["series"] for row in transfer_summary):
         best = max((row for row in transfer_summary if row["series"] == series), key=lambda row: row["target_accuracy"])
-        parts.append(f"k = {best['x']} {series} ({100 * best['target_accuracy']:.1f} %, {_interval(best, 'ci95_low', 'ci95_high')})")
+        none = " (none: scratch)" if best["x"] == 0 else ""
+        parts.append(f"k = {best['x']}{none} when {series} ({100 * best['target_accuracy']:.1f} %, {_interval(best, 'ci95_low', 'ci95_high')})")
     scratch = next((row for row in transfer_summary if row["x"] == 0), None)
     baseline = f"; k = 0 (scratch) reaches {100 * scratch['target_accuracy']:.1f} %" if scratch else ""
-    return f"Layers to reuse (transferability sweep, highest mean per mode): {' and '.join(parts)}{baseline}."
+    return f"Layers to reuse (transferability sweep, best mean per mode): {' and '.join(parts)}{baseline}."
 
 
 def recommendation(

@@ -1,0 +1,82 @@
+"""Stage `sweep@<name>`: run one sweep's whole grid, `transfer.seeds` paired repetitions per point, in one process.
+
+    python -m stages.sweep transferability   # writes metrics/sweeps/transferability.csv (one row per run),
+    python -m stages.sweep label_budget      # plots/sweeps/<name>.csv (mean and 95% CI per point),
+                                             # metrics/sweeps/<name>.json
+
+Reads `sweeps.<name>`, `transfer`, the sweep's target and (label_budget) the named variants.
+MLflow: one parent run for the stage, one nested run per grid point with its mean accuracy.
+Progress: a tqdm bar on stderr, one step per grid point.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+from transferlab import artifacts, data, paths, repetitions, sweeps, tracking
+from transferlab.cli import run_main
+from transferlab.config import check_sweeps, load_params
+from transferlab.errors import ConfigError, DataError
+
+STAGE = "sweep"
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1 or argv[0] not in sweeps.SWEEPS:
+        raise ConfigError("sweeps", f"usage: python -m stages.sweep {'|'.join(sweeps.SWEEPS)}")
+    name = argv[0]
+    params = load_params(paths.PARAMS)
+    check_sweeps(params, only=name)  # also when params.yaml leaves `sweeps:` at its defaults
+    spec = getattr(params.sweeps, name)
+    if spec is None:
+        raise ConfigError(f"sweeps.{name}", "is null: this sweep is switched off")
+    target = params.targets[spec.target]
+    target_file = paths.target_data(spec.target)
+    arrays = data.load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"))
+    data.check_images(arrays, target_file)
+    points, skipped = sweeps.grid(name, params, sweeps.pool_per_class(arrays["y_pool"]))
+    if not points:
+        raise ConfigError(f"sweeps.{name}", f"every grid value was skipped: {skipped[0]['reason']}")
+    from transferlab import zoo  # TensorFlow starts only once the inputs are known to be good
+
+    init_models = {}
+    for init_from in dict.fromkeys(point.variant.init_from for point in points):
+        init_models[init_from] = zoo.load_keras(paths.init_model(init_from))
+        if arrays["x_test"].shape[1] != int(init_models[init_from].input_shape[-1]):
+            raise DataError(
+                f"{target_file}: images have {arrays['x_test'].shape[1]} pixels but {paths.init_model(init_from)}"
+                f" expects {int(init_models[init_from].input_shape[-1])} (set targets.{spec.target}.image_size)"
+            )
+    tags = {"stage": f"{STAGE}@{name}", "sweep": name, "variant": f"{STAGE}@{name}", "strategy": STAGE,
+            "init_from": ",".join(init_models), "target": spec.target, "data_fingerprint": data.fingerprint(*arrays.values())}
+    logged: dict[str, Any] = {"sweep": spec.model_dump(), "transfer": params.transfer.model_dump(), "target": target.model_dump()}
+    plan = repetitions.plan(params.transfer.seeds, params.transfer.seed, target.seed, params.transfer.resample_labels)
+    with tracking.stage_run(params.mlflow.experiment, f"{STAGE}@{name}", tags, logged) as run_ids, \
+            tqdm(total=len(points), desc=f"sweep@{name}", unit="point", file=sys.stderr) as bar:
+
+        def on_point(point: sweeps.Point, rows: list[dict[str, Any]]) -> None:
+            (summary,) = sweeps.summarize_rows(rows)
+            point_tags = {"stage": f"{STAGE}@{name}", "sweep": name, "x": str(point.x), "series": point.series,
+                          "strategy": point.variant.strategy}
+            with tracking.child_run(f"{point.series}/x={point.x}", point_tags):
+                tracking.log_final({key: summary[key] for key in ("target_accuracy", "ci95_low", "ci95_high", "n")})
+            bar.set_postfix_str(f"{point.series} x={point.x}: {100 * summary['target_accuracy']:.1f} %")
+            bar.update()
+
+        rows = sweeps.run_sweep(points, plan, init_models, params.source_model.network, arrays, on_point)
+        summary = sweeps.summarize_rows(rows)
+        artifacts.write_rows(paths.sweep_rows(name), rows)
+        artifacts.write_rows(paths.sweep_summary(name), summary)
+        metrics = {"sweep": name, "target": spec.target, "seeds": params.transfer.seeds, "points": len(points),
+                   "runs": len(rows), "skipped": skipped, **run_ids}
+        tracking.log_files([paths.sweep_rows(name), paths.sweep_summary(name)])
+        artifacts.write_json(paths.sweep_metrics(name), metrics)
+    best = max(summary, key=lambda row: row["target_accuracy"])
+    print(f"sweep@{name}: {len(points)} points x {params.transfer.seeds} seed(s), {len(skipped)} skipped; best"
+          f" {best['series']} at x={best['x']} ({100 * best['target_accuracy']:.1f} %) -> {paths.sweep_rows(name)}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,256 @@
+"""Sweeps: the grids, pairing and determinism of their runs, the summary, the recommendation, the stage."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, run, tiny_params
+from transferlab import artifacts, data, networks, repetitions, statistics, sweeps
+from transferlab.config import _check_variant, parse_params
+from transferlab.errors import ConfigError, DataError
+
+HIDDEN = [16, 8]
+PIXELS = 36
+POOL, TEST = 12, 8  # images per class
+
+
+def sweep_params(**sweep_overrides: Any) -> dict[str, Any]:
+    """Tiny params: a [16, 8] source net, 1 epoch, 2 paired seeds, both sweeps on small grids."""
+    params = tiny_params()
+    params["source_model"]["network"]["hidden_units"] = HIDDEN
+    params["transfer"].update(epochs=1, seeds=2)
+    params["variants"] = {
+        "scratch": {"strategy": "scratch", "init_from": "source", "target": "mnist", "reuse_layers": 2},
+        "reuse2": {"strategy": "reuse", "init_from": "source", "target": "mnist", "reuse_layers": 2},
+        "freeze1": {"strategy": "freeze", "init_from": "source", "target": "mnist", "reuse_layers": 2, "frozen_layers": 1},
+    }
+    params["sweeps"] = {
+        "transferability": {"target": "mnist", "init_from": "source"},
+        "label_budget": {"target": "mnist", "labels_per_class": [2, 5, 1000], "variants": ["scratch", "reuse2", "freeze1"]},
+    }
+    for key, value in sweep_overrides.items():
+        params["sweeps"][key] = value
+    return params
+
+
+def target_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    """Five separable classes of PIXELS-pixel images in [0, 1]: a pool and a test set."""
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(0.2, 0.8, size=(5, PIXELS))
+
+    def images(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(5), per_class)
+        x = np.clip(centers[y] + rng.normal(0, 0.1, size=(len(y), PIXELS)), 0, 1)
+        return x.astype(np.float32), y.astype(np.int64)
+
+    (x_pool, y_pool), (x_test, y_test) = images(POOL), images(TEST)
+    return {"x_pool": x_pool, "y_pool": y_pool, "x_test": x_test, "y_test": y_test}
+
+
+def source_model():
+    return networks.build(PIXELS, networks.dnn_layers(HIDDEN, "relu", 5), "he_normal", seed=0)
+
+
+@pytest.fixture(scope="module")
+def setting():
+    params = parse_params(sweep_params())
+    target = params.targets["mnist"]
+    plan = repetitions.plan(params.transfer.seeds, params.transfer.seed, target.seed, params.transfer.resample_labels)
+    return params, target_arrays(), {"source": source_model()}, plan
+
+
+@pytest.fixture(scope="module")
+def transferability_rows(setting) -> list[dict[str, Any]]:
+    params, arrays, models, plan = setting
+    return sweeps.run_sweep(sweeps.transferability_points(params), plan, models, params.source_model.network, arrays)
+
+
+def test_transferability_grid_keeps_the_source_architecture(setting) -> None:
+    from transferlab import strategies
+
+    params, _, models, _ = setting
+    points = sweeps.transferability_points(params)
+    assert [(p.x, p.series) for p in points] == [(k, m) for k in range(3) for m in ("frozen", "fine-tuned")]
+    for point in points:
+        _check_variant(params, f"sweep k={point.x}", point.variant)  # the rules params.yaml variants obey
+        model = strategies.build_variant_network(point.variant, models["source"], params.source_model.network, 5, 1)
+        assert [layer.units for layer in model.layers[1:-1]] == HIDDEN
+        frozen = point.x if point.series == "frozen" else 0
+        assert point.variant.frozen_layers == frozen and point.variant.reuse_layers == point.x
+        assert point.variant.strategy == ("scratch" if point.x == 0 else "freeze" if frozen else "reuse")
+        layers = [16 * (PIXELS + 1), 8 * (16 + 1)]
+        assert networks.parameter_counts(model)[1] == sum(layers[:frozen])
+
+
+def test_label_budget_grid_skips_budgets_the_pool_cannot_give(setting) -> None:
+    params, arrays, _, _ = setting
+    points, skipped = sweeps.grid("label_budget", params, sweeps.pool_per_class(arrays["y_pool"]))
+    assert [(p.series, p.x, p.labels_per_class) for p in points] == [
+        (name, n, n) for name in ("scratch", "reuse2", "freeze1") for n in (2, 5)
+    ]
+    assert [s["x"] for s in skipped] == [1000] and "12 pool images" in skipped[0]["reason"]
+    assert points[0].variant == params.variants["scratch"] and points[-1].train == params.variant_train("freeze1")
+
+
+def test_runs_are_paired_across_series_and_distinct_across_repetitions(transferability_rows) -> None:
+    rows = transferability_rows
+    assert len(rows) == 6 * 2
+    for repetition in (0, 1):
+        mine = {(row["seed"], row["labels_seed"]) for row in rows if row["repetition"] == repetition}
+        assert len(mine) == 1  # every point's repetition i: the same labelled images, the same seed
+    first = [(row["seed"], row["labels_seed"]) for row in rows if row["repetition"] == 0][0]
+    second = [(row["seed"], row["labels_seed"]) for row in rows if row["repetition"] == 1][0]
+    assert first[0] != second[0] and first[1] != second[1]
+    baseline = [[row["target_accuracy"] for row in rows if row["x"] == 0 and row["series"] == s] for s in ("frozen", "fine-tuned")]
+    assert baseline[0] == baseline[1]  # k = 0 is the same scratch run in both lines
+
+
+def test_rerun_gives_identical_accuracies(setting, transferability_rows) -> None:
+    params, arrays, models, plan = setting
+    points = [p for p in sweeps.transferability_points(params) if p.x == 1]
+    again = sweeps.run_sweep(points, plan, models, params.source_model.network, arrays)
+    before = [row for row in transferability_rows if row["x"] == 1]
+    drop = ("train_seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in again] == [{k: v for k, v in r.items() if k not in drop} for r in before]
+
+
+def test_summary_is_statistics_summarize_of_the_tidy_rows(transferability_rows, tmp_path: Path) -> None:
+    summary = sweeps.summarize_rows(transferability_rows)
+    assert [(row["x"], row["series"]) for row in summary] == [(k, m) for k in range(3) for m in ("frozen", "fine-tuned")]
+    for row in summary:
+        values = [r["target_accuracy"] for r in transferability_rows if (r["x"], r["series"]) == (row["x"], row["series"])]
+        expected = statistics.summarize(values)
+        assert row["target_accuracy"] == expected["mean"] and row["n"] == 2
+        assert (row["std"], row["ci95_low"], row["ci95_high"]) == (expected["std"], expected["ci95_low"], expected["ci95_high"])
+    artifacts.write_rows(tmp_path / "s.csv", summary + sweeps.summarize_rows(transferability_rows[:1]))
+    back = sweeps.load_summary(tmp_path / "s.csv")
+    assert back[:-1] == summary and back[-1]["ci95_low"] is None
+    assert sweeps.sweep_figure(back, "k", "t").startswith(b"\x89PNG")
+    with pytest.raises(DataError, match="s.csv: not a sweep summary"):
+        (tmp_path / "s.csv").write_text("x,series\n1,a\n")
+        sweeps.load_summary(tmp_path / "s.csv")
+    with pytest.raises(DataError, match="nosuch.csv: sweep summary not found"):
+        sweeps.load_summary(tmp_path / "nosuch.csv")
+
+
+def metric(name: str, strategy: str, accuracies: list[float]) -> dict[str, Any]:
+    stats = statistics.summarize(accuracies)
+    return {"variant": name, "strategy": strategy, "labels_per_class": 100, "target_accuracy": stats["mean"],
+            "target_accuracy_ci95_low": stats["ci95_low"], "target_accuracy_ci95_high": stats["ci95_high"],
+            "repetitions": [{"repetition": i, "target_accuracy": a} for i, a in enumerate(accuracies)]}
+
+
+TRANSFER = [
+    {"x": 0, "series": "frozen", "target_accuracy": 0.80, "ci95_low": 0.78, "ci95_high": 0.82},
+    {"x": 0, "series": "fine-tuned", "target_accuracy": 0.80, "ci95_low": 0.78, "ci95_high": 0.82},
+    {"x": 2, "series": "frozen", "target_accuracy": 0.86, "ci95_low": 0.84, "ci95_high": 0.88},
+    {"x": 2, "series": "fine-tuned", "target_accuracy": 0.84, "ci95_low": 0.82, "ci95_high": 0.86},
+    {"x": 5, "series": "frozen", "target_accuracy": 0.70, "ci95_low": None, "ci95_high": None},
+    {"x": 5, "series": "fine-tuned", "target_accuracy": 0.90, "ci95_low": 0.89, "ci95_high": 0.91},
+]
+BUDGET = [
+    {"x": 5, "series": "scratch", "target_accuracy": 0.5}, {"x": 5, "series": "freeze2", "target_accuracy": 0.7},
+    {"x": 100, "series": "scratch", "target_accuracy": 0.9}, {"x": 100, "series": "freeze2", "target_accuracy": 0.85},
+]
+
+
+def test_recommendation_calls_a_strategy_better_only_when_its_paired_interval_excludes_zero() -> None:
+    scratch = metric("scratch", "scratch", [0.80, 0.82, 0.81])
+    better = sweeps.recommendation(TRANSFER, BUDGET, [scratch, metric("reuse5", "reuse", [0.85, 0.88, 0.86])], 100)
+    assert better.startswith("With 100 labels per class, use reuse5 (reuse) at 86.3 % (95% CI [82.5, 90.1]),")
+    assert "+5.3 points over scratch (paired 95% CI [+3.9, +6.8])" in better
+    assert "label-budget sweep: freeze2 at 5; scratch at 100 labels per class." in better
+    assert "k = 2 when frozen (86.0 %, 95% CI [84.0, 88.0]) and k = 5 when fine-tuned (90.0 %, 95% CI [89.0, 91.0])" in better
+    assert better.endswith("k = 0 (scratch) reaches 80.0 %.")
+    noisy = sweeps.recommendation([], [], [scratch, metric("freeze2", "freeze", [0.70, 0.95, 0.85])], 100)
+    assert noisy.startswith("With 100 labels per class, no strategy beat scratch significantly: the best mean, freeze2 (freeze) at 83.3 %")
+    assert "an interval that includes zero" in noisy and "Layers to reuse" not in noisy
+    single = sweeps.recommendation([], [], [metric("scratch", "scratch", [0.8]), metric("reuse5", "reuse", [0.9])], 100)
+    assert "no strategy beat scratch significantly" in single and "set transfer.seeds > 1" in single
+    worst = sweeps.recommendation([], [], [scratch, metric("reuse5", "reuse", [0.5, 0.6, 0.55])], 100)
+    assert worst == "With 100 labels per class, no strategy beat scratch: scratch itself has the highest mean accuracy, 81.0 % (95% CI [78.5, 83.5])."
+    assert sweeps.recommendation([], [], [scratch], 30) == "No variant was trained with 30 labels per class."
+
+
+@pytest.mark.parametrize(("sweep", "change", "message"), [
+    ("label_budget", {"variants": ["scratch", "nosuch"]}, "sweeps.label_budget.variants: 'nosuch' is not in variants"),
+    ("label_budget", {"target": "digits"}, "sweeps.label_budget.target: 'digits' is not in targets"),
+    ("label_budget", {"labels_per_class": [5, 5]}, "sweeps.label_budget.labels_per_class: a value is listed twice"),
+    ("label_budget", {"labels_per_class": [0]}, "sweeps.label_budget.labels_per_class.0"),
+    ("transferability", {"layers": [0, 3]}, "sweeps.transferability.layers: 3 > 2 hidden layers of 'source'"),
+    ("transferability", {"init_from": "rbm"}, "sweeps.transferability.init_from: 'rbm' is not configured"),
+    ("transferability", {"target": "digits"}, "sweeps.transferability.target: 'digits' is not in targets"),
+    ("transferability", {"modes": []}, "sweeps.transferability.modes: empty"),
+    ("transferability", {"modes": ["thawed"]}, "sweeps.transferability.modes.0"),
+])
+def test_bad_sweep_params_name_the_key(sweep: str, change: dict[str, Any], message: str) -> None:
+    params = sweep_params()
+    params["sweeps"][sweep].update(change)
+    with pytest.raises(ConfigError) as error:
+        parse_params(params)
+    assert message in str(error.value)
+
+
+def test_sweep_sections_default_and_switch_off() -> None:
+    raw = tiny_params()
+    del raw["sweeps"]
+    without = parse_params(raw)  # no `sweeps:` section: defaults, not checked against these variants
+    assert without.sweeps.label_budget.variants == ["scratch", "reuse5", "freeze2"]
+    off = parse_params(sweep_params(transferability=None, label_budget=None))
+    assert off.sweeps.transferability is None and off.sweeps.label_budget is None
+    with pytest.raises(ConfigError, match="sweeps.transferability: is null"):
+        sweeps.grid("transferability", off, 10)
+    custom = parse_params(sweep_params(transferability={"target": "mnist", "layers": [2, 0], "modes": ["frozen"]}))
+    assert [(p.x, p.series) for p in sweeps.transferability_points(custom)] == [(2, "frozen"), (0, "frozen")]
+
+
+def test_stage_end_to_end(tmp_path: Path) -> None:
+    """`python -m stages.sweep label_budget` in a workdir: the three files and a finished parent run with children."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(sweep_params(), sort_keys=False))
+    (tmp_path / "stages").mkdir()
+    for name in ("__init__.py", "sweep.py"):
+        (tmp_path / "stages" / name).write_bytes((ROOT / "stages" / name).read_bytes())
+    data.save_npz(tmp_path / "data/prepared/target_mnist.npz", **target_arrays())
+    artifacts.save_with(tmp_path / "models/source.keras", source_model().save)
+    result = run([sys.executable, "-m", "stages.sweep", "label_budget"], tmp_path)
+    assert "sweep@label_budget: 6 points x 2 seed(s), 1 skipped" in result.stdout
+    assert "sweep@label_budget: 100%" in result.stderr  # the progress bar
+    tidy = (tmp_path / "metrics/sweeps/label_budget.csv").read_text().splitlines()
+    assert tidy[0] == "sweep,x,series,repetition,seed,labels_seed,labels_per_class,target_accuracy,target_loss,train_seconds"
+    assert len(tidy) == 1 + 6 * 2
+    summary = sweeps.load_summary(tmp_path / "plots/sweeps/label_budget.csv")
+    assert [(row["series"], row["x"], row["n"]) for row in summary] == [(s, n, 2) for s in ("scratch", "reuse2", "freeze1") for n in (2, 5)]
+    metrics = json.loads((tmp_path / "metrics/sweeps/label_budget.json").read_text())
+    assert (metrics["sweep"], metrics["points"], metrics["runs"]) == ("label_budget", 6, 12)
+    assert [s["x"] for s in metrics["skipped"]] == [1000]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([metrics["mlflow_experiment_id"]])
+    parent = next(r for r in runs if r.info.run_id == metrics["mlflow_run_id"])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and parent.data.tags["stage"] == "sweep@label_budget"
+    assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
+    by_point = {(r.data.tags["series"], int(r.data.tags["x"])): r.data.metrics["target_accuracy"] for r in children}
+    assert by_point == {(row["series"], row["x"]): pytest.approx(row["target_accuracy"]) for row in summary}
+
+
+def test_stage_rejects_bad_input_in_one_line_before_training(tmp_path: Path) -> None:
+    (tmp_path / "stages").mkdir()
+    for name in ("__init__.py", "sweep.py"):
+        (tmp_path / "stages" / name).write_bytes((ROOT / "stages" / name).read_bytes())
+    raw = tiny_params()
+    del raw["sweeps"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))  # defaults name reuse5
+    for argv, message in ((["nosuch"], "usage: python -m stages.sweep transferability|label_budget"),
+                          (["label_budget"], "sweeps.label_budget.variants: 'reuse5' is not in variants"),
+                          (["transferability"], "target_mnist.npz")):
+        result = run([sys.executable, "-m", "stages.sweep", *argv], tmp_path, check=False)
+        assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "metrics").exists()
