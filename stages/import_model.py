@@ -17,15 +17,7 @@ from typing import Any
 
 from transferlab import artifacts, data, paths, tracking
 from transferlab.cli import run_main
-from transferlab.config import ModelFile, Params, RegistryEntry, SklearnMlpEntry, load_params
-from transferlab.errors import ConfigError
-
-
-def find_entry(params: Params, name: str) -> tuple[str, RegistryEntry | SklearnMlpEntry | ModelFile]:
-    for section in ("zoo", "model_files"):
-        if name in getattr(params, section):
-            return f"{section}.{name}", getattr(params, section)[name]
-    raise ConfigError(f"zoo.{name}", f"not configured in zoo or model_files (have: {', '.join([*params.zoo, *params.model_files]) or 'none'})")
+from transferlab.config import ModelFile, RegistryEntry, SklearnMlpEntry, load_params, stage_entry
 
 
 def train_sklearn_mlp(entry: SklearnMlpEntry, source: dict[str, Any]):
@@ -87,11 +79,9 @@ def describe(dest: Path, source: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise ConfigError("zoo", "usage: python -m stages.import_model <zoo or model_files entry>")
     params = load_params(paths.PARAMS)
-    name = argv[0]
-    key, entry = find_entry(params, name)
+    section, name = stage_entry(argv, params, "zoo", "model_files", usage="python -m stages.import_model <zoo or model_files entry>")
+    key, entry = f"{section}.{name}", getattr(params, section)[name]
     source = data.load_npz(paths.source_data(), ("x_train", "y_train", "x_test", "y_test"))
     data.check_images(source, paths.source_data())
     tags = {"stage": f"{key.split('.')[0]}@{name}", "variant": name, "strategy": "import",

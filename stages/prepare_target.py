@@ -10,17 +10,12 @@ from __future__ import annotations
 
 from transferlab import data, paths
 from transferlab.cli import run_main
-from transferlab.config import load_params
-from transferlab.errors import ConfigError
+from transferlab.config import load_params, stage_entry
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise ConfigError("targets", "usage: python -m stages.prepare_target <target name>")
     params = load_params(paths.PARAMS)
-    name = argv[0]
-    if name not in params.targets:
-        raise ConfigError(f"targets.{name}", f"not configured (have: {', '.join(params.targets)})")
+    _, name = stage_entry(argv, params, "targets", usage="python -m stages.prepare_target <target name>")
     spec = params.targets[name]
     dataset, path = (params.source_data.dataset, params.source_data.path) if spec.dataset == "source" else (spec.dataset, spec.path)
     images = data.select_classes(data.load_images(dataset, path), spec.classes, f"targets.{name} ({dataset})")

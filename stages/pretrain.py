@@ -15,8 +15,8 @@ import numpy as np
 
 from transferlab import artifacts, data, paths, tracking
 from transferlab.cli import run_main
-from transferlab.config import PretrainSpec, load_params
-from transferlab.errors import ConfigError, DataError
+from transferlab.config import PretrainSpec, load_params, stage_entry
+from transferlab.errors import DataError
 
 STAGE = "pretrain"
 
@@ -59,12 +59,8 @@ def step_rows(rows: list[dict[str, float]]) -> list[dict[str, float]]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise ConfigError("pretrain", "usage: python -m stages.pretrain <pretrain entry>")
     params = load_params(paths.PARAMS)
-    name = argv[0]
-    if name not in params.pretrain:
-        raise ConfigError(f"pretrain.{name}", f"not configured (have: {', '.join(params.pretrain) or 'none'})")
+    _, name = stage_entry(argv, params, "pretrain", usage="python -m stages.pretrain <pretrain entry>")
     spec = params.pretrain[name]
     source = data.load_npz(paths.source_data(), ("x_train", "x_test"))
     target = data.load_npz(paths.target_data(spec.target), ("x_pool", "x_test"))

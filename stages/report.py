@@ -142,9 +142,13 @@ def main(argv: list[str]) -> None:
         written = reporting.write(report, paths.REPORTS / "comparison.md", paths.REPORTS / "comparison.html")
         artifacts.write_rows(paths.REPORTS / "accuracy_per_epoch.csv", curves)
         tracking.log_files(written, artifact_path="report")
-    best = max(variants, key=lambda row: row["target_accuracy"])
-    print(f"report: {len(variants)} variants, best {best['variant']} ({reporting.percent(best['target_accuracy'])} %)"
-          f" -> {paths.REPORTS / 'comparison.md'}, {paths.REPORTS / 'comparison.html'}")
+    bests = []
+    for target in params.targets:
+        rows = [row for row in variants if row["target"] == target]
+        if rows:
+            best = max(rows, key=lambda row: row["target_accuracy"])
+            bests.append(f"{target}: {best['variant']} {reporting.percent(best['target_accuracy'])} %")
+    print(f"report: {len(variants)} variants (best on {'; '.join(bests)}) -> {paths.REPORTS / 'comparison.md'}, {paths.REPORTS / 'comparison.html'}")
 
 
 if __name__ == "__main__":

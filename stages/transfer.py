@@ -12,8 +12,8 @@ from typing import Any
 
 from transferlab import artifacts, data, paths, repetitions, statistics, tracking
 from transferlab.cli import run_main
-from transferlab.config import Params, load_params
-from transferlab.errors import ConfigError, DataError
+from transferlab.config import Params, load_params, stage_entry
+from transferlab.errors import DataError
 
 STAGE = "transfer"
 
@@ -45,12 +45,8 @@ def pooled(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise ConfigError("variants", "usage: python -m stages.transfer <variant name>")
     params = load_params(paths.PARAMS)
-    name = argv[0]
-    if name not in params.variants:
-        raise ConfigError(f"variants.{name}", f"not configured (have: {', '.join(params.variants)})")
+    _, name = stage_entry(argv, params, "variants", usage="python -m stages.transfer <variant name>")
     variant, target = params.variants[name], params.targets[params.variants[name].target]
     train = params.variant_train(name)
     target_file = paths.target_data(variant.target)

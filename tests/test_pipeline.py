@@ -114,6 +114,16 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
     # first repro: source, rbm, zoo, 4 variants, 2 sweeps, report; then freeze2, a sweep, report;
     # then source, zoo, 3 variants, 2 sweeps, report
     assert len(parents) == 10 + 3 + 8
+    for parent in parents:  # every stage run carries the comparison tags; every training stage its model
+        tags = parent.data.tags
+        assert {"stage", "variant", "strategy", "init_from", "git_commit"} <= set(tags), tags
+        if tags["stage"].startswith(("pretrain", "transfer")):
+            assert tags["data_fingerprint"]
+            files = [a.path for a in client.list_artifacts(parent.info.run_id)]
+            files += [f.path for a in client.list_artifacts(parent.info.run_id) if a.is_dir
+                      for b in client.list_artifacts(parent.info.run_id, a.path) if b.is_dir
+                      for f in client.list_artifacts(parent.info.run_id, b.path)]
+            assert any(path.endswith(".keras") for path in files), (tags["stage"], files)
     metrics = json.loads((project / "metrics/transfer/freeze2.json").read_text())
     run_ = client.get_run(metrics["mlflow_run_id"])
     assert run_.data.tags["strategy"] == "freeze" and run_.data.tags["variant"] == "freeze2"
@@ -130,7 +140,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
         del p["variants"]["rbm_reuse"]
 
     edit_params(project, drop_rbm)
-    assert repro(project) == ["report"]
+    assert repro(project) == ["report", "sweep@label_budget"]  # the sweep depends on `variants` as a whole
     markdown = (project / "reports/comparison.md").read_text()
     assert "rbm_reuse" not in markdown and "| rbm " not in markdown
 

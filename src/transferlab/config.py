@@ -400,6 +400,18 @@ def parse_params(raw: Any) -> Params:
     return params
 
 
+def stage_entry(argv: list[str], params: Params, *sections: str, usage: str) -> tuple[str, str]:
+    """The one entry a `foreach` stage runs (`python -m stages.<stage> <name>`), as (section, name)."""
+    if len(argv) != 1:
+        raise ConfigError(sections[0], f"usage: {usage}")
+    name = argv[0]
+    for section in sections:
+        if name in getattr(params, section):
+            return section, name
+    have = [entry for section in sections for entry in getattr(params, section)]
+    raise ConfigError(f"{sections[0]}.{name}", f"not configured (have: {', '.join(have) or 'none'})")
+
+
 def load_params(path: Path | str = "params.yaml") -> Params:
     path = Path(path)
     try:

@@ -83,6 +83,21 @@ def _raise_killed(signum: int, _frame: Any) -> None:
 
 
 @contextmanager
+def _ended_honestly() -> Iterator[None]:
+    """End the active run by what happened inside: FINISHED, KILLED (SIGTERM/SIGINT) or FAILED."""
+    try:
+        yield
+    except (StageKilled, KeyboardInterrupt):
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+@contextmanager
 def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> Iterator[dict[str, str]]:
     """Start a run that ends FINISHED, FAILED on an exception, KILLED on SIGTERM/SIGINT.
 
@@ -92,16 +107,9 @@ def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: M
     previous = signal.signal(signal.SIGTERM, _raise_killed)
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**context_tags(), **tags})
     try:
-        log_params(params)
-        yield {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id}
-    except (StageKilled, KeyboardInterrupt):
-        mlflow.end_run("KILLED")
-        raise
-    except BaseException:
-        mlflow.end_run("FAILED")
-        raise
-    else:
-        mlflow.end_run("FINISHED")
+        with _ended_honestly():
+            log_params(params)
+            yield {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id}
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -111,18 +119,10 @@ def child_run(run_name: str, tags: Mapping[str, str], params: Mapping[str, Any] 
     """A nested run (e.g. one seed of a variant) under the active stage run, with the same honest status."""
     parent = mlflow.active_run().info
     run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=run_name, nested=True, tags=dict(tags))
-    try:
+    with _ended_honestly():
         if params:
             log_params(params)
         yield run.info.run_id
-    except (StageKilled, KeyboardInterrupt):
-        mlflow.end_run("KILLED")
-        raise
-    except BaseException:
-        mlflow.end_run("FAILED")
-        raise
-    else:
-        mlflow.end_run("FINISHED")
 
 
 def log_params(params: Mapping[str, Any]) -> None:
