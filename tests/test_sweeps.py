@@ -185,13 +185,15 @@ def test_recommendation_calls_a_strategy_better_only_when_its_paired_interval_ex
     ("label_budget", {"labels_per_class": [5, 5]}, "sweeps.label_budget.labels_per_class: a value is listed twice"),
     ("label_budget", {"labels_per_class": [0]}, "sweeps.label_budget.labels_per_class.0"),
     ("transferability", {"layers": [0, 3]}, "sweeps.transferability.layers: 3 > 2 hidden layers of 'source'"),
-    ("transferability", {"init_from": "rbm"}, "sweeps.transferability.init_from: 'rbm' is not configured"),
+    ("transferability", {"init_from": "rbm"}, "sweeps.transferability.init_from: 'rbm': choose source or a pretrain entry"),
+    ("transferability", {"init_from": "zoo_model"}, "sweeps.transferability.init_from: 'zoo_model': choose source or a pretrain"),
     ("transferability", {"target": "digits"}, "sweeps.transferability.target: 'digits' is not in targets"),
     ("transferability", {"modes": []}, "sweeps.transferability.modes: empty"),
     ("transferability", {"modes": ["thawed"]}, "sweeps.transferability.modes.0"),
 ])
 def test_bad_sweep_params_name_the_key(sweep: str, change: dict[str, Any], message: str) -> None:
     params = sweep_params()
+    params["zoo"] = {"zoo_model": {"kind": "registry", "uri": "models:/elsewhere/1"}}  # its depth is unknown until imported
     params["sweeps"][sweep].update(change)
     with pytest.raises(ConfigError) as error:
         parse_params(params)

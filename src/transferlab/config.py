@@ -224,10 +224,10 @@ def check_sweeps(params: Params, only: str | None = None) -> None:
     if transferability is not None and only in (None, "transferability"):
         key = "sweeps.transferability"
         check_target(key, transferability.target)
-        if transferability.init_from not in params.init_names():
+        known_depth = [BUILTIN_INIT, *params.pretrain]  # the sweep re-creates upper layers at these sizes
+        if transferability.init_from not in known_depth:
             raise ConfigError(
-                f"{key}.init_from",
-                f"{transferability.init_from!r} is not configured (choose from: {', '.join(params.init_names())})",
+                f"{key}.init_from", f"{transferability.init_from!r}: choose source or a pretrain entry ({', '.join(known_depth)})"
             )
         depth = params.init_depth(transferability.init_from)
         if transferability.layers is not None:
