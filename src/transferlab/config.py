@@ -275,18 +275,20 @@ class Params(Strict):
         """Every model a variant may start from: `source`, pretraining entries, zoo entries, model files."""
         return [BUILTIN_INIT, *self.pretrain, *self.zoo, *self.model_files]
 
+    def transfer_train(self) -> TrainSpec:
+        """The shared `transfer` training settings, without the repetition fields."""
+        spec = self.transfer
+        return TrainSpec(epochs=spec.epochs, batch_size=spec.batch_size, optimizer=spec.optimizer, seed=spec.seed)
+
     def variant_train(self, name: str) -> TrainSpec:
         """The transfer defaults with the variant's own overrides applied."""
-        variant = self.variants[name]
-        optimizer = self.transfer.optimizer
+        variant, train = self.variants[name], self.transfer_train()
+        optimizer = train.optimizer
         if variant.learning_rate is not None:
             optimizer = optimizer.model_copy(update={"learning_rate": variant.learning_rate})
-        return TrainSpec(
-            epochs=variant.epochs or self.transfer.epochs,
-            batch_size=variant.batch_size or self.transfer.batch_size,
-            optimizer=optimizer,
-            seed=self.transfer.seed,
-        )
+        return train.model_copy(update={
+            "epochs": variant.epochs or train.epochs, "batch_size": variant.batch_size or train.batch_size, "optimizer": optimizer,
+        })
 
 
 def _check_consistency(params: Params) -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from transferlab.artifacts import atomic_path
 from transferlab.errors import DataError
 
 IDX_FILES = {
@@ -137,15 +136,8 @@ def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write an `.npz` atomically, so a failed stage never leaves a half-written output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(Path(path)) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def resize(x: np.ndarray, side: int) -> np.ndarray:

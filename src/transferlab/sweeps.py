@@ -43,12 +43,6 @@ class Point:
     labels_per_class: int
 
 
-def transfer_train(params: Params) -> TrainSpec:
-    """The shared `transfer` training settings, without the repetition fields."""
-    spec = params.transfer
-    return TrainSpec(epochs=spec.epochs, batch_size=spec.batch_size, optimizer=spec.optimizer, seed=spec.seed)
-
-
 def init_hidden_units(params: Params, init_from: str) -> list[int]:
     if init_from == BUILTIN_INIT:
         return list(params.source_model.network.hidden_units)
@@ -62,7 +56,7 @@ def transferability_points(params: Params) -> list[Point]:
         raise ConfigError("sweeps.transferability", "is null: this sweep is switched off")
     units = init_hidden_units(params, spec.init_from)
     layers = spec.layers if spec.layers is not None else range(len(units) + 1)
-    train = transfer_train(params)
+    train = params.transfer_train()
     points = []
     for k in layers:
         for mode in spec.modes:
