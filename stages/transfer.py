@@ -34,8 +34,9 @@ def variant_summary(params: Params, name: str) -> dict[str, Any]:
 
 def pooled(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
     """Mean of each key over repetitions, with std and 95% CI for the accuracy."""
-    out: dict[str, Any] = {key: statistics.summarize([run[key] for run in runs])["mean"] for key in keys}
-    accuracy = statistics.summarize([run["target_accuracy"] for run in runs])
+    summaries = {key: statistics.summarize([run[key] for run in runs]) for key in keys}
+    out: dict[str, Any] = {key: summary["mean"] for key, summary in summaries.items()}
+    accuracy = summaries["target_accuracy"]
     out.update(
         target_accuracy_std=accuracy["std"],
         target_accuracy_ci95_low=accuracy["ci95_low"],

@@ -131,6 +131,20 @@ def _split(x: np.ndarray, heldout_fraction: float, seed: int) -> tuple[np.ndarra
     return x[np.sort(order[held:])], x[np.sort(order[:held])]
 
 
+Pairs = tuple[np.ndarray, np.ndarray]  # (real images, their corrupted copies), row by row
+
+
+def _training_and_heldout_pairs(
+    x: np.ndarray, heldout_fraction: float, corruptions: Sequence[tuple[str, float]], seed: int, key: str
+) -> tuple[Pairs, Pairs]:
+    """Split the images, then corrupt each part with its own seed (held-out: seed + 1)."""
+    train_x, held_x = _split(x, heldout_fraction, seed)
+    return tuple(  # type: ignore[return-value]
+        (good, corrupt_mixed(good, corruptions, part_seed, f"{key}.corruptions"))
+        for good, part_seed in ((train_x, seed), (held_x, seed + 1))
+    )
+
+
 def _rename(rows: list[dict[str, float]]) -> list[dict[str, float]]:
     # `training.fit` calls its monitoring set `test_…`; here it is the held-out pairs.
     return [{name.replace("test_", "heldout_", 1): value for name, value in row.items()} for row in rows]
@@ -163,12 +177,10 @@ def pretrain_goodbad(
     """
     x = check_pixels(x)
     units = check_hidden_units(hidden_units)
-    train_x, held_x = _split(x, heldout_fraction, seed)
-    labelled = []
-    for good, part_seed in ((train_x, seed), (held_x, seed + 1)):
-        bad = corrupt_mixed(good, corruptions, part_seed, f"{key}.corruptions")
-        labels = np.concatenate([np.ones(len(good)), np.zeros(len(bad))]).astype(np.int64)
-        labelled.append((np.concatenate([good, bad]), labels))
+    labelled = [
+        (np.concatenate([good, bad]), np.concatenate([np.ones(len(good)), np.zeros(len(bad))]).astype(np.int64))
+        for good, bad in _training_and_heldout_pairs(x, heldout_fraction, corruptions, seed, key)
+    ]
     (xs, ys), (held_xs, held_ys) = labelled
     model = networks.build(x.shape[1], networks.dnn_layers(units, activation, n_classes=2), initializer, seed)
     history = training.fit(model, xs, ys, train, eval_data=(held_xs, held_ys), on_epoch=_renamed(on_epoch))
@@ -219,20 +231,18 @@ def pretrain_ranking(
         raise ConfigError(f"{key}.margin", f"{margin} must be > 0 (a zero margin is solved by a constant score)")
     x = check_pixels(x)
     units = check_hidden_units(hidden_units)
-    train_x, held_x = _split(x, heldout_fraction, seed)
-    train_pairs = (train_x, corrupt_mixed(train_x, corruptions, seed, f"{key}.corruptions"))
-    held_pairs = (held_x, corrupt_mixed(held_x, corruptions, seed + 1, f"{key}.corruptions"))
+    train_pairs, held_pairs = _training_and_heldout_pairs(x, heldout_fraction, corruptions, seed, key)
     layers = [*networks.dnn_layers(units, activation, n_classes=1)[:-1], networks.LayerSpec(SCORE, 1, "linear")]
     scorer = networks.build(x.shape[1], layers, initializer, seed)
     # `fit` wants one label per example; the ranking loss ignores it (the pair's order is the label).
     history = training.fit(
         pair_model(scorer),
         train_pairs,
-        np.zeros(len(train_x), dtype=np.float32),
+        np.zeros(len(train_pairs[0]), dtype=np.float32),
         train,
         loss=ranking_loss(margin),
         accuracy=False,
-        eval_data=(held_pairs, np.zeros(len(held_x), dtype=np.float32)),
+        eval_data=(held_pairs, np.zeros(len(held_pairs[0]), dtype=np.float32)),
         on_epoch=_renamed(on_epoch),
     )
     metrics: dict[str, float] = {}
