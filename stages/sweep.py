@@ -4,7 +4,8 @@
     python -m stages.sweep label_budget      # plots/sweeps/<name>.csv (mean and 95% CI per point),
                                              # metrics/sweeps/<name>.json
 
-Reads `sweeps.<name>`, `transfer`, the sweep's target and (label_budget) the named variants.
+Reads `sweeps.<name>`, `transfer` (the protocol every point is raced under: validation split,
+early stopping, tuning grid), the sweep's target and (label_budget) the named variants.
 MLflow: one parent run for the stage, one nested run per grid point with its mean accuracy.
 Progress: a tqdm bar on stderr, one step per grid point.
 """
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> None:
             point_tags = {"stage": f"{STAGE}@{name}", "sweep": name, "x": str(point.x), "series": point.series,
                           "strategy": point.variant.strategy}
             with tracking.child_run(f"{point.series}/x={point.x}", point_tags):
-                tracking.log_final({key: summary[key] for key in ("target_accuracy", "ci95_low", "ci95_high", "n")})
+                tracking.log_final({key: summary[key] for key in ("target_accuracy", "ci95_low", "ci95_high", "n", "unconverged")})
             bar.set_postfix_str(f"{point.series} x={point.x}: {100 * summary['target_accuracy']:.1f} %")
             bar.update()
 
@@ -70,7 +71,8 @@ def main(argv: list[str]) -> None:
         artifacts.write_rows(paths.sweep_rows(name), rows)
         artifacts.write_rows(paths.sweep_summary(name), summary)
         metrics = {"sweep": name, "target": spec.target, "seeds": params.transfer.seeds, "points": len(points),
-                   "runs": len(rows), "skipped": skipped, **run_ids}
+                   "runs": len(rows), "unconverged_runs": sum(row["unconverged"] for row in summary),
+                   "budget": params.protocol().budget(), "skipped": skipped, **run_ids}
         tracking.log_files([paths.sweep_rows(name), paths.sweep_summary(name)])
         artifacts.write_json(paths.sweep_metrics(name), metrics)
     best = max(summary, key=lambda row: row["target_accuracy"])

@@ -1,104 +1,88 @@
-"""Stage `transfer@<variant>`: train one transfer variant, `transfer.seeds` times, in one process.
+"""Stage `transfer@<variant>`: race one transfer variant, `transfer.seeds` repetitions x the tuning grid, in one process.
 
     python -m stages.transfer freeze2      # writes models/transfer/freeze2.keras,
                                            # metrics/transfer/freeze2.json, plots/transfer/freeze2.csv
 
-Reads `variants.<variant>`, `transfer`, its target and its init model's section of params.yaml.
-MLflow: one parent run for the stage, one nested run per repetition (seed).
+Reads `variants.<variant>`, `transfer` (the protocol: validation share, early stopping, grid), its
+target and its init model. Each repetition's labelled images are split into training and
+validation; every grid setting is trained with early stopping on validation, the best setting is
+chosen on validation, and only its weights are scored on the test set.
+MLflow: one parent run for the stage, one nested run per repetition (chosen setting, best epoch,
+stop reason, per-epoch curves of the chosen run).
 """
 from __future__ import annotations
 
-from typing import Any
-
-from transferlab import artifacts, data, paths, repetitions, statistics, tracking
+from transferlab import artifacts, data, paths, repetitions, tracking
 from transferlab.cli import run_main
-from transferlab.config import Params, load_params, stage_entry
+from transferlab.config import Params, load_params, split_sizes, stage_entry
 from transferlab.errors import DataError
+from transferlab.results import VariantResult
 
 STAGE = "transfer"
 
 
-def variant_summary(params: Params, name: str) -> dict[str, Any]:
-    """The descriptive columns of a variant's metrics (what was reused, frozen, added)."""
-    variant = params.variants[name]
-    return {
-        "variant": name,
-        "strategy": variant.strategy,
-        "init_from": variant.init_from,
-        "target": variant.target,
-        "reuse_layers": variant.reuse_layers,
-        "frozen_layers": variant.frozen_layers,
-        "new_layers": len(variant.new_hidden) + 1,
-    }
+def load_target(params: Params, target: str) -> dict:
+    """The prepared target arrays, checked."""
+    target_file = paths.target_data(target)
+    arrays = data.load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"))
+    data.check_images(arrays, target_file)
+    return arrays
 
 
-def pooled(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
-    """Mean of each key over repetitions, with std and 95% CI for the accuracy."""
-    summaries = {key: statistics.summarize([run[key] for run in runs]) for key in keys}
-    out: dict[str, Any] = {key: summary["mean"] for key, summary in summaries.items()}
-    accuracy = summaries["target_accuracy"]
-    out.update(
-        target_accuracy_std=accuracy["std"],
-        target_accuracy_ci95_low=accuracy["ci95_low"],
-        target_accuracy_ci95_high=accuracy["ci95_high"],
-    )
-    return out
+def check_input_size(arrays: dict, init_model, init_from: str, target: str) -> None:
+    expected = int(init_model.input_shape[-1])
+    if arrays["x_test"].shape[1] != expected:
+        raise DataError(
+            f"{paths.target_data(target)}: images have {arrays['x_test'].shape[1]} pixels but {paths.init_model(init_from)}"
+            f" expects {expected} (set targets.{target}.image_size)"
+        )
 
 
 def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
     _, name = stage_entry(argv, params, "variants", usage="python -m stages.transfer <variant name>")
     variant, target = params.variants[name], params.targets[params.variants[name].target]
-    train = params.variant_train(name)
-    target_file = paths.target_data(variant.target)
-    arrays = data.load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"))
-    data.check_images(arrays, target_file)
-    from transferlab import zoo  # TensorFlow starts only once the inputs are known to be good
+    protocol = params.protocol(variant)
+    arrays = load_target(params, variant.target)
+    from transferlab import strategies, zoo  # TensorFlow starts only once the inputs are known to be good
 
     init_model = zoo.load_keras(paths.init_model(variant.init_from))
-    expected = int(init_model.input_shape[-1])
-    if arrays["x_test"].shape[1] != expected:
-        raise DataError(
-            f"{target_file}: images have {arrays['x_test'].shape[1]} pixels but {paths.init_model(variant.init_from)}"
-            f" expects {expected} (set targets.{variant.target}.image_size)"
-        )
-    summary = variant_summary(params, name)
-    tags = {"stage": f"{STAGE}@{name}", **{key: str(summary[key]) for key in ("variant", "strategy", "init_from", "target")},
-            "data_fingerprint": data.fingerprint(*arrays.values())}
-    logged = {"variant": variant.model_dump(), "transfer": params.transfer.model_dump(), "target": target.model_dump()}
-    runs, histories, first_model = [], [], None
-    plan = repetitions.plan(params.transfer.seeds, train.seed, target.seed, params.transfer.resample_labels)
+    check_input_size(arrays, init_model, variant.init_from, variant.target)
+    tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": variant.strategy, "init_from": variant.init_from,
+            "target": variant.target, "data_fingerprint": data.fingerprint(*arrays.values())}
+    logged = {"variant": variant.model_dump(), "protocol": protocol.model_dump(), "transfer": params.transfer.model_dump(),
+              "target": target.model_dump()}
+    plan = repetitions.plan(params.transfer.seeds, params.transfer.seed, target.seed, params.transfer.resample_labels)
     with tracking.stage_run(params.mlflow.experiment, name, tags, logged) as run_ids:
-        for repetition in plan:
-            seeds = {"seed": repetition.seed, "labels_seed": repetition.labels_seed}
-            with tracking.child_run(f"{name}/seed{repetition.index}", {**tags, "repetition": str(repetition.index)}, seeds):
-                run, outcome = repetition.run(variant, init_model, params.source_model.network, train, arrays, target.labels_per_class)
-                tracking.log_history(outcome.history.rows)
-                tracking.log_final(run)
-            runs.append(run)
-            histories.append(outcome.history.rows)
-            if first_model is None:
-                first_model = outcome.model
-        history = repetitions.mean_rows(histories)
-        metrics = {
-            **summary,
-            **pooled(runs, ("target_accuracy", "target_loss", "train_seconds", "seconds_per_epoch")),
-            "trainable_params": outcome.trainable_params,
-            "frozen_params": outcome.frozen_params,
-            "epochs": outcome.history.epochs,
-            "seeds": params.transfer.seeds,
-            "labels_per_class": target.labels_per_class,
-            **run_ids,
-            "repetitions": runs,
-        }
-        artifacts.save_with(paths.variant_model(name), first_model.save)
+        outcome = strategies.race(variant, init_model, params.source_model.network, protocol, arrays,
+                                  target.labels_per_class, plan)
+        for result, rows in zip(outcome.results, outcome.histories, strict=True):
+            seeds = {"seed": result.seed, "labels_seed": result.labels_seed, "chosen_setting": result.setting,
+                     "stop_reason": result.stop_reason}
+            with tracking.child_run(f"{name}/seed{result.repetition}", {**tags, "repetition": str(result.repetition)}, seeds):
+                tracking.log_history(rows)
+                tracking.log_final({key: value for key, value in vars(result).items() if key != "settings"})
+        train_per_class, validation_per_class = split_sizes(target.labels_per_class, protocol.validation_fraction)
+        result = VariantResult(
+            variant=name, strategy=variant.strategy, init_from=variant.init_from, target=variant.target,
+            reuse_layers=variant.reuse_layers, frozen_layers=variant.frozen_layers, new_layers=len(variant.new_hidden) + 1,
+            trainable_params=outcome.trainable_params, frozen_params=outcome.frozen_params,
+            labels_per_class=target.labels_per_class, train_per_class=train_per_class,
+            validation_per_class=validation_per_class, budget=protocol.budget(), repetitions=outcome.results, **run_ids,
+        )
+        metrics = result.to_json()
+        history = repetitions.mean_rows(outcome.histories)
+        artifacts.save_with(paths.variant_model(name), outcome.models[0].save)
         artifacts.write_rows(paths.variant_history(name), history)
         tracking.log_history(history)
         tracking.log_final({key: value for key, value in metrics.items() if key != "repetitions"})
         tracking.log_files([paths.variant_model(name), paths.variant_history(name)])
         artifacts.write_json(paths.variant_metrics(name), metrics)
-    ci = f"[{metrics['target_accuracy_ci95_low']:.4f}, {metrics['target_accuracy_ci95_high']:.4f}]" if params.transfer.seeds > 1 else ""
-    print(f"{name}: target accuracy {metrics['target_accuracy']:.4f} {ci} over {params.transfer.seeds} seed(s)")
+    low, high = metrics["target_accuracy_ci95"]
+    interval = f" [{low:.4f}, {high:.4f}]" if low is not None else ""
+    flag = "" if result.converged else f" ({metrics['unconverged_repetitions']} unconverged)"
+    print(f"{name}: target accuracy {metrics['target_accuracy']:.4f}{interval} over {result.seeds} seed(s),"
+          f" chosen {metrics['chosen_settings']}, best epoch {metrics['best_epoch']:.0f}{flag}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ TINY: dict[str, Any] = {
         "network": {"hidden_units": [32, 16, 16], "activation": "relu", "initializer": "he_normal"},
         "train": {"epochs": 2, "batch_size": 64, "seed": 1},
     },
-    "transfer": {"epochs": 2, "batch_size": 16, "seed": 3, "seeds": 1},
+    "transfer": {
+        "batch_size": 16, "seed": 3, "seeds": 1, "validation_fraction": 0.2,
+        "stopping": {"max_epochs": 4, "patience": 2}, "grid": [{"name": "sgd", "learning_rate": 0.05}],
+    },
     "variants": {
         "scratch": {"strategy": "scratch", "init_from": "source", "target": "mnist", "reuse_layers": 3},
         "freeze2": {

@@ -31,7 +31,21 @@ class OptimizerSpec(Strict):
     name: Literal["sgd", "momentum", "adam"] = "sgd"
     learning_rate: PositiveFloat = 0.01
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9  # used by `momentum` only
-    clip_value: PositiveFloat | None = 1.0  # element-wise gradient clipping, as in the seed
+    clip_value: PositiveFloat | None = 1.0  # element-wise gradient clipping, as in the original note
+
+    @property
+    def label(self) -> str:
+        """A short name for tables and plots: `sgd 0.01`, `adam 0.001`."""
+        return f"{self.name} {self.learning_rate:g}"
+
+
+class StoppingSpec(Strict):
+    """Early stopping with Keras 3 `EarlyStopping` semantics; the best epoch's weights are kept."""
+
+    max_epochs: PositiveInt = 300
+    patience: PositiveInt | None = 20  # null: a fixed protocol, exactly max_epochs, the last epoch kept
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
 
 
 class NetworkSpec(Strict):
@@ -76,7 +90,7 @@ class SourceModelSpec(Strict):
 class UnfreezeSpec(Strict):
     frozen_epochs: PositiveInt  # epochs trained with `frozen_layers` fixed, before unfreezing
     unfreeze_top: PositiveInt  # how many of the frozen layers (from the top) are then trained
-    learning_rate: PositiveFloat  # the smaller rate used after unfreezing
+    rate_factor: Annotated[float, Field(gt=0, le=1)] = 0.5  # after unfreezing: the tuned learning rate times this
 
 
 class VariantSpec(Strict):
@@ -86,15 +100,45 @@ class VariantSpec(Strict):
     reuse_layers: NonNegativeInt  # the lowest k hidden layers of the init model
     frozen_layers: NonNegativeInt = 0  # the lowest f <= k of them stay fixed
     new_hidden: list[PositiveInt] = []  # new hidden layers above the reused ones
-    epochs: PositiveInt | None = None  # overrides `transfer.epochs`
-    batch_size: PositiveInt | None = None
-    learning_rate: PositiveFloat | None = None
     unfreeze: UnfreezeSpec | None = None
+    # Overrides of the shared protocol. A variant that changes its grid or its stopping rule has
+    # another tuning budget than the rest, and the report refuses to rank it with them.
+    grid: list[OptimizerSpec] | None = None
+    stopping: StoppingSpec | None = None
 
 
-class TransferSpec(TrainSpec):
+class Protocol(Strict):
+    """The race every variant of a comparison runs: how labels are split, how long it trains, what is tuned."""
+
+    batch_size: PositiveInt
+    validation_fraction: Fraction
+    stopping: StoppingSpec
+    grid: list[OptimizerSpec]
+
+    def budget(self) -> dict[str, Any]:
+        """What must be equal for two variants to be ranked against each other."""
+        return {"grid": [o.label + (f" clip {o.clip_value:g}" if o.clip_value else "") for o in self.grid],
+                "max_epochs": self.stopping.max_epochs, "patience": self.stopping.patience,
+                "min_delta": self.stopping.min_delta, "monitor": self.stopping.monitor,
+                "validation_fraction": self.validation_fraction, "batch_size": self.batch_size}
+
+
+def split_sizes(labels_per_class: int, validation_fraction: float) -> tuple[int, int]:
+    """(training, validation) images per class carved out of `labels_per_class`: at least one of each."""
+    validation = max(1, round(labels_per_class * validation_fraction))
+    return labels_per_class - validation, validation
+
+
+class TransferSpec(Strict):
+    """The fair race shared by every variant and sweep (a variant may override `grid` or `stopping`)."""
+
+    batch_size: PositiveInt = 32
+    seed: Seed = 7  # repetition i initialises new layers and orders batches with seed + i
     seeds: PositiveInt = 1  # independent repetitions per variant, paired across variants
     resample_labels: bool = True  # draw a new labelled subset for each repetition
+    validation_fraction: Fraction = 0.2  # of each repetition's labelled images, per class, held out for validation
+    stopping: StoppingSpec = StoppingSpec()
+    grid: Annotated[list[OptimizerSpec], Field(min_length=1)] = [OptimizerSpec()]  # tried per variant and repetition
 
 
 Corruption = Literal["noise", "erase", "shuffle_patches", "blend"]
@@ -240,6 +284,8 @@ def check_sweeps(params: Params, only: str | None = None) -> None:
         key = "sweeps.label_budget"
         check_target(key, budget.target)
         check_distinct(f"{key}.labels_per_class", budget.labels_per_class)
+        for n in budget.labels_per_class:
+            check_labels(f"{key}.labels_per_class", n, params.transfer.validation_fraction)
         check_distinct(f"{key}.variants", budget.variants)
         for name in budget.variants:
             if name not in params.variants:
@@ -275,20 +321,14 @@ class Params(Strict):
         """Every model a variant may start from: `source`, pretraining entries, zoo entries, model files."""
         return [BUILTIN_INIT, *self.pretrain, *self.zoo, *self.model_files]
 
-    def transfer_train(self) -> TrainSpec:
-        """The shared `transfer` training settings, without the repetition fields."""
+    def protocol(self, variant: VariantSpec | None = None) -> Protocol:
+        """The shared race (`transfer`), with a variant's own overrides applied."""
         spec = self.transfer
-        return TrainSpec(epochs=spec.epochs, batch_size=spec.batch_size, optimizer=spec.optimizer, seed=spec.seed)
-
-    def variant_train(self, name: str) -> TrainSpec:
-        """The transfer defaults with the variant's own overrides applied."""
-        variant, train = self.variants[name], self.transfer_train()
-        optimizer = train.optimizer
-        if variant.learning_rate is not None:
-            optimizer = optimizer.model_copy(update={"learning_rate": variant.learning_rate})
-        return train.model_copy(update={
-            "epochs": variant.epochs or train.epochs, "batch_size": variant.batch_size or train.batch_size, "optimizer": optimizer,
-        })
+        return Protocol(
+            batch_size=spec.batch_size, validation_fraction=spec.validation_fraction,
+            stopping=(variant.stopping if variant is not None and variant.stopping else spec.stopping),
+            grid=(variant.grid if variant is not None and variant.grid else spec.grid),
+        )
 
 
 def _check_consistency(params: Params) -> None:
@@ -321,6 +361,9 @@ def _check_consistency(params: Params) -> None:
                 f"pretrain.{name}.hidden_units",
                 f"depth {len(spec.hidden_units)} > {depth} hidden layers of the target network (source_model.network)",
             )
+    _check_grid("transfer.grid", params.transfer.grid)
+    for name, target in params.targets.items():
+        check_labels(f"targets.{name}.labels_per_class", target.labels_per_class, params.transfer.validation_fraction)
     for name, variant in params.variants.items():
         _check_variant(params, name, variant)
     _check_sweeps(params)
@@ -352,10 +395,10 @@ def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
     if variant.strategy == "unfreeze":
         if variant.unfreeze is None:
             raise ConfigError(f"{key}.unfreeze", "strategy unfreeze needs frozen_epochs, unfreeze_top, learning_rate")
-        epochs = variant.epochs or params.transfer.epochs
+        epochs = params.protocol(variant).stopping.max_epochs
         if variant.unfreeze.frozen_epochs >= epochs:
             raise ConfigError(
-                f"{key}.unfreeze.frozen_epochs", f"{variant.unfreeze.frozen_epochs} >= epochs {epochs}"
+                f"{key}.unfreeze.frozen_epochs", f"{variant.unfreeze.frozen_epochs} >= stopping.max_epochs {epochs}"
             )
         if variant.unfreeze.unfreeze_top > variant.frozen_layers:
             raise ConfigError(
@@ -364,6 +407,21 @@ def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
             )
     elif variant.unfreeze is not None:
         raise ConfigError(f"{key}.unfreeze", f"only strategy unfreeze takes this (strategy is {variant.strategy})")
+    if variant.grid is not None:
+        _check_grid(f"{key}.grid", variant.grid)
+
+
+def _check_grid(key: str, grid: list[OptimizerSpec]) -> None:
+    if not grid:
+        raise ConfigError(key, "empty: nothing would be tried")
+    if len({o.model_dump_json() for o in grid}) != len(grid):
+        raise ConfigError(key, "a setting is listed twice")
+
+
+def check_labels(key: str, labels_per_class: int, validation_fraction: float) -> None:
+    """A labelled budget must leave at least one training and one validation image per class."""
+    if labels_per_class < 2:
+        raise ConfigError(key, f"{labels_per_class}: needs at least 2 labelled images per class (one is held out for validation)")
 
 
 def _format_validation_error(error: ValidationError) -> ConfigError:

@@ -194,16 +194,25 @@ def split_target(images: Images, test_per_class: int, labels_per_class: int, see
     return {"x_pool": images.x[pool], "y_pool": images.y[pool], "x_test": images.x[test], "y_test": images.y[test]}
 
 
-def draw_labelled(y_pool: np.ndarray, labels_per_class: int, seed: int) -> np.ndarray:
-    """Indices of `labels_per_class` pool images per class, drawn with `seed` (sorted, so batch order is the trainer's)."""
+def draw_labelled(y_pool: np.ndarray, labels_per_class: int, validation_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled images a practitioner has: `labels_per_class` pool images per class, drawn with `seed`.
+
+    Returns (training rows, validation rows): the first `validation_per_class` of each class's
+    draw are held out for validation, the rest are trained on. Both sorted, so the batch order
+    is the trainer's; disjoint by construction, and never a test image (the pool excludes them).
+    """
+    if not 0 < validation_per_class < labels_per_class:
+        raise DataError(f"validation_per_class {validation_per_class} must lie in 1 .. labels_per_class - 1 ({labels_per_class - 1})")
     rng = np.random.default_rng(seed)
-    chosen = []
+    train, validation = [], []
     for label in np.unique(y_pool):
         idx = np.flatnonzero(y_pool == label)
         if len(idx) < labels_per_class:
             raise DataError(f"labels_per_class {labels_per_class} > {len(idx)} pool images of class {label}")
-        chosen.append(rng.choice(idx, size=labels_per_class, replace=False))
-    return np.sort(np.concatenate(chosen))
+        chosen = rng.choice(idx, size=labels_per_class, replace=False)
+        validation.append(chosen[:validation_per_class])
+        train.append(chosen[validation_per_class:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
 
 
 def fingerprint(*arrays: np.ndarray) -> str:

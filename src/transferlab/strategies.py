@@ -1,35 +1,59 @@
-"""Transfer strategies: a few lines of network surgery each, then the one `training.fit`.
+"""Transfer strategies as data, and the race that trains every variant the same way.
 
-A strategy is chosen by name from `STRATEGIES`; every one of them receives the same inputs
-and returns a `Outcome`, so stages, sweeps and tests treat them alike.
+A strategy is a rule: the phases it trains (which lowest layers stay fixed, for how long, at
+what share of the tuned rate) and whether the fixed layers' outputs are cached. `race` builds the
+variant's network once per repetition x grid setting, trains all of those copies together
+(`batched.Copies`, one compiled step), stops each by the one early-stopping rule, chooses each
+repetition's setting on validation and scores the chosen weights once on the test set.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
-from transferlab import networks, training
-from transferlab.config import NetworkSpec, TrainSpec, VariantSpec
-from transferlab.data import TargetData
-from transferlab.training import EpochCallback, History
+from transferlab import batched, data, networks, training
+from transferlab.config import NetworkSpec, Protocol, VariantSpec, split_sizes
+from transferlab.errors import ModelError
+from transferlab.repetitions import Repetition
+from transferlab.results import NEAR_BEST, RepetitionResult, SettingResult
+from transferlab.stopping import DIVERGED, StopRule
 
 
-@dataclass
-class Outcome:
-    model: keras.Model
-    history: History
-    trainable_params: int
-    frozen_params: int
-    test_loss: float
-    test_accuracy: float
-    cache_seconds: float = 0.0  # `cache` only: the one forward pass through the frozen layers
+@dataclass(frozen=True)
+class Phase:
+    frozen_layers: int  # hidden1 … hidden{frozen_layers} stay fixed in this phase
+    epochs: int | None = None  # a phase of fixed length; None: until early stopping ends it
+    rate_factor: float = 1.0  # share of the tuned learning rate
 
-    @property
-    def train_seconds(self) -> float:
-        return self.history.train_seconds + self.cache_seconds
+
+@dataclass(frozen=True)
+class StrategyRule:
+    phases: Callable[[VariantSpec], list[Phase]]
+    cached: bool = False  # train the upper layers on the fixed layers' outputs, computed once
+
+
+def _one_phase(variant: VariantSpec) -> list[Phase]:
+    return [Phase(variant.frozen_layers)]
+
+
+def _unfreezing(variant: VariantSpec) -> list[Phase]:
+    assert variant.unfreeze is not None  # guaranteed by config validation
+    step = variant.unfreeze
+    return [Phase(variant.frozen_layers, epochs=step.frozen_epochs),
+            Phase(variant.frozen_layers - step.unfreeze_top, rate_factor=step.rate_factor)]
+
+
+STRATEGIES: dict[str, StrategyRule] = {
+    "scratch": StrategyRule(_one_phase),
+    "reuse": StrategyRule(_one_phase),
+    "freeze": StrategyRule(_one_phase),
+    "cache": StrategyRule(_one_phase, cached=True),
+    "unfreeze": StrategyRule(_unfreezing),
+}
 
 
 def build_variant_network(
@@ -44,68 +68,104 @@ def build_variant_network(
     return model
 
 
-def _finish(model: keras.Model, history: History, data: TargetData, cache_seconds: float = 0.0) -> Outcome:
-    trainable, frozen = networks.parameter_counts(model)
-    scores = training.evaluate(model, data.x_test, data.y_test)
-    return Outcome(model, history, trainable, frozen, scores["loss"], scores["accuracy"], cache_seconds)
+@dataclass
+class RaceOutcome:
+    """Per repetition: the result, the chosen model (best weights) and the chosen run's history."""
+
+    results: list[RepetitionResult]
+    models: list[keras.Model]
+    histories: list[list[dict[str, float]]]
+    trainable_params: int
+    frozen_params: int
 
 
-def train_all(model: keras.Model, variant: VariantSpec, train: TrainSpec, data: TargetData, on_epoch: EpochCallback | None) -> Outcome:
-    """`scratch`, `reuse`, `freeze`: one phase; the frozen layers (if any) are excluded from training."""
-    history = training.fit(model, data.x_train, data.y_train, train, eval_data=(data.x_test, data.y_test), on_epoch=on_epoch)
-    return _finish(model, history, data)
+def _trainable(model: keras.Model, frozen_layers: int) -> list[str]:
+    fixed = {networks.hidden_name(i + 1) for i in range(frozen_layers)}
+    return [layer.name for layer in batched.dense_layers(model) if layer.name not in fixed]
 
 
-def train_cached(model: keras.Model, variant: VariantSpec, train: TrainSpec, data: TargetData, on_epoch: EpochCallback | None) -> Outcome:
-    """`cache`: run the frozen layers once over the data, train the upper layers on their outputs."""
-    lower, upper = networks.split_at(model, variant.frozen_layers)
-    start = time.perf_counter()
-    features_train = training.predict(lower, data.x_train)
-    cache_seconds = time.perf_counter() - start
-    features_test = training.predict(lower, data.x_test)
-    history = training.fit(upper, features_train, data.y_train, train, eval_data=(features_test, data.y_test), on_epoch=on_epoch)
-    return _finish(model, history, data, cache_seconds)
+def _timed(rows: Sequence[dict[str, float]], offset: float) -> list[dict[str, float]]:
+    """The rows with `elapsed`: cumulative training seconds at the end of each epoch."""
+    elapsed, out = offset, []
+    for row in rows:
+        elapsed += row["seconds"]
+        out.append({**row, "elapsed": elapsed})
+    return out
 
 
-def train_unfreezing(model: keras.Model, variant: VariantSpec, train: TrainSpec, data: TargetData, on_epoch: EpochCallback | None) -> Outcome:
-    """`unfreeze`: train with `frozen_layers` fixed, then unfreeze the top `unfreeze_top` and go on at a smaller rate."""
-    assert variant.unfreeze is not None  # guaranteed by config validation
-    phase = variant.unfreeze
-    evaluation = (data.x_test, data.y_test)
-    first = training.fit(model, data.x_train, data.y_train, train, epochs=phase.frozen_epochs, eval_data=evaluation, on_epoch=on_epoch)
-    networks.freeze_lowest(model, variant.frozen_layers - phase.unfreeze_top)
-    second = training.fit(
-        model,
-        data.x_train,
-        data.y_train,
-        train,
-        epochs=train.epochs - phase.frozen_epochs,
-        first_epoch=phase.frozen_epochs + 1,
-        learning_rate=phase.learning_rate,
-        eval_data=evaluation,
-        on_epoch=on_epoch,
-    )
-    return _finish(model, first.extend(second), data)
+def _setting_result(label: str, rows: list[dict[str, float]], best_epoch: int, reason: str, converged: bool) -> SettingResult:
+    best = next((row for row in rows if row["epoch"] == best_epoch), None)
+    val_loss = best["val_loss"] if best is not None else float("inf")
+    val_accuracy = best["val_accuracy"] if best is not None else 0.0
+    return SettingResult(label, float(val_loss), float(val_accuracy), int(best_epoch), len(rows) and int(rows[-1]["epoch"]),
+                         reason, bool(converged))
 
 
-Strategy = Callable[[keras.Model, VariantSpec, TrainSpec, TargetData, EpochCallback | None], Outcome]
-STRATEGIES: dict[str, Strategy] = {
-    "scratch": train_all,
-    "reuse": train_all,
-    "freeze": train_all,
-    "cache": train_cached,
-    "unfreeze": train_unfreezing,
-}
-
-
-def run_variant(
+def race(
     variant: VariantSpec,
     init_model: keras.Model,
     network: NetworkSpec,
-    train: TrainSpec,
-    data: TargetData,
-    on_epoch: EpochCallback | None = None,
-) -> Outcome:
-    """Build the variant's network (new layers seeded by `train.seed`) and train it with its strategy."""
-    model = build_variant_network(variant, init_model, network, data.n_classes, train.seed)
-    return STRATEGIES[variant.strategy](model, variant, train, data, on_epoch)
+    protocol: Protocol,
+    arrays: Mapping[str, np.ndarray],
+    labels_per_class: int,
+    plan: Sequence[Repetition],
+) -> RaceOutcome:
+    """Train the variant for every repetition x grid setting, choose each repetition's setting on validation, test once."""
+    rule = STRATEGIES[variant.strategy]
+    x_pool, y_pool = arrays["x_pool"], arrays["y_pool"]
+    n_classes = int(max(y_pool.max(), arrays["y_test"].max())) + 1
+    _, validation_per_class = split_sizes(labels_per_class, protocol.validation_fraction)
+    draws = [data.draw_labelled(y_pool, labels_per_class, validation_per_class, rep.labels_seed) for rep in plan]
+    training.make_deterministic(plan[0].seed)
+    keys = [(r, j) for r in range(len(plan)) for j in range(len(protocol.grid))]
+    models = [build_variant_network(variant, init_model, network, n_classes, plan[r].seed) for r, _ in keys]
+    copies = [batched.Copy(draws[r][0], draws[r][1], plan[r].seed, protocol.grid[j]) for r, j in keys]
+    inputs, trained, cache_seconds = x_pool, models, 0.0
+    if rule.cached:  # the fixed layers are the init model's, the same in every copy: one pass serves all
+        start = time.perf_counter()
+        inputs = training.predict(networks.split_at(models[0], variant.frozen_layers)[0], x_pool)
+        cache_seconds = time.perf_counter() - start
+        trained = [networks.split_at(model, variant.frozen_layers)[1] for model in models]
+    stop = StopRule(protocol.stopping.max_epochs, protocol.stopping.patience, protocol.stopping.min_delta, protocol.stopping.monitor)
+    histories: list[list[dict[str, float]]] = [[] for _ in keys]
+    stopped: list[tuple[int, str, bool, float]] = [(0, "", False, 0.0)] * len(keys)  # best epoch, reason, converged, best value
+    for key in dict.fromkeys(batched.stack_key(o) for o in protocol.grid):
+        members = [i for i, c in enumerate(copies) if batched.stack_key(c.optimizer) == key]
+        stack = batched.Copies([trained[i] for i in members], inputs, y_pool, [copies[i] for i in members],
+                               protocol.batch_size, stop)
+        for phase in rule.phases(variant):
+            stack.train(_trainable(trained[members[0]], phase.frozen_layers), phase.epochs, phase.rate_factor)
+        stack.restore_best()
+        converged = stack.stopper.converged()
+        for pos, i in enumerate(members):
+            histories[i] = _timed(stack.histories[pos].rows, cache_seconds / len(keys))
+            stopped[i] = (int(stack.stopper.best_epoch[pos]), str(stack.stopper.stop_reason[pos]), bool(converged[pos]),
+                          float(stack.stopper.best[pos]))
+    chosen = []
+    for r in range(len(plan)):
+        finite = [i for i, (rr, _) in enumerate(keys) if rr == r and np.isfinite(stopped[i][3]) and histories[i]]
+        if not finite:
+            raise ModelError(f"repetition {r}: every grid setting diverged (non-finite validation loss); lower the learning rates")
+        chosen.append((min if stop.lower_is_better else max)(finite, key=lambda i: stopped[i][3]))
+    tests = batched.score([models[i] for i in chosen], arrays["x_test"], arrays["y_test"])  # the test set, once
+    results, chosen_models, chosen_histories = [], [], []
+    for r, rep in enumerate(plan):
+        mine = [i for i, (rr, _) in enumerate(keys) if rr == r]
+        settings = [_setting_result(protocol.grid[keys[i][1]].label, histories[i], *stopped[i][:3]) for i in mine]
+        best, scores = chosen[r], tests[r]
+        rows, (best_epoch, reason, converged, _) = histories[best], stopped[best]
+        best_row = next(row for row in rows if row["epoch"] == best_epoch)
+        top = max(row["val_accuracy"] for row in rows)
+        near = next(row for row in rows if row["val_accuracy"] >= NEAR_BEST * top)
+        results.append(RepetitionResult(
+            repetition=rep.index, seed=rep.seed, labels_seed=rep.labels_seed, setting=settings[mine.index(best)].setting,
+            target_accuracy=scores["accuracy"], target_loss=scores["loss"], val_accuracy=float(best_row["val_accuracy"]),
+            val_loss=float(best_row["val_loss"]), best_epoch=best_epoch, epochs_run=int(rows[-1]["epoch"]),
+            stop_reason=reason, converged=converged and reason != DIVERGED, train_seconds=float(rows[-1]["elapsed"]),
+            seconds_to_best=float(best_row["elapsed"]), seconds_to_near_best=float(near["elapsed"]),
+            seconds_per_epoch=float(np.median([row["seconds"] for row in rows])), settings=settings,
+        ))
+        chosen_models.append(models[best])
+        chosen_histories.append(rows)
+    trainable, frozen = networks.parameter_counts(models[0])
+    return RaceOutcome(results, chosen_models, chosen_histories, trainable, frozen)

@@ -3,9 +3,10 @@
 `transferability` (after Yosinski et al. 2014) reuses the lowest k hidden layers of the init
 model, frozen or fine-tuned, with the layers above k re-created at the init model's sizes, so
 every k has the same architecture. `label_budget` runs configured variants at several
-`labels_per_class`. Every point goes through `Repetition.run` with the same repetition plan,
-so points are paired exactly as the `transfer@<variant>` stages are. Importing this module
-starts neither TensorFlow nor matplotlib.
+`labels_per_class`. Every point is raced by `strategies.race` under the same protocol
+(validation split, early stopping, tuning grid) and repetition plan, so points are paired and
+tuned exactly as the `transfer@<variant>` stages are. Importing this module starts neither
+TensorFlow nor matplotlib.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transferlab import statistics
-from transferlab.config import BUILTIN_INIT, Params, TrainSpec, VariantSpec
+from transferlab.config import BUILTIN_INIT, Params, Protocol, VariantSpec
 from transferlab.errors import ConfigError, DataError
 from transferlab.repetitions import Repetition
 
@@ -39,7 +40,7 @@ class Point:
     x: int
     series: str
     variant: VariantSpec
-    train: TrainSpec
+    protocol: Protocol
     labels_per_class: int
 
 
@@ -56,7 +57,7 @@ def transferability_points(params: Params) -> list[Point]:
         raise ConfigError("sweeps.transferability", "is null: this sweep is switched off")
     units = init_hidden_units(params, spec.init_from)
     layers = spec.layers if spec.layers is not None else range(len(units) + 1)
-    train = params.transfer_train()
+    protocol = params.protocol()
     points = []
     for k in layers:
         for mode in spec.modes:
@@ -65,7 +66,7 @@ def transferability_points(params: Params) -> list[Point]:
                 strategy=strategy, init_from=spec.init_from, target=spec.target, reuse_layers=k,
                 frozen_layers=k if strategy == "freeze" else 0, new_hidden=units[k:],
             )
-            points.append(Point("transferability", k, mode, variant, train, params.targets[spec.target].labels_per_class))
+            points.append(Point("transferability", k, mode, variant, protocol, params.targets[spec.target].labels_per_class))
     return points
 
 
@@ -83,7 +84,7 @@ def label_budget_points(params: Params, pool_per_class: int) -> tuple[list[Point
     for name in spec.variants:
         # the variant's recipe (strategy, layers, init model, overrides) evaluated on the sweep's target
         variant = params.variants[name].model_copy(update={"target": spec.target})
-        points += [Point("label_budget", n, name, variant, params.variant_train(name), n) for n in budgets]
+        points += [Point("label_budget", n, name, variant, params.protocol(variant), n) for n in budgets]
     return points, skipped
 
 
@@ -112,26 +113,27 @@ def run_sweep(
     arrays: Mapping[str, np.ndarray],
     on_point: OnPoint | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every point over the same repetitions; returns one tidy row per run.
+    """Race every point over the same repetitions; returns one tidy row per repetition and point.
 
-    Points with identical settings (k = 0 is the scratch baseline of every mode) are trained
-    once and their rows reused, so the lines of a figure share that point exactly.
+    Points with identical settings (k = 0 is the scratch baseline of every mode) are raced once
+    and their rows reused, so the lines of a figure share that point exactly.
     """
-    done: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    from transferlab import strategies
+
+    done: dict[tuple[str, str, int], list[Any]] = {}
     rows: list[dict[str, Any]] = []
     for point in points:
-        key = (point.variant.model_dump_json(), point.train.model_dump_json(), point.labels_per_class)
+        key = (point.variant.model_dump_json(), point.protocol.model_dump_json(), point.labels_per_class)
         if key not in done:
-            done[key] = [
-                repetition.run(point.variant, init_models[point.variant.init_from], network, point.train, arrays,
-                               point.labels_per_class)[0]
-                for repetition in plan
-            ]
+            done[key] = strategies.race(point.variant, init_models[point.variant.init_from], network, point.protocol,
+                                        arrays, point.labels_per_class, plan).results
         point_rows = [
-            {"sweep": point.sweep, "x": point.x, "series": point.series, "repetition": run["repetition"],
-             "seed": run["seed"], "labels_seed": run["labels_seed"], "labels_per_class": point.labels_per_class,
-             "target_accuracy": run["target_accuracy"], "target_loss": run["target_loss"],
-             "train_seconds": run["train_seconds"]}
+            {"sweep": point.sweep, "x": point.x, "series": point.series, "repetition": run.repetition,
+             "seed": run.seed, "labels_seed": run.labels_seed, "labels_per_class": point.labels_per_class,
+             "setting": run.setting, "target_accuracy": run.target_accuracy, "target_loss": run.target_loss,
+             "val_accuracy": run.val_accuracy, "best_epoch": run.best_epoch, "epochs_run": run.epochs_run,
+             "stop_reason": run.stop_reason, "converged": run.converged, "train_seconds": run.train_seconds,
+             "seconds_to_near_best": run.seconds_to_near_best}
             for run in done[key]
         ]
         rows += point_rows
@@ -141,15 +143,17 @@ def run_sweep(
 
 
 def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per (x, series), in first-seen order: mean accuracy (`target_accuracy`), std, 95% CI, n."""
-    groups: dict[tuple[int, str], list[float]] = {}
+    """Per (x, series), in first-seen order: mean accuracy (`target_accuracy`), std, 95% CI, n, unconverged runs."""
+    groups: dict[tuple[int, str], list[Mapping[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((int(row["x"]), str(row["series"])), []).append(float(row["target_accuracy"]))
+        groups.setdefault((int(row["x"]), str(row["series"])), []).append(row)
     summary = []
-    for (x, series), values in groups.items():
-        stats = statistics.summarize(values)
+    for (x, series), runs in groups.items():
+        stats = statistics.summarize([float(run["target_accuracy"]) for run in runs])
+        unconverged = sum(str(run["converged"]) not in ("True", "true", "1") for run in runs)
         summary.append({"x": x, "series": series, "target_accuracy": stats["mean"], "std": stats["std"],
-                        "ci95_low": stats["ci95_low"], "ci95_high": stats["ci95_high"], "n": stats["n"]})
+                        "ci95_low": stats["ci95_low"], "ci95_high": stats["ci95_high"], "n": stats["n"],
+                        "unconverged": unconverged})
     return summary
 
 
@@ -163,7 +167,7 @@ def load_summary(path: Path) -> list[dict[str, Any]]:
             return [
                 {"x": int(row["x"]), "series": row["series"], "target_accuracy": float(row["target_accuracy"]),
                  "std": number(row["std"]), "ci95_low": number(row["ci95_low"]), "ci95_high": number(row["ci95_high"]),
-                 "n": int(row["n"])}
+                 "n": int(row["n"]), "unconverged": int(row["unconverged"])}
                 for row in csv.DictReader(handle)
             ]
     except FileNotFoundError:

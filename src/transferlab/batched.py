@@ -1,0 +1,282 @@
+"""Many small trainings in one compiled step: K copies of one dense network, weights stacked.
+
+For networks this small, per-step overhead, not arithmetic, decides the speed (bench/). The
+repetitions x tuning settings of a variant are K independent trainings of the same architecture,
+so their weights are stacked on a leading axis (`[K, in, out]`) and one compiled epoch trains them
+all with batched matmuls. Each copy keeps everything a solo `training.fit` run would have: its own
+training and validation rows, its own batch order (`training.epoch_order(seed, epoch)`), its own
+optimizer and learning rate (SGD, momentum or Adam, with Keras' update rules and element-wise
+clipping), its own early stopping, and its own best weights, restored at the end into the Keras
+model it came from. A test checks each copy against training it alone.
+
+Copies that have stopped leave the stack (the compiled epoch takes the stacked weights as
+arguments, so a smaller stack needs no new trace). A copy's `seconds` per epoch are the epoch's
+wall time divided by the copies trained in it: its share of the batched step.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transferlab import training
+from transferlab.config import OptimizerSpec
+from transferlab.stopping import EarlyStopping, StopRule
+
+ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7  # Keras' Adam defaults
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One of the K trainings: which rows it learns from and is validated on, its batch order and optimizer."""
+
+    rows: np.ndarray  # training rows of the shared inputs (every copy has the same number)
+    val_rows: np.ndarray  # validation rows (same number for every copy)
+    seed: int  # batch order: training.epoch_order(len(rows), seed, epoch)
+    optimizer: OptimizerSpec
+
+
+@dataclass
+class CopyHistory:
+    """Per-epoch rows of one copy: epoch, loss, accuracy, val_loss, val_accuracy, seconds."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def train_seconds(self) -> float:
+        return float(sum(row["seconds"] for row in self.rows))
+
+
+def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+
+
+def _per_copy(vector: tf.Tensor, like: tf.Variable) -> tf.Tensor:
+    """A [K] vector shaped to broadcast against a [K, ...] tensor."""
+    return tf.reshape(vector, [-1] + [1] * (len(like.shape) - 1))
+
+
+def _stacked(value: np.ndarray) -> tf.Variable:
+    """A variable whose leading (copies) axis may shrink without retracing the compiled epoch."""
+    return tf.Variable(value, trainable=False, shape=tf.TensorShape([None, *value.shape[1:]]))
+
+
+def stack_key(optimizer: OptimizerSpec) -> tuple:
+    """Copies that can share one stack: the same optimizer but for SGD's learning rate.
+
+    Within a stack, Adam and momentum copies share their (scalar) rate and use TensorFlow's fused
+    update kernels; plain SGD copies each keep their own rate.
+    """
+    rate = None if optimizer.name == "sgd" else optimizer.learning_rate
+    return optimizer.name, rate, optimizer.momentum if optimizer.name == "momentum" else None, optimizer.clip_value
+
+
+class Copies:
+    """K Keras models of one architecture trained together, one optimizer per stack (see `stack_key`).
+
+    `restore_best` writes each copy's best weights back into its model. A copy that has stopped
+    may go on training until the stack is next compacted: only its best epoch's weights are kept,
+    and nothing of it is recorded after it stopped.
+    """
+
+    def __init__(self, models: Sequence[keras.Model], x: np.ndarray, y: np.ndarray, copies: Sequence[Copy],
+                 batch_size: int, rule: StopRule) -> None:
+        if len(models) != len(copies) or not models:
+            raise ValueError(f"{len(models)} models for {len(copies)} copies")
+        if len({len(c.rows) for c in copies}) != 1 or len({len(c.val_rows) for c in copies}) != 1:
+            raise ValueError("every copy needs the same number of training and validation rows")
+        keys = {stack_key(c.optimizer) for c in copies}
+        if len(keys) != 1:
+            raise ValueError(f"one optimizer per stack (but SGD's rate), got {sorted(map(str, keys))}")
+        self.optimizer = copies[0].optimizer
+        self.models, self.copies, self.batch_size, self.k = list(models), list(copies), batch_size, len(copies)
+        first = dense_layers(self.models[0])
+        self.names = [layer.name for layer in first]
+        self.activations = [keras.activations.get(layer.activation) for layer in first]
+        self.best = [np.stack([dense_layers(m)[i].get_weights()[w] for m in self.models])
+                     for i in range(len(self.names)) for w in (0, 1)]  # kernel1, bias1, kernel2, bias2, ...
+        self.weights = [_stacked(w) for w in self.best]
+        self.first = [_stacked(np.zeros_like(w)) for w in self.best]  # SGD velocity / Adam's m
+        self.second = [_stacked(np.zeros_like(w)) for w in self.best]  # Adam's v
+        self.steps = tf.Variable(0.0)  # the optimizer's iteration count (fresh per phase, as a recompile)
+        self.x, self.y = tf.constant(x), tf.constant(y)
+        val = np.stack([c.val_rows for c in copies])
+        self.x_val, self.y_val = x[val], y[val]  # [K, n_val, features], [K, n_val]
+        self.stopper = EarlyStopping(rule, self.k)
+        self.histories = [CopyHistory() for _ in copies]
+        self.epoch = 0
+        self.rates = np.array([c.optimizer.learning_rate for c in copies], dtype=np.float32)
+        self._epochs: dict[tuple[int, ...], tuple] = {}
+
+    def _shared_prefix(self, trained: tuple[int, ...]) -> int:
+        """How many lowest layers are fixed in this phase and equal in every copy (the reused, frozen ones).
+
+        Their forward pass is one plain matmul over all copies' batches instead of K small ones:
+        the same arithmetic (recomputed from pixels every step, as `freeze` must), done faster.
+        """
+        lowest_trained = min(trained) // 2 if trained else len(self.names)
+        shared = 0
+        while shared < lowest_trained and all(
+            (w[2 * shared + j] == w[2 * shared + j][:1]).all() for w in (self.best,) for j in (0, 1)
+        ):
+            shared += 1
+        return shared
+
+    def _forward(self, h: tf.Tensor, shared: int) -> tf.Tensor:
+        """[K, n, features] -> [K, n, classes]; the first `shared` layers use copy 0's (identical) weights."""
+        for i, activation in enumerate(self.activations):
+            if i < shared:
+                kernel, bias = self.best[2 * i][0], self.best[2 * i + 1][0]
+                flat = tf.reshape(h, [-1, kernel.shape[0]])
+                h = tf.reshape(activation(tf.matmul(flat, kernel) + bias), tf.concat([tf.shape(h)[:-1], [kernel.shape[1]]], 0))
+            else:
+                h = activation(tf.matmul(h, self.weights[2 * i]) + self.weights[2 * i + 1][:, None, :])
+        return h
+
+    def _update(self, i: int, g: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor) -> None:
+        """Keras' update rule for weight `i` (SGD: each copy at its own rate), as one fused kernel where TF has one."""
+        w, m, v, spec = self.weights[i], self.first[i], self.second[i], self.optimizer
+        if spec.clip_value is not None:
+            g = tf.clip_by_value(g, -spec.clip_value, spec.clip_value)  # element-wise, as Keras' clipvalue
+        if spec.name == "sgd":
+            w.assign_sub(g * _per_copy(rate, w))
+        elif spec.name == "momentum":  # Keras: m = momentum * m - lr * g; w += m
+            tf.raw_ops.ResourceApplyKerasMomentum(var=w.handle, accum=m.handle, lr=spec.learning_rate * rate_factor,
+                                                  grad=g, momentum=tf.constant(spec.momentum, tf.float32))
+        else:
+            t = self.steps
+            tf.raw_ops.ResourceApplyAdam(
+                var=w.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(ADAM_BETA_1, t), beta2_power=tf.pow(ADAM_BETA_2, t),
+                lr=spec.learning_rate * rate_factor, beta1=tf.constant(ADAM_BETA_1), beta2=tf.constant(ADAM_BETA_2),
+                epsilon=tf.constant(ADAM_EPSILON), grad=g)
+
+    def _epoch_function(self, trained: tuple[int, ...]):
+        """The compiled epoch and validation pass of a phase: `trained` are the indices into the weights that learn."""
+        if trained in self._epochs:
+            return self._epochs[trained]
+        batch_size, shared = self.batch_size, self._shared_prefix(trained)
+        vector, matrix = tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, None], tf.int32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *self.x_val.shape[1:]], tf.float32),
+                                      tf.TensorSpec([None, self.x_val.shape[1]], self.y_val.dtype)])
+        def evaluate(x_val: tf.Tensor, y_val: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            outputs = self._forward(x_val, shared)
+            loss = tf.reduce_mean(training.sparse_crossentropy(y_val, outputs), axis=-1)
+            hit = tf.cast(tf.equal(tf.argmax(outputs, -1), tf.cast(y_val, tf.int64)), tf.float32)
+            return loss, tf.reduce_mean(hit, axis=-1)
+
+        @tf.function(input_signature=[matrix, vector, tf.TensorSpec([], tf.float32)])
+        def run_epoch(order: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor):
+            n = tf.shape(order)[1]
+            total_loss, correct = tf.zeros_like(rate), tf.zeros_like(rate)
+            for start in tf.range(0, n, batch_size):
+                tf.autograph.experimental.set_loop_options(
+                    shape_invariants=[(total_loss, tf.TensorShape([None])), (correct, tf.TensorShape([None]))])
+                index = order[:, start : start + batch_size]
+                inputs, labels = tf.gather(self.x, index), tf.gather(self.y, index)
+                with tf.GradientTape() as tape:
+                    variables = [self.weights[i] for i in trained]
+                    tape.watch(variables)
+                    outputs = self._forward(inputs, shared)
+                    per_example = training.sparse_crossentropy(labels, outputs)
+                    loss = tf.reduce_sum(tf.reduce_mean(per_example, axis=-1))
+                gradients = tape.gradient(loss, variables)
+                self.steps.assign_add(1.0)
+                for i, g in zip(trained, gradients, strict=True):
+                    self._update(i, g, rate, rate_factor)
+                total_loss += tf.reduce_sum(per_example, axis=-1)
+                hit = tf.equal(tf.argmax(outputs, -1), tf.cast(labels, tf.int64))
+                correct += tf.reduce_sum(tf.cast(hit, tf.float32), axis=-1)
+            count = tf.cast(n, tf.float32)
+            return total_loss / count, correct / count
+
+        self._epochs[trained] = run_epoch, evaluate
+        return run_epoch, evaluate
+
+    def _keep(self, stack: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Shrink the stack to the positions `keep` (the copies still training)."""
+        index = tf.constant(keep)
+        for variable in (*self.weights, *self.first, *self.second):
+            variable.assign(tf.gather(variable, index))
+        return stack[keep]
+
+    def train(self, trainable: Sequence[str], epochs: int | None = None, rate_factor: float = 1.0) -> None:
+        """One phase: train the named layers of every copy until each stops, or for exactly `epochs` epochs.
+
+        The phase ends on each copy's best weights (restored, as Keras' `EarlyStopping` does); a
+        later phase (e.g. after unfreezing) goes on from them with fresh optimizer state, as Keras'
+        recompile does, and the best epoch so far stays the one to beat.
+        """
+        trained = tuple(2 * self.names.index(name) + w for name in trainable for w in (0, 1))
+        run_epoch, evaluate = self._epoch_function(trained)
+        if self.epoch:
+            self.stopper.start_phase()
+        last = self.epoch + epochs if epochs is not None else self.stopper.rule.max_epochs
+        n = len(self.copies[0].rows)
+        stack = np.flatnonzero(self.stopper.active)  # which copy sits at each position of the stack
+        for variable, best in zip(self.weights, self.best, strict=True):
+            variable.assign(best[stack])
+        for variable in (*self.first, *self.second):
+            variable.assign(tf.zeros((len(stack), *variable.shape[1:])))
+        self.steps.assign(0.0)
+        while len(stack) and self.epoch < last:
+            self.epoch += 1
+            active = self.stopper.active[stack]
+            if active.sum() <= 0.75 * len(stack):  # leave the stopped copies behind
+                stack, active = self._keep(stack, np.flatnonzero(active)), active[active]
+            order = np.stack([self.copies[k].rows[training.epoch_order(n, self.copies[k].seed, self.epoch)] for k in stack])
+            start = time.perf_counter()
+            loss, accuracy = run_epoch(tf.constant(order.astype(np.int32)), tf.constant(self.rates[stack] * rate_factor),
+                                       tf.constant(rate_factor, tf.float32))
+            loss, accuracy = loss.numpy(), accuracy.numpy()  # waits for the epoch to finish
+            seconds = (time.perf_counter() - start) / len(stack)
+            val_loss, val_accuracy = (t.numpy() for t in evaluate(self.x_val[stack], self.y_val[stack]))
+            monitored = np.full(self.k, np.nan)
+            monitored[stack] = val_loss if self.stopper.rule.monitor == "val_loss" else val_accuracy
+            was_active = self.stopper.active
+            improved = self.stopper.update(self.epoch, monitored, last, may_stop=epochs is None)[stack]
+            if improved.any():
+                for best, variable in zip(self.best, self.weights, strict=True):
+                    best[stack[improved]] = variable.numpy()[improved]
+            for pos, k in enumerate(stack):
+                if was_active[k]:
+                    self.histories[k].rows.append({
+                        "epoch": self.epoch, "loss": float(loss[pos]), "accuracy": float(accuracy[pos]),
+                        "val_loss": float(val_loss[pos]), "val_accuracy": float(val_accuracy[pos]), "seconds": seconds,
+                    })
+            if not self.stopper.active[stack].any():
+                break
+
+    def restore_best(self) -> list[keras.Model]:
+        """Write each copy's best-epoch weights into its Keras model; returns the models."""
+        for k, model in enumerate(self.models):
+            for i, layer in enumerate(dense_layers(model)):
+                layer.set_weights([self.best[2 * i][k], self.best[2 * i + 1][k]])
+        return self.models
+
+
+def score(models: Sequence[keras.Model], x: np.ndarray, y: np.ndarray) -> list[dict[str, float]]:
+    """Loss and accuracy of each model (one architecture) on (x, y), in one stacked forward pass.
+
+    One trace for all of them, where `training.evaluate` would trace once per model.
+    """
+    layers = [dense_layers(model) for model in models]
+    activations = [keras.activations.get(layer.activation) for layer in layers[0]]
+    weights = [tf.constant(np.stack([ls[i].get_weights()[w] for ls in layers])) for i in range(len(activations)) for w in (0, 1)]
+
+    @tf.function
+    def forward(h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        h = tf.broadcast_to(h, [len(models), *h.shape])
+        for i, activation in enumerate(activations):
+            h = activation(tf.matmul(h, weights[2 * i]) + weights[2 * i + 1][:, None, :])
+        labels = tf.broadcast_to(tf.constant(y), [len(models), len(y)])
+        loss = tf.reduce_mean(training.sparse_crossentropy(labels, h), axis=-1)
+        hit = tf.cast(tf.equal(tf.argmax(h, -1), tf.cast(labels, tf.int64)), tf.float32)
+        return loss, tf.reduce_mean(hit, axis=-1)
+
+    loss, accuracy = (t.numpy() for t in forward(tf.constant(x)))
+    return [{"loss": float(a), "accuracy": float(b)} for a, b in zip(loss, accuracy, strict=True)]
