@@ -27,7 +27,11 @@ def main(argv: list[str]) -> None:
             "data_fingerprint": data.fingerprint(*arrays.values())}
     with tracking.stage_run(params.mlflow.experiment, "source", tags, {"source_model": spec.model_dump(), "source_data": params.source_data.model_dump()}) as run_ids:
         model = networks.build(arrays["x_train"].shape[1], layers, spec.network.initializer, spec.train.seed)
-        history = training.fit(model, arrays["x_train"], arrays["y_train"], spec.train, eval_data=(arrays["x_test"], arrays["y_test"]))
+        x, y, validation = arrays["x_train"], arrays["y_train"], None
+        if spec.train.patience is not None:  # early stopping on a held-out share of the source training images
+            kept, held = data.holdout_rows(len(y), spec.train.validation_fraction, spec.train.seed, labels=y)
+            x, y, validation = x[kept], y[kept], (x[held], y[held])
+        history = training.fit(model, x, y, spec.train, validation=validation, eval_data=(arrays["x_test"], arrays["y_test"]))
         scores = training.evaluate(model, arrays["x_test"], arrays["y_test"])
         metrics = {
             "test_accuracy": scores["accuracy"],
@@ -35,6 +39,8 @@ def main(argv: list[str]) -> None:
             "train_seconds": history.train_seconds,
             "seconds_per_epoch": history.seconds_per_epoch,
             "epochs": history.epochs,
+            "best_epoch": history.best_epoch,
+            "stop_reason": history.stop_reason,
             **run_ids,
         }
         artifacts.save_with(paths.init_model("source"), model.save)
@@ -49,7 +55,8 @@ def main(argv: list[str]) -> None:
         else:
             tracking.log_files([paths.init_model("source")])
         artifacts.write_json(paths.init_metrics("source"), metrics)
-    print(f"source model: test accuracy {scores['accuracy']:.4f} after {history.epochs} epochs ({history.train_seconds:.1f} s)")
+    print(f"source model: test accuracy {scores['accuracy']:.4f} at epoch {history.best_epoch} of {history.epochs}"
+          f" ({history.stop_reason}, {history.train_seconds:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,15 @@ def test_shipped_params_parse_and_cover_every_strategy() -> None:
     assert params.source_model.network.hidden_units == [300, 50, 50, 50, 50]
 
 
-def test_variant_overrides_apply_to_its_training_only() -> None:
+def test_variant_overrides_apply_to_its_protocol_only() -> None:
     raw = tiny_params()
-    raw["variants"]["freeze2"].update(epochs=9, learning_rate=0.5)
+    raw["variants"]["freeze2"].update(stopping={"max_epochs": 9, "patience": 3}, grid=[{"name": "adam", "learning_rate": 0.5}])
     params = parse_params(raw)
-    assert params.variant_train("freeze2").epochs == 9
-    assert params.variant_train("freeze2").optimizer.learning_rate == 0.5
-    assert params.variant_train("scratch").epochs == raw["transfer"]["epochs"]
+    mine, theirs = params.protocol(params.variants["freeze2"]), params.protocol(params.variants["scratch"])
+    assert mine.stopping.max_epochs == 9 and [o.label for o in mine.grid] == ["adam 0.5"]
+    assert theirs.stopping.max_epochs == raw["transfer"]["stopping"]["max_epochs"]
+    assert mine.budget() != theirs.budget()  # another tuning budget: the report will not rank them together
+    assert theirs.budget() == params.protocol().budget()
 
 
 def _variant(**fields):
@@ -38,24 +40,27 @@ def _variant(**fields):
         (_variant(colour="red"), "variants.freeze2.colour", "unknown key"),
         (_variant(reuse_layers=4, frozen_layers=2), "variants.freeze2.reuse_layers", "4 > 3 hidden layers"),
         (_variant(frozen_layers=4), "variants.freeze2.frozen_layers", "4 > reuse_layers 3"),
-        (_variant(epochs=0), "variants.freeze2.epochs", "greater than 0"),
-        (_variant(batch_size=-3), "variants.freeze2.batch_size", "greater than 0"),
+        (_variant(stopping={"max_epochs": 0}), "variants.freeze2.stopping.max_epochs", "greater than 0"),
+        (_variant(grid=[{"name": "sgd"}, {"name": "sgd"}]), "variants.freeze2.grid", "listed twice"),
+        (tiny_params(transfer={"batch_size": -3}), "transfer.batch_size", "greater than 0"),
         (_variant(init_from="imagenet"), "variants.freeze2.init_from", "not configured"),
         (_variant(target="cifar"), "variants.freeze2.target", "not in targets"),
         (_variant(frozen_layers=0), "variants.freeze2.frozen_layers", "at least 1 frozen"),
         (_variant(strategy="unfreeze"), "variants.freeze2.unfreeze", "needs"),
-        (_variant(unfreeze={"frozen_epochs": 1, "unfreeze_top": 1, "learning_rate": 0.1}), "variants.freeze2.unfreeze", "only strategy unfreeze"),
+        (_variant(unfreeze={"frozen_epochs": 1, "unfreeze_top": 1}), "variants.freeze2.unfreeze", "only strategy unfreeze"),
         (
-            _variant(strategy="unfreeze", unfreeze={"frozen_epochs": 5, "unfreeze_top": 1, "learning_rate": 0.1}),
+            _variant(strategy="unfreeze", unfreeze={"frozen_epochs": 5, "unfreeze_top": 1}),
             "variants.freeze2.unfreeze.frozen_epochs",
-            ">= epochs",
+            ">= stopping.max_epochs",
         ),
         (
-            _variant(strategy="unfreeze", unfreeze={"frozen_epochs": 1, "unfreeze_top": 3, "learning_rate": 0.1}),
+            _variant(strategy="unfreeze", unfreeze={"frozen_epochs": 1, "unfreeze_top": 3}),
             "variants.freeze2.unfreeze.unfreeze_top",
             "3 > frozen_layers 2",
         ),
-        (tiny_params(transfer={"epochs": 0, "batch_size": 4}), "transfer.epochs", "greater than 0"),
+        (tiny_params(transfer={"stopping": {"max_epochs": 0}}), "transfer.stopping.max_epochs", "greater than 0"),
+        (tiny_params(transfer={"grid": []}), "transfer.grid", "at least 1"),
+        (tiny_params(transfer={"validation_fraction": 1.0}), "transfer.validation_fraction", "less than 1"),
         (tiny_params(colour=1), "colour", "unknown key"),
         (tiny_params(targets={"mnist": {"classes": [4, 5]}}), "targets.mnist.classes", "also source classes"),
         (tiny_params(source_data={"dataset": "mnist_npz"}), "source_data.path", "needs a path"),

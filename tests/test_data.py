@@ -39,12 +39,28 @@ def test_labels_per_class_larger_than_available_is_refused(mnist: data.Images) -
         data.split_target(target, test_per_class=200, labels_per_class=301, seed=0, key="targets.mnist.labels_per_class")
 
 
-def test_draw_labelled_depends_on_seed_only() -> None:
+def test_draw_labelled_depends_on_seed_only_and_splits_each_class() -> None:
     y = np.repeat(np.arange(3), 20)
-    a, b, c = (data.draw_labelled(y, 5, seed) for seed in (1, 1, 2))
+    (a, va), (b, vb), (c, vc) = (data.draw_labelled(y, 5, 2, seed) for seed in (1, 1, 2))
     np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(va, vb)
     assert not np.array_equal(a, c)
-    assert np.bincount(y[a]).tolist() == [5, 5, 5]
+    assert np.bincount(y[a]).tolist() == [3, 3, 3] and np.bincount(y[va]).tolist() == [2, 2, 2]
+    assert not set(a) & set(va)  # validation images are never trained on
+
+
+def test_validation_comes_out_of_the_label_budget_and_never_the_test_set(mnist: data.Images) -> None:
+    from transferlab.config import split_sizes
+
+    arrays = data.split_target(data.select_classes(mnist, [5, 6, 7], "t"), test_per_class=50, labels_per_class=30, seed=3, key="k")
+    for labels in (30, 5, 2):  # the validation share shrinks with the budget, never below one image per class
+        train_n, val_n = split_sizes(labels, 0.2)
+        train, validation = data.draw_labelled(arrays["y_pool"], labels, val_n, seed=11)
+        assert (train_n, val_n) == ((24, 6), (4, 1), (1, 1))[(30, 5, 2).index(labels)]
+        assert len(train) == 3 * train_n and len(validation) == 3 * val_n
+        test_images = {row.tobytes() for row in arrays["x_test"]}
+        for rows in (train, validation):
+            assert not {row.tobytes() for row in arrays["x_pool"][rows]} & test_images
 
 
 def test_source_split_is_stratified(mnist: data.Images) -> None:

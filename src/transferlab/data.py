@@ -164,6 +164,15 @@ def select_classes(images: Images, classes: list[int], name: str) -> Images:
     return Images(images.x[mask], y)
 
 
+def holdout_rows(n: int, fraction: float, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) row indices: `fraction` of the rows (of each class, given `labels`), seeded, at least one."""
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    held = [rng.permutation(rows)[: max(1, round(len(rows) * fraction))] for rows in groups]
+    held_rows = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(n), held_rows), held_rows
+
+
 def split_source(images: Images, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """A stratified, seeded train/test split."""
     rng = np.random.default_rng(seed)

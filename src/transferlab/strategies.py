@@ -70,11 +70,12 @@ def build_variant_network(
 
 @dataclass
 class RaceOutcome:
-    """Per repetition: the result, the chosen model (best weights) and the chosen run's history."""
+    """Per repetition: the result, the chosen model (best weights), the chosen run's history, its labelled rows."""
 
     results: list[RepetitionResult]
     models: list[keras.Model]
     histories: list[list[dict[str, float]]]
+    draws: list[tuple[np.ndarray, np.ndarray]]  # (training rows, validation rows) of the target pool
     trainable_params: int
     frozen_params: int
 
@@ -168,4 +169,4 @@ def race(
         chosen_models.append(models[best])
         chosen_histories.append(rows)
     trainable, frozen = networks.parameter_counts(models[0])
-    return RaceOutcome(results, chosen_models, chosen_histories, trainable, frozen)
+    return RaceOutcome(results, chosen_models, chosen_histories, draws, trainable, frozen)

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from transferlab.config import OptimizerSpec, TrainSpec  # noqa: E402
+from transferlab.stopping import EarlyStopping, StopRule  # noqa: E402
 
 Arrays = np.ndarray | Sequence[np.ndarray]
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -47,10 +48,15 @@ def make_optimizer(spec: OptimizerSpec, learning_rate: float | None = None) -> k
 
 @dataclass
 class History:
-    """Per-epoch rows (`epoch`, `loss`, `seconds`, [`accuracy`], [`test_loss`, `test_accuracy`]) and the training time."""
+    """Per-epoch rows (`epoch`, `loss`, `seconds`, [`accuracy`], [`val_…`], [`test_…`]) and the training time.
+
+    With early stopping: `best_epoch` (whose weights the model holds) and `stop_reason`.
+    """
 
     rows: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
+    best_epoch: int = 0
+    stop_reason: str = ""
 
     @property
     def epochs(self) -> int:
@@ -148,20 +154,29 @@ def fit(
     loss: LossFn = sparse_crossentropy,
     accuracy: bool = True,
     eval_data: tuple[Arrays, np.ndarray] | None = None,
+    validation: tuple[Arrays, np.ndarray] | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> History:
     """Train `model`'s trainable layers on (x, y) for `epochs` (default `train.epochs`) with a fresh optimizer.
 
     Call again after changing `trainable` (the set of trained variables is fixed per call, as
-    Keras' recompile would). `eval_data` is evaluated after each epoch for monitoring only
-    (nothing is selected on it); that time is not counted in `train_seconds`.
+    Keras' recompile would). `validation` is scored after each epoch (`val_loss`, `val_accuracy`);
+    with `train.patience` it decides when to stop (`stopping.EarlyStopping`, the rule the batched
+    trainer uses too) and the best epoch's weights are restored. `eval_data` is evaluated after
+    each epoch for monitoring only (`test_…`; nothing is selected on it). Neither evaluation's
+    time is counted in `train_seconds`.
     """
     xs = tuple(tf.constant(a) for a in _as_tuple(x))
     labels = tf.constant(y)
     optimizer = make_optimizer(train.optimizer, learning_rate)
     run_epoch = _epoch_function(model, optimizer, loss, train.batch_size, accuracy)
     history = History()
-    for epoch in range(first_epoch, first_epoch + (epochs or train.epochs)):
+    last = first_epoch + (epochs or train.epochs) - 1
+    stopper = None
+    if validation is not None and train.patience is not None:
+        stopper = EarlyStopping(StopRule(last, train.patience, 0.0, "val_loss"), 1)
+        best_weights = model.get_weights()
+    for epoch in range(first_epoch, last + 1):
         order = tf.constant(epoch_order(len(y), train.seed, epoch))
         start = time.perf_counter()
         epoch_loss, epoch_accuracy = run_epoch(xs, labels, order)
@@ -170,10 +185,23 @@ def fit(
         history.train_seconds += row["seconds"]
         if accuracy:
             row["accuracy"] = float(epoch_accuracy)
+        if validation is not None:
+            scores = evaluate(model, validation[0], validation[1], loss, accuracy)
+            row.update({f"val_{name}": value for name, value in scores.items()})
         if eval_data is not None:
             scores = evaluate(model, eval_data[0], eval_data[1], loss, accuracy)
             row.update({f"test_{name}": value for name, value in scores.items()})
         history.rows.append(row)
         if on_epoch is not None:
             on_epoch(row)
+        if stopper is not None:
+            if stopper.update(epoch, np.array([row["val_loss"]]))[0]:
+                best_weights = model.get_weights()
+            if not stopper.active[0]:
+                break
+    if stopper is not None:
+        model.set_weights(best_weights)
+        history.best_epoch, history.stop_reason = int(stopper.best_epoch[0]), str(stopper.stop_reason[0])
+    else:
+        history.best_epoch, history.stop_reason = history.epochs and int(history.rows[-1]["epoch"]), "fixed_epochs"
     return history

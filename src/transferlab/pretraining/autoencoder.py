@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from transferlab import networks, training
+from transferlab import data, networks, training
 from transferlab.config import TrainSpec
 from transferlab.pretraining import PretrainResult, check_hidden_units, check_pixels
 from transferlab.training import EpochCallback
@@ -81,8 +81,12 @@ def pretrain_autoencoders(
             if on_epoch is not None:
                 on_epoch({"layer": index, **row})
 
+        kept, held = data.holdout_rows(len(features), train.validation_fraction, networks.layer_seed(seed, f"holdout{index}"))
+        validation = (corrupted[held], features[held]) if train.patience is not None else None
+        fit_rows = kept if train.patience is not None else np.arange(len(features))
         history = training.fit(
-            layer_model, corrupted, features, train, loss=reconstruction_error, accuracy=False, on_epoch=report
+            layer_model, corrupted[fit_rows], features[fit_rows], train, loss=reconstruction_error, accuracy=False,
+            validation=validation, on_epoch=report,
         )
         rows.extend({"layer": index, **row} for row in history.rows)
         final = training.evaluate(layer_model, corrupted, features, reconstruction_error, accuracy=False)

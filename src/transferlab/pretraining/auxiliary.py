@@ -146,8 +146,14 @@ def _training_and_heldout_pairs(
 
 
 def _rename(rows: list[dict[str, float]]) -> list[dict[str, float]]:
-    # `training.fit` calls its monitoring set `test_…`; here it is the held-out pairs.
-    return [{name.replace("test_", "heldout_", 1): value for name, value in row.items()} for row in rows]
+    # `training.fit` calls its validation set `val_…` (`test_…` when only monitored); here it is the held-out pairs.
+    return [{name.replace("val_", "heldout_", 1).replace("test_", "heldout_", 1): value for name, value in row.items()}
+            for row in rows]
+
+
+def _held_out(train: TrainSpec, held: tuple) -> dict[str, tuple]:
+    """The held-out pairs: stopped on (`validation`) when the training has patience, else only watched."""
+    return {"validation" if train.patience is not None else "eval_data": held}
 
 
 def _renamed(on_epoch: EpochCallback | None) -> EpochCallback | None:
@@ -183,7 +189,7 @@ def pretrain_goodbad(
     ]
     (xs, ys), (held_xs, held_ys) = labelled
     model = networks.build(x.shape[1], networks.dnn_layers(units, activation, n_classes=2), initializer, seed)
-    history = training.fit(model, xs, ys, train, eval_data=(held_xs, held_ys), on_epoch=_renamed(on_epoch))
+    history = training.fit(model, xs, ys, train, on_epoch=_renamed(on_epoch), **_held_out(train, (held_xs, held_ys)))
     final, held = training.evaluate(model, xs, ys), training.evaluate(model, held_xs, held_ys)
     metrics = {**final, "heldout_loss": held["loss"], "heldout_accuracy": held["accuracy"]}
     return PretrainResult(model, _rename(history.rows), metrics)
@@ -242,8 +248,8 @@ def pretrain_ranking(
         train,
         loss=ranking_loss(margin),
         accuracy=False,
-        eval_data=(held_pairs, np.zeros(len(held_pairs[0]), dtype=np.float32)),
         on_epoch=_renamed(on_epoch),
+        **_held_out(train, (held_pairs, np.zeros(len(held_pairs[0]), dtype=np.float32))),
     )
     metrics: dict[str, float] = {}
     for prefix, pairs in (("", train_pairs), ("heldout_", held_pairs)):
