@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, run, tiny_params
-from transferlab import artifacts, data, networks, repetitions, statistics, sweeps
+from transferlab import artifacts, data, figures, networks, repetitions, statistics, sweeps
 from transferlab.config import _check_variant, parse_params
 from transferlab.errors import ConfigError, DataError
 
@@ -25,7 +25,7 @@ def sweep_params(**sweep_overrides: Any) -> dict[str, Any]:
     """Tiny params: a [16, 8] source net, 1 epoch, 2 paired seeds, both sweeps on small grids."""
     params = tiny_params()
     params["source_model"]["network"]["hidden_units"] = HIDDEN
-    params["transfer"].update(epochs=1, seeds=2)
+    params["transfer"].update(seeds=2, stopping={"max_epochs": 2, "patience": 1})
     params["variants"] = {
         "scratch": {"strategy": "scratch", "init_from": "source", "target": "mnist", "reuse_layers": 2},
         "reuse2": {"strategy": "reuse", "init_from": "source", "target": "mnist", "reuse_layers": 2},
@@ -96,7 +96,7 @@ def test_label_budget_grid_skips_budgets_the_pool_cannot_give(setting) -> None:
         (name, n, n) for name in ("scratch", "reuse2", "freeze1") for n in (2, 5)
     ]
     assert [s["x"] for s in skipped] == [1000] and "12 pool images" in skipped[0]["reason"]
-    assert points[0].variant == params.variants["scratch"] and points[-1].train == params.variant_train("freeze1")
+    assert points[0].variant == params.variants["scratch"] and points[-1].protocol == params.protocol(params.variants["freeze1"])
 
 
 def test_runs_are_paired_across_series_and_distinct_across_repetitions(transferability_rows) -> None:
@@ -117,7 +117,7 @@ def test_rerun_gives_identical_accuracies(setting, transferability_rows) -> None
     points = [p for p in sweeps.transferability_points(params) if p.x == 1]
     again = sweeps.run_sweep(points, plan, models, params.source_model.network, arrays)
     before = [row for row in transferability_rows if row["x"] == 1]
-    drop = ("train_seconds",)
+    drop = ("train_seconds", "seconds_to_near_best")
     assert [{k: v for k, v in r.items() if k not in drop} for r in again] == [{k: v for k, v in r.items() if k not in drop} for r in before]
 
 
@@ -132,51 +132,12 @@ def test_summary_is_statistics_summarize_of_the_tidy_rows(transferability_rows, 
     artifacts.write_rows(tmp_path / "s.csv", summary + sweeps.summarize_rows(transferability_rows[:1]))
     back = sweeps.load_summary(tmp_path / "s.csv")
     assert back[:-1] == summary and back[-1]["ci95_low"] is None
-    assert sweeps.sweep_figure(back, "k", "t").startswith(b"\x89PNG")
+    assert figures.sweep_figure(back, "k", "t").startswith(b"\x89PNG")  # the report's figure reads it back
     with pytest.raises(DataError, match="s.csv: not a sweep summary"):
         (tmp_path / "s.csv").write_text("x,series\n1,a\n")
         sweeps.load_summary(tmp_path / "s.csv")
     with pytest.raises(DataError, match="nosuch.csv: sweep summary not found"):
         sweeps.load_summary(tmp_path / "nosuch.csv")
-
-
-def metric(name: str, strategy: str, accuracies: list[float]) -> dict[str, Any]:
-    stats = statistics.summarize(accuracies)
-    return {"variant": name, "strategy": strategy, "labels_per_class": 100, "target_accuracy": stats["mean"],
-            "target_accuracy_ci95_low": stats["ci95_low"], "target_accuracy_ci95_high": stats["ci95_high"],
-            "repetitions": [{"repetition": i, "target_accuracy": a} for i, a in enumerate(accuracies)]}
-
-
-TRANSFER = [
-    {"x": 0, "series": "frozen", "target_accuracy": 0.80, "ci95_low": 0.78, "ci95_high": 0.82},
-    {"x": 0, "series": "fine-tuned", "target_accuracy": 0.80, "ci95_low": 0.78, "ci95_high": 0.82},
-    {"x": 2, "series": "frozen", "target_accuracy": 0.86, "ci95_low": 0.84, "ci95_high": 0.88},
-    {"x": 2, "series": "fine-tuned", "target_accuracy": 0.84, "ci95_low": 0.82, "ci95_high": 0.86},
-    {"x": 5, "series": "frozen", "target_accuracy": 0.70, "ci95_low": None, "ci95_high": None},
-    {"x": 5, "series": "fine-tuned", "target_accuracy": 0.90, "ci95_low": 0.89, "ci95_high": 0.91},
-]
-BUDGET = [
-    {"x": 5, "series": "scratch", "target_accuracy": 0.5}, {"x": 5, "series": "freeze2", "target_accuracy": 0.7},
-    {"x": 100, "series": "scratch", "target_accuracy": 0.9}, {"x": 100, "series": "freeze2", "target_accuracy": 0.85},
-]
-
-
-def test_recommendation_calls_a_strategy_better_only_when_its_paired_interval_excludes_zero() -> None:
-    scratch = metric("scratch", "scratch", [0.80, 0.82, 0.81])
-    better = sweeps.recommendation(TRANSFER, BUDGET, [scratch, metric("reuse5", "reuse", [0.85, 0.88, 0.86])], 100)
-    assert better.startswith("With 100 labels per class, use reuse5 (reuse) at 86.3 % (95% CI [82.5, 90.1]),")
-    assert "+5.3 points over scratch (paired 95% CI [+3.9, +6.8])" in better
-    assert "label-budget sweep: freeze2 at 5; scratch at 100 labels per class." in better
-    assert "k = 2 when frozen (86.0 %, 95% CI [84.0, 88.0]) and k = 5 when fine-tuned (90.0 %, 95% CI [89.0, 91.0])" in better
-    assert better.endswith("k = 0 (scratch) reaches 80.0 %.")
-    noisy = sweeps.recommendation([], [], [scratch, metric("freeze2", "freeze", [0.70, 0.95, 0.85])], 100)
-    assert noisy.startswith("With 100 labels per class, no strategy beat scratch significantly: the best mean, freeze2 (freeze) at 83.3 %")
-    assert "an interval that includes zero" in noisy and "Layers to reuse" not in noisy
-    single = sweeps.recommendation([], [], [metric("scratch", "scratch", [0.8]), metric("reuse5", "reuse", [0.9])], 100)
-    assert "no strategy beat scratch significantly" in single and "set transfer.seeds > 1" in single
-    worst = sweeps.recommendation([], [], [scratch, metric("reuse5", "reuse", [0.5, 0.6, 0.55])], 100)
-    assert worst == "With 100 labels per class, no strategy beat scratch: scratch itself has the highest mean accuracy, 81.0 % (95% CI [78.5, 83.5])."
-    assert sweeps.recommendation([], [], [scratch], 30) == "No variant was trained with 30 labels per class."
 
 
 @pytest.mark.parametrize(("sweep", "change", "message"), [
@@ -225,7 +186,8 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     assert "sweep@label_budget: 6 points x 2 seed(s), 1 skipped" in result.stdout
     assert "sweep@label_budget: 100%" in result.stderr  # the progress bar
     tidy = (tmp_path / "metrics/sweeps/label_budget.csv").read_text().splitlines()
-    assert tidy[0] == "sweep,x,series,repetition,seed,labels_seed,labels_per_class,target_accuracy,target_loss,train_seconds"
+    assert tidy[0] == ("sweep,x,series,repetition,seed,labels_seed,labels_per_class,setting,target_accuracy,target_loss,"
+                       "val_accuracy,best_epoch,epochs_run,stop_reason,converged,train_seconds,seconds_to_near_best")
     assert len(tidy) == 1 + 6 * 2
     summary = sweeps.load_summary(tmp_path / "plots/sweeps/label_budget.csv")
     assert [(row["series"], row["x"], row["n"]) for row in summary] == [(s, n, 2) for s in ("scratch", "reuse2", "freeze1") for n in (2, 5)]
