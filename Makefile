@@ -33,4 +33,5 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.training_speed
 
 clean:
-	rm -rf data/prepared models metrics plots reports mlflow.db mlruns mlartifacts
+	# metrics/, plots/ and reports/ are tracked in git (the committed run): `git checkout` them, never delete
+	rm -rf data/prepared models mlflow.db mlruns mlartifacts

@@ -129,7 +129,11 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
     assert run_.data.tags["strategy"] == "freeze" and run_.data.tags["variant"] == "freeze2"
     assert run_.data.tags["data_fingerprint"] and run_.data.tags["git_commit"] != "unknown"
     assert run_.data.params["variant.new_hidden"] == "[12]"
-    assert len(client.get_metric_history(run_.info.run_id, "test_accuracy")) == 2
+    epochs_run = max(r["epochs_run"] for r in metrics["repetitions"])
+    assert len(client.get_metric_history(run_.info.run_id, "val_accuracy")) == epochs_run  # per epoch, mean over seeds
+    assert not client.get_metric_history(run_.info.run_id, "test_accuracy")  # the test set is scored once, not per epoch
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{run_.info.run_id}'")
+    assert {c.data.params["chosen_setting"] for c in children} <= {"sgd 0.05"} and children[0].data.params["stop_reason"]
     assert {a.path for a in client.list_artifacts(run_.info.run_id)} == {"freeze2.keras", "freeze2.csv"}
     versions = client.search_model_versions("name = 'transferlab-source'")
     assert sorted(int(v.version) for v in versions) == [1, 2], "each source run registers a new version"
