@@ -61,7 +61,8 @@ def main(argv: list[str]) -> None:
                      "stop_reason": result.stop_reason}
             with tracking.child_run(f"{name}/seed{result.repetition}", {**tags, "repetition": str(result.repetition)}, seeds):
                 tracking.log_history(rows)
-                tracking.log_final({key: value for key, value in vars(result).items() if key != "settings"})
+                tracking.log_final({**{key: value for key, value in vars(result).items() if key != "settings"},
+                                    "converged": float(result.converged)})
         train_per_class, validation_per_class = split_sizes(target.labels_per_class, protocol.validation_fraction)
         result = VariantResult(
             variant=name, strategy=variant.strategy, init_from=variant.init_from, target=variant.target,
