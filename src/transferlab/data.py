@@ -146,11 +146,12 @@ def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Read the named arrays from an `.npz` without unpickling anything."""
     if Path(path).is_file() and not zipfile.is_zipfile(path):
         # np.load would take any other file for a pickle and say "pickled data": name the real problem
-        raise DataError(f"{path}: not a readable .npz file: not a zip archive of arrays")
+        with Path(path).open("rb") as handle:
+            single = handle.read(6) == b"\x93NUMPY"
+        what = "a single .npy array, not an archive" if single else "not a zip archive of arrays"
+        raise DataError(f"{path}: not a readable .npz file: {what}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):  # a lone .npy array
-                raise DataError(f"{path}: not a readable .npz file: a single .npy array, not an archive")
             missing = [key for key in keys if key not in archive.files]
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(archive.files)})")

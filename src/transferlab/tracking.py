@@ -77,6 +77,7 @@ def _shown(uri: str) -> str:
 
 
 def _first_line(error: BaseException) -> str:
+    error = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error (and appends the SQL)
     text = " ".join(str(error).split()) or type(error).__name__
     return text[:300]
 
