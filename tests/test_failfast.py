@@ -568,3 +568,14 @@ def test_same_weights_same_keras_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
     loaded = keras.saving.load_model(tmp_path / "b.keras", safe_mode=True)
     np.testing.assert_array_equal(loaded.get_layer("hidden1").get_weights()[0], model.get_layer("hidden1").get_weights()[0])
+
+
+def test_same_arrays_same_npz_bytes(tmp_path: Path) -> None:
+    from transferlab import data
+
+    arrays = {"x_train": np.arange(12, dtype=np.float32).reshape(3, 4), "y_train": np.arange(3)}
+    data.save_npz(tmp_path / "a.npz", **arrays)
+    time.sleep(2.1)
+    data.save_npz(tmp_path / "b.npz", **arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    np.testing.assert_array_equal(data.load_npz(tmp_path / "b.npz", ("x_train",))["x_train"], arrays["x_train"])

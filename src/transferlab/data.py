@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.artifacts import atomic_path
+from transferlab.artifacts import atomic_path, deterministic_zip
 from transferlab.errors import DataError
 
 IDX_FILES = {
@@ -167,9 +167,15 @@ def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write an `.npz` atomically, so a failed stage never leaves a half-written output."""
-    with atomic_path(Path(path)) as tmp, tmp.open("wb") as handle:
-        np.savez(handle, **arrays)
+    """Write an `.npz` atomically, so a failed stage never leaves a half-written output.
+
+    Byte-deterministic too (np.savez stamps each entry with the time): the same arrays give the
+    same hash in dvc.lock, so rerunning a prepare stage reruns nothing below it.
+    """
+    with atomic_path(Path(path)) as tmp:
+        with tmp.open("wb") as handle:
+            np.savez(handle, **arrays)
+        deterministic_zip(tmp)
 
 
 def resize(x: np.ndarray, side: int) -> np.ndarray:
