@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -82,13 +83,25 @@ def _first_line(error: BaseException) -> str:
     return text[:300]
 
 
+def _tls_context(scheme: str) -> ssl.SSLContext | None:
+    """Verify the server as MLflow's client will (its insecure-TLS and CA-bundle variables)."""
+    if scheme != "https":
+        return None
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # noqa: S323  (the user asked MLflow for exactly this)
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+
+
 def check_store(uri: str) -> None:
     """Fail in seconds, with one line, when the store cannot be used: an HTTP(S) server that does
     not answer, or a SQLite file that cannot be written."""
     scheme = urllib.parse.urlsplit(uri).scheme
     if scheme in ("http", "https"):
+        parts = urllib.parse.urlsplit(uri)
+        netloc = parts.netloc.rpartition("@")[2]  # urllib cannot send user:password@; /health needs no login
+        probe = urllib.parse.urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/health", query=""))
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S):
+            with urllib.request.urlopen(probe, timeout=REACH_TIMEOUT_S, context=_tls_context(scheme)):
                 pass
         except urllib.error.HTTPError:
             pass  # it answered (an auth proxy, an older server without /health): reachable
