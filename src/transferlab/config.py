@@ -9,10 +9,9 @@ Types are strict: `epochs: true` is not 1, `learning_rate: .inf` is not a rate.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-
-import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,6 +24,7 @@ PositiveFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(gt=0, lt=1, strict=True, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=0, lt=2**31, strict=True)]
 MAX_IMAGE_SIZE = 1024  # a side length; 100000 would ask for terabytes when resizing
+ImageSide = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE, strict=True)]
 # Entry names become file names (models/<name>.keras) and stage names (transfer@<name>).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ENTRY_SECTIONS = ("targets", "variants", "pretrain", "zoo", "model_files")
@@ -75,7 +75,7 @@ class TargetSpec(Strict):
     classes: Annotated[list[NonNegativeInt], Field(min_length=2)] = [5, 6, 7, 8, 9]
     test_per_class: PositiveInt = 200  # fixed test set; the rest of each class is the labelled pool
     labels_per_class: PositiveInt = 100
-    image_size: Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE, strict=True)] | None = 28  # resize images to this side length (None: keep their size)
+    image_size: ImageSide | None = 28  # resize images to this side length (None: keep their size)
     seed: Seed = 42
 
 
