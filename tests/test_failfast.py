@@ -568,6 +568,17 @@ def test_same_weights_same_keras_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
     loaded = keras.saving.load_model(tmp_path / "b.keras", safe_mode=True)
     np.testing.assert_array_equal(loaded.get_layer("hidden1").get_weights()[0], model.get_layer("hidden1").get_weights()[0])
+    # another process: Keras writes memory addresses (id()) as shared_object_id into config.json
+    with zipfile.ZipFile(tmp_path / "a.keras") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(entries["config.json"])
+    raw = json.dumps(config)
+    assert '"shared_object_id": 1' in raw
+    with zipfile.ZipFile(tmp_path / "c.keras", "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, raw.replace('"shared_object_id": 1', '"shared_object_id": 140352875526416') if name == "config.json" else content)
+    artifacts.deterministic_zip(tmp_path / "c.keras")
+    assert (tmp_path / "c.keras").read_bytes() == (tmp_path / "a.keras").read_bytes()
 
 
 def test_same_arrays_same_npz_bytes(tmp_path: Path) -> None:

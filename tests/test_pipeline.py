@@ -52,7 +52,7 @@ def full_params() -> dict:
     return params
 
 
-def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
+def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = make_project(tmp_path / "project", full_params())
     everything = repro(project)
     assert everything == sorted([
@@ -107,8 +107,11 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
     assert not plots.get("errors")
     assert {"reports/accuracy_per_epoch.csv", "plots/sweeps/transferability.csv"} <= set(plots["data"])
 
+    # artifact locations are relative to the repository (mlartifacts/<id>), so read them from there, as `make ui` does
+    monkeypatch.chdir(project)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tests")
+    assert experiment.artifact_location == f"mlartifacts/{experiment.experiment_id}"
     finished = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
     parents = [r for r in finished if "mlflow.parentRunId" not in r.data.tags]
     # first repro: source, rbm, zoo, 4 variants, 2 sweeps, report; then freeze2, a sweep, report;

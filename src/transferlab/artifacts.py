@@ -62,13 +62,28 @@ def save_with(path: Path, save: Callable[[Path], None]) -> None:
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 FIXED_DATE_TEXT = "1980-01-01@00:00:00"  # Keras' own date format
 KERAS_METADATA = "metadata.json"
+KERAS_CONFIG = "config.json"
+
+
+def _renumber_shared(node: Any, ids: dict[int, int]) -> Any:
+    """Keras writes `shared_object_id` as Python's id() of an object (a memory address); number the
+    ids 1, 2, … in order of appearance instead: the same sharing, the same bytes on every save."""
+    if isinstance(node, dict):
+        return {
+            key: ids.setdefault(value, len(ids) + 1) if key == "shared_object_id" and isinstance(value, int) else _renumber_shared(value, ids)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_renumber_shared(item, ids) for item in node]
+    return node
 
 
 def deterministic_zip(path: Path) -> None:
     """Rewrite a zip archive (a `.keras` file) with fixed entry timestamps and a fixed save date.
 
-    Keras stamps `metadata.json` with `date_saved` and `model.weights.h5` with the save time;
-    neither is part of the model. Entries keep their order, names, contents and compression.
+    Keras stamps `metadata.json` with `date_saved`, every entry with the save time, and writes
+    memory addresses into `config.json`; none is part of the model. Entries keep their order,
+    names and compression.
     """
     path = Path(path)
     with zipfile.ZipFile(path) as archive:
@@ -83,6 +98,8 @@ def deterministic_zip(path: Path) -> None:
                     if "date_saved" in metadata:
                         metadata["date_saved"] = FIXED_DATE_TEXT
                     content = json.dumps(metadata).encode()
+                elif info.filename == KERAS_CONFIG:
+                    content = json.dumps(_renumber_shared(json.loads(content), {})).encode()
                 fixed = zipfile.ZipInfo(info.filename, date_time=FIXED_DATE)
                 fixed.compress_type, fixed.external_attr = info.compress_type, 0o644 << 16
                 archive.writestr(fixed, content)
