@@ -318,7 +318,6 @@ def _outputs(project: Path) -> dict[str, bytes]:
 
 DVC_CASES = [
     ("section_misspelt", lambda p: p.update(variantz={}), "params.yaml: variantz: unknown key"),
-    ("seed_sexagesimal", _set("transfer.seed", "1:30"), "params.yaml: transfer.seed"),
     ("model_file_missing", _set("model_files", {"theirs": {"format": "npz", "path": "gone.npz"}}), "model_files.theirs.path"),
     ("frozen_beyond_reuse", _set("variants.freeze2.frozen_layers", 5), "variants.freeze2.frozen_layers: 5 > reuse_layers 3"),
 ]
