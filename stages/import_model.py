@@ -17,7 +17,8 @@ from typing import Any
 
 from transferlab import artifacts, data, paths, tracking
 from transferlab.cli import run_main
-from transferlab.config import ModelFile, RegistryEntry, SklearnMlpEntry, load_params, stage_entry
+from transferlab.config import ModelFile, Params, RegistryEntry, SklearnMlpEntry, load_params, stage_entry
+from transferlab.errors import ConfigError
 
 
 def train_sklearn_mlp(entry: SklearnMlpEntry, source: dict[str, Any]):
@@ -78,18 +79,31 @@ def describe(dest: Path, source: dict[str, Any]) -> dict[str, Any]:
     return described
 
 
+def check_reuse_depth(params: Params, name: str, depth: int, dest: Path) -> None:
+    """Variants reusing this model must fit its depth: known only now for a registry entry.
+
+    Refused here, before any variant trains, naming the variant's key; the imported file is removed
+    so the refused import is not mistaken for a done one."""
+    for variant_name, variant in params.variants.items():
+        if variant.init_from == name and variant.reuse_layers > depth:
+            dest.unlink(missing_ok=True)
+            raise ConfigError(f"variants.{variant_name}.reuse_layers", f"{variant.reuse_layers} > {depth} hidden layers of {name!r}")
+
+
 def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
     section, name = stage_entry(argv, params, "zoo", "model_files", usage="python -m stages.import_model <zoo or model_files entry>")
     key, entry = f"{section}.{name}", getattr(params, section)[name]
     source = data.load_npz(paths.source_data(), ("x_train", "y_train", "x_test", "y_test"))
-    data.check_images(source, paths.source_data())
+    data.check_images(source, paths.source_data(), n_classes=len(params.source_data.classes))
     tags = {"stage": f"{key.split('.')[0]}@{name}", "variant": name, "strategy": "import",
             "init_from": getattr(entry, "uri", None) or getattr(entry, "path", None) or getattr(entry, "kind", "")}
     with tracking.stage_run(params.mlflow.experiment, name, tags, {key: entry.model_dump()}) as run_ids:
         dest = paths.init_model(name)
         recorded = {"kind": getattr(entry, "kind", None) or entry.format, **import_model(entry, source, dest)}
-        metrics = {**recorded, **describe(dest, source), **run_ids}
+        described = describe(dest, source)
+        check_reuse_depth(params, name, len(described["hidden_layers"]), dest)
+        metrics = {**recorded, **described, **run_ids}
         tracking.log_final(metrics)
         tracking.log_files([dest])
         artifacts.write_json(paths.init_metrics(name), metrics)

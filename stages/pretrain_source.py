@@ -17,7 +17,7 @@ def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
     spec = params.source_model
     arrays = data.load_npz(paths.source_data(), ("x_train", "y_train", "x_test", "y_test"))
-    data.check_images(arrays, paths.source_data())
+    data.check_images(arrays, paths.source_data(), n_classes=len(params.source_data.classes))
     from transferlab import networks, training  # TensorFlow starts only once the inputs are known to be good
 
     training.make_deterministic(spec.train.seed)

@@ -72,7 +72,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 def make_project(path: Path, params: dict[str, Any]) -> Path:
     """A real git + DVC project holding this checkout's pipeline code and the given params."""
     path.mkdir(parents=True, exist_ok=True)
-    for item in ("dvc.yaml", "stages", "src"):
+    for item in ("dvc.yaml", "stages", "src", "data/raw"):  # data/raw: a dependency of the prepare stages
         source = ROOT / item
         if source.is_dir():
             shutil.copytree(source, path / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

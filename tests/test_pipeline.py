@@ -52,11 +52,11 @@ def full_params() -> dict:
     return params
 
 
-def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
+def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = make_project(tmp_path / "project", full_params())
     everything = repro(project)
     assert everything == sorted([
-        "prepare_source", "prepare_target@mnist", "pretrain_source", "pretrain@rbm", "zoo@registered_source",
+        "validate", "prepare_source", "prepare_target@mnist", "pretrain_source", "pretrain@rbm", "zoo@registered_source",
         "transfer@scratch", "transfer@freeze2", "transfer@registry_freeze2", "transfer@rbm_reuse",
         "sweep@transferability", "sweep@label_budget", "report",
     ])
@@ -78,13 +78,13 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
     # editing one variant reruns exactly that variant and the report
     edit_params(project, lambda p: p["variants"]["freeze2"].update(new_hidden=[12]))
     # (the label-budget sweep depends on the variants it runs, which params cannot say more narrowly)
-    assert repro(project) == ["report", "sweep@label_budget", "transfer@freeze2"]
+    assert repro(project) == ["report", "sweep@label_budget", "transfer@freeze2", "validate"]
 
     # editing a source param reruns the source and every variant built on it (and the report)
     edit_params(project, lambda p: p["source_model"]["train"].update(epochs=3))
     assert repro(project) == [
         "pretrain_source", "report", "sweep@label_budget", "sweep@transferability",
-        "transfer@freeze2", "transfer@registry_freeze2", "transfer@scratch", "zoo@registered_source",
+        "transfer@freeze2", "transfer@registry_freeze2", "transfer@scratch", "validate", "zoo@registered_source",
     ]
 
     # the report holds every variant, its plots decode, and its run ids are real MLflow runs
@@ -107,8 +107,11 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
     assert not plots.get("errors")
     assert {"reports/accuracy_per_epoch.csv", "plots/sweeps/transferability.csv"} <= set(plots["data"])
 
+    # artifact locations are relative to the repository (mlartifacts/<id>), so read them from there, as `make ui` does
+    monkeypatch.chdir(project)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tests")
+    assert experiment.artifact_location == f"mlartifacts/{experiment.experiment_id}"
     finished = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
     parents = [r for r in finished if "mlflow.parentRunId" not in r.data.tags]
     # first repro: source, rbm, zoo, 4 variants, 2 sweeps, report; then freeze2, a sweep, report;
@@ -144,18 +147,29 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path) -> None:
         del p["variants"]["rbm_reuse"]
 
     edit_params(project, drop_rbm)
-    assert repro(project) == ["report", "sweep@label_budget"]  # the sweep depends on `variants` as a whole
+    assert repro(project) == ["report", "sweep@label_budget", "validate"]  # the sweep depends on `variants` as a whole
     markdown = (project / "reports/comparison.md").read_text()
     assert "rbm_reuse" not in markdown and "| rbm " not in markdown
+
+    # a rerun of the source stage with the same params writes the same model bytes: no model stage
+    # below reruns, only the report (metrics/source.json holds the new run id and timings)
+    model = (project / "models/source.keras").read_bytes()
+    run([*DVC, "repro", "-f", "-s", "pretrain_source"], project)
+    assert (project / "models/source.keras").read_bytes() == model
+    assert repro(project) == ["report"]
 
 
 def test_bad_params_fail_repro_and_record_nothing(project: Path) -> None:
     repro(project)
     lock_before = (project / "dvc.lock").read_text()
+    metrics_before = (project / "metrics/transfer/freeze2.json").read_bytes()
     edit_params(project, lambda p: p["variants"]["freeze2"].update(frozen_layers=5))
     result = run([*DVC, "repro"], project, check=False)
     assert result.returncode != 0
     assert "params.yaml: variants.freeze2.frozen_layers: 5 > reuse_layers 3" in result.stderr + result.stdout
     assert (project / "dvc.lock").read_text() == lock_before
+    # stopped by the validate stage, before DVC deleted the variant's outputs to rerun it
+    assert (project / "metrics/transfer/freeze2.json").read_bytes() == metrics_before
+    assert (project / "models/transfer/freeze2.keras").is_file()
     status = run([*DVC, "status", "--json"], project).stdout
     assert "transfer@freeze2" in json.loads(status)

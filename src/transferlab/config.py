@@ -1,30 +1,41 @@
 """The params.yaml schema: parsed once into frozen, typed objects that reject unknown keys.
 
 Errors name the key path (`variants.freeze2.frozen_layers: 4 > reuse_layers 3`) so a user
-knows which line to fix. Pure pydantic + yaml: importing this costs no TensorFlow start-up.
+knows which line to fix. Pure pydantic + ruamel.yaml: importing this costs no TensorFlow start-up.
+
+params.yaml is read exactly as DVC reads it (ruamel.yaml, YAML 1.2), so the value a stage uses is
+the value `dvc.lock` records: PyYAML (YAML 1.1) would read `seed: 010` as 8 and `1:30` as 90.
+Types are strict: `epochs: true` is not 1, `learning_rate: .inf` is not a rate.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from transferlab.errors import ConfigError
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-Fraction = Annotated[float, Field(gt=0, lt=1)]
-Seed = Annotated[int, Field(ge=0, lt=2**31)]
+# Strict: a YAML boolean is never a number, a float never an int; floats must be finite.
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
+PositiveFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, lt=1, strict=True, allow_inf_nan=False)]
+Seed = Annotated[int, Field(ge=0, lt=2**31, strict=True)]
+MAX_IMAGE_SIZE = 1024  # a side length; 100000 would ask for terabytes when resizing
+ImageSide = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE, strict=True)]
+# Entry names become file names (models/<name>.keras) and stage names (transfer@<name>).
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENTRY_SECTIONS = ("targets", "variants", "pretrain", "zoo", "model_files")
 
 STRATEGIES = ("scratch", "reuse", "freeze", "cache", "unfreeze")
 BUILTIN_INIT = "source"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict + no inf/nan for every field, including plain `int`/`float`/`bool` ones
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class OptimizerSpec(Strict):
@@ -83,7 +94,7 @@ class TargetSpec(Strict):
     classes: Annotated[list[NonNegativeInt], Field(min_length=2)] = [5, 6, 7, 8, 9]
     test_per_class: PositiveInt = 200  # fixed test set; the rest of each class is the labelled pool
     labels_per_class: PositiveInt = 100
-    image_size: PositiveInt | None = 28  # resize images to this side length (None: keep their size)
+    image_size: ImageSide | None = 28  # resize images to this side length (None: keep their size)
     seed: Seed = 42
 
 
@@ -298,9 +309,10 @@ def check_sweeps(params: Params, only: str | None = None) -> None:
 
 
 class MlflowSpec(Strict):
-    experiment: str = "transferlab"
+    experiment: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^\S(.*\S)?$")] = "transferlab"
     register_models: bool = True  # source and pretraining models become registry versions (the zoo)
-    model_prefix: str = "transferlab-"  # registered name: prefix + stage entry (`transferlab-source`)
+    # registered name: prefix + stage entry (`transferlab-source`); it also appears in `models:/<name>/…` URIs
+    model_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")] = "transferlab-"
 
 
 class Params(Strict):
@@ -336,8 +348,17 @@ class Params(Strict):
         )
 
 
+def check_name(key: str, name: str) -> None:
+    """An entry name must be a plain identifier: it becomes a file name and a DVC stage name."""
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
+        raise ConfigError(key, f"{name!r} is not a plain name (letters, digits, _; not starting with a digit)")
+
+
 def _check_consistency(params: Params) -> None:
     """Cross-field rules pydantic cannot see one field at a time."""
+    for section in ENTRY_SECTIONS:
+        for name in getattr(params, section):
+            check_name(f"{section}.{name}", name)
     for name, target in params.targets.items():
         key = f"targets.{name}"
         if target.dataset == "source" and set(target.classes) & set(params.source_data.classes):
@@ -470,6 +491,7 @@ def stage_entry(argv: list[str], params: Params, *sections: str, usage: str) -> 
     if len(argv) != 1:
         raise ConfigError(sections[0], f"usage: {usage}")
     name = argv[0]
+    check_name(f"{sections[0]}.{name}", name)
     for section in sections:
         if name in getattr(params, section):
             return section, name
@@ -477,13 +499,24 @@ def stage_entry(argv: list[str], params: Params, *sections: str, usage: str) -> 
     raise ConfigError(f"{sections[0]}.{name}", f"not configured (have: {', '.join(have) or 'none'})")
 
 
-def load_params(path: Path | str = "params.yaml") -> Params:
+def read_yaml(path: Path | str = "params.yaml") -> Any:
+    """params.yaml as DVC reads it (ruamel.yaml's safe loader, YAML 1.2): one meaning for both."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     path = Path(path)
     try:
-        with path.open() as handle:
-            raw = yaml.safe_load(handle)
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError("(file)", f"{path} not found") from None
-    except yaml.YAMLError as error:
-        raise ConfigError("(file)", f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    return parse_params(raw)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError("(file)", f"{path} cannot be read ({error})") from None
+    try:
+        return YAML(typ="safe").load(text)
+    except YAMLError as error:  # also duplicate keys, which PyYAML silently resolved to the last one
+        reason = " ".join(str(error).split())[:300]
+        raise ConfigError("(file)", f"{path} is not valid YAML: {reason}") from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    return parse_params(read_yaml(path))

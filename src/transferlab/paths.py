@@ -5,6 +5,7 @@ from pathlib import Path
 
 PARAMS = Path("params.yaml")
 PREPARED = Path("data/prepared")
+PARAMS_OK = PREPARED / "params_ok.json"  # written by the validate stage, a dependency of every other stage
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")

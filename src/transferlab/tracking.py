@@ -3,13 +3,25 @@
 The store defaults to the SQLite file `mlflow.db` at the repository root (stated explicitly, so
 it does not depend on MLflow's changing defaults); `MLFLOW_TRACKING_URI` points the same
 pipeline at a shared server instead.
+
+Failing fast, never recording a lie: a server that does not answer stops the stage before
+training, with one line; MLflow's HTTP retries and timeouts are bounded (defaults below, the
+user's `MLFLOW_HTTP_REQUEST_*` variables win), so a server lost mid-stage fails the stage within
+about a minute; a run whose process died (SIGKILL, power loss) is marked KILLED by the next run
+of the same stage, never left RUNNING.
 """
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import sqlite3
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,37 +29,153 @@ from typing import Any
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# MLflow's own defaults retry a dead server for about four minutes (7 retries, 120 s timeout).
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+for _name, _value in HTTP_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
 
 import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+
+from transferlab.cli import raise_killed as _raise_killed  # noqa: E402
+from transferlab.errors import StageKilled, TrackingError  # noqa: E402,F401  (StageKilled: re-exported)
 
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 MAX_PARAM_LENGTH = 6000
+REACH_TIMEOUT_S = 5
+PROCESS_TAG = "transferlab.process"  # host:pid:start time of the process that owns a RUNNING run
 
 
-class StageKilled(BaseException):
-    """Raised in the stage process on SIGTERM, so the run is ended as KILLED, not left RUNNING."""
+def default_uri() -> str:
+    return f"sqlite:///{Path(DEFAULT_STORE).resolve()}"
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_STORE).resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
 def _uses_default_store() -> bool:
-    return not os.environ.get("MLFLOW_TRACKING_URI")
+    """Is the store this repository's `mlflow.db`? Compared by value: `mlflow.set_tracking_uri`
+    exports MLFLOW_TRACKING_URI, so "the variable is unset" stops being true after the first call."""
+    return tracking_uri() == default_uri()
+
+
+def _shown(uri: str) -> str:
+    """The URI without a password, for messages."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def _first_line(error: BaseException) -> str:
+    error = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error (and appends the SQL)
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
+def _tls_context(scheme: str) -> ssl.SSLContext | None:
+    """Verify the server as MLflow's client will (its insecure-TLS and CA-bundle variables)."""
+    if scheme != "https":
+        return None
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # noqa: S323  (the user asked MLflow for exactly this)
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+
+
+def check_store(uri: str) -> None:
+    """Fail in seconds, with one line, when the store cannot be used: an HTTP(S) server that does
+    not answer, or a SQLite file that cannot be written."""
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        parts = urllib.parse.urlsplit(uri)
+        netloc = parts.netloc.rpartition("@")[2]  # urllib cannot send user:password@; /health needs no login
+        probe = urllib.parse.urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/health", query=""))
+        try:
+            with urllib.request.urlopen(probe, timeout=REACH_TIMEOUT_S, context=_tls_context(scheme)):
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answered (an auth proxy, an older server without /health): reachable
+        except (OSError, ValueError) as error:  # URLError, refused, timeout, bad port
+            reason = _first_line(getattr(error, "reason", None) or error)
+            raise TrackingError(
+                f"MLflow tracking server {_shown(uri)} is not reachable ({reason}): start it or unset MLFLOW_TRACKING_URI"
+            ) from None
+    elif scheme == "sqlite" and uri.startswith("sqlite:///") and "?" not in uri:
+        path = Path(uri[len("sqlite:///"):])
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise TrackingError(f"MLflow store {path} is read-only: make it writable or set MLFLOW_TRACKING_URI")
+        if not path.exists() and not os.access(path.parent, os.W_OK):
+            raise TrackingError(f"MLflow store {path} cannot be created ({path.parent} is read-only): set MLFLOW_TRACKING_URI")
+
+
+def _tracking_failures() -> tuple[type[BaseException], ...]:
+    """What MLflow raises when its store fails: its own exception, the HTTP client's, the database's."""
+    failures: list[type[BaseException]] = [MlflowException]
+    try:
+        import requests
+
+        failures.append(requests.exceptions.RequestException)
+    except ImportError:
+        pass
+    try:
+        import sqlalchemy.exc
+
+        failures.append(sqlalchemy.exc.SQLAlchemyError)
+    except ImportError:
+        pass
+    failures.append(sqlite3.Error)
+    return tuple(failures)
+
+
+@contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    """A failing store becomes one line naming it, not a traceback from deep inside MLflow."""
+    try:
+        yield
+    except _tracking_failures() as error:
+        raise TrackingError(f"MLflow store {_shown(uri)} failed ({_first_line(error)}); nothing was recorded as done") from None
+
+
+def _relative_artifacts(experiment_id: str) -> None:
+    """Store `mlartifacts/<id>` as the experiment's artifact location, relative to the repository.
+
+    MLflow makes any location it is given absolute (`resolve_uri_if_local`), so a copy of the
+    repository (a `dvc exp` temp workspace, a colleague's clone) would write back into this one.
+    A relative location resolves against the working directory, the repository root for stages.
+    """
+    path = Path(DEFAULT_STORE).resolve()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+            (f"{DEFAULT_ARTIFACTS}/{experiment_id}", int(experiment_id)),
+        )
+    db.close()
 
 
 def set_experiment(name: str) -> str:
     """Point MLflow at the store and experiment; a new local experiment keeps artifacts in `mlartifacts/`."""
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        location = Path(DEFAULT_ARTIFACTS).resolve().as_uri() if _uses_default_store() else None
-        return client.create_experiment(name, artifact_location=location)
-    return experiment.experiment_id
+    uri = tracking_uri()
+    check_store(uri)
+    with _store_errors(uri):
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            experiment_id = client.create_experiment(name)
+            if _uses_default_store():
+                _relative_artifacts(experiment_id)
+            return experiment_id
+        return experiment.experiment_id
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -78,8 +206,57 @@ def context_tags() -> dict[str, str]:
     return tags
 
 
-def _raise_killed(signum: int, _frame: Any) -> None:
-    raise StageKilled(signal.Signals(signum).name)
+def _process_start(pid: int) -> str:
+    """The kernel's start time of `pid` (clock ticks since boot), so a reused pid is not mistaken for it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def process_tag(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def _owner_alive(tag: str) -> bool:
+    """Is the process named by a PROCESS_TAG still running? Unknown (another host) counts as alive."""
+    try:
+        host, pid, start = tag.rsplit(":", 2)
+        pid_number = int(pid)
+    except ValueError:
+        return True
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid_number, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, someone else's
+    return start == "?" or _process_start(pid_number) == start
+
+
+def mark_stale_runs(experiment_id: str, stage: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of `stage` whose process is gone (SIGKILL, a crash, power loss)."""
+    client = MlflowClient()
+    quoted = stage.replace("'", "")
+    stale = [
+        run.info.run_id
+        for run in client.search_runs([experiment_id], f"tags.stage = '{quoted}' and attributes.status = 'RUNNING'", max_results=1000)
+        if PROCESS_TAG in run.data.tags and not _owner_alive(run.data.tags[PROCESS_TAG])
+    ]
+    for run_id in stale:
+        client.set_terminated(run_id, "KILLED")
+    return stale
+
+
+def _end(status: str) -> None:
+    """End the active run; if the store is gone too, the original error is the one to report."""
+    try:
+        mlflow.end_run(status)
+    except _tracking_failures():
+        pass
 
 
 @contextmanager
@@ -88,10 +265,10 @@ def _ended_honestly() -> Iterator[None]:
     try:
         yield
     except (StageKilled, KeyboardInterrupt):
-        mlflow.end_run("KILLED")
+        _end("KILLED")
         raise
     except BaseException:
-        mlflow.end_run("FAILED")
+        _end("FAILED")
         raise
     else:
         mlflow.end_run("FINISHED")
@@ -103,13 +280,19 @@ def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: M
 
     Yields `{"mlflow_run_id": …, "mlflow_experiment_id": …}`, for the stage's metrics file.
     """
-    experiment_id = set_experiment(experiment)
+    uri = tracking_uri()
     previous = signal.signal(signal.SIGTERM, _raise_killed)
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**context_tags(), **tags})
     try:
-        with _ended_honestly():
-            log_params(params)
-            yield {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id}
+        with _store_errors(uri):
+            experiment_id = set_experiment(experiment)
+            if tags.get("stage"):
+                mark_stale_runs(experiment_id, tags["stage"])
+            run = mlflow.start_run(
+                experiment_id=experiment_id, run_name=run_name, tags={**context_tags(), **tags, PROCESS_TAG: process_tag()}
+            )
+            with _ended_honestly():
+                log_params(params)
+                yield {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id}
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -118,7 +301,9 @@ def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: M
 def child_run(run_name: str, tags: Mapping[str, str], params: Mapping[str, Any] | None = None) -> Iterator[str]:
     """A nested run (e.g. one seed of a variant) under the active stage run, with the same honest status."""
     parent = mlflow.active_run().info
-    run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=run_name, nested=True, tags=dict(tags))
+    run = mlflow.start_run(
+        experiment_id=parent.experiment_id, run_name=run_name, nested=True, tags={**tags, PROCESS_TAG: process_tag()}
+    )
     with _ended_honestly():
         if params:
             log_params(params)

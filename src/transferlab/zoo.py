@@ -150,8 +150,9 @@ def _layer_arrays(arrays: dict[str, np.ndarray], path: Path) -> dict[str, dict[s
         layer, _, kind = key.rpartition("/")
         if not layer or kind not in ("kernel", "bias"):
             raise ModelError(f"{path}: array {key!r} is not named <layer>/kernel or <layer>/bias")
-        if not np.issubdtype(array.dtype, np.number):
-            raise ModelError(f"{path}: {key} has dtype {array.dtype}, expected numbers")
+        # np.number includes complex: casting to float32 would silently drop the imaginary part
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise ModelError(f"{path}: {key} has dtype {array.dtype}, expected real numbers")
         layers.setdefault(layer, {})[kind] = array
     for layer, parts in layers.items():
         for kind in ("kernel", "bias"):

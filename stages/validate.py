@@ -1,0 +1,114 @@
+"""Stage `validate`: check the whole params.yaml, and the files it names, before any other stage runs.
+
+    python -m stages.validate              # writes data/prepared/params_ok.json
+
+Every other stage depends (through the prepare stages) on this stage's output, so `dvc repro`
+stops here with one line — before DVC deletes any stage's previous model, metrics or plots for a
+change that would be refused anyway. The output never changes while params are valid, so it
+reruns nothing below it. No TensorFlow import: model files are inspected as zip/npz archives.
+"""
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from transferlab import artifacts, paths
+from transferlab.cli import run_main
+from transferlab.config import ModelFile, Params, load_params
+from transferlab.errors import ConfigError, ModelError
+
+# The prepare stages depend on this folder (dvc.yaml): a data file DVC does not see could change
+# without `dvc status` noticing, and the prepared data would silently differ from dvc.lock.
+RAW_DATA = PurePosixPath("data/raw")
+OK = {"params": "valid"}  # constant: a rerun with valid params changes nothing downstream
+_HIDDEN = re.compile(r"hidden([1-9][0-9]*)")
+
+
+def check_data_path(key: str, path: str | None, dataset: str) -> None:
+    """A dataset file must exist and lie under data/raw/, the folder the prepare stages depend on."""
+    if path is None or dataset not in ("mnist_npz", "mnist_idx"):
+        return  # the other datasets ship with their packages (or download): there is no file to watch
+    relative = PurePosixPath(Path(path).as_posix())
+    if relative.is_absolute() or ".." in relative.parts or RAW_DATA not in (relative, *relative.parents):
+        raise ConfigError(key, f"{path} is outside {RAW_DATA}/, so DVC would not see it change: put the {dataset} data there")
+    if not Path(path).exists():
+        raise ConfigError(key, f"{path}: no such file or folder")
+
+
+def _depth(names: set[str]) -> int:
+    """How many of hidden1, hidden2, … are present without a gap (what transfer can reuse)."""
+    depth = 0
+    while f"hidden{depth + 1}" in names:
+        depth += 1
+    return depth
+
+
+def _keras_layer_names(path: Path) -> set[str]:
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    layers = config.get("config", {}).get("layers", [])
+    return {layer.get("config", {}).get("name") or layer.get("name") for layer in layers if isinstance(layer, dict)}
+
+
+def model_file_depth(key: str, spec: ModelFile) -> int:
+    """Hidden layers of a model file, read without TensorFlow; the file must exist and be an archive."""
+    path = Path(spec.path)
+    if not path.is_file():
+        raise ConfigError(f"{key}.path", f"{spec.path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"{key}.path", f"{spec.path}: not a .{spec.format} archive")
+    if spec.format == "keras":
+        return _keras_depth(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return -1  # unreadable: the import stage says exactly why, with the file named
+    for name, array in arrays.items():
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise ModelError(f"{spec.path}: {name} has dtype {array.dtype}, expected real numbers")
+    layers = {name.rpartition("/")[0] for name in arrays}
+    return _depth({spec.name_map.get(name, name) for name in layers})
+
+
+def _keras_depth(path: Path) -> int:
+    try:
+        return _depth(_keras_layer_names(path))
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return -1  # unreadable: the import stage says exactly why, with the file named
+
+
+def check_init_depths(params: Params) -> None:
+    """`reuse_layers` must fit the init model; for model files that needs the file, so it is checked here."""
+    depths = {name: model_file_depth(f"model_files.{name}", spec) for name, spec in params.model_files.items()}
+    for name, variant in params.variants.items():
+        depth = depths.get(variant.init_from, -1)
+        if depth >= 0 and variant.reuse_layers > depth:
+            raise ConfigError(
+                f"variants.{name}.reuse_layers",
+                f"{variant.reuse_layers} > {depth} hidden layers of {variant.init_from!r} ({params.model_files[variant.init_from].path})",
+            )
+
+
+def validate(params: Params) -> None:
+    """Every check that needs more than the schema: files named by params, and what they hold."""
+    check_data_path("source_data.path", params.source_data.path, params.source_data.dataset)
+    for name, target in params.targets.items():
+        check_data_path(f"targets.{name}.path", target.path, target.dataset)
+    check_init_depths(params)
+
+
+def main(argv: list[str]) -> None:
+    if argv:
+        raise ConfigError("(command line)", "usage: python -m stages.validate")
+    validate(load_params(paths.PARAMS))
+    artifacts.write_json(paths.PARAMS_OK, OK)
+    print(f"{paths.PARAMS}: valid")
+
+
+if __name__ == "__main__":
+    run_main(main)
