@@ -218,3 +218,21 @@ def test_a_diverging_setting_is_dropped_not_chosen() -> None:
     stopper.update(1, np.array([1.0, 2.0]))
     stopper.update(2, np.array([0.9, np.nan]))
     assert stopper.stop_reason == [None, "diverged"] and stopper.best.tolist() == [0.9, 2.0]
+
+
+def test_a_diverging_solo_training_fails_with_one_line() -> None:
+    from transferlab.errors import ModelError
+
+    x, y, layers, _, _ = tiny_stack(1, [OptimizerSpec()])
+    model = networks.build(20, layers, "he_normal", seed=0)
+    spec = TrainSpec(epochs=5, batch_size=16, optimizer=OptimizerSpec(name="sgd", learning_rate=1e30, clip_value=None), seed=0)
+    with pytest.raises(ModelError, match="training diverged: the loss is nan at epoch 1"):
+        training.fit(model, x, y, spec)
+
+
+def test_a_race_whose_every_setting_diverges_fails(source_model, arrays) -> None:
+    from transferlab.errors import ModelError
+
+    wild = PROTOCOL.model_copy(update={"grid": [OptimizerSpec(name="sgd", learning_rate=1e30, clip_value=None)]})
+    with pytest.raises(ModelError, match="every grid setting diverged"):
+        strategies.race(VARIANTS["scratch"], source_model, NETWORK, wild, arrays, LABELS, PLAN[:1])

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from transferlab.config import OptimizerSpec, TrainSpec  # noqa: E402
+from transferlab.errors import ModelError  # noqa: E402
 from transferlab.stopping import EarlyStopping, StopRule  # noqa: E402
 
 Arrays = np.ndarray | Sequence[np.ndarray]
@@ -181,6 +182,8 @@ def fit(
         start = time.perf_counter()
         epoch_loss, epoch_accuracy = run_epoch(xs, labels, order)
         row = {"epoch": epoch, "loss": float(epoch_loss)}  # float() waits for the epoch to finish
+        if not np.isfinite(row["loss"]):  # a diverging rate is never a result
+            raise ModelError(f"training diverged: the loss is {row['loss']} at epoch {epoch} (lower the learning rate)")
         row["seconds"] = time.perf_counter() - start
         history.train_seconds += row["seconds"]
         if accuracy:
