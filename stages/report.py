@@ -5,25 +5,29 @@
 
 Reads only metrics and history files written by upstream stages (never retrains, never needs
 an MLflow server), and only for the variants and pretraining entries params.yaml configures
-now, so a removed entry leaves no stale row. No TensorFlow import.
+now, so a removed entry leaves no stale row. Run links point at `MLFLOW_TRACKING_URI` when it
+is an http(s) server, else at the local UI. No TensorFlow import.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from transferlab import artifacts, paths, reporting, sweeps, tracking
+from transferlab import artifacts, figures, paths, recommendation, reporting, sweep_results, tables, tracking, verdicts
 from transferlab.cli import run_main
 from transferlab.config import Params, load_params
 from transferlab.errors import DataError
+from transferlab.results import VariantResult
 
 STAGE = "report"
-UI = "http://127.0.0.1:5000"
 TITLE = "transferlab: which way of reusing a pretrained network works best?"
+HISTORY_COLUMNS = ("epoch", "val_accuracy", "elapsed")
 
 
-def read_metrics(path) -> dict[str, Any]:
+def read_metrics(path: Path) -> dict[str, Any]:
     try:
         return artifacts.read_json(path)
     except FileNotFoundError:
@@ -32,123 +36,114 @@ def read_metrics(path) -> dict[str, Any]:
         raise DataError(f"{path}: not valid JSON ({error})") from None
 
 
-def read_history(path) -> pd.DataFrame:
+def read_result(path: Path) -> VariantResult:
+    try:
+        return VariantResult.from_json(read_metrics(path))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise DataError(f"{path}: not a variant result of this version ({type(error).__name__}: {error});"
+                        " rerun its stage: dvc repro") from None
+
+
+def read_history(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
         raise DataError(f"{path}: history file not found (run its stage first: dvc repro)") from None
-    if "epoch" not in frame or "test_accuracy" not in frame:
-        raise DataError(f"{path}: needs columns epoch and test_accuracy")
+    if missing := [column for column in HISTORY_COLUMNS if column not in frame]:
+        raise DataError(f"{path}: needs columns {', '.join(HISTORY_COLUMNS)} (missing {', '.join(missing)}); rerun its stage")
     return frame
 
 
-def run_link(metrics: dict[str, Any]) -> str:
-    return f"[{{short}}]({UI}/#/experiments/{metrics.get('mlflow_experiment_id', '0')}/runs/{{run}})"
+def target_section(report: reporting.Report, target: str, ranking: verdicts.Ranking,
+                   histories: dict[str, pd.DataFrame], link: tables.RunLink) -> None:
+    results = ranking.ranked + [result for result, _ in ranking.not_ranked]
+    report.heading(f"Target `{target}`: {len(results)} variants, {results[0].labels_per_class} labels per class")
+    report.paragraph("**What this run shows.** **More accurate:** " + verdicts.accuracy_verdict(ranking))
+    report.paragraph("**Faster:** " + verdicts.speed_verdict(ranking))
+    if ranking.left_out:
+        report.paragraph(f"Left out of these statements: {', '.join(ranking.left_out)}.")
+    report.table(tables.comparison(ranking, link))
+    report.paragraph(tables.LEGEND)
+    if ranking.not_ranked:
+        report.heading("Not ranked: other tuning budget", level=3)
+        reference = "the scratch baseline's" if ranking.baseline else "the most common one"
+        report.paragraph(f"{len(ranking.not_ranked)} variant(s) were tuned under another budget than {reference},"
+                         " so they are shown but neither ranked nor compared with it.")
+        report.table(tables.not_ranked(ranking, link))
+    for figure in figures.target_figures(target, ranking.ranked, [r for r, _ in ranking.not_ranked], histories):
+        report.figure(figure)
 
 
-def target_section(report: reporting.Report, target: str, rows: list[dict[str, Any]], histories: dict[str, pd.DataFrame]) -> None:
-    scratch = next((row for row in rows if row["strategy"] == "scratch"), None)
-    report.heading(f"Target `{target}`: {len(rows)} variants, {rows[0]['labels_per_class']} labels per class")
-    report.paragraph("**What this run shows.** " + reporting.summary(rows, scratch, reporting.cache_speedups(rows)))
-    report.table(reporting.comparison_table(rows, scratch, run_link(rows[0])))
-    report.paragraph(
-        "Accuracy: mean over seeds ± half-width of its 95% t-interval. `vs scratch`: paired difference in"
-        " percentage points, repetition by repetition (same labelled images and batch order), with its 95%"
-        " interval; ✔ / ✘ mark variants significantly better / worse than scratch, `p` the paired t-test."
-    )
-    report.figure(reporting.Figure(f"accuracy_per_epoch_{target}", f"Target test accuracy per epoch ({target}, mean over seeds)",
-                                   reporting.accuracy_curves(histories, f"target {target}: accuracy per epoch")))
-    report.figure(reporting.Figure(f"accuracy_{target}", f"Final target accuracy with 95% CI ({target})",
-                                   reporting.accuracy_bars(rows, f"target {target}: accuracy")))
-    report.figure(reporting.Figure(f"time_per_epoch_{target}", f"Training time per epoch ({target})",
-                                   reporting.time_bars(rows, f"target {target}: time per epoch")))
-
-
-def sweep_section(report: reporting.Report, params: Params, variants: list[dict[str, Any]]) -> None:
-    """The two sweep plots and the generated recommendation."""
+def sweep_section(report: reporting.Report, params: Params, rankings: dict[str, verdicts.Ranking]) -> None:
+    """Both sweep figures and the one recommendation."""
     spec = params.sweeps
-    transfer_summary = sweeps.load_summary(paths.sweep_summary("transferability")) if spec.transferability else []
-    budget_summary = sweeps.load_summary(paths.sweep_summary("label_budget")) if spec.label_budget else []
-    if not (transfer_summary or budget_summary):
+    loaded = {name: (sweep_results.load_summary(paths.sweep_summary(name)), sweep_results.load_rows(paths.sweep_rows(name)))
+              for name in figures.SWEEP_AXES if getattr(spec, name) is not None}
+    if not loaded:
         return
     target = (spec.transferability or spec.label_budget).target
     report.heading(f"Sweeps and recommendation (target `{target}`)")
-    report.paragraph("**Recommendation.** " + sweeps.recommendation(
-        transfer_summary, budget_summary, [row for row in variants if row["target"] == target],
-        params.targets[target].labels_per_class))
-    if transfer_summary:
-        report.figure(reporting.Figure(
-            "sweep_transferability", "Target accuracy vs hidden layers reused, frozen or fine-tuned (95% CI band)",
-            sweeps.sweep_figure(transfer_summary, sweeps.XLABELS["transferability"], "Layer transferability")))
-    if budget_summary:
-        report.figure(reporting.Figure(
-            "sweep_label_budget", "Target accuracy vs labelled images per class (95% CI band)",
-            sweeps.sweep_figure(budget_summary, sweeps.XLABELS["label_budget"], "Label budget", log_x=True)))
+    ranking = rankings.get(target)
+    first, *more = recommendation.recommendation(ranking, loaded.get("transferability"), loaded.get("label_budget"))
+    report.paragraph("**Recommendation.** " + first)
+    for paragraph in more:
+        report.paragraph(paragraph)
+    reference = (ranking.baseline or ranking.ranked[0]).budget if ranking is not None else None
+    for name in loaded:
+        budget = read_metrics(paths.sweep_metrics(name)).get("budget", {})
+        if reference is not None and (differ := verdicts.budget_differences(budget, reference)):
+            report.paragraph(f"The {name} sweep ran under another tuning budget than the variants: {'; '.join(differ)}.")
+        elif reference is not None:
+            report.paragraph(f"The {name} sweep ran under the variants' tuning budget.")
+    for figure in figures.sweep_figures({name: summary for name, (summary, _) in loaded.items()}):
+        report.figure(figure)
 
 
-def build(params: Params) -> tuple[reporting.Report, list[dict[str, Any]], list[dict[str, Any]]]:
-    """The report, the variant metrics it shows, and the long-format per-epoch rows for `dvc plots`."""
+def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts.Ranking], list[dict[str, Any]]]:
+    """The report, each target's ranking, and the long-format per-epoch validation rows for `dvc plots`."""
     source = read_metrics(paths.init_metrics("source"))
     report = reporting.Report(TITLE)
+    results = [read_result(paths.variant_metrics(name)) for name in params.variants]
+    rankings = {target: verdicts.rank([r for r in results if r.target == target]) for target in params.targets}
+    rankings = {target: ranking for target, ranking in rankings.items() if ranking.ranked}
+    for protocol in verdicts.protocols(rankings):
+        report.paragraph(protocol)
     report.paragraph(
         f"Source model (DNN {'-'.join(map(str, params.source_model.network.hidden_units))}, classes"
         f" {params.source_data.classes}): test accuracy **{reporting.percent(source['test_accuracy'])} %**"
         f" after {source['epochs']} epochs ({source['train_seconds']:.1f} s)."
     )
-    variants = [read_metrics(paths.variant_metrics(name)) for name in params.variants]
+
+    def link(result: VariantResult) -> str:
+        return reporting.run_link(ui, result.mlflow_experiment_id, result.mlflow_run_id)
+
     curves = []
-    for target in params.targets:
-        rows = [row for row in variants if row["target"] == target]
-        if not rows:
-            continue
-        histories = {row["variant"]: read_history(paths.variant_history(row["variant"])) for row in rows}
-        target_section(report, target, rows, histories)
-        curves += [
-            {"epoch": int(epoch), "series": name, "target": target, "test_accuracy": float(accuracy)}
-            for name, frame in histories.items()
-            for epoch, accuracy in zip(frame["epoch"], frame["test_accuracy"], strict=True)
-        ]
-    sweep_section(report, params, variants)
+    for target, ranking in rankings.items():
+        histories = {r.variant: read_history(paths.variant_history(r.variant)) for r in ranking.ranked}
+        target_section(report, target, ranking, histories, link)
+        curves += [{"epoch": int(row.epoch), "series": name, "target": target, "val_accuracy": float(row.val_accuracy),
+                    "elapsed": float(row.elapsed)} for name, frame in histories.items() for row in frame.itertuples()]
+    sweep_section(report, params, rankings)
     if params.pretrain:
         report.heading("Pretraining without target labels")
-        pretrain_rows = []
-        for name in params.pretrain:
-            metrics = read_metrics(paths.init_metrics(name))
-            measured = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                 if isinstance(v, float) and k not in ("depth", "pool_images"))
-            pretrain_rows.append({"entry": name, "method": metrics["method"], "layers": metrics["depth"],
-                                  "unlabelled images": metrics["pool_images"], "final metrics": measured,
-                                  "MLflow run": run_link(metrics).format(run=metrics["mlflow_run_id"], short=metrics["mlflow_run_id"][:8])})
-        report.table(pd.DataFrame(pretrain_rows))
-    imported = [*params.zoo, *params.model_files]
-    if imported:
+        report.table(tables.pretraining({name: read_metrics(paths.init_metrics(name)) for name in params.pretrain}, ui))
+    if imported := [*params.zoo, *params.model_files]:
         report.heading("Models from the zoo and other frameworks")
-        rows = []
-        for name in imported:
-            metrics = read_metrics(paths.init_metrics(name))
-            rows.append({"entry": name, "kind": metrics["kind"], "from": metrics["source"],
-                         "hidden layers": "-".join(str(units) for units in metrics["hidden_layers"].values()),
-                         "source test accuracy %": reporting.percent(metrics.get("source_test_accuracy")),
-                         "sha256": metrics["sha256"][:12]})
-        report.table(pd.DataFrame(rows))
-    return report, variants, curves
+        report.table(tables.imported({name: read_metrics(paths.init_metrics(name)) for name in imported}))
+    return report, rankings, curves
 
 
 def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
-    report, variants, curves = build(params)
+    report, rankings, curves = build(params, reporting.ui_address(os.environ.get("MLFLOW_TRACKING_URI")))
     tags = {"stage": STAGE, "variant": "report", "strategy": "report", "init_from": "-"}
     with tracking.stage_run(params.mlflow.experiment, "report", tags, {"variants": ",".join(params.variants)}):
         written = reporting.write(report, paths.REPORTS / "comparison.md", paths.REPORTS / "comparison.html")
         artifacts.write_rows(paths.REPORTS / "accuracy_per_epoch.csv", curves)
         tracking.log_files(written, artifact_path="report")
-    bests = []
-    for target in params.targets:
-        rows = [row for row in variants if row["target"] == target]
-        if rows:
-            best = max(rows, key=lambda row: row["target_accuracy"])
-            bests.append(f"{target}: {best['variant']} {reporting.percent(best['target_accuracy'])} %")
-    print(f"report: {len(variants)} variants (best on {'; '.join(bests)}) -> {paths.REPORTS / 'comparison.md'}, {paths.REPORTS / 'comparison.html'}")
+    bests = "; ".join(f"{target}: {verdicts.best_claimable(ranking)}" for target, ranking in rankings.items())
+    print(f"report: {sum(len(r.ranked) + len(r.not_ranked) for r in rankings.values())} variants (best converged on {bests})"
+          f" -> {paths.REPORTS / 'comparison.md'}, {paths.REPORTS / 'comparison.html'}")
 
 
 if __name__ == "__main__":

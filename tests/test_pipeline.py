@@ -94,7 +94,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
         assert f"| {variant} " in markdown and f"<td>{variant}</td>" in html
     parser = Images()
     parser.feed(html)
-    assert len(parser.sources) == 3 + 2  # per target: curves, accuracy, time; then both sweeps
+    assert len(parser.sources) == 5 + 2  # per target: tuning, accuracy vs time, per epoch, accuracy, time; both sweeps
     from PIL import Image
 
     for source in parser.sources:

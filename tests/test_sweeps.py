@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, run, tiny_params
-from transferlab import artifacts, data, figures, networks, repetitions, statistics, sweeps
+from transferlab import artifacts, data, figures, networks, repetitions, statistics, sweep_results, sweeps
 from transferlab.config import _check_variant, parse_params
 from transferlab.errors import ConfigError, DataError
 
@@ -130,14 +130,14 @@ def test_summary_is_statistics_summarize_of_the_tidy_rows(transferability_rows, 
         assert row["target_accuracy"] == expected["mean"] and row["n"] == 2
         assert (row["std"], row["ci95_low"], row["ci95_high"]) == (expected["std"], expected["ci95_low"], expected["ci95_high"])
     artifacts.write_rows(tmp_path / "s.csv", summary + sweeps.summarize_rows(transferability_rows[:1]))
-    back = sweeps.load_summary(tmp_path / "s.csv")
+    back = sweep_results.load_summary(tmp_path / "s.csv")
     assert back[:-1] == summary and back[-1]["ci95_low"] is None
     assert figures.sweep_figure(back, "k", "t").startswith(b"\x89PNG")  # the report's figure reads it back
     with pytest.raises(DataError, match="s.csv: not a sweep summary"):
         (tmp_path / "s.csv").write_text("x,series\n1,a\n")
-        sweeps.load_summary(tmp_path / "s.csv")
+        sweep_results.load_summary(tmp_path / "s.csv")
     with pytest.raises(DataError, match="nosuch.csv: sweep summary not found"):
-        sweeps.load_summary(tmp_path / "nosuch.csv")
+        sweep_results.load_summary(tmp_path / "nosuch.csv")
 
 
 @pytest.mark.parametrize(("sweep", "change", "message"), [
@@ -189,7 +189,7 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     assert tidy[0] == ("sweep,x,series,repetition,seed,labels_seed,labels_per_class,setting,target_accuracy,target_loss,"
                        "val_accuracy,best_epoch,epochs_run,stop_reason,converged,train_seconds,seconds_to_near_best")
     assert len(tidy) == 1 + 6 * 2
-    summary = sweeps.load_summary(tmp_path / "plots/sweeps/label_budget.csv")
+    summary = sweep_results.load_summary(tmp_path / "plots/sweeps/label_budget.csv")
     assert [(row["series"], row["x"], row["n"]) for row in summary] == [(s, n, 2) for s in ("scratch", "reuse2", "freeze1") for n in (2, 5)]
     metrics = json.loads((tmp_path / "metrics/sweeps/label_budget.json").read_text())
     assert (metrics["sweep"], metrics["points"], metrics["runs"]) == ("label_budget", 6, 12)

@@ -1,43 +1,41 @@
-"""The comparison report: tables (pandas), statistics, plots (matplotlib), Markdown + self-contained HTML.
+"""The comparison report as blocks, rendered twice: Markdown (GitHub, CI comments) and one self-contained HTML file.
 
-Reads only the stages' metrics and history files; never retrains, never needs MLflow. Every
-sentence of the summary is computed from those numbers. No TensorFlow import.
+Also the few formats every table and sentence shares (percentages, intervals, run links), so a
+number reads the same wherever it appears. Wording of the claims lives in `verdicts`, plots in
+`figures`. Plain Python and pandas: no TensorFlow, no matplotlib.
 """
 from __future__ import annotations
 
 import base64
 import html
-import io
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from transferlab import statistics  # noqa: E402
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `make ui` serves the local store
 
 
-@dataclass
+@dataclass(frozen=True)
 class Figure:
-    name: str  # file stem, e.g. "accuracy_per_epoch"
+    name: str  # file stem, e.g. "accuracy_per_epoch_mnist"
     caption: str
     png: bytes
 
 
 @dataclass
 class Report:
-    """An ordered list of blocks, rendered twice: Markdown (GitHub, CI comments) and HTML (one file)."""
+    """An ordered list of blocks: headings, paragraphs (inline Markdown), tables (DataFrames of strings), figures."""
 
     title: str
     blocks: list[tuple[str, Any]] = field(default_factory=list)
 
-    def heading(self, text: str) -> None:
-        self.blocks.append(("h2", text))
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append((f"h{level}", text))
 
     def paragraph(self, text: str) -> None:
         self.blocks.append(("p", text))
@@ -55,8 +53,8 @@ class Report:
     def markdown(self, figure_dir: str) -> str:
         out = [f"# {self.title}", ""]
         for kind, value in self.blocks:
-            if kind == "h2":
-                out += [f"## {value}", ""]
+            if kind.startswith("h"):
+                out += [f"{'#' * int(kind[1:])} {value}", ""]
             elif kind == "p":
                 out += [value, ""]
             elif kind == "table":
@@ -66,168 +64,149 @@ class Report:
         return "\n".join(out)
 
     def html(self) -> str:
-        body = [f"<h1>{html.escape(self.title)}</h1>"]
+        body = [f"<h1>{inline_html(self.title)}</h1>"]
         for kind, value in self.blocks:
-            if kind == "h2":
-                body.append(f"<h2>{html.escape(value)}</h2>")
+            if kind.startswith("h"):
+                body.append(f"<{kind}>{inline_html(value)}</{kind}>")
             elif kind == "p":
-                body.append(f"<p>{html.escape(value).replace('**', '')}</p>")
+                body.append(f"<p>{inline_html(value)}</p>")
             elif kind == "table":
-                body.append(value.to_html(index=False, escape=True, border=0, classes="results"))
+                body.append(html_table(value))
             else:
                 data = base64.b64encode(value.png).decode()
                 body.append(
                     f'<figure><img alt="{html.escape(value.caption)}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{html.escape(value.caption)}</figcaption></figure>"
+                    f"<figcaption>{inline_html(value.caption)}</figcaption></figure>"
                 )
-        style = (
-            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-            "table.results{border-collapse:collapse;font-size:0.9em;margin:1em 0}"
-            "table.results th,table.results td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}"
-            "table.results th{background:#f4f4f4}img{max-width:100%}figcaption{color:#555;font-size:0.9em}"
-        )
         return (
             f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head><body>\n'
+            + "\n".join(body) + "\n</body></html>\n"
         )
 
 
-def png(fig: plt.Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return buffer.getvalue()
+# The page never scrolls sideways: cells wrap, and a table wider than the page scrolls inside its own box.
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1320px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}"
+    ".table-wrap{max-width:100%;overflow-x:auto;margin:1em 0}"
+    "table.results{border-collapse:collapse;font-size:0.82em}"
+    "table.results th,table.results td{padding:3px 5px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}"
+    "table.results th{background:#f4f4f4;text-align:center}"
+    "table.results td{white-space:nowrap}table.results td.long{white-space:normal;min-width:9em}"
+    "table.results td:first-child{text-align:left;font-weight:600}"
+    "img{max-width:100%;height:auto}figure{margin:1.2em 0}figcaption{color:#555;font-size:0.9em}"
+    "code{background:#f4f4f4;padding:0 3px;border-radius:3px}a{color:#1f5fa8}"
+)
 
+SHORT_CELL = 22  # visible characters: shorter cells (numbers, intervals, names) never break; longer text wraps
+
+_CODE = re.compile(r"`([^`]+)`")
+_LINK = re.compile(r"\[([^\]]+)\]\(((?:https?://|#)[^)\s]*)\)")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_EMPHASIS = re.compile(r"(?<![*\w])\*(?!\s)([^*]+?)\*(?![*\w])")
+
+
+def inline_html(text: str) -> str:
+    """The inline Markdown this report writes (`code`, [links](http…), **bold**, *emphasis*) as escaped HTML."""
+    escaped = html.escape(str(text), quote=True)
+    codes: list[str] = []
+
+    def keep_code(match: re.Match[str]) -> str:  # code spans are literal: no links or bold inside them
+        codes.append(f"<code>{match.group(1)}</code>")
+        return f"\x00{len(codes) - 1}\x00"
+
+    out = _CODE.sub(keep_code, escaped)
+    out = _LINK.sub(lambda m: f'<a href="{m.group(2)}">{m.group(1)}</a>', out)
+    out = _BOLD.sub(r"<strong>\1</strong>", out)
+    out = _EMPHASIS.sub(r"<em>\1</em>", out)
+    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], out)
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{inline_html(column)}</th>" for column in frame.columns)
+    rows = "".join("<tr>" + "".join(_cell(value) for value in row) + "</tr>" for row in frame.astype(str).itertuples(index=False))
+    return f'<div class="table-wrap"><table class="results"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
+
+def _cell(text: str) -> str:
+    visible = _LINK.sub(r"\1", text)  # a run link shows its 8-character id, not its address
+    return f'<td class="long">{inline_html(text)}</td>' if len(visible) > SHORT_CELL else f"<td>{inline_html(text)}</td>"
+
+
+# -- shared formats -------------------------------------------------------------------------------
 
 def percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def accuracy_cell(row: dict[str, Any]) -> str:
-    """`88.1` for one seed, `88.1 ± 0.9` (half-width of the 95% CI) for several."""
-    if row.get("target_accuracy_ci95_high") is None:
-        return percent(row["target_accuracy"])
-    half = (row["target_accuracy_ci95_high"] - row["target_accuracy_ci95_low"]) / 2
-    return f"{percent(row['target_accuracy'])} ± {100 * half:.1f}"
+def accuracy_cell(stats: Mapping[str, Any]) -> str:
+    """`88.1` for one repetition, `88.1 ± 0.9` (half-width of the 95 % t-interval) for several."""
+    if stats.get("ci95_high") is None:
+        return percent(stats["mean"])
+    return f"{percent(stats['mean'])} ± {50 * (stats['ci95_high'] - stats['ci95_low']):.1f}"
 
 
-def paired_vs(row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Paired difference of accuracy, repetition by repetition, against the baseline variant."""
-    if baseline is None or row["variant"] == baseline["variant"]:
-        return None
-    mine = {r["repetition"]: r["target_accuracy"] for r in row["repetitions"]}
-    theirs = {r["repetition"]: r["target_accuracy"] for r in baseline["repetitions"]}
-    common = sorted(set(mine) & set(theirs))
-    if not common:
-        return None
-    return statistics.paired_difference([mine[i] for i in common], [theirs[i] for i in common])
+def accuracy_text(stats: Mapping[str, Any]) -> str:
+    """`88.1 % (95 % CI [87.2, 89.0])`: an accuracy claim always carries its interval."""
+    if stats.get("ci95_high") is None:
+        return f"{percent(stats['mean'])} % (one repetition, no interval)"
+    return f"{percent(stats['mean'])} % (95 % CI [{percent(stats['ci95_low'])}, {percent(stats['ci95_high'])}])"
 
 
-def difference_cell(diff: dict[str, Any] | None) -> str:
+def pp(fraction: float) -> str:
+    """A signed difference in percentage points, `+5.3`; one that rounds to zero is `+0.0`, never `-0.0`."""
+    return f"{round(100 * fraction, 1) + 0.0:+.1f}"
+
+
+def accuracy_short(stats: Mapping[str, Any]) -> str:
+    """`88.1 % [87.2, 89.0]` for lists whose sentence already says the brackets are 95 % intervals."""
+    if stats.get("ci95_high") is None:
+        return f"{percent(stats['mean'])} % (one repetition)"
+    return f"{percent(stats['mean'])} % [{percent(stats['ci95_low'])}, {percent(stats['ci95_high'])}]"
+
+
+def difference_short(diff: Mapping[str, Any]) -> str:
+    """`+5.3 [+3.9, +6.8] points`."""
+    if diff["ci95_low"] is None:
+        return f"{pp(diff['mean_difference'])} points (one repetition)"
+    return f"{pp(diff['mean_difference'])} [{pp(diff['ci95_low'])}, {pp(diff['ci95_high'])}] points"
+
+
+def difference_text(diff: Mapping[str, Any]) -> str:
+    """`+5.3 points (paired 95 % CI [+3.9, +6.8])`."""
+    text = f"{pp(diff['mean_difference'])} points"
+    if diff["ci95_low"] is None:
+        return text + " (one repetition, no interval)"
+    return text + f" (paired 95 % CI [{pp(diff['ci95_low'])}, {pp(diff['ci95_high'])}])"
+
+
+def difference_cell(diff: Mapping[str, Any] | None) -> str:
+    """`+5.3 [+3.9, +6.8] ✔`: ✔ / ✘ when the paired interval excludes zero above / below."""
     if diff is None:
         return "–"
-    text = f"{100 * diff['mean_difference']:+.1f}"
+    text = f"{pp(diff['mean_difference'])}"
     if diff["ci95_low"] is not None:
-        text += f" [{100 * diff['ci95_low']:+.1f}, {100 * diff['ci95_high']:+.1f}]"
-        text += " ✔" if diff["significant"] and diff["mean_difference"] > 0 else " ✘" if diff["significant"] else ""
+        text += f" [{pp(diff['ci95_low'])}, {pp(diff['ci95_high'])}]"
+        if diff["significant"]:
+            text += " ✔" if diff["mean_difference"] > 0 else " ✘"
     return text
 
 
-def comparison_table(rows: Sequence[dict[str, Any]], baseline: dict[str, Any] | None, run_link: str) -> pd.DataFrame:
-    """One row per variant, sorted by mean target accuracy."""
-    table = []
-    for row in sorted(rows, key=lambda r: -r["target_accuracy"]):
-        diff = paired_vs(row, baseline)
-        table.append({
-            "variant": row["variant"],
-            "strategy": row["strategy"],
-            "init from": row["init_from"],
-            "reused / frozen / new": f"{row['reuse_layers']} / {row['frozen_layers']} / {row['new_layers']}",
-            "trainable params": f"{row['trainable_params']:,}",
-            "frozen params": f"{row['frozen_params']:,}",
-            "accuracy %": accuracy_cell(row),
-            "vs scratch (pp)": difference_cell(diff),
-            "p": "–" if diff is None or diff["p_value"] is None else f"{diff['p_value']:.3f}",
-            "train s": f"{row['train_seconds']:.2f}",
-            "s / epoch": f"{row['seconds_per_epoch']:.4f}",
-            "MLflow run": run_link.format(run=row["mlflow_run_id"], short=row["mlflow_run_id"][:8]),
-        })
-    return pd.DataFrame(table)
+def seconds(value: float) -> str:
+    return f"{value:#.3g} s"
 
 
-def cache_speedups(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, float]]:
-    """(cache variant, its freeze twin, s/epoch ratio) for every cache variant with an identical freeze variant."""
-    shape = ("init_from", "target", "reuse_layers", "frozen_layers", "new_layers", "trainable_params", "frozen_params")
-    found = []
-    for cached in (r for r in rows if r["strategy"] == "cache"):
-        for frozen in (r for r in rows if r["strategy"] == "freeze"):
-            if all(cached[key] == frozen[key] for key in shape) and cached["seconds_per_epoch"] > 0:
-                found.append((cached["variant"], frozen["variant"], frozen["seconds_per_epoch"] / cached["seconds_per_epoch"]))
-                break
-    return found
+def ui_address(tracking_uri: str | None) -> str:
+    """The MLflow UI the run links point at: the tracking server itself when it is one, else the local `make ui`."""
+    if tracking_uri and urlparse(tracking_uri).scheme in ("http", "https"):
+        return tracking_uri.rstrip("/")
+    return DEFAULT_UI
 
 
-def summary(rows: Sequence[dict[str, Any]], baseline: dict[str, Any] | None, speedups: list[tuple[str, str, float]]) -> str:
-    """The generated 'what this run shows' paragraph: best variant, its margin over scratch, cache speed-up."""
-    best = max(rows, key=lambda r: r["target_accuracy"])
-    seeds = best.get("seeds", 1)
-    text = f"Best variant: **{best['variant']}** ({best['strategy']} from {best['init_from']}) at {accuracy_cell(best)} % target accuracy"
-    text += f" over {seeds} seed{'s' if seeds != 1 else ''}."
-    diff = paired_vs(best, baseline)
-    if baseline is None:
-        text += " No scratch baseline is configured for this target."
-    elif diff is None:
-        text += " It is the scratch baseline itself: no reuse strategy beat training from scratch."
-    elif diff["ci95_low"] is None:
-        text += (f" Its margin over scratch is {100 * diff['mean_difference']:+.1f} points from a single seed,"
-                 " too little evidence to call it better (set transfer.seeds > 1).")
-    else:
-        interval = f"{100 * diff['mean_difference']:+.1f} points (95% CI [{100 * diff['ci95_low']:+.1f}, {100 * diff['ci95_high']:+.1f}])"
-        if diff["significant"] and diff["mean_difference"] > 0:
-            text += f" It is better than scratch by {interval}."
-        else:
-            text += f" Its margin over scratch, {interval}, is not significant: the interval includes zero."
-    for cached, frozen, ratio in speedups:
-        text += f" Caching the frozen layers ({cached}) made an epoch {ratio:.1f}x as fast as {frozen}, with the same result."
-    return text
-
-
-def accuracy_curves(histories: dict[str, pd.DataFrame], title: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    colors, styles = plt.cm.tab20.colors, ("-", "--", ":", "-.")
-    for i, (name, frame) in enumerate(histories.items()):
-        ax.plot(frame["epoch"], 100 * frame["test_accuracy"], label=name, linewidth=1.5,
-                color=colors[i % len(colors)], linestyle=styles[(i // len(colors)) % len(styles)])
-    ax.set(xlabel="epoch", ylabel="target test accuracy (%)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    return png(fig)
-
-
-def accuracy_bars(rows: Sequence[dict[str, Any]], title: str) -> bytes:
-    ordered = sorted(rows, key=lambda r: r["target_accuracy"])
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.2))
-    means = [100 * r["target_accuracy"] for r in ordered]
-    errors = [
-        0 if r.get("target_accuracy_ci95_high") is None else 50 * (r["target_accuracy_ci95_high"] - r["target_accuracy_ci95_low"])
-        for r in ordered
-    ]
-    colors = ["#999999" if r["strategy"] == "scratch" else "#4c72b0" for r in ordered]
-    ax.barh([r["variant"] for r in ordered], means, xerr=errors, color=colors, capsize=3)
-    ax.set(xlabel="target test accuracy (%) — bars: 95% CI", title=title, xlim=(max(0, min(means) - 10), 100))
-    ax.grid(axis="x", alpha=0.3)
-    return png(fig)
-
-
-def time_bars(rows: Sequence[dict[str, Any]], title: str) -> bytes:
-    ordered = sorted(rows, key=lambda r: r["seconds_per_epoch"])
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.2))
-    colors = {"cache": "#dd8452", "freeze": "#4c72b0"}
-    ax.barh([r["variant"] for r in ordered], [1000 * r["seconds_per_epoch"] for r in ordered],
-            color=[colors.get(r["strategy"], "#999999") for r in ordered])
-    ax.set(xlabel="milliseconds per training epoch (orange: cache, blue: freeze)", title=title)
-    ax.grid(axis="x", alpha=0.3)
-    return png(fig)
+def run_link(ui: str, experiment_id: str, run_id: str) -> str:
+    if not run_id:
+        return "–"
+    return f"[{run_id[:8]}]({ui}/#/experiments/{experiment_id or '0'}/runs/{run_id})"
 
 
 def write(report: Report, markdown_path: Path, html_path: Path) -> list[Path]:
@@ -242,6 +221,8 @@ def write(report: Report, markdown_path: Path, html_path: Path) -> list[Path]:
         with atomic_path(path) as tmp:
             tmp.write_bytes(figure.png)
         written.append(path)
+    for stale in set(figure_dir.glob("*.png")) - set(written):  # a figure this report no longer draws
+        stale.unlink()
     for path, text in ((markdown_path, report.markdown("figures")), (html_path, report.html())):
         with atomic_path(path) as tmp:
             tmp.write_text(text)

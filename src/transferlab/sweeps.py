@@ -10,17 +10,15 @@ TensorFlow nor matplotlib.
 """
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from transferlab import statistics
 from transferlab.config import BUILTIN_INIT, Params, Protocol, VariantSpec
-from transferlab.errors import ConfigError, DataError
+from transferlab.errors import ConfigError
 from transferlab.repetitions import Repetition
 
 if TYPE_CHECKING:
@@ -29,7 +27,6 @@ if TYPE_CHECKING:
     from transferlab.config import NetworkSpec
 
 SWEEPS = ("transferability", "label_budget")
-XLABELS = {"transferability": "hidden layers reused from the init model (k)", "label_budget": "labelled images per class"}
 
 
 @dataclass(frozen=True)
@@ -155,120 +152,3 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                         "ci95_low": stats["ci95_low"], "ci95_high": stats["ci95_high"], "n": stats["n"],
                         "unconverged": unconverged})
     return summary
-
-
-def load_summary(path: Path) -> list[dict[str, Any]]:
-    """Read a summary CSV back with its types (an empty cell, as one seed leaves, is `None`)."""
-    def number(text: str) -> float | None:
-        return float(text) if text != "" else None
-
-    try:
-        with Path(path).open(newline="") as handle:
-            return [
-                {"x": int(row["x"]), "series": row["series"], "target_accuracy": float(row["target_accuracy"]),
-                 "std": number(row["std"]), "ci95_low": number(row["ci95_low"]), "ci95_high": number(row["ci95_high"]),
-                 "n": int(row["n"]), "unconverged": int(row["unconverged"])}
-                for row in csv.DictReader(handle)
-            ]
-    except FileNotFoundError:
-        raise DataError(f"{path}: sweep summary not found (run its stage first: dvc repro)") from None
-    except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"{path}: not a sweep summary ({type(error).__name__}: {error})") from None
-
-
-def sweep_figure(summary_rows: Sequence[Mapping[str, Any]], xlabel: str, title: str, log_x: bool = False) -> bytes:
-    """A PNG: one line per series (mean accuracy) with its 95% CI as a shaded band."""
-    # presentation only: the numeric path (stages, tests of the grid) never loads matplotlib
-    import matplotlib.pyplot as plt
-
-    from transferlab import reporting
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for series in dict.fromkeys(row["series"] for row in summary_rows):
-        line = sorted((row for row in summary_rows if row["series"] == series), key=lambda row: row["x"])
-        xs = [row["x"] for row in line]
-        drawn = ax.plot(xs, [100 * row["target_accuracy"] for row in line], marker="o", label=series)[0]
-        low = [np.nan if row["ci95_low"] is None else 100 * row["ci95_low"] for row in line]
-        high = [np.nan if row["ci95_high"] is None else 100 * row["ci95_high"] for row in line]
-        ax.fill_between(xs, low, high, color=drawn.get_color(), alpha=0.2, linewidth=0)
-    if log_x:
-        ax.set_xscale("log")
-        ax.minorticks_off()
-    grid_values = sorted({row["x"] for row in summary_rows})
-    ax.set_xticks(grid_values, [str(x) for x in grid_values])  # the grid's own values, not 10^k
-    ax.set(xlabel=xlabel, ylabel="target test accuracy (%) — band: 95% CI", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return reporting.png(fig)
-
-
-def _interval(row: Mapping[str, Any], low: str, high: str) -> str:
-    if row.get(low) is None or row.get(high) is None:
-        return "one seed, no interval"
-    return f"95% CI [{100 * row[low]:.1f}, {100 * row[high]:.1f}]"
-
-
-def _best_strategy(variant_metrics: Sequence[Mapping[str, Any]], labels_per_class: int) -> str:
-    from transferlab import reporting
-
-    rows = [row for row in variant_metrics if row.get("labels_per_class", labels_per_class) == labels_per_class]
-    if not rows:
-        return f"No variant was trained with {labels_per_class} labels per class."
-    best = max(rows, key=lambda row: row["target_accuracy"])
-    scratch = next((row for row in rows if row["strategy"] == "scratch"), None)
-    where = f"With {labels_per_class} labels per class"
-    accuracy = (f"{reporting.percent(best['target_accuracy'])} %"
-                f" ({_interval(best, 'target_accuracy_ci95_low', 'target_accuracy_ci95_high')})")
-    named = f"{best['variant']} ({best['strategy']}) at {accuracy}"
-    if scratch is None:
-        return f"{where}, the highest mean accuracy is {named}; no scratch baseline is configured to compare it with."
-    if best["variant"] == scratch["variant"]:
-        return f"{where}, no strategy beat scratch: scratch itself has the highest mean accuracy, {accuracy}."
-    diff = reporting.paired_vs(dict(best), dict(scratch))
-    if diff is None or diff["ci95_low"] is None:
-        return (f"{where}, no strategy beat scratch significantly: the best mean, {named}, has no paired interval"
-                " against scratch (too few shared seeds; set transfer.seeds > 1).")
-    margin = (f"{100 * diff['mean_difference']:+.1f} points over scratch (paired 95% CI"
-              f" [{100 * diff['ci95_low']:+.1f}, {100 * diff['ci95_high']:+.1f}])")
-    if diff["significant"] and diff["mean_difference"] > 0:
-        return f"{where}, use {named}, {margin}."
-    return f"{where}, no strategy beat scratch significantly: the best mean, {named}, is {margin}, an interval that includes zero."
-
-
-def _budget_winners(budget_summary: Sequence[Mapping[str, Any]]) -> str:
-    if not budget_summary:
-        return ""
-    winners: dict[str, list[int]] = {}
-    for x in sorted({row["x"] for row in budget_summary}):
-        best = max((row for row in budget_summary if row["x"] == x), key=lambda row: row["target_accuracy"])
-        winners.setdefault(best["series"], []).append(x)
-    listed = "; ".join(f"{series} at {', '.join(map(str, xs))}" for series, xs in winners.items())
-    return f"Highest mean accuracy in the label-budget sweep: {listed} labels per class."
-
-
-def _layers_to_reuse(transfer_summary: Sequence[Mapping[str, Any]]) -> str:
-    if not transfer_summary:
-        return ""
-    parts = []
-    for series in dict.fromkeys(row["series"] for row in transfer_summary):
-        best = max((row for row in transfer_summary if row["series"] == series), key=lambda row: row["target_accuracy"])
-        none = " (none: scratch)" if best["x"] == 0 else ""
-        parts.append(f"k = {best['x']}{none} when {series} ({100 * best['target_accuracy']:.1f} %, {_interval(best, 'ci95_low', 'ci95_high')})")
-    scratch = next((row for row in transfer_summary if row["x"] == 0), None)
-    baseline = f"; k = 0 (scratch) reaches {100 * scratch['target_accuracy']:.1f} %" if scratch else ""
-    return f"Layers to reuse (transferability sweep, best mean per mode): {' and '.join(parts)}{baseline}."
-
-
-def recommendation(
-    transfer_summary_rows: Sequence[Mapping[str, Any]],
-    budget_summary_rows: Sequence[Mapping[str, Any]],
-    variant_metrics: Sequence[Mapping[str, Any]],
-    labels_per_class: int,
-) -> str:
-    """One paragraph computed from the numbers: best strategy vs scratch (paired), budgets, layers to reuse.
-
-    `variant_metrics` are the metrics files of one target's variants (metrics/transfer/*.json).
-    """
-    parts = [_best_strategy(variant_metrics, labels_per_class), _budget_winners(budget_summary_rows),
-             _layers_to_reuse(transfer_summary_rows)]
-    return " ".join(part for part in parts if part)

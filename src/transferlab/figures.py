@@ -1,0 +1,184 @@
+"""The report's figures as PNG bytes (matplotlib, Agg): readable with 20+ variants, validation never called test.
+
+Per-epoch and per-second curves are small multiples by strategy, each panel with the scratch
+baseline drawn grey for reference and shared axes, so panels compare at a glance.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from transferlab.reporting import Figure  # noqa: E402
+from transferlab.results import VariantResult  # noqa: E402
+
+UNCONVERGED = " ⚠ unconverged"
+STRATEGY_ORDER = ("scratch", "reuse", "freeze", "cache", "unfreeze")  # panels in this order, unknown ones last
+SWEEP_AXES = {  # sweep: (title, x axis, log x)
+    "transferability": ("Layer transferability", "hidden layers reused from the init model (k)", False),
+    "label_budget": ("Label budget", "labelled images per class", True),
+}
+STRATEGY_COLORS = {"scratch": "#999999", "reuse": "#55a868", "freeze": "#4c72b0", "cache": "#dd8452", "unfreeze": "#8172b3"}
+
+
+def png(fig: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _label(result: VariantResult) -> str:
+    return result.variant + ("" if result.converged else UNCONVERGED)
+
+
+def target_figures(target: str, ranked: Sequence[VariantResult], not_ranked: Sequence[VariantResult],
+                   histories: Mapping[str, pd.DataFrame]) -> list[Figure]:
+    """A target's five figures: tuning grid, validation accuracy over time and per epoch, test accuracy, time per epoch."""
+    where = f"{target}, mean over repetitions still running"
+    return [
+        Figure(f"tuning_{target}",
+               f"Validation accuracy at every grid setting ({target}, mean over repetitions; ×k: chosen in k repetitions)",
+               tuning_heatmap(ranked, not_ranked, f"target {target}: tuning grid")),
+        Figure(f"val_accuracy_per_second_{target}", f"Validation accuracy against cumulative training seconds ({where})",
+               curve_panels(ranked, histories, "elapsed", "training seconds", f"target {target}: validation accuracy over time")),
+        Figure(f"val_accuracy_per_epoch_{target}", f"Validation accuracy per epoch, one panel per strategy ({where})",
+               curve_panels(ranked, histories, "epoch", "epoch", f"target {target}: validation accuracy per epoch")),
+        Figure(f"accuracy_{target}", f"Final test accuracy with 95% CI ({target}; hatched: unconverged)",
+               accuracy_bars(ranked, f"target {target}: test accuracy")),
+        Figure(f"time_per_epoch_{target}", f"Training time per epoch ({target})",
+               time_bars(ranked, f"target {target}: time per epoch")),
+    ]
+
+
+def tuning_heatmap(ranked: Sequence[VariantResult], not_ranked: Sequence[VariantResult], title: str) -> bytes:
+    """Mean validation accuracy of every variant at every grid setting; `×k`: chosen in k repetitions."""
+    results = [*ranked, *not_ranked]
+    labels = [_label(r) for r in ranked] + [f"{r.variant} (other budget)" for r in not_ranked]
+    tables = {r.variant: {row["setting"]: row for row in r.tuning()} for r in results}
+    settings = list(dict.fromkeys(name for table in tables.values() for name in table))
+    values = np.array([[100 * tables[r.variant][s]["val_accuracy"] if s in tables[r.variant] else np.nan
+                        for s in settings] for r in results], dtype=float)
+    fig, ax = plt.subplots(figsize=(2.0 + 1.5 * max(1, len(settings)), 1.4 + 0.38 * len(results)))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    finite = values[np.isfinite(values)]
+    middle = float(finite.mean()) if finite.size else 0.0
+    for i, result in enumerate(results):
+        for j, setting in enumerate(settings):
+            row = tables[result.variant].get(setting)
+            if row is not None:
+                text = f"{100 * row['val_accuracy']:.1f}" + (f" ×{row['chosen']}" if row["chosen"] else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="black" if values[i, j] > middle else "white")
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set_yticks(range(len(results)), labels)
+    ax.set(title=title, xlabel="grid setting (optimizer, learning rate)")
+    fig.colorbar(image, ax=ax, label="validation accuracy (%), mean over repetitions")
+    return png(fig)
+
+
+def curve_panels(results: Sequence[VariantResult], histories: Mapping[str, pd.DataFrame], x: str, xlabel: str,
+                 title: str) -> bytes:
+    """Validation accuracy against `x` (a history column: `epoch` or `elapsed`), one panel per strategy."""
+    present = dict.fromkeys(r.strategy for r in results)
+    strategies = [s for s in STRATEGY_ORDER if s in present] + [s for s in present if s not in STRATEGY_ORDER]
+    baseline = next((r for r in results if r.strategy == "scratch"), None)
+    columns = min(3, len(strategies))
+    rows = -(-len(strategies) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.3 * rows), sharex=True, sharey=True, squeeze=False)
+    styles = ("-", "--", ":", "-.")
+    for ax, strategy in zip(axes.flat, strategies, strict=False):
+        if baseline is not None and strategy != "scratch":
+            frame = histories[baseline.variant]
+            ax.plot(frame[x], 100 * frame["val_accuracy"], color="#aaaaaa", linewidth=1.2, label=f"{baseline.variant} (baseline)")
+        for i, result in enumerate(r for r in results if r.strategy == strategy):
+            frame = histories[result.variant]
+            ax.plot(frame[x], 100 * frame["val_accuracy"], linewidth=1.4, label=_label(result),
+                    color=plt.cm.tab10.colors[i % 10], linestyle=styles[(i // 10) % len(styles)])
+        ax.set_title(strategy, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes.flat[len(strategies):]:
+        ax.set_visible(False)
+    for column in range(columns):  # the lowest visible panel of each column carries the x axis
+        lowest = axes[(len(strategies) - 1 - column) // columns, column]
+        lowest.xaxis.set_tick_params(labelbottom=True)
+        lowest.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation accuracy (%)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return png(fig)
+
+
+def accuracy_bars(results: Sequence[VariantResult], title: str) -> bytes:
+    """Final test accuracy (scored once) with its 95 % interval; unconverged variants hatched."""
+    ordered = sorted(results, key=lambda r: r.mean("target_accuracy"))
+    stats = [r.summary("target_accuracy") for r in ordered]
+    means = [100 * s["mean"] for s in stats]
+    errors = [0 if s["ci95_high"] is None else 50 * (s["ci95_high"] - s["ci95_low"]) for s in stats]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.3))
+    bars = ax.barh([_label(r) for r in ordered], means, xerr=errors, capsize=3,
+                   color=[STRATEGY_COLORS.get(r.strategy, "#4c72b0") for r in ordered])
+    for bar, result in zip(bars, ordered, strict=True):
+        if not result.converged:
+            bar.set_hatch("//")
+            bar.set_alpha(0.5)
+    ax.set(xlabel="test accuracy (%), scored once on the weights chosen on validation — whiskers: 95% CI",
+           title=title, xlim=(max(0, min(means) - 10), 100))
+    ax.grid(axis="x", alpha=0.3)
+    return png(fig)
+
+
+def time_bars(results: Sequence[VariantResult], title: str) -> bytes:
+    ordered = sorted(results, key=lambda r: r.mean("seconds_per_epoch"))
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.3))
+    ax.barh([_label(r) for r in ordered], [1000 * r.mean("seconds_per_epoch") for r in ordered],
+            color=[STRATEGY_COLORS.get(r.strategy, "#4c72b0") for r in ordered])
+    legend = ", ".join(f"{color_name}: {strategy}" for strategy, color_name in
+                       (("cache", "orange"), ("freeze", "blue"), ("reuse", "green"), ("scratch", "grey")))
+    ax.set(xlabel=f"milliseconds per training epoch, mean over repetitions ({legend})", title=title)
+    ax.grid(axis="x", alpha=0.3)
+    return png(fig)
+
+
+def sweep_figure(summary: Sequence[Mapping[str, Any]], xlabel: str, title: str, log_x: bool = False) -> bytes:
+    """One line per series (mean test accuracy) with its 95 % CI band; points with unconverged runs marked ✕."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    marked = False
+    for series in dict.fromkeys(row["series"] for row in summary):
+        line = sorted((row for row in summary if row["series"] == series), key=lambda row: row["x"])
+        xs = [row["x"] for row in line]
+        ys = [100 * row["target_accuracy"] for row in line]
+        drawn = ax.plot(xs, ys, marker="o", label=series)[0]
+        low = [np.nan if row["ci95_low"] is None else 100 * row["ci95_low"] for row in line]
+        high = [np.nan if row["ci95_high"] is None else 100 * row["ci95_high"] for row in line]
+        ax.fill_between(xs, low, high, color=drawn.get_color(), alpha=0.2, linewidth=0)
+        bad = [(x, y) for x, y, row in zip(xs, ys, line, strict=True) if row.get("unconverged")]
+        if bad:
+            ax.scatter(*zip(*bad, strict=True), marker="x", s=90, color="#c44e52", zorder=5,
+                       label=None if marked else "⚠ has unconverged runs (no claim)")
+            marked = True
+    if log_x:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    grid_values = sorted({row["x"] for row in summary})
+    ax.set_xticks(grid_values, [str(x) for x in grid_values])  # the grid's own values, not 10^k
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%) — band: 95% CI", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return png(fig)
+
+
+def sweep_figures(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Figure]:
+    """The figure of every sweep given (name -> its summary rows), in `SWEEP_AXES` order."""
+    return [Figure(f"sweep_{name}", f"{title}: test accuracy per sweep point, mean over repetitions (95% CI band;"
+                   " ✕: unconverged)", sweep_figure(summaries[name], xlabel, title, log_x=log_x))
+            for name, (title, xlabel, log_x) in SWEEP_AXES.items() if name in summaries]

@@ -1,0 +1,118 @@
+"""The recommendation: the target's accuracy verdict, then what the two sweeps support, in paragraphs.
+
+Sweep points are paired (repetition i of every point shares its labelled images and seed), so
+"more accurate" is a paired interval against the runner-up or against k = 0; points with any
+unconverged run are left out and named. Speed is the mean time to 99 % of a run's own best
+validation accuracy, from the per-run rows.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from transferlab.reporting import accuracy_short, difference_short, seconds
+from transferlab.verdicts import Ranking, accuracy_verdict, paired_by_repetition, significantly_better
+
+Sweep = tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]  # (summary per point, rows per run)
+
+
+def _rows_at(rows: Sequence[Mapping[str, Any]], x: int, series: str) -> list[Mapping[str, Any]]:
+    return [row for row in rows if row["x"] == x and row["series"] == series]
+
+
+def _paired_points(rows: Sequence[Mapping[str, Any]], a: tuple[int, str], b: tuple[int, str]) -> dict[str, Any] | None:
+    return paired_by_repetition({r["repetition"]: r["target_accuracy"] for r in _rows_at(rows, *a)},
+                                {r["repetition"]: r["target_accuracy"] for r in _rows_at(rows, *b)})
+
+
+def _point_text(point: Mapping[str, Any]) -> str:
+    return accuracy_short({"mean": point["target_accuracy"], "ci95_low": point["ci95_low"], "ci95_high": point["ci95_high"]})
+
+
+def _mean_near_best(rows: Sequence[Mapping[str, Any]]) -> float:
+    return sum(row["seconds_to_near_best"] for row in rows) / len(rows) if rows else 0.0
+
+
+def budget_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per label budget: which series ends more accurate (paired against the runner-up), and which gets there sooner."""
+    accurate, sooner, left_out = [], [], []
+    for x in sorted({point["x"] for point in summary}):
+        points = [p for p in summary if p["x"] == x]
+        left_out += [f"{p['series']} at {x}" for p in points if p["unconverged"]]
+        points = sorted((p for p in points if not p["unconverged"]), key=lambda p: -p["target_accuracy"])
+        if not points:
+            continue
+        best = points[0]
+        if len(points) == 1:
+            accurate.append(f"with {x}, only {best['series']} converged ({_point_text(best)})")
+        else:
+            runner = points[1]
+            diff = _paired_points(rows, (x, best["series"]), (x, runner["series"]))
+            if significantly_better(diff):
+                accurate.append(f"with {x}, {best['series']} ends most accurate, {_point_text(best)},"
+                                f" {difference_short(diff)} over {runner['series']}")
+            else:
+                gap = difference_short(diff) if diff else "no shared repetitions"
+                accurate.append(f"with {x}, {best['series']} {_point_text(best)} and {runner['series']}"
+                                f" {_point_text(runner)} are not distinguishable ({gap})")
+        near = {p["series"]: _mean_near_best(_rows_at(rows, x, p["series"])) for p in points}
+        if len(near) > 1 and all(near.values()):
+            fast, slow = min(near, key=near.get), max(near, key=near.get)
+            against = "scratch" if "scratch" in near and fast != "scratch" else slow
+            sooner.append(f"with {x}, {fast} in {seconds(near[fast])} against {seconds(near[against])} for {against}"
+                          f" ({near[against] / near[fast]:.1f}×)")
+    if not accurate:
+        return [f"**Label budget:** every sweep point has unconverged runs ({', '.join(left_out)}),"
+                " so the sweep supports no claim."]
+    paragraphs = ["**Label budget, more accurate** (labels per class; test accuracy with 95 % CI; paired difference"
+                  f" to the runner-up): {'; '.join(accurate)}."]
+    if sooner:
+        paragraphs.append(f"**Label budget, sooner** to 99 % of its own best validation accuracy: {'; '.join(sooner)}.")
+    if left_out:
+        paragraphs[-1] += f" Left out (unconverged runs): {', '.join(left_out)}."
+    return paragraphs
+
+
+def layers_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Per mode: the k with the best mean, and whether it beats k = 0 (scratch) on the paired interval."""
+    parts, left_out = [], [f"{p['series']} k = {p['x']}" for p in summary if p["unconverged"]]
+    for series in dict.fromkeys(p["series"] for p in summary):
+        points = [p for p in summary if p["series"] == series and not p["unconverged"]]
+        if not points:
+            continue
+        best = max(points, key=lambda p: p["target_accuracy"])
+        if best["x"] == 0:
+            parts.append(f"{series}, none: k = 0 (scratch) has the highest mean, {_point_text(best)}")
+            continue
+        diff = _paired_points(rows, (best["x"], series), (0, series))
+        if not any(p["x"] == 0 for p in points):  # k = 0 missing or unconverged: nothing to compare with
+            verdict = "with no converged k = 0 (scratch) point to compare it with"
+        elif diff is None:
+            verdict = "with no k = 0 run to pair it with"
+        elif significantly_better(diff):
+            verdict = f"{difference_short(diff)} over k = 0 (scratch)"
+        else:
+            verdict = f"{difference_short(diff)} against k = 0 (scratch), not a significant gain"
+        parts.append(f"{series}, k = {best['x']}: {_point_text(best)}, {verdict}")
+    if not parts:
+        return (f"**Layers to reuse:** every sweep point has unconverged runs ({', '.join(left_out)}),"
+                " so the sweep supports no claim.")
+    text = f"**Layers to reuse** (transferability sweep, best mean per mode, 95 % CI): {'; '.join(parts)}."
+    if left_out:
+        text += f" Left out (unconverged runs): {', '.join(left_out)}."
+    return text
+
+
+def recommendation(ranking: Ranking | None, transfer: Sweep | None, budget: Sweep | None) -> list[str]:
+    """Paragraphs: best strategy vs scratch (the same verdict as the target's summary), label budgets, layers.
+
+    `transfer` and `budget` are each a sweep's (summary, per-run rows), or None when it is switched off.
+    """
+    parts = []
+    if ranking is not None and ranking.ranked:
+        parts.append(f"Strategy ({ranking.ranked[0].labels_per_class} labels per class): {accuracy_verdict(ranking)}")
+    if budget is not None:
+        parts += budget_verdict(*budget)
+    if transfer is not None:
+        parts.append(layers_verdict(*transfer))
+    return parts or ["No variant or sweep to recommend from."]

@@ -1,0 +1,266 @@
+"""The report: who may be ranked, what the generated text claims, the HTML, the stage on hand-made results (no TF)."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from dataclasses import replace
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, tiny_params
+from transferlab import artifacts, recommendation, reporting, statistics, sweep_results, sweeps, tables, verdicts
+from transferlab.errors import DataError
+from transferlab.results import RepetitionResult, SettingResult, VariantResult
+
+BUDGET = {"grid": ["sgd 0.01 clip 1", "sgd 0.1 clip 1", "adam 0.001 clip 1"], "max_epochs": 300, "patience": 20,
+          "min_delta": 0.0, "monitor": "val_loss", "validation_fraction": 0.2, "batch_size": 32}
+SETTINGS = ("sgd 0.01", "sgd 0.1", "adam 0.001")
+
+
+def result(name: str, strategy: str, accuracies: list[float], *, unconverged: int = 0, budget: dict[str, Any] | None = None,
+           near: float = 0.5, per_epoch: float = 0.01, frozen_layers: int = 0, chosen: str = "sgd 0.1") -> VariantResult:
+    """A variant's result as the transfer stage writes it; the first `unconverged` repetitions hit the epoch cap."""
+    repetitions = [
+        RepetitionResult(
+            repetition=i, seed=7 + i, labels_seed=42 + i, setting=chosen, target_accuracy=accuracy, target_loss=0.5,
+            val_accuracy=0.9, val_loss=0.3, best_epoch=40 if i >= unconverged else 299, epochs_run=60 if i >= unconverged else 300,
+            stop_reason="patience" if i >= unconverged else "max_epochs", converged=i >= unconverged, train_seconds=60 * per_epoch,
+            seconds_to_best=0.6, seconds_to_near_best=near, seconds_per_epoch=per_epoch,
+            settings=[SettingResult(s, 0.3, 0.9 - 0.01 * j, 40, 60, "patience", True) for j, s in enumerate(SETTINGS)],
+        )
+        for i, accuracy in enumerate(accuracies)
+    ]
+    return VariantResult(
+        variant=name, strategy=strategy, init_from="source", target="mnist", reuse_layers=3, frozen_layers=frozen_layers,
+        new_layers=2, trainable_params=4235, frozen_params=250550 if frozen_layers else 0, labels_per_class=100,
+        train_per_class=80, validation_per_class=20, budget=dict(budget or BUDGET), repetitions=repetitions,
+        mlflow_run_id=f"{name}0123456789abcdef", mlflow_experiment_id="1",
+    )
+
+
+SCRATCH = result("scratch", "scratch", [0.80, 0.82, 0.81], near=0.40)
+REUSE = result("reuse5", "reuse", [0.85, 0.88, 0.86], near=0.20)
+FREEZE = result("freeze2", "freeze", [0.70, 0.72, 0.71], frozen_layers=2, near=0.75, per_epoch=0.0084)
+CACHE = replace(FREEZE, variant="cache2", strategy="cache",
+                repetitions=[replace(r, seconds_per_epoch=0.0025, seconds_to_near_best=0.39) for r in FREEZE.repetitions])
+
+
+def test_paired_difference_against_scratch_cell_by_cell_and_in_the_text() -> None:
+    diff = verdicts.paired_vs(REUSE, SCRATCH)
+    assert diff == statistics.paired_difference([0.85, 0.88, 0.86], [0.80, 0.82, 0.81])
+    assert reporting.difference_cell(diff) == "+5.3 [+3.9, +6.8] ✔"
+    assert reporting.difference_cell(verdicts.paired_vs(FREEZE, SCRATCH)).endswith(" ✘")
+    assert verdicts.paired_vs(SCRATCH, SCRATCH) is None
+    row = tables.variant_row(REUSE, SCRATCH, lambda r: "link")
+    assert row["test accuracy %"] == "86.3 ± 3.8" and row["p"] == f"{diff['p_value']:.3f}"
+    assert row["chosen setting"] == "sgd 0.1 ×3" and row["stop"] == "patience ×3"
+    text = verdicts.accuracy_verdict(verdicts.rank([SCRATCH, REUSE, FREEZE]))
+    assert text.startswith("reuse5 (reuse from source) ends at 86.3 % (95 % CI [82.5, 90.1]),"
+                           " +5.3 points (paired 95 % CI [+3.9, +6.8]) over scratch.")
+    assert "Significantly less accurate than scratch: 1 of 2 (freeze2)." in text
+    noisy = verdicts.accuracy_verdict(verdicts.rank([SCRATCH, result("freeze3", "freeze", [0.70, 0.95, 0.85])]))
+    assert noisy.startswith("No variant ends significantly more accurate than scratch, which reaches 81.0 % (95 % CI [78.5, 83.5]);")
+    assert "freeze3 (freeze), is +2.3 points" in noisy and "an interval that includes zero" in noisy
+    single = verdicts.accuracy_verdict(verdicts.rank([result("scratch", "scratch", [0.8]), result("reuse5", "reuse", [0.9])]))
+    assert "set transfer.seeds > 1" in single
+
+
+def test_unequal_tuning_budgets_are_refused_a_rank_and_say_which_keys_differ() -> None:
+    short = result("reuse3", "reuse", [0.95, 0.96, 0.97], budget={**BUDGET, "max_epochs": 30, "grid": ["sgd 0.01 clip 1"]})
+    ranking = verdicts.rank([short, FREEZE, SCRATCH, REUSE])
+    assert ranking.baseline is SCRATCH and [r.variant for r in ranking.ranked] == ["reuse5", "scratch", "freeze2"]
+    ((refused, reason),) = ranking.not_ranked
+    assert refused is short
+    assert reason == "grid sgd 0.01 clip 1 (reference sgd 0.01 clip 1, sgd 0.1 clip 1, adam 0.001 clip 1); max_epochs 30 (reference 300)"
+    table = tables.not_ranked(ranking, lambda r: "link")
+    assert table["why not ranked"].tolist() == [reason] and "vs scratch (pp)" not in table
+    assert "reuse3" not in verdicts.accuracy_verdict(ranking) + verdicts.speed_verdict(ranking)  # the best mean, but not ranked
+    assert ranking.left_out == ["reuse3 (other tuning budget)"]
+    # without a scratch baseline the most common budget is the reference; another label split is another budget too
+    other_split = replace(REUSE, variant="reuse5_50", labels_per_class=50, train_per_class=40, validation_per_class=10)
+    assert [r.variant for r, _ in verdicts.rank([REUSE, FREEZE, other_split]).not_ranked] == ["reuse5_50"]
+
+
+def test_an_unconverged_variant_is_marked_and_never_named() -> None:
+    best_but_unconverged = result("freeze5", "freeze", [0.95, 0.96, 0.97], unconverged=2, near=0.01, per_epoch=0.001)
+    ranking = verdicts.rank([SCRATCH, REUSE, best_but_unconverged])
+    assert [r.variant for r in ranking.ranked] == ["reuse5", "scratch", "freeze5"]  # unconverged rows come last
+    assert tables.stop_cell(best_but_unconverged) == "max_epochs ×2, patience ×1 ⚠ unconverged 2/3"
+    assert ranking.left_out == ["freeze5 (unconverged 2/3)"]
+    said = verdicts.accuracy_verdict(ranking) + verdicts.speed_verdict(ranking)
+    said += " ".join(recommendation.recommendation(ranking, None, None)) + verdicts.best_claimable(ranking)
+    assert "freeze5" not in said and "reuse5" in said
+    stalled = verdicts.rank([result("scratch", "scratch", [0.8, 0.8, 0.8], unconverged=1), REUSE])
+    assert verdicts.accuracy_verdict(stalled).startswith("No accuracy claim: the scratch baseline scratch did not converge (1/3")
+
+
+def test_the_summary_keeps_more_accurate_and_faster_in_separate_sentences() -> None:
+    ranking = verdicts.rank([SCRATCH, REUSE, FREEZE])
+    accurate, faster = verdicts.accuracy_verdict(ranking), verdicts.speed_verdict(ranking)
+    assert not re.search(r"\d s\b|sooner|faster|per epoch", accurate)  # accuracy only, every number with its interval
+    assert "points" not in faster and "CI" not in faster
+    assert faster.startswith("reuse5 (reuse) reaches 99 % of its own best validation accuracy soonest, after 0.200 s"
+                             " of training on average, against 0.400 s for scratch (2.0× sooner); 1 of 2 other variants")
+    slow_reuse = verdicts.rank([SCRATCH, replace(REUSE, repetitions=[replace(r, seconds_to_near_best=0.9) for r in REUSE.repetitions])])
+    assert "no reuse variant gets there sooner than training from scratch" in verdicts.speed_verdict(slow_reuse)
+
+
+def test_cache_speed_up_sentence_compares_the_freeze_twin() -> None:
+    ranking = verdicts.rank([SCRATCH, FREEZE, CACHE])
+    assert verdicts.cache_twins(ranking.claimable) == [(CACHE, FREEZE)]
+    assert ("Caching the frozen layers (cache2) trains an epoch in 2.50 ms against 8.40 ms for its freeze twin freeze2"
+            " (3.4× as fast per epoch) and reaches 99 % of its own best validation accuracy after 0.390 s against 0.750 s,"
+            " with the same test accuracy in every repetition.") in verdicts.speed_verdict(ranking)
+    drifted = replace(CACHE, repetitions=[replace(r, target_accuracy=r.target_accuracy + 0.01 * i) for i, r in enumerate(CACHE.repetitions)])
+    assert "with test accuracy +1.0 points (paired 95 % CI [-1.5, +3.5]) against it." in verdicts.cache_sentence(drifted, FREEZE)
+    other_budget = replace(CACHE, budget={**BUDGET, "patience": 5})
+    assert verdicts.cache_twins([FREEZE, other_budget]) == []
+
+
+def test_protocol_is_stated_from_the_recorded_budget() -> None:
+    text = verdicts.protocol(SCRATCH)
+    for part in ("Each of 3 repetitions draws 100 labelled images per class", "80 for training and 20 for validation",
+                 "validation share 0.2", "3 optimizer settings (sgd 0.01 clip 1; sgd 0.1 clip 1; adam 0.001 clip 1)",
+                 "early stopping on val_loss (patience 20 epochs", "at most 300 epochs", "batch size 32", "scored once"):
+        assert part in text, part
+    fixed = replace(SCRATCH, budget={**BUDGET, "patience": None, "max_epochs": 20, "grid": ["sgd 0.01 clip 1"]})
+    assert "a fixed 20 epochs (no early stopping, last epoch kept)" in verdicts.protocol(fixed)
+    assert "1 optimizer setting (sgd 0.01 clip 1)" in verdicts.protocol(fixed)
+    same, other = verdicts.rank([SCRATCH, REUSE]), verdicts.rank([fixed])
+    assert verdicts.protocols({"mnist": same, "digits": verdicts.rank([REUSE])}) == [text]
+    assert [p[:32] for p in verdicts.protocols({"mnist": same, "digits": other})] == [
+        "**Protocol, target `mnist`.** Ea", "**Protocol, target `digits`.** E"]
+
+
+def sweep_rows(name: str, accuracy: dict[tuple[int, str], list[float]], *, unconverged: tuple[int, str] | None = None,
+               near: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    return [{"sweep": name, "x": x, "series": series, "repetition": i, "target_accuracy": value,
+             "converged": (x, series) != unconverged or i > 0, "seconds_to_near_best": (near or {}).get(series, 1.0)}
+            for (x, series), values in accuracy.items() for i, value in enumerate(values)]
+
+
+def test_recommendation_claims_only_what_paired_intervals_and_converged_points_support() -> None:
+    budget = sweep_rows("label_budget", {
+        (5, "scratch"): [0.35, 0.40, 0.37], (5, "reuse5"): [0.36, 0.39, 0.39], (5, "freeze2"): [0.99, 0.99, 0.99],
+        (100, "scratch"): [0.90, 0.91, 0.92], (100, "reuse5"): [0.85, 0.86, 0.86],
+    }, unconverged=(5, "freeze2"), near={"scratch": 0.6, "reuse5": 0.2})
+    transfer = sweep_rows("transferability", {
+        (0, "frozen"): [0.80, 0.81, 0.82], (2, "frozen"): [0.86, 0.87, 0.86], (5, "frozen"): [0.70, 0.70, 0.71],
+        (0, "fine-tuned"): [0.80, 0.81, 0.82], (3, "fine-tuned"): [0.80, 0.83, 0.81],
+    })
+    paragraphs = recommendation.recommendation(verdicts.rank([SCRATCH, REUSE]), (sweeps.summarize_rows(transfer), transfer),
+                                               (sweeps.summarize_rows(budget), budget))
+    strategy, accurate, sooner, layers = paragraphs
+    assert strategy.startswith("Strategy (100 labels per class): reuse5 (reuse from source) ends at 86.3 %")
+    assert "with 5, reuse5 38.0 % [33.7, 42.3] and scratch 37.3 % [31.1, 43.6] are not distinguishable (+0.7 [-3.1, +4.5] points)" in accurate
+    assert "with 100, scratch ends most accurate, 91.0 % [88.5, 93.5], +5.3 [+3.9, +6.8] points over reuse5" in accurate
+    assert "freeze2" not in accurate and sooner.endswith("Left out (unconverged runs): freeze2 at 5.")
+    assert "with 5, reuse5 in 0.200 s against 0.600 s for scratch (3.0×)" in sooner
+    assert "frozen, k = 2: 86.3 % [84.9, 87.8], +5.3 [+2.5, +8.2] points over k = 0 (scratch)" in layers
+    assert "fine-tuned, k = 3: 81.3 % [77.5, 85.1], +0.3 [-3.5, +4.1] points against k = 0 (scratch), not a significant gain" in layers
+    assert recommendation.recommendation(None, None, None) == ["No variant or sweep to recommend from."]
+    stalled = sweep_rows("label_budget", {(5, "scratch"): [0.3]}, unconverged=(5, "scratch"))
+    assert recommendation.budget_verdict(sweeps.summarize_rows(stalled), stalled)[0].endswith("(scratch at 5), so the sweep supports no claim.")
+    no_baseline = sweep_rows("transferability", {(0, "frozen"): [0.3, 0.3], (1, "frozen"): [0.5, 0.6]}, unconverged=(0, "frozen"))
+    assert "frozen, k = 1: 55.0 % [-8.5, 118.5], with no converged k = 0 (scratch) point" in recommendation.layers_verdict(
+        sweeps.summarize_rows(no_baseline), no_baseline)
+    stalled = sweep_rows("transferability", {(0, "frozen"): [0.3]}, unconverged=(0, "frozen"))
+    assert "(frozen k = 0), so the sweep" in recommendation.layers_verdict(sweeps.summarize_rows(stalled), stalled)
+
+
+class Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.hrefs.append(dict(attrs)["href"] or "")
+        if tag == "img":
+            self.images.append(dict(attrs)["src"] or "")
+
+
+def test_html_renders_markdown_links_and_bold_and_keeps_tables_in_a_scroll_box() -> None:
+    ui = reporting.ui_address("http://mlflow.example:5000/")
+    report = reporting.Report("t <1>")
+    report.paragraph("**What this run shows.** `k = 2` beats *scratch*; see [the docs](https://example.org/a?b=1&c=2) <script>")
+    report.table(pd.DataFrame([{"variant": "scratch", "MLflow run": reporting.run_link(ui, "3", "abcdef0123456789")}]))
+    report.figure(reporting.Figure("f", "a figure", b"\x89PNG fake"))
+    page = report.html()
+    assert "](" not in page and "**" not in page and "<script>" not in page and "&lt;script&gt;" in page
+    assert "<strong>What this run shows.</strong> <code>k = 2</code> beats <em>scratch</em>" in page
+    parser = Links()
+    parser.feed(page)
+    assert parser.hrefs == ["https://example.org/a?b=1&c=2", "http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789"]
+    assert parser.images == ["data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()]
+    assert '<div class="table-wrap"><table class="results">' in page and ".table-wrap{max-width:100%;overflow-x:auto" in page
+    assert "[abcdef01](http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789) |" in report.markdown("figures")
+    assert reporting.ui_address("sqlite:////tmp/mlflow.db") == reporting.ui_address(None) == "http://127.0.0.1:5000"
+
+
+@pytest.fixture()
+def stage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The report stage module, importable in-process, working in an empty project folder."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("stages.report", None)
+    from stages import report
+
+    return report
+
+
+def test_stage_reads_only_this_versions_files_and_names_the_bad_one(stage, tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"variant": "reuse3", "target_accuracy": 0.9, "target_accuracy_ci95_low": 0.8}))
+    with pytest.raises(DataError, match=r"old.json: not a variant result of this version \(KeyError: 'repetitions'\)"):
+        stage.read_result(path)
+    path.write_text("{not json")
+    with pytest.raises(DataError, match="old.json: not valid JSON"):
+        stage.read_result(path)
+    (tmp_path / "h.csv").write_text("epoch,loss,test_accuracy\n1,0.5,0.8\n")
+    with pytest.raises(DataError, match="h.csv: needs columns epoch, val_accuracy, elapsed"):
+        stage.read_history(tmp_path / "h.csv")
+    (tmp_path / "rows.csv").write_text("sweep,x,series,repetition,target_accuracy\nlabel_budget,5,scratch,0,0.3\n")
+    with pytest.raises(DataError, match="rows.csv: not a sweep's per-run file of this version"):
+        sweep_results.load_rows(tmp_path / "rows.csv")
+
+
+def test_stage_builds_the_report_from_hand_made_results(stage, tmp_path: Path) -> None:
+    raw = tiny_params()
+    raw["variants"] = {name: {"strategy": strategy, "init_from": "source", "target": "mnist", "reuse_layers": 3,
+                              "frozen_layers": 2 if strategy in ("freeze", "cache") else 0}
+                       for name, strategy in (("scratch", "scratch"), ("reuse5", "reuse"), ("freeze2", "freeze"), ("cache2", "cache"))}
+    raw["sweeps"] = {"transferability": None, "label_budget": {"target": "mnist", "labels_per_class": [3], "variants": ["scratch"]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    artifacts.write_json(tmp_path / "metrics/source.json", {"test_accuracy": 0.96, "epochs": 31, "train_seconds": 7.0})
+    for variant in (SCRATCH, REUSE, FREEZE, CACHE):
+        artifacts.write_json(tmp_path / f"metrics/transfer/{variant.variant}.json", variant.to_json())
+        artifacts.write_rows(tmp_path / f"plots/transfer/{variant.variant}.csv", [
+            {"epoch": e, "val_accuracy": 0.5 + 0.01 * e, "elapsed": 0.01 * e, "n": 3} for e in range(1, 6)])
+    rows = sweep_rows("label_budget", {(3, "scratch"): [0.3, 0.35, 0.32]}, unconverged=(3, "scratch"))
+    artifacts.write_rows(tmp_path / "metrics/sweeps/label_budget.csv", [
+        {**row, "best_epoch": 4, "epochs_run": 4, "stop_reason": "max_epochs", "setting": "sgd 0.05"} for row in rows])
+    artifacts.write_rows(tmp_path / "plots/sweeps/label_budget.csv", sweeps.summarize_rows(rows))
+    artifacts.write_json(tmp_path / "metrics/sweeps/label_budget.json", {"budget": {**BUDGET, "max_epochs": 4}})
+    params = stage.load_params(Path("params.yaml"))
+    report, rankings, curves = stage.build(params, "http://127.0.0.1:5000")
+    markdown, page = report.markdown("figures"), report.html()
+    assert markdown.startswith("# transferlab") and "**Protocol.**" in markdown and "| cache2 " in markdown
+    assert "**More accurate:** reuse5" in markdown and "**Faster:** reuse5" in markdown and "**Recommendation.**" in markdown
+    assert "The label_budget sweep ran under another tuning budget than the variants: max_epochs 4 (reference 300)." in markdown
+    assert "**Label budget:** every sweep point has unconverged runs (scratch at 3), so the sweep supports no claim." in markdown
+    assert "](" not in page and 'href="http://127.0.0.1:5000/#/experiments/1/runs/scratch0123456789abcdef"' in page
+    assert [figure.name for figure in report.figures] == [
+        "tuning_mnist", "val_accuracy_per_second_mnist", "val_accuracy_per_epoch_mnist", "accuracy_mnist",
+        "time_per_epoch_mnist", "sweep_label_budget"]
+    assert all(figure.png.startswith(b"\x89PNG") for figure in report.figures)
+    assert curves[0] == {"epoch": 1, "series": "reuse5", "target": "mnist", "val_accuracy": 0.51, "elapsed": 0.01}
+    assert "test_accuracy" not in curves[0] and verdicts.best_claimable(rankings["mnist"]) == "reuse5 86.3 %"
