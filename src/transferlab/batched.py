@@ -213,6 +213,8 @@ class Copies:
         """
         trained = tuple(2 * self.names.index(name) + w for name in trainable for w in (0, 1))
         run_epoch, evaluate = self._epoch_function(trained)
+        run_epoch.get_concrete_function()  # trace now, so the first epoch's time is training, not tracing
+        evaluate.get_concrete_function()
         if self.epoch:
             self.stopper.start_phase()
         last = self.epoch + epochs if epochs is not None else self.stopper.rule.max_epochs
