@@ -23,7 +23,7 @@ run: $(STAMP)
 	@echo "MLflow store: $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}  (browse it with: make ui)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)  # two workers: the suite waits mostly on TensorFlow start-ups
 
 ui: $(STAMP)
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C to stop)"

@@ -111,7 +111,8 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
     report.paragraph(
         f"Source model (DNN {'-'.join(map(str, params.source_model.network.hidden_units))}, classes"
         f" {params.source_data.classes}): test accuracy **{reporting.percent(source['test_accuracy'])} %**"
-        f" after {source['epochs']} epochs ({source['train_seconds']:.1f} s)."
+        f" with the weights of epoch {source.get('best_epoch', source['epochs'])} of {source['epochs']}"
+        f" ({source.get('stop_reason', 'fixed_epochs').replace('_', ' ')}; {source['train_seconds']:.1f} s)."
     )
 
     def link(result: VariantResult) -> str:
