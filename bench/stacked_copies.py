@@ -90,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"`batched.Copies`, {k} copies, SGD", k, stacked_ms(k, args.epochs, sgd)))
     for k in args.copies[-2:]:
         rows.append((f"`batched.Copies`, {k} copies, Adam", k, stacked_ms(k, args.epochs, adam)))
+    full = list(rows)  # every weight trained: the rows the FLOP limit is for
     k = args.copies[-2]
-    rows.append((f"`batched.Copies`, {k} copies, SGD, hidden1-2 frozen (freeze2)", k, stacked_ms(k, args.epochs, sgd, frozen=2)))
+    rows.append((f"`batched.Copies`, {k} copies, SGD, hidden1-2 frozen (freeze2; limit is the full network's)", k,
+                 stacked_ms(k, args.epochs, sgd, frozen=2)))
     gflops_after = matmul_gflops()
     solo = rows[0][2]
     lines = [
@@ -107,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---:|---:|",
     ]
     lines += [f"| {name} | {k} | {ms:.1f} | {ms / limit_ms:.1f}× | {solo / ms:.2f}× as fast |" for name, k, ms in rows]
-    best = min(rows[2:], key=lambda row: row[2])
-    lines += ["", f"Best stacked: {best[0]}, {best[2]:.1f} ms per model-epoch, {best[2] / limit_ms:.1f}× the FLOP limit"
-              f" ({solo / best[2]:.2f}× as fast as one model at a time, {solo:.1f} ms).", ""]
+    best = min(full[2:], key=lambda row: row[2])
+    adam_solo, adam_best = rows[1][2], min(row[2] for row in full[2:] if "Adam" in row[0])
+    lines += ["", f"Best stacked full training: {best[0]}, {best[2]:.1f} ms per model-epoch, {best[2] / limit_ms:.1f}× the"
+              f" FLOP limit, {solo / best[2]:.2f}× as fast as one SGD model at a time ({solo:.1f} ms); with Adam the stack is"
+              f" {adam_solo / adam_best:.2f}× as fast as one model ({adam_best:.1f} vs {adam_solo:.1f} ms).", ""]
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
