@@ -46,10 +46,6 @@ class CopyHistory:
 
     rows: list[dict[str, float]] = field(default_factory=list)
 
-    @property
-    def train_seconds(self) -> float:
-        return float(sum(row["seconds"] for row in self.rows))
-
 
 def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]

@@ -26,20 +26,6 @@ IDX_FILES = {
 
 
 @dataclass(frozen=True)
-class TargetData:
-    """One repetition's labelled training images and the fixed test set of a target task."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-    @property
-    def n_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
-
-
-@dataclass(frozen=True)
 class Images:
     """Flattened square images scaled to [0, 1] and their integer labels."""
 

@@ -68,9 +68,6 @@ class History:
         """Median epoch time: robust to the first epoch, which also traces the compiled step."""
         return float(np.median([row["seconds"] for row in self.rows])) if self.rows else 0.0
 
-    def extend(self, other: History) -> History:
-        return History(self.rows + other.rows, self.train_seconds + other.train_seconds)
-
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
