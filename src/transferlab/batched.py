@@ -116,9 +116,7 @@ class Copies:
         """
         lowest_trained = min(trained) // 2 if trained else len(self.names)
         shared = 0
-        while shared < lowest_trained and all(
-            (w[2 * shared + j] == w[2 * shared + j][:1]).all() for w in (self.best,) for j in (0, 1)
-        ):
+        while shared < lowest_trained and all((w == w[:1]).all() for w in self.best[2 * shared : 2 * shared + 2]):
             shared += 1
         return shared
 
