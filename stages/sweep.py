@@ -19,7 +19,7 @@ from tqdm import tqdm
 from transferlab import artifacts, data, paths, repetitions, sweeps, tracking
 from transferlab.cli import run_main
 from transferlab.config import check_sweeps, load_params
-from transferlab.errors import ConfigError, DataError
+from transferlab.errors import ConfigError
 
 STAGE = "sweep"
 
@@ -34,9 +34,7 @@ def main(argv: list[str]) -> None:
     if spec is None:
         raise ConfigError(f"sweeps.{name}", "is null: this sweep is switched off")
     target = params.targets[spec.target]
-    target_file = paths.target_data(spec.target)
-    arrays = data.load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"))
-    data.check_images(arrays, target_file)
+    arrays = data.load_target(spec.target)
     points, skipped = sweeps.grid(name, params, sweeps.pool_per_class(arrays["y_pool"]))
     if not points:
         raise ConfigError(f"sweeps.{name}", f"every grid value was skipped: {skipped[0]['reason']}")
@@ -45,11 +43,7 @@ def main(argv: list[str]) -> None:
     init_models = {}
     for init_from in dict.fromkeys(point.variant.init_from for point in points):
         init_models[init_from] = zoo.load_keras(paths.init_model(init_from))
-        if arrays["x_test"].shape[1] != int(init_models[init_from].input_shape[-1]):
-            raise DataError(
-                f"{target_file}: images have {arrays['x_test'].shape[1]} pixels but {paths.init_model(init_from)}"
-                f" expects {int(init_models[init_from].input_shape[-1])} (set targets.{spec.target}.image_size)"
-            )
+        data.check_input_size(arrays, int(init_models[init_from].input_shape[-1]), init_from, spec.target)
     tags = {"stage": f"{STAGE}@{name}", "sweep": name, "variant": f"{STAGE}@{name}", "strategy": STAGE,
             "init_from": ",".join(init_models), "target": spec.target, "data_fingerprint": data.fingerprint(*arrays.values())}
     logged: dict[str, Any] = {"sweep": spec.model_dump(), "transfer": params.transfer.model_dump(), "target": target.model_dump()}

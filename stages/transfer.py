@@ -14,28 +14,10 @@ from __future__ import annotations
 
 from transferlab import artifacts, data, paths, repetitions, tracking
 from transferlab.cli import run_main
-from transferlab.config import Params, load_params, split_sizes, stage_entry
-from transferlab.errors import DataError
+from transferlab.config import load_params, split_sizes, stage_entry
 from transferlab.results import VariantResult
 
 STAGE = "transfer"
-
-
-def load_target(params: Params, target: str) -> dict:
-    """The prepared target arrays, checked."""
-    target_file = paths.target_data(target)
-    arrays = data.load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"))
-    data.check_images(arrays, target_file)
-    return arrays
-
-
-def check_input_size(arrays: dict, init_model, init_from: str, target: str) -> None:
-    expected = int(init_model.input_shape[-1])
-    if arrays["x_test"].shape[1] != expected:
-        raise DataError(
-            f"{paths.target_data(target)}: images have {arrays['x_test'].shape[1]} pixels but {paths.init_model(init_from)}"
-            f" expects {expected} (set targets.{target}.image_size)"
-        )
 
 
 def main(argv: list[str]) -> None:
@@ -43,11 +25,11 @@ def main(argv: list[str]) -> None:
     _, name = stage_entry(argv, params, "variants", usage="python -m stages.transfer <variant name>")
     variant, target = params.variants[name], params.targets[params.variants[name].target]
     protocol = params.protocol(variant)
-    arrays = load_target(params, variant.target)
+    arrays = data.load_target(variant.target)
     from transferlab import strategies, zoo  # TensorFlow starts only once the inputs are known to be good
 
     init_model = zoo.load_keras(paths.init_model(variant.init_from))
-    check_input_size(arrays, init_model, variant.init_from, variant.target)
+    data.check_input_size(arrays, int(init_model.input_shape[-1]), variant.init_from, variant.target)
     tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": variant.strategy, "init_from": variant.init_from,
             "target": variant.target, "data_fingerprint": data.fingerprint(*arrays.values())}
     logged = {"variant": variant.model_dump(), "protocol": protocol.model_dump(), "transfer": params.transfer.model_dump(),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab import paths
 from transferlab.artifacts import atomic_path, deterministic_zip
 from transferlab.errors import DataError
 
@@ -285,3 +286,20 @@ def check_images(arrays: dict[str, np.ndarray], path: Path, input_size: int | No
                 raise DataError(f"{path}: y_{key[2:]} has shape {y.shape}, expected ({len(array)},)")
         elif key.startswith("y_") and not np.issubdtype(array.dtype, np.integer):
             raise DataError(f"{path}: {key} must hold integer labels, got {array.dtype}")
+
+
+def load_target(target: str) -> dict[str, np.ndarray]:
+    """A target's prepared arrays (pool and test set), read and checked, for the stages that train on it."""
+    target_file = paths.target_data(target)
+    arrays = load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"))
+    check_images(arrays, target_file)
+    return arrays
+
+
+def check_input_size(arrays: dict[str, np.ndarray], expected: int, init_from: str, target: str) -> None:
+    """The target's images must have the init model's input size; the error says which param resizes them."""
+    if arrays["x_test"].shape[1] != expected:
+        raise DataError(
+            f"{paths.target_data(target)}: images have {arrays['x_test'].shape[1]} pixels but {paths.init_model(init_from)}"
+            f" expects {expected} (set targets.{target}.image_size)"
+        )
