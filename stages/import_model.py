@@ -17,7 +17,8 @@ from typing import Any
 
 from transferlab import artifacts, data, paths, tracking
 from transferlab.cli import run_main
-from transferlab.config import ModelFile, Params, RegistryEntry, SklearnMlpEntry, load_params, stage_entry
+from transferlab.config import (BUILTIN_INIT, ModelFile, Params, RegistryEntry, SklearnMlpEntry, default_source, load_params,
+                                stage_entry)
 from transferlab.errors import ConfigError
 
 
@@ -94,8 +95,8 @@ def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
     section, name = stage_entry(argv, params, "zoo", "model_files", usage="python -m stages.import_model <zoo or model_files entry>")
     key, entry = f"{section}.{name}", getattr(params, section)[name]
-    source = data.load_npz(paths.source_data(), ("x_train", "y_train", "x_test", "y_test"))
-    data.check_images(source, paths.source_data(), n_classes=len(params.source_data.classes))
+    source = data.load_npz(paths.source_data(BUILTIN_INIT), ("x_train", "y_train", "x_test", "y_test"))
+    data.check_images(source, paths.source_data(BUILTIN_INIT), n_classes=len(default_source(params, key).data.classes))
     tags = {"stage": f"{key.split('.')[0]}@{name}", "variant": name, "strategy": "import",
             "init_from": getattr(entry, "uri", None) or getattr(entry, "path", None) or getattr(entry, "kind", "")}
     with tracking.stage_run(params.mlflow.experiment, name, tags, {key: entry.model_dump()}) as run_ids:

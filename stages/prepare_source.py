@@ -1,22 +1,26 @@
-"""Stage `prepare_source`: load the source dataset, keep the source classes, split train/test.
+"""Stage `prepare_source@<name>`: one source task — its classes, its training and test sets.
 
-    python -m stages.prepare_source        # writes data/prepared/source.npz
+    python -m stages.prepare_source source  # writes data/prepared/sources/source.npz
 
-Reads `source_data` from params.yaml. No TensorFlow import: this stage only moves arrays.
+Reads `sources.<name>.data`: the dataset's official test part where it has one (mnist_npz,
+mnist_idx, keras; `split: seeded` re-splits), else a seeded stratified split. No TensorFlow import.
 """
 from __future__ import annotations
 
-from transferlab import data, paths
+from transferlab import data, paths, tasks
 from transferlab.cli import run_main
-from transferlab.config import load_params
+from transferlab.config import load_params, stage_entry
 
 
 def main(argv: list[str]) -> None:
-    spec = load_params(paths.PARAMS).source_data
-    images = data.select_classes(data.load_images(spec.dataset, spec.path), spec.classes, f"source_data ({spec.dataset})")
-    split = data.split_source(images, spec.test_fraction, spec.seed)
-    data.save_npz(paths.source_data(), **split)
-    print(f"source: {len(split['y_train'])} train / {len(split['y_test'])} test images of classes {spec.classes}")
+    params = load_params(paths.PARAMS)
+    _, name = stage_entry(argv, params, "sources", usage="python -m stages.prepare_source <source name>")
+    spec = params.sources[name]
+    split = tasks.source_arrays(name, spec)
+    data.save_npz(paths.source_data(name), **split)
+    how = "official" if spec.data.official else f"seeded, test_fraction {spec.data.test_fraction:g}"
+    print(f"source {name}: {len(split['y_train'])} train / {len(split['y_test'])} test images ({how} split)"
+          f" of classes {spec.data.classes}")
 
 
 if __name__ == "__main__":

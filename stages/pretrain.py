@@ -3,7 +3,8 @@
     python -m stages.pretrain autoencoder   # writes models/autoencoder.keras, metrics/autoencoder.json,
                                             # plots/autoencoder.csv
 
-Reads `pretrain.<name>` from params.yaml. The unlabelled pool is every source image plus the
+Reads `pretrain.<name>` from params.yaml. The unlabelled pool is every image of the default source
+(`sources.source`) plus the
 target's labelled pool *without its labels* — never a target test image. The saved network's
 hidden layers are named `hidden1 …` like the source model's, so variants reuse them unchanged.
 """
@@ -15,7 +16,7 @@ import numpy as np
 
 from transferlab import artifacts, data, paths, tracking
 from transferlab.cli import run_main
-from transferlab.config import PretrainSpec, load_params, stage_entry
+from transferlab.config import BUILTIN_INIT, PretrainSpec, load_params, stage_entry
 from transferlab.errors import DataError
 
 STAGE = "pretrain"
@@ -62,9 +63,9 @@ def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
     _, name = stage_entry(argv, params, "pretrain", usage="python -m stages.pretrain <pretrain entry>")
     spec = params.pretrain[name]
-    source = data.load_npz(paths.source_data(), ("x_train", "x_test"))
+    source = data.load_npz(paths.source_data(BUILTIN_INIT), ("x_train", "x_test"))
     target = data.load_npz(paths.target_data(spec.target), ("x_pool", "x_test"))
-    data.check_images(source, paths.source_data())
+    data.check_images(source, paths.source_data(BUILTIN_INIT))
     data.check_images(target, paths.target_data(spec.target))
     pool = unlabelled_pool(source, target)
     from transferlab import training  # TensorFlow starts only once the inputs are known to be good

@@ -1,31 +1,32 @@
-"""Stage `pretrain_source`: train the source network (the seed's DNN5) on the source task.
+"""Stage `pretrain_source@<name>`: train one source network (the seed's DNN5) on its source task.
 
-    python -m stages.pretrain_source       # writes models/source.keras, metrics/source.json, plots/source.csv
+    python -m stages.pretrain_source source   # writes models/source.keras, metrics/source.json, plots/source.csv
 
-Reads `source_model` (network and training params) and `mlflow` from params.yaml.
+Reads `sources.<name>` (classes, network and training params) and `mlflow` from params.yaml.
 """
 from __future__ import annotations
 
 from transferlab import artifacts, data, paths, tracking
 from transferlab.cli import run_main
-from transferlab.config import load_params
+from transferlab.config import load_params, stage_entry
 
 STAGE = "pretrain_source"
 
 
 def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
-    spec = params.source_model
-    arrays = data.load_npz(paths.source_data(), ("x_train", "y_train", "x_test", "y_test"))
-    data.check_images(arrays, paths.source_data(), n_classes=len(params.source_data.classes))
+    _, name = stage_entry(argv, params, "sources", usage="python -m stages.pretrain_source <source name>")
+    spec = params.sources[name]
+    arrays = data.load_npz(paths.source_data(name), ("x_train", "y_train", "x_test", "y_test"))
+    data.check_images(arrays, paths.source_data(name), n_classes=len(spec.data.classes))
     from transferlab import networks, training  # TensorFlow starts only once the inputs are known to be good
 
     training.make_deterministic(spec.train.seed)
-    n_classes = len(params.source_data.classes)
+    n_classes = len(spec.data.classes)
     layers = networks.dnn_layers(spec.network.hidden_units, spec.network.activation, n_classes)
-    tags = {"stage": STAGE, "variant": "source", "strategy": "source", "init_from": "random",
+    tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": "source", "init_from": "random",
             "data_fingerprint": data.fingerprint(*arrays.values())}
-    with tracking.stage_run(params.mlflow.experiment, "source", tags, {"source_model": spec.model_dump(), "source_data": params.source_data.model_dump()}) as run_ids:
+    with tracking.stage_run(params.mlflow.experiment, name, tags, {"source": spec.model_dump()}) as run_ids:
         model = networks.build(arrays["x_train"].shape[1], layers, spec.network.initializer, spec.train.seed)
         x, y, validation = arrays["x_train"], arrays["y_train"], None
         if spec.train.patience is not None:  # early stopping on a held-out share of the source training images
@@ -41,21 +42,23 @@ def main(argv: list[str]) -> None:
             "epochs": history.epochs,
             "best_epoch": history.best_epoch,
             "stop_reason": history.stop_reason,
+            "train_images": int(len(arrays["y_train"])),
+            "test_images": int(len(arrays["y_test"])),
             **run_ids,
         }
-        artifacts.save_with(paths.init_model("source"), model.save)
-        artifacts.write_rows(paths.init_history("source"), history.rows)
+        artifacts.save_with(paths.init_model(name), model.save)
+        artifacts.write_rows(paths.init_history(name), history.rows)
         tracking.log_history(history.rows)
         tracking.log_final(metrics)
-        tracking.log_files([paths.init_history("source")])
+        tracking.log_files([paths.init_history(name)])
         if params.mlflow.register_models:  # also logs the model file as the run's artifact
-            metrics["registered_model"] = params.mlflow.model_prefix + "source"
+            metrics["registered_model"] = params.mlflow.model_prefix + name
             metrics["registered_version"] = tracking.register_model(
-                paths.init_model("source"), metrics["registered_model"], {"stage": STAGE, "test_accuracy": scores["accuracy"]})
+                paths.init_model(name), metrics["registered_model"], {"stage": f"{STAGE}@{name}", "test_accuracy": scores["accuracy"]})
         else:
-            tracking.log_files([paths.init_model("source")])
-        artifacts.write_json(paths.init_metrics("source"), metrics)
-    print(f"source model: test accuracy {scores['accuracy']:.4f} at epoch {history.best_epoch} of {history.epochs}"
+            tracking.log_files([paths.init_model(name)])
+        artifacts.write_json(paths.init_metrics(name), metrics)
+    print(f"source model {name}: test accuracy {scores['accuracy']:.4f} at epoch {history.best_epoch} of {history.epochs}"
           f" ({history.stop_reason}, {history.train_seconds:.1f} s)")
 
 

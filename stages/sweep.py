@@ -60,7 +60,8 @@ def main(argv: list[str]) -> None:
             bar.set_postfix_str(f"{point.series} x={point.x}: {100 * summary['target_accuracy']:.1f} %")
             bar.update()
 
-        rows = sweeps.run_sweep(points, plan, init_models, params.source_model.network, arrays, on_point)
+        grafts = {init_from: params.network_for(init_from) for init_from in init_models}
+        rows = sweeps.run_sweep(points, plan, init_models, grafts, arrays, on_point)
         summary = sweeps.summarize_rows(rows)
         artifacts.write_rows(paths.sweep_rows(name), rows)
         artifacts.write_rows(paths.sweep_summary(name), summary)

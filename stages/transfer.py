@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from transferlab import artifacts, data, paths, repetitions, tracking
 from transferlab.cli import run_main
-from transferlab.config import load_params, split_sizes, stage_entry
+from transferlab.config import load_params, stage_entry
 from transferlab.results import VariantResult
 
 STAGE = "transfer"
+LISTS = ("settings", "val_accuracy_per_epoch")  # per-repetition lists, in the metrics file, not MLflow metrics
 
 
 def main(argv: list[str]) -> None:
@@ -36,16 +37,16 @@ def main(argv: list[str]) -> None:
               "target": target.model_dump()}
     plan = repetitions.plan(params.transfer.seeds, params.transfer.seed, target.seed, params.transfer.resample_labels)
     with tracking.stage_run(params.mlflow.experiment, name, tags, logged) as run_ids:
-        outcome = strategies.race(variant, init_model, params.source_model.network, protocol, arrays,
-                                  target.labels_per_class, plan)
+        outcome = strategies.race(variant, init_model, params.network_for(variant.init_from), protocol, arrays,
+                                  target.labels(), plan)
         for result, rows in zip(outcome.results, outcome.histories, strict=True):
             seeds = {"seed": result.seed, "labels_seed": result.labels_seed, "chosen_setting": result.setting,
                      "stop_reason": result.stop_reason}
             with tracking.child_run(f"{name}/seed{result.repetition}", {**tags, "repetition": str(result.repetition)}, seeds):
                 tracking.log_history(rows)
-                tracking.log_final({**{key: value for key, value in vars(result).items() if key != "settings"},
+                tracking.log_final({**{key: value for key, value in vars(result).items() if key not in LISTS},
                                     "converged": float(result.converged)})
-        train_per_class, validation_per_class = split_sizes(target.labels_per_class, protocol.validation_fraction)
+        train_per_class, validation_per_class = outcome.split_per_class
         result = VariantResult(
             variant=name, strategy=variant.strategy, init_from=variant.init_from, target=variant.target,
             reuse_layers=variant.reuse_layers, frozen_layers=variant.frozen_layers, new_layers=len(variant.new_hidden) + 1,

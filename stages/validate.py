@@ -6,6 +6,8 @@ Every other stage depends (through the prepare stages) on this stage's output, s
 stops here with one line — before DVC deletes any stage's previous model, metrics or plots for a
 change that would be refused anyway. The output never changes while params are valid, so it
 reruns nothing below it. No TensorFlow import: model files are inspected as zip/npz archives.
+It also proves that no target test image is a training image of a model it is tested against
+(`leakage`): the tasks are computed here as the prepare stages will compute them.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from transferlab import artifacts, paths
+from transferlab import artifacts, leakage, paths
 from transferlab.cli import run_main
 from transferlab.config import ModelFile, Params, load_params
 from transferlab.errors import ConfigError, ModelError
@@ -96,10 +98,12 @@ def check_init_depths(params: Params) -> None:
 
 def validate(params: Params) -> None:
     """Every check that needs more than the schema: files named by params, and what they hold."""
-    check_data_path("source_data.path", params.source_data.path, params.source_data.dataset)
+    for name, source in params.sources.items():
+        check_data_path(f"sources.{name}.data.path", source.data.path, source.data.dataset)
     for name, target in params.targets.items():
         check_data_path(f"targets.{name}.path", target.path, target.dataset)
     check_init_depths(params)
+    leakage.check(params)  # loads the datasets: last, once every file is known to be there
 
 
 def main(argv: list[str]) -> None:

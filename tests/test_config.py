@@ -13,7 +13,8 @@ from transferlab.errors import ConfigError
 def test_shipped_params_parse_and_cover_every_strategy() -> None:
     params = load_params(ROOT / "params.yaml")
     assert {v.strategy for v in params.variants.values()} >= {"scratch", "reuse", "freeze", "cache", "unfreeze"}
-    assert params.source_model.network.hidden_units == [300, 50, 50, 50, 50]
+    assert params.sources["source"].network.hidden_units == [300, 50, 50, 50, 50]
+    assert params.sources["source"].data.classes == [0, 1, 2, 3, 4]  # the default comparison keeps its 0-4 source
 
 
 def test_variant_overrides_apply_to_its_protocol_only() -> None:
@@ -62,8 +63,9 @@ def _variant(**fields):
         (tiny_params(transfer={"grid": []}), "transfer.grid", "at least 1"),
         (tiny_params(transfer={"validation_fraction": 1.0}), "transfer.validation_fraction", "less than 1"),
         (tiny_params(colour=1), "colour", "unknown key"),
-        (tiny_params(targets={"mnist": {"classes": [4, 5]}}), "targets.mnist.classes", "also source classes"),
-        (tiny_params(source_data={"dataset": "mnist_npz"}), "source_data.path", "needs a path"),
+        (tiny_params(targets={"mnist": {"classes": [4, 5]}}), "targets.mnist.classes", "also classes of sources.source"),
+        (tiny_params(sources={"source": {"data": {"dataset": "mnist_npz"}, "train": {"epochs": 1, "batch_size": 8}}}),
+         "sources.source.data.path", "needs a path"),
     ],
 )
 def test_bad_params_name_the_key(raw, key: str, reason: str) -> None:

@@ -87,7 +87,7 @@ PARAMS_CASES: list[tuple[str, Any, tuple[str, ...]]] = [
     # from the issue
     ("seed_sexagesimal", ("seed: 3", "seed: 1:30"), ("params.yaml: transfer.seed",)),
     ("epochs_true", _set("transfer.epochs", True), ("params.yaml: transfer.epochs",)),
-    ("source_epochs_true", _set("source_model.train.epochs", True), ("source_model.train.epochs",)),
+    ("source_epochs_true", _set("sources.source.train.epochs", True), ("sources.source.train.epochs",)),
     ("learning_rate_inf", _set("transfer.grid", [{"learning_rate": float("inf")}]), ("transfer.grid.0.learning_rate", "finite")),
     ("clip_value_nan", _set("transfer.grid", [{"clip_value": float("nan")}]), ("transfer.grid.0.clip_value", "finite")),
     ("margin_inf", _set("pretrain.rank", {**RANKING, "margin": float("inf")}), ("pretrain.rank.margin", "finite")),
@@ -106,17 +106,17 @@ PARAMS_CASES: list[tuple[str, Any, tuple[str, ...]]] = [
     ("variant_epochs_true", _set("variants.scratch.epochs", True), ("variants.scratch.epochs",)),
     ("seeds_float", _set("transfer.seeds", 2.0), ("transfer.seeds",)),
     ("resample_yes", ("seeds: 1", "seeds: 1\n  resample_labels: yes"), ("transfer.resample_labels",)),
-    ("test_fraction_true", _set("source_data.test_fraction", True), ("source_data.test_fraction",)),
+    ("test_fraction_true", _set("sources.source.data.test_fraction", True), ("sources.source.data.test_fraction",)),
     ("momentum_nan", _set("transfer.grid", [{"name": "momentum", "momentum": float("nan")}]), ("transfer.grid.0.momentum",)),
     ("corruption_amount_nan", _set("pretrain.rank", {**RANKING, "corruptions": [{"kind": "noise", "amount": float("nan")}]}),
      ("pretrain.rank.corruptions.0.amount",)),
     ("sweep_layer_true", _set("sweeps.transferability.layers", [0, True]), ("sweeps.transferability.layers.1",)),
-    ("class_true", _set("source_data.classes", [True, 2]), ("source_data.classes.0",)),
+    ("class_true", _set("sources.source.data.classes", [True, 2]), ("sources.source.data.classes.0",)),
     ("duplicate_key", ("seed: 3", "seed: 3\n  seed: 4"), ("params.yaml: (file)", "duplicate")),
     ("not_a_mapping", lambda p: p.clear(), ("(top level)",)),
     ("experiment_blank", _set("mlflow.experiment", "  "), ("mlflow.experiment",)),
-    ("data_outside_raw", _set("source_data", {"dataset": "mnist_npz", "path": "/etc/passwd"}), ("source_data.path", "outside data/raw")),
-    ("data_missing", _set("source_data", {"dataset": "mnist_npz", "path": "data/raw/mnist.npz"}), ("source_data.path", "no such file")),
+    ("data_outside_raw", _set("sources.source.data", {"dataset": "mnist_npz", "path": "/etc/passwd"}), ("sources.source.data.path", "outside data/raw")),
+    ("data_missing", _set("sources.source.data", {"dataset": "mnist_npz", "path": "data/raw/mnist.npz"}), ("sources.source.data.path", "no such file")),
     ("target_data_missing", _set("targets.digits", {"dataset": "mnist_idx", "path": "data/raw/idx", "classes": [1, 2]}),
      ("targets.digits.path", "no such file")),
 ]
@@ -267,9 +267,9 @@ def test_bad_data_file_one_line(workdir: Path, capsys: pytest.CaptureFixture, co
     from stages import prepare_source
 
     _write_data(workdir / "data/raw/mnist.npz", content)
-    write_params(workdir, _set("source_data", {"dataset": "mnist_npz", "path": "data/raw/mnist.npz", "classes": [0, 1, 2, 3, 4]}))
-    assert_one_line(call_main(prepare_source.main, [], capsys), *fragments)
-    assert not (workdir / "data/prepared/source.npz").exists()
+    write_params(workdir, _set("sources.source.data", {"dataset": "mnist_npz", "path": "data/raw/mnist.npz", "classes": [0, 1, 2, 3, 4]}))
+    assert_one_line(call_main(prepare_source.main, ["source"], capsys), *fragments)
+    assert not (workdir / "data/prepared/sources/source.npz").exists()
 
 
 def test_prepared_labels_out_of_range(workdir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -278,10 +278,11 @@ def test_prepared_labels_out_of_range(workdir: Path, capsys: pytest.CaptureFixtu
 
     y = np.repeat(np.arange(5), 4)
     y[3] = 7
-    _write_data(workdir / "data/prepared/source.npz", {
+    _write_data(workdir / "data/prepared/sources/source.npz", {
         "x_train": np.zeros((20, 784), np.float32), "y_train": y, "x_test": np.zeros((5, 784), np.float32), "y_test": np.arange(5),
     })
-    assert_one_line(call_main(pretrain_source.main, [], capsys), "data/prepared/source.npz", "y_train has label 7 outside 0..4 (5 classes)")
+    assert_one_line(call_main(pretrain_source.main, ["source"], capsys), "data/prepared/sources/source.npz",
+                    "y_train has label 7 outside 0..4 (5 classes)")
 
 
 def test_resize_beyond_memory_is_refused(workdir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -291,7 +292,7 @@ def test_resize_beyond_memory_is_refused(workdir: Path, capsys: pytest.CaptureFi
     _write_data(workdir / "data/raw/mnist.npz", {"x_train": np.zeros((len(y), 8, 8), np.uint8), "y_train": y,
                                                  "x_test": np.zeros((0, 8, 8), np.uint8), "y_test": y[:0]})
     source = {"dataset": "mnist_npz", "path": "data/raw/mnist.npz", "classes": [0, 1, 2, 3, 4]}
-    write_params(workdir, lambda p: (_set("source_data", source)(p), _set("targets.mnist.image_size", 1024)(p)))
+    write_params(workdir, lambda p: (_set("sources.source.data", source)(p), _set("targets.mnist.image_size", 1024)(p)))
     assert_one_line(call_main(prepare_target.main, ["mnist"], capsys), "params.yaml: targets.mnist.image_size", "GiB")
 
 
@@ -301,11 +302,12 @@ def test_resize_beyond_memory_is_refused(workdir: Path, capsys: pytest.CaptureFi
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DVC project reading a small mnist.npz from data/raw/, validated and prepared (no training)."""
-    params = tiny_params(source_data={"dataset": "mnist_npz", "path": "data/raw/mnist.npz", "classes": [0, 1, 2, 3, 4], "seed": 1})
+    params = tiny_params()
+    params["sources"]["source"]["data"] = {"dataset": "mnist_npz", "path": "data/raw/mnist.npz", "classes": [0, 1, 2, 3, 4], "seed": 1}
     params["targets"]["mnist"].update(test_per_class=3, labels_per_class=2)
     project = make_project(tmp_path_factory.mktemp("failfast") / "project", params)
     _write_data(project / "data/raw/mnist.npz", _mnist())
-    run([*DVC, "repro", "prepare_source", "prepare_target@mnist"], project)
+    run([*DVC, "repro", "prepare_source@source", "prepare_target@mnist"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "prepared"], project)
     return project
@@ -375,7 +377,7 @@ def test_unreachable_server_fails_fast_before_training(dvc_project: Path, tmp_pa
     uri = f"http://127.0.0.1:{_free_port()}"
     env = {**stage_env(workdir), "MLFLOW_TRACKING_URI": uri}
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "stages.pretrain_source"], cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "stages.pretrain_source", "source"], cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
     assert time.monotonic() - start < 30
     assert result.returncode == EXIT_BAD_INPUT
     assert_one_line(result.stderr, f"MLflow tracking server {uri} is not reachable", "unset MLFLOW_TRACKING_URI")

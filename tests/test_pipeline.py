@@ -56,7 +56,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
     project = make_project(tmp_path / "project", full_params())
     everything = repro(project)
     assert everything == sorted([
-        "validate", "prepare_source", "prepare_target@mnist", "pretrain_source", "pretrain@rbm", "zoo@registered_source",
+        "validate", "prepare_source@source", "prepare_target@mnist", "pretrain_source@source", "pretrain@rbm", "zoo@registered_source",
         "transfer@scratch", "transfer@freeze2", "transfer@registry_freeze2", "transfer@rbm_reuse",
         "sweep@transferability", "sweep@label_budget", "report",
     ])
@@ -81,9 +81,9 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
     assert repro(project) == ["report", "sweep@label_budget", "transfer@freeze2", "validate"]
 
     # editing a source param reruns the source and every variant built on it (and the report)
-    edit_params(project, lambda p: p["source_model"]["train"].update(epochs=3))
+    edit_params(project, lambda p: p["sources"]["source"]["train"].update(epochs=3))
     assert repro(project) == [
-        "pretrain_source", "report", "sweep@label_budget", "sweep@transferability",
+        "pretrain_source@source", "report", "sweep@label_budget", "sweep@transferability",
         "transfer@freeze2", "transfer@registry_freeze2", "transfer@scratch", "validate", "zoo@registered_source",
     ]
 
@@ -155,7 +155,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
     # a rerun of the source stage with the same params writes the same model bytes: no model stage
     # below reruns, only the report (metrics/source.json holds the new run id and timings)
     model = (project / "models/source.keras").read_bytes()
-    run([*DVC, "repro", "-f", "-s", "pretrain_source"], project)
+    run([*DVC, "repro", "-f", "-s", "pretrain_source@source"], project)
     assert (project / "models/source.keras").read_bytes() == model
     assert repro(project) == ["report"]
 

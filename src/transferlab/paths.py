@@ -12,8 +12,9 @@ PLOTS = Path("plots")
 REPORTS = Path("reports")
 
 
-def source_data() -> Path:
-    return PREPARED / "source.npz"
+def source_data(source: str) -> Path:
+    """A source task's training and test sets (`sources.<source>`)."""
+    return PREPARED / "sources" / f"{source}.npz"
 
 
 def target_data(target: str) -> Path:
@@ -21,7 +22,7 @@ def target_data(target: str) -> Path:
 
 
 def init_model(name: str) -> Path:
-    """A model variants can start from: `source`, a pretraining method, or a zoo entry."""
+    """A model variants can start from: a source, a pretraining method, or a zoo entry."""
     return MODELS / f"{name}.keras"
 
 

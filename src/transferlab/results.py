@@ -52,6 +52,7 @@ class RepetitionResult:
     seconds_to_near_best: float  # first epoch at >= 99 % of its own best validation accuracy
     seconds_per_epoch: float
     settings: list[SettingResult] = field(default_factory=list)
+    val_accuracy_per_epoch: list[float] = field(default_factory=list)  # the chosen run's curve (monitoring, not the test set)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RepetitionResult:
@@ -78,7 +79,7 @@ class VariantResult:
     new_layers: int
     trainable_params: int
     frozen_params: int
-    labels_per_class: int
+    labels_per_class: int | str  # or "all"
     train_per_class: int
     validation_per_class: int
     budget: dict[str, Any]  # the tuning budget (grid, epoch cap, patience, …): equal budgets rank together

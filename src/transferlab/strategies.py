@@ -34,6 +34,7 @@ class Phase:
 class StrategyRule:
     phases: Callable[[VariantSpec], list[Phase]]
     cached: bool = False  # train the upper layers on the fixed layers' outputs, computed once
+    keeps_output: bool = False  # the init model's output layer is copied too: it trains on, on its own task
 
 
 def _one_phase(variant: VariantSpec) -> list[Phase]:
@@ -53,6 +54,8 @@ STRATEGIES: dict[str, StrategyRule] = {
     "freeze": StrategyRule(_one_phase),
     "cache": StrategyRule(_one_phase, cached=True),
     "unfreeze": StrategyRule(_unfreezing),
+    # the more-training control: the init model itself, every layer and its output, trained on under the same race
+    "continue": StrategyRule(_one_phase, keeps_output=True),
 }
 
 
@@ -63,7 +66,8 @@ def build_variant_network(
     layers = networks.target_layers(init_model, variant.reuse_layers, variant.new_hidden, network.activation, n_classes)
     model = networks.build(networks.input_size(init_model), layers, network.initializer, seed)
     if variant.strategy != "scratch":
-        networks.copy_weights(init_model, model, [networks.hidden_name(i + 1) for i in range(variant.reuse_layers)])
+        copied = [networks.hidden_name(i + 1) for i in range(variant.reuse_layers)]
+        networks.copy_weights(init_model, model, copied + ([networks.OUTPUT] if STRATEGIES[variant.strategy].keeps_output else []))
     networks.freeze_lowest(model, variant.frozen_layers)
     return model
 
@@ -78,6 +82,7 @@ class RaceOutcome:
     draws: list[tuple[np.ndarray, np.ndarray]]  # (training rows, validation rows) of the target pool
     trainable_params: int
     frozen_params: int
+    split_per_class: tuple[int, int]  # (training, validation) labelled images per class (a mean, for labels `all`)
 
 
 def _trainable(model: keras.Model, frozen_layers: int) -> list[str]:
@@ -108,15 +113,20 @@ def race(
     network: NetworkSpec,
     protocol: Protocol,
     arrays: Mapping[str, np.ndarray],
-    labels_per_class: int,
+    labels_per_class: int | None,
     plan: Sequence[Repetition],
 ) -> RaceOutcome:
     """Train the variant for every repetition x grid setting, choose each repetition's setting on validation, test once."""
     rule = STRATEGIES[variant.strategy]
     x_pool, y_pool = arrays["x_pool"], arrays["y_pool"]
     n_classes = int(max(y_pool.max(), arrays["y_test"].max())) + 1
-    _, validation_per_class = split_sizes(labels_per_class, protocol.validation_fraction)
-    draws = [data.draw_labelled(y_pool, labels_per_class, validation_per_class, rep.labels_seed) for rep in plan]
+    if labels_per_class is None:  # every pool image is labelled; repetition i carves its own validation share
+        draws = [data.draw_all(y_pool, protocol.validation_fraction, rep.labels_seed) for rep in plan]
+    else:
+        _, validation_per_class = split_sizes(labels_per_class, protocol.validation_fraction)
+        draws = [data.draw_labelled(y_pool, labels_per_class, validation_per_class, rep.labels_seed) for rep in plan]
+    classes = len(np.unique(y_pool))
+    split_per_class = (round(len(draws[0][0]) / classes), round(len(draws[0][1]) / classes))
     training.make_deterministic(plan[0].seed)
     keys = [(r, j) for r in range(len(plan)) for j in range(len(protocol.grid))]
     models = [build_variant_network(variant, init_model, network, n_classes, plan[r].seed) for r, _ in keys]
@@ -165,8 +175,9 @@ def race(
             stop_reason=reason, converged=converged and reason != DIVERGED, train_seconds=float(rows[-1]["elapsed"]),
             seconds_to_best=float(best_row["elapsed"]), seconds_to_near_best=float(near["elapsed"]),
             seconds_per_epoch=float(np.median([row["seconds"] for row in rows])), settings=settings,
+            val_accuracy_per_epoch=[round(float(row["val_accuracy"]), 6) for row in rows],
         ))
         chosen_models.append(models[best])
         chosen_histories.append(rows)
     trainable, frozen = networks.parameter_counts(models[0])
-    return RaceOutcome(results, chosen_models, chosen_histories, draws, trainable, frozen)
+    return RaceOutcome(results, chosen_models, chosen_histories, draws, trainable, frozen, split_per_class)

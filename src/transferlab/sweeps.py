@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transferlab import statistics
-from transferlab.config import BUILTIN_INIT, Params, Protocol, VariantSpec
+from transferlab.config import Params, Protocol, VariantSpec
 from transferlab.errors import ConfigError
 from transferlab.repetitions import Repetition
 
@@ -38,12 +38,12 @@ class Point:
     series: str
     variant: VariantSpec
     protocol: Protocol
-    labels_per_class: int
+    labels_per_class: int | None  # None: the whole pool
 
 
 def init_hidden_units(params: Params, init_from: str) -> list[int]:
-    if init_from == BUILTIN_INIT:
-        return list(params.source_model.network.hidden_units)
+    if init_from in params.sources:
+        return list(params.sources[init_from].network.hidden_units)
     return list(params.pretrain[init_from].hidden_units)
 
 
@@ -63,7 +63,7 @@ def transferability_points(params: Params) -> list[Point]:
                 strategy=strategy, init_from=spec.init_from, target=spec.target, reuse_layers=k,
                 frozen_layers=k if strategy == "freeze" else 0, new_hidden=units[k:],
             )
-            points.append(Point("transferability", k, mode, variant, protocol, params.targets[spec.target].labels_per_class))
+            points.append(Point("transferability", k, mode, variant, protocol, params.targets[spec.target].labels()))
     return points
 
 
@@ -106,7 +106,7 @@ def run_sweep(
     points: Sequence[Point],
     plan: Sequence[Repetition],
     init_models: Mapping[str, keras.Model],
-    network: NetworkSpec,
+    networks: Mapping[str, NetworkSpec],  # per init model: how grafted layers are made (`Params.network_for`)
     arrays: Mapping[str, np.ndarray],
     on_point: OnPoint | None = None,
 ) -> list[dict[str, Any]]:
@@ -117,12 +117,13 @@ def run_sweep(
     """
     from transferlab import strategies
 
-    done: dict[tuple[str, str, int], list[Any]] = {}
+    done: dict[tuple[str, str, int | None], list[Any]] = {}
     rows: list[dict[str, Any]] = []
     for point in points:
         key = (point.variant.model_dump_json(), point.protocol.model_dump_json(), point.labels_per_class)
         if key not in done:
-            done[key] = strategies.race(point.variant, init_models[point.variant.init_from], network, point.protocol,
+            init_from = point.variant.init_from
+            done[key] = strategies.race(point.variant, init_models[init_from], networks[init_from], point.protocol,
                                         arrays, point.labels_per_class, plan).results
         point_rows = [
             {"sweep": point.sweep, "x": point.x, "series": point.series, "repetition": run.repetition,
