@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import artifacts, figures, paths, recommendation, reporting, sweep_results, tables, tracking, verdicts
+from transferlab import (artifacts, figures, original_note, paths, recommendation, reporting, sweep_results, tables, tracking,
+                         verdicts)
 from transferlab.cli import run_main
 from transferlab.config import Params, load_params
 from transferlab.errors import DataError
@@ -44,13 +45,13 @@ def read_result(path: Path) -> VariantResult:
                         " rerun its stage: dvc repro") from None
 
 
-def read_history(path: Path) -> pd.DataFrame:
+def read_history(path: Path, columns: tuple[str, ...] = HISTORY_COLUMNS) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
         raise DataError(f"{path}: history file not found (run its stage first: dvc repro)") from None
-    if missing := [column for column in HISTORY_COLUMNS if column not in frame]:
-        raise DataError(f"{path}: needs columns {', '.join(HISTORY_COLUMNS)} (missing {', '.join(missing)}); rerun its stage")
+    if missing := [column for column in columns if column not in frame]:
+        raise DataError(f"{path}: needs columns {', '.join(columns)} (missing {', '.join(missing)}); rerun its stage")
     return frame
 
 
@@ -101,19 +102,21 @@ def sweep_section(report: reporting.Report, params: Params, rankings: dict[str, 
 
 def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts.Ranking], list[dict[str, Any]]]:
     """The report, each target's ranking, and the long-format per-epoch validation rows for `dvc plots`."""
-    source = read_metrics(paths.init_metrics("source"))
+    sources = {name: read_metrics(paths.init_metrics(name)) for name in params.sources}
     report = reporting.Report(TITLE)
     results = [read_result(paths.variant_metrics(name)) for name in params.variants]
     rankings = {target: verdicts.rank([r for r in results if r.target == target]) for target in params.targets}
     rankings = {target: ranking for target, ranking in rankings.items() if ranking.ranked}
     for protocol in verdicts.protocols(rankings):
         report.paragraph(protocol)
-    report.paragraph(
-        f"Source model (DNN {'-'.join(map(str, params.source_model.network.hidden_units))}, classes"
-        f" {params.source_data.classes}): test accuracy **{reporting.percent(source['test_accuracy'])} %**"
-        f" with the weights of epoch {source.get('best_epoch', source['epochs'])} of {source['epochs']}"
-        f" ({source.get('stop_reason', 'fixed_epochs').replace('_', ' ')}; {source['train_seconds']:.1f} s)."
-    )
+    for name, source in sources.items():
+        spec = params.sources[name]
+        report.paragraph(
+            f"Source model `{name}` (DNN {'-'.join(map(str, spec.network.hidden_units))}, classes"
+            f" {spec.data.classes}): test accuracy **{reporting.percent(source['test_accuracy'])} %**"
+            f" with the weights of epoch {source.get('best_epoch', source['epochs'])} of {source['epochs']}"
+            f" ({source.get('stop_reason', 'fixed_epochs').replace('_', ' ')}; {source['train_seconds']:.1f} s)."
+        )
 
     def link(result: VariantResult) -> str:
         return reporting.run_link(ui, result.mlflow_experiment_id, result.mlflow_run_id)
@@ -125,6 +128,11 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
         curves += [{"epoch": int(row.epoch), "series": name, "target": target, "val_accuracy": float(row.val_accuracy),
                     "elapsed": float(row.elapsed)} for name, frame in histories.items() for row in frame.itertuples()]
     sweep_section(report, params, rankings)
+    if (note := params.original_note) is not None:
+        by_name = {r.variant: r for r in results}
+        original_note.section(report, note, params.sources[note.source], sources[note.source],
+                              read_history(paths.init_history(note.source), ("epoch", "test_accuracy")),
+                              {name: by_name[name] for name in note.rows().values()})
     if params.pretrain:
         report.heading("Pretraining without target labels")
         report.table(tables.pretraining({name: read_metrics(paths.init_metrics(name)) for name in params.pretrain}, ui))

