@@ -220,7 +220,9 @@ def _mnist(x_train: Any = None, y_train: Any = None) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(10), 6).astype(np.uint8)
     x = rng.integers(0, 256, size=(len(y), 28, 28)).astype(np.uint8)
-    arrays = {"x_train": x, "y_train": y, "x_test": x[:10], "y_test": y[:10]}
+    # an official test part of every digit, images of its own (a test image equal to a training image is refused)
+    arrays = {"x_train": x, "y_train": y, "x_test": rng.integers(0, 256, size=(10, 28, 28)).astype(np.uint8),
+              "y_test": np.arange(10).astype(np.uint8)}
     if x_train is not None:
         arrays["x_train"] = x_train(x) if callable(x_train) else x_train
     if y_train is not None:
@@ -292,7 +294,8 @@ def test_resize_beyond_memory_is_refused(workdir: Path, capsys: pytest.CaptureFi
     _write_data(workdir / "data/raw/mnist.npz", {"x_train": np.zeros((len(y), 8, 8), np.uint8), "y_train": y,
                                                  "x_test": np.zeros((0, 8, 8), np.uint8), "y_test": y[:0]})
     source = {"dataset": "mnist_npz", "path": "data/raw/mnist.npz", "classes": [0, 1, 2, 3, 4]}
-    write_params(workdir, lambda p: (_set("sources.source.data", source)(p), _set("targets.mnist.image_size", 1024)(p)))
+    write_params(workdir, lambda p: (_set("sources.source.data", source)(p), _set("targets.mnist.image_size", 1024)(p),
+                                     _set("targets.mnist.split", "seeded")(p)))  # the file has no test part: re-split
     assert_one_line(call_main(prepare_target.main, ["mnist"], capsys), "params.yaml: targets.mnist.image_size", "GiB")
 
 

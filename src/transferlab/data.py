@@ -128,7 +128,10 @@ def _mnist_parts(arrays: dict[str, np.ndarray], name: str) -> tuple[Images, Imag
             raise DataError(f"{name}: x_{part} has shape {x.shape}, expected (n, side, side)")
         if y.shape != (len(x),):
             raise DataError(f"{name}: y_{part} has shape {y.shape}, expected ({len(x)},)")
-        parts.append(Images(_scaled(x, 255.0, f"{name} x_{part}"), _labels(y, f"{name} y_{part}")))
+        pixels = _scaled(x, 255.0, f"{name} x_{part}") if x.size else np.zeros((0, x.shape[1] * x.shape[2]), np.float32)
+        parts.append(Images(pixels, _labels(y, f"{name} y_{part}")))
+    if not len(parts[0].y) + len(parts[1].y):
+        raise DataError(f"{name}: no images (x_train and x_test are empty)")
     return parts[0], parts[1]
 
 

@@ -4,8 +4,8 @@ For every model the pipeline makes, params say what it trains on: a source model
 training set; a pretraining stage every image of the default source plus its target's pool; the
 scikit-learn zoo entry the default source's training set; a registry entry naming this pipeline's
 own source or pretraining model that model's set. (A model file's training data is unknown here.)
-`check` compares, by content, each target's test images with the training set of the source it
-is compared against, of every pretraining stage on it, and of every model a variant or sweep on
+`check` compares, by content, each target's test images with its own pool (what its variants
+train on), with the training set of the source it is compared against, of every pretraining stage on it, and of every model a variant or sweep on
 it starts from. A violation is one line naming both datasets and the count. NumPy only.
 """
 from __future__ import annotations
@@ -33,6 +33,11 @@ def seen(test: np.ndarray, trained: set[bytes]) -> int:
                                                 for row in np.ascontiguousarray(test)))
 
 
+def pool_key(target: str) -> str:
+    """The name of a target's own pool among the training sets (no entry name holds a colon)."""
+    return f"pool:{target}"
+
+
 @dataclass(frozen=True)
 class TrainingSet:
     """What one model trained on, named for the error line, and how to compute it."""
@@ -44,6 +49,9 @@ class TrainingSet:
 def training_sets(params: Params) -> dict[str, TrainingSet]:
     """The training images of every model the pipeline makes, by the name variants use in `init_from`."""
     sets: dict[str, TrainingSet] = {}
+    for name in params.targets:  # the variants train on the pool: an official split with duplicates would leak
+        sets[pool_key(name)] = TrainingSet(f"targets.{name}'s own labelled pool",
+                                           lambda name=name: [tasks.target_arrays(params, name)["x_pool"]])
     for name, spec in params.sources.items():
         sets[name] = TrainingSet(f"sources.{name} ({spec.data.dataset})",
                                  lambda name=name, spec=spec: [tasks.source_arrays(name, spec)["x_train"]])
@@ -72,6 +80,7 @@ def training_sets(params: Params) -> dict[str, TrainingSet]:
 def _checks(params: Params) -> Iterator[tuple[str, str, str]]:
     """(key to name in the error, target, model): every target test set against every model trained near it."""
     for name, target in params.targets.items():
+        yield f"targets.{name}", name, pool_key(name)
         yield f"targets.{name}", name, target.source
     for name, spec in params.pretrain.items():
         yield f"pretrain.{name}", spec.target, name
