@@ -317,7 +317,7 @@ def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _outputs(project: Path) -> dict[str, bytes]:
-    files = [project / "dvc.lock", *sorted((project / "data/prepared").glob("*"))]
+    files = [project / "dvc.lock", *sorted(path for path in (project / "data/prepared").rglob("*") if path.is_file())]
     return {str(path.relative_to(project)): path.read_bytes() for path in files}
 
 
@@ -345,20 +345,20 @@ def test_repro_stops_at_validate(dvc_project: Path, change: Any, fragment: str) 
 
 
 def test_replaced_data_file_marks_prepare_changed(dvc_project: Path) -> None:
-    status = [*DVC, "status", "--json", "prepare_source", "prepare_target@mnist"]
+    status = [*DVC, "status", "--json", "prepare_source@source", "prepare_target@mnist"]
     assert json.loads(run(status, dvc_project).stdout) == {}
     original = (dvc_project / "data/raw/mnist.npz").read_bytes()
     try:
         _write_data(dvc_project / "data/raw/mnist.npz", _mnist(x_train=lambda x: 255 - x))
         changed = json.loads(run(status, dvc_project).stdout)
-        assert set(changed) == {"prepare_source", "prepare_target@mnist"}
-        assert changed["prepare_source"] == [{"changed deps": {"data/raw": "modified"}}]
+        assert set(changed) == {"prepare_source@source", "prepare_target@mnist"}
+        assert changed["prepare_source@source"] == [{"changed deps": {"data/raw": "modified"}}]
     finally:
         (dvc_project / "data/raw/mnist.npz").write_bytes(original)
     # valid, unchanged params: validate reruns (params.yaml touched) but nothing below it does
     (dvc_project / "params.yaml").write_text((dvc_project / "params.yaml").read_text() + "\n# a comment\n")
     try:
-        out = run([*DVC, "repro", "prepare_source", "prepare_target@mnist"], dvc_project).stdout
+        out = run([*DVC, "repro", "prepare_source@source", "prepare_target@mnist"], dvc_project).stdout
         assert "Running stage 'prepare" not in out
     finally:
         run(["git", "checkout", "-q", "params.yaml"], dvc_project)
