@@ -168,9 +168,10 @@ def section(report: reporting.Report, note: OriginalNoteSpec, spec: SourceSpec, 
         " control for *more training*: reused layers have trained longer than a fresh network has.")
     report.paragraph(data_sentence(spec, note.source, source))
     reference = results[note.reuse]
+    race = verdicts.protocol(reference).removeprefix("**Protocol.** ")
     report.paragraph(
         f"**Protocol here.** The fair race of the comparison above (target `{reference.target}`), not the note's fixed"
-        f" 20 epochs: {verdicts.protocol(reference).removeprefix('**Protocol.** ')} Columns *here: epoch 1 / 20* are"
+        f" 20 epochs. {race} Columns *here: epoch 1 / 20* are"
         " validation accuracy of each repetition's chosen run after that epoch (mean ± 95 % interval; n when fewer"
         " repetitions ran that long), for the source row its logged test accuracy; *here: test accuracy* is scored"
         " once on the selected weights. The note's columns are test accuracy on full MNIST, one run each.")
