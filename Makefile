@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/python -m transferlab.warm -- $(BIN)/dvc repro  # stages fork from one process that imported TensorFlow and MLflow
 	@echo
 	@echo "Report:       reports/comparison.md and reports/comparison.html"
 	@echo "Metrics:      dvc metrics show"

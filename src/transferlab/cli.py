@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from transferlab import warm
 from transferlab.errors import StageKilled, TransferlabError
 
 EXIT_BAD_INPUT = 2
@@ -43,8 +44,11 @@ def run_main(main: Callable[[list[str]], None], argv: list[str] | None = None) -
     SIGTERM / Ctrl-C print one line and exit 128 + the signal number, as a shell reports them.
     """
     if argv is None:  # a real process (python -m stages.…), not a test calling main in-process
-        signal.signal(signal.SIGTERM, raise_killed)
         die_with_parent()
+        status = warm.delegate()  # run in the warm stage server when `transferlab.warm` started one
+        if status is not None:
+            warm.exit_like(status)
+        signal.signal(signal.SIGTERM, raise_killed)
     try:
         main(sys.argv[1:] if argv is None else argv)
     except TransferlabError as error:
