@@ -83,8 +83,10 @@ def stage_env(workdir: Path) -> dict[str, str]:
     return {**cold_stage_env(workdir), warm.SOCKET_VARIABLE: warm_address()}
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=stage_env(cwd), capture_output=True, text=True, timeout=900)
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command (dvc, a stage) in `cwd` with `stage_env` plus `env`; fail the test on a non-zero exit if `check`."""
+    result = subprocess.run(cmd, cwd=cwd, env={**stage_env(cwd), **(env or {})}, capture_output=True, text=True,
+                            timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

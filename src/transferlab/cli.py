@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from transferlab import warm
 from transferlab.errors import StageKilled, TransferlabError
 
 EXIT_BAD_INPUT = 2
@@ -45,6 +44,9 @@ def run_main(main: Callable[[list[str]], None], argv: list[str] | None = None) -
     """
     if argv is None:  # a real process (python -m stages.…), not a test calling main in-process
         die_with_parent()
+        # How the stage starts, not what it computes (tests/test_warm.py): imported here, not a DVC dependency
+        from transferlab import warm
+
         status = warm.delegate()  # run in the warm stage server when `transferlab.warm` started one
         if status is not None:
             warm.exit_like(status)
