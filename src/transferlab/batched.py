@@ -258,13 +258,13 @@ class Copies:
 def score(models: Sequence[keras.Model], x: np.ndarray, y: np.ndarray) -> list[dict[str, float]]:
     """Loss and accuracy of each model (one architecture) on (x, y), in one stacked forward pass.
 
-    One trace for all of them, where `training.evaluate` would trace once per model.
+    Run eagerly: one pass over the test set is a handful of ops, cheaper than tracing a graph for it
+    (and `training.evaluate` would trace once per model).
     """
     layers = [dense_layers(model) for model in models]
     activations = [keras.activations.get(layer.activation) for layer in layers[0]]
     weights = [tf.constant(np.stack([ls[i].get_weights()[w] for ls in layers])) for i in range(len(activations)) for w in (0, 1)]
 
-    @tf.function
     def forward(h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         h = tf.broadcast_to(h, [len(models), *h.shape])
         for i, activation in enumerate(activations):
