@@ -78,6 +78,8 @@ def test_stages_track_to_mlflow_on_postgresql(tmp_path: Path, layout: server.Lay
         _checked(_dvc(project, None, "repro", "prepare_source", "prepare_target@mnist"))
         uri = started.result()
     assert uri == f"http://127.0.0.1:{port}"
+    with pytest.raises(server.ServerError, match=r"^a server is already running from .*: stop it first \(make server-stop\)$"):
+        server.start(layout, port, pg_port)
     out = _checked(_dvc(project, uri, "repro", "transfer@registry_freeze2"))
     assert "Running stage 'zoo@registered_source'" in out and "Running stage 'pretrain_source'" in out
 

@@ -124,8 +124,13 @@ def start_postgres(layout: Layout, pg_port: int) -> None:
         layout.pg_log.touch()
         shutil.chown(layout.pg_log, "postgres", "postgres")
     options = f"-c listen_addresses=127.0.0.1 -p {pg_port} -k {cluster}"  # the socket stays in the cluster folder
-    _run(_as_cluster_owner([str(postgres_binary("pg_ctl")), "-D", cluster, "-l", str(layout.pg_log.resolve()),
-                            "-o", options, "-w", "-t", "60", "start"]), f"PostgreSQL on 127.0.0.1:{pg_port} (log: {layout.pg_log})")
+    logged = layout.pg_log.stat().st_size if layout.pg_log.exists() else 0
+    try:
+        _run(_as_cluster_owner([str(postgres_binary("pg_ctl")), "-D", cluster, "-l", str(layout.pg_log.resolve()),
+                                "-o", options, "-w", "-t", "60", "start"]), f"PostgreSQL on 127.0.0.1:{pg_port}")
+    except ServerError:  # pg_ctl only says "examine the log output": say what the log says
+        raise ServerError(f"PostgreSQL on 127.0.0.1:{pg_port} did not start: {_log_error(layout.pg_log, logged)} "
+                          f"(log: {layout.pg_log})") from None
     created = subprocess.run([str(postgres_binary("createdb")), "-h", "127.0.0.1", "-p", str(pg_port), "-U", DB_USER, DATABASE],
                              capture_output=True, text=True, timeout=60)
     if created.returncode != 0 and "already exists" not in created.stderr:
@@ -167,6 +172,15 @@ def start_mlflow(layout: Layout, port: int, pg_port: int) -> str:
     raise ServerError(f"mlflow server did not answer {uri}/health within {START_TIMEOUT_S} s (log: {layout.mlflow_log})")
 
 
+def _log_error(path: Path, offset: int) -> str:
+    """The first FATAL or ERROR line PostgreSQL logged after `offset`, else its last line."""
+    with path.open("rb") as log:
+        log.seek(offset)
+        lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    failures = [line for line in lines if "FATAL:" in line or "ERROR:" in line]
+    return (failures or lines or ["no output"])[0][:300]
+
+
 def _last_line(path: Path) -> str:
     lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()] if path.exists() else []
     return lines[-1][:300] if lines else "no output"
@@ -174,6 +188,8 @@ def _last_line(path: Path) -> str:
 
 def start(layout: Layout, port: int = DEFAULT_PORT, pg_port: int = DEFAULT_PG_PORT) -> str:
     """PostgreSQL, then MLflow on it; returns the tracking URI. A failure leaves nothing running."""
+    if _postgres_running(layout) or _mlflow_pid(layout) is not None:
+        raise ServerError(f"a server is already running from {layout.root}: stop it first (make server-stop)")
     layout.root.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         layout.root.chmod(layout.root.stat().st_mode | 0o011)  # the postgres user must traverse it
@@ -207,13 +223,27 @@ def _is_mlflow(pid: int) -> bool:
         return False
 
 
+def _mlflow_pid(layout: Layout) -> int | None:
+    """The pid of the MLflow server started from `layout`, if it still runs."""
+    if not layout.mlflow_pid.is_file():
+        return None
+    pid = int(layout.mlflow_pid.read_text().strip())
+    return pid if _process_alive(pid) and _is_mlflow(pid) else None
+
+
+def _postgres_running(layout: Layout) -> bool:
+    if not (layout.cluster / "postmaster.pid").is_file():
+        return False
+    status = subprocess.run(_as_cluster_owner([str(postgres_binary("pg_ctl")), "-D", str(layout.cluster.resolve()), "status"]),
+                            capture_output=True, timeout=60)
+    return status.returncode == 0
+
+
 def _stop_mlflow(layout: Layout) -> bool:
     """Stop the server's process group (MLflow runs its web workers as children); True if one was running."""
-    if not layout.mlflow_pid.is_file():
-        return False
-    pid = int(layout.mlflow_pid.read_text().strip())
-    layout.mlflow_pid.unlink()
-    if not (_process_alive(pid) and _is_mlflow(pid)):
+    pid = _mlflow_pid(layout)
+    layout.mlflow_pid.unlink(missing_ok=True)
+    if pid is None:
         return False
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -225,7 +255,7 @@ def _stop_mlflow(layout: Layout) -> bool:
 
 
 def stop_postgres(layout: Layout) -> bool:
-    if not (layout.cluster / "postmaster.pid").is_file():
+    if not _postgres_running(layout):
         return False
     _run(_as_cluster_owner([str(postgres_binary("pg_ctl")), "-D", str(layout.cluster.resolve()), "-m", "fast", "-w", "stop"]),
          f"stopping PostgreSQL in {layout.cluster}")
@@ -253,7 +283,7 @@ def main(argv: list[str]) -> None:
     elif args.action == "status":
         uri = layout.uri_file.read_text().strip() if layout.uri_file.is_file() else None
         print(f"mlflow server: {uri + (' answers' if _healthy(uri) else ' does not answer') if uri else 'never started here'}")
-        print(f"PostgreSQL: {'running' if (layout.cluster / 'postmaster.pid').is_file() else 'stopped'} ({layout.cluster})")
+        print(f"PostgreSQL: {'running' if _postgres_running(layout) else 'stopped'} ({layout.cluster})")
     else:
         stopped = stop(layout)
         print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
