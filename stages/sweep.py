@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from transferlab import artifacts, data, paths, repetitions, sweeps, tracking
 from transferlab.cli import run_main
-from transferlab.config import check_sweeps, load_params
+from transferlab.config import check_sweeps, load_params, split_sizes
 from transferlab.errors import ConfigError
 
 STAGE = "sweep"
@@ -50,12 +50,18 @@ def main(argv: list[str]) -> None:
     plan = repetitions.plan(params.transfer.seeds, params.transfer.seed, target.seed, params.transfer.resample_labels)
     with tracking.stage_run(params.mlflow.experiment, f"{STAGE}@{name}", tags, logged) as run_ids, \
             tqdm(total=len(points), desc=f"sweep@{name}", unit="point", file=sys.stderr) as bar:
+        budgets = sorted({point.labels_per_class for point in points})
+        tracking.log_target(spec.target, paths.target_data(spec.target), arrays,
+                            {"labelled_per_class": ",".join(map(str, budgets)), "validation_fraction": params.transfer.validation_fraction})
 
         def on_point(point: sweeps.Point, rows: list[dict[str, Any]]) -> None:
             (summary,) = sweeps.summarize_rows(rows)
             point_tags = {"stage": f"{STAGE}@{name}", "sweep": name, "x": str(point.x), "series": point.series,
                           "strategy": point.variant.strategy}
             with tracking.child_run(f"{point.series}/x={point.x}", point_tags):
+                train, validation = split_sizes(point.labels_per_class, point.protocol.validation_fraction)
+                tracking.log_target(spec.target, paths.target_data(spec.target), arrays,
+                                    {"labelled_per_class": point.labels_per_class, "train_per_class": train, "validation_per_class": validation})
                 tracking.log_final({key: summary[key] for key in ("target_accuracy", "ci95_low", "ci95_high", "n", "unconverged")})
             bar.set_postfix_str(f"{point.series} x={point.x}: {100 * summary['target_accuracy']:.1f} %")
             bar.update()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, run, tiny_params
 
@@ -51,6 +52,11 @@ def test_source_stage_outputs(prepared: Path) -> None:
     assert 0.5 < metrics["test_accuracy"] <= 1.0
     assert metrics["epochs"] == 2 and metrics["train_seconds"] > 0 and metrics["mlflow_run_id"]
     assert (prepared / "models/source.keras").is_file()
+    run_ = MlflowClient(f"sqlite:///{prepared / 'mlflow.db'}").get_run(metrics["mlflow_run_id"])
+    sizes = {t.value: int(t2.value) for i in run_.inputs.dataset_inputs for t in i.tags for t2 in i.tags
+             if t.key == "mlflow.data.context" and t2.key == "rows"}
+    with np.load(prepared / "data/prepared/source.npz", allow_pickle=False) as source:
+        assert sum(sizes.values()) == len(source["y_train"]) + len(source["y_test"]) and sizes["test"] == len(source["y_test"])
     assert (prepared / "plots/source.csv").read_text().splitlines()[0].startswith("epoch,loss,seconds,accuracy")
     with np.load(prepared / "data/prepared/target_mnist.npz", allow_pickle=False) as target:
         assert np.bincount(target["y_test"]).tolist() == [40] * 5
@@ -76,6 +82,16 @@ def test_transfer_stage_twice_gives_identical_metrics(prepared: Path, tmp_path: 
     assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds,elapsed,n"
     assert len(history) == 1 + max(run_["epochs_run"] for run_ in first["repetitions"])
     assert first["budget"]["grid"] == ["sgd 0.05 clip 1"] and first["train_per_class"] + first["validation_per_class"] == 10
+    # every run of the stage records its data (the MLflow runs table's Dataset column): pool and test set
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    parent = json.loads((workdir / "metrics/transfer/freeze2.json").read_text())["mlflow_run_id"]
+    children = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    with np.load(workdir / "data/prepared/target_mnist.npz", allow_pickle=False) as target:
+        rows = {"train": str(len(target["y_pool"])), "test": str(len(target["y_test"]))}
+    for run_id in (parent, *(c.info.run_id for c in children)):
+        inputs = [{t.key: t.value for t in i.tags} | {"name": i.dataset.name} for i in client.get_run(run_id).inputs.dataset_inputs]
+        assert {i["mlflow.data.context"]: i["rows"] for i in inputs} == rows
+        assert all(i["name"] == "mnist" and i["train_per_class"] == str(first["train_per_class"]) for i in inputs)
 
 
 def test_bad_params_exit_2_with_one_line_and_write_nothing(prepared: Path, tmp_path: Path) -> None:

@@ -202,6 +202,14 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
     by_point = {(r.data.tags["series"], int(r.data.tags["x"])): r.data.metrics["target_accuracy"] for r in children}
     assert by_point == {(row["series"], row["x"]): pytest.approx(row["target_accuracy"]) for row in summary}
+    # the runs table's Dataset column: the target's pool and test set, digests of the prepared arrays
+    arrays = target_arrays()
+    digests = {"train": data.fingerprint(arrays["x_pool"], arrays["y_pool"]), "test": data.fingerprint(arrays["x_test"], arrays["y_test"])}
+    for run_ in (parent, *children):
+        logged = {tag.value: i.dataset.digest for i in run_.inputs.dataset_inputs for tag in i.tags if tag.key == "mlflow.data.context"}
+        assert logged == digests, run_.info.run_name
+    point = next(r for r in children if r.data.tags["x"] == "5")
+    assert {t.key: t.value for t in point.inputs.dataset_inputs[0].tags}["train_per_class"] == "4"
 
 
 def test_stage_rejects_bad_input_in_one_line_before_training(tmp_path: Path) -> None:
