@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, tiny_params
-from transferlab import artifacts, recommendation, reporting, statistics, sweep_results, sweeps, tables, verdicts
+from transferlab import artifacts, figures, recommendation, reporting, statistics, sweep_results, sweeps, tables, verdicts
 from transferlab.errors import DataError
 from transferlab.results import RepetitionResult, SettingResult, VariantResult
 
@@ -204,6 +204,24 @@ def test_html_renders_markdown_links_and_bold_and_keeps_tables_in_a_scroll_box()
     assert '<div class="table-wrap"><table class="results">' in page and ".table-wrap{max-width:100%;overflow-x:auto" in page
     assert "[abcdef01](http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789) |" in report.markdown("figures")
     assert reporting.ui_address("sqlite:////tmp/mlflow.db") == reporting.ui_address(None) == "http://127.0.0.1:5000"
+
+
+def test_per_epoch_panels_stay_readable_with_22_variants() -> None:
+    """Small multiples: every variant drawn exactly once, no panel with more than MAX_CURVES of them,
+    a crowded strategy split by init source first."""
+    strategies = ["scratch"] + ["reuse"] * 11 + ["freeze"] * 6 + ["cache"] * 2 + ["unfreeze"] * 2
+    results = [replace(REUSE, variant=f"v{i}", strategy=strategy, init_from="source" if i % 3 else f"pre{i}")
+               for i, strategy in enumerate(strategies)]
+    found = figures.panels(results)
+    drawn = [r.variant for _, members in found for r in members]
+    assert sorted(drawn) == sorted(r.variant for r in results)
+    assert max(len(members) for _, members in found) <= figures.MAX_CURVES
+    assert [name for name, _ in found] == [
+        "scratch", "reuse · from source (1/2)", "reuse · from source (2/2)", "reuse · other init",
+        "freeze · from source", "freeze · other init", "cache", "unfreeze"]
+    assert all(r.init_from == "source" for name, members in found if "from source" in name for r in members)
+    histories = {r.variant: pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.6], "elapsed": [0.1, 0.2]}) for r in results}
+    assert figures.curve_panels(results, histories, "epoch", "epoch", "t").startswith(b"\x89PNG")
 
 
 @pytest.fixture()
