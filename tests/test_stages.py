@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -198,3 +200,12 @@ def test_missing_registry_entry(prepared: Path, tmp_path: Path) -> None:
     params = tiny_params(zoo={"gone": {"kind": "registry", "uri": "models:/no-such-model/3"}})
     result = stage(clone(prepared, tmp_path, params), "import_model", "gone", check=False)
     assert_one_line_error(result, "no-such-model")
+
+
+def test_tensorflow_starts_quietly_without_make(tmp_path: Path) -> None:
+    """`.venv/bin/dvc repro` run by hand sets no TF_CPP_MIN_LOG_LEVEL: TensorFlow's C++ start-up lines
+    (absl's "before InitializeLog", cpu_feature_guard) must still stay out of every stage's output."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    code = "import transferlab.strategies, tensorflow as tf; tf.zeros(1) + 1"  # strategies imports keras first
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
