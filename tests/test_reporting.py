@@ -199,10 +199,10 @@ def test_html_renders_markdown_links_and_bold_and_keeps_tables_in_a_scroll_box()
     assert "<strong>What this run shows.</strong> <code>k = 2</code> beats <em>scratch</em>" in page
     parser = Links()
     parser.feed(page)
-    assert parser.hrefs == ["https://example.org/a?b=1&c=2", "http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789"]
+    assert parser.hrefs == ["https://example.org/a?b=1&c=2", "http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789?workflowType=machine_learning"]
     assert parser.images == ["data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()]
     assert '<div class="table-wrap"><table class="results">' in page and ".table-wrap{max-width:100%;overflow-x:auto" in page
-    assert "[abcdef01](http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789) |" in report.markdown("figures")
+    assert "[abcdef01](http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789?workflowType=machine_learning) |" in report.markdown("figures")
     assert reporting.ui_address("sqlite:////tmp/mlflow.db") == reporting.ui_address(None) == "http://127.0.0.1:5000"
 
 
@@ -275,7 +275,7 @@ def test_stage_builds_the_report_from_hand_made_results(stage, tmp_path: Path) -
     assert "**More accurate:** reuse5" in markdown and "**Faster:** reuse5" in markdown and "**Recommendation.**" in markdown
     assert "The label_budget sweep ran under another tuning budget than the variants: max_epochs 4 (reference 300)." in markdown
     assert "**Label budget:** every sweep point has unconverged runs (scratch at 3), so the sweep supports no claim." in markdown
-    assert "](" not in page and 'href="http://127.0.0.1:5000/#/experiments/1/runs/scratch0123456789abcdef"' in page
+    assert "](" not in page and 'href="http://127.0.0.1:5000/#/experiments/1/runs/scratch0123456789abcdef?workflowType=machine_learning"' in page
     assert [figure.name for figure in report.figures] == [
         "tuning_mnist", "val_accuracy_per_second_mnist", "val_accuracy_per_epoch_mnist", "accuracy_mnist",
         "time_per_epoch_mnist", "sweep_label_budget"]
