@@ -209,3 +209,29 @@ def test_tensorflow_starts_quietly_without_make(tmp_path: Path) -> None:
     code = "import transferlab.strategies, tensorflow as tf; tf.zeros(1) + 1"  # strategies imports keras first
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").is_file(), reason="needs a system Python without the project's packages")
+def test_dvc_outside_the_venv_hands_over_to_it_or_says_what_to_do(tmp_path: Path) -> None:
+    """`.venv/bin/dvc repro` from a shell without the venv: DVC's stage commands find the system `python`."""
+    from conftest import make_project
+
+    project = make_project(tmp_path / "project", tiny_params())
+    system_bin = tmp_path / "bin"
+    system_bin.mkdir()
+    (system_bin / "python").symlink_to("/usr/bin/python3")  # the `python` a plain shell finds
+    env = {"PATH": f"{system_bin}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(tmp_path),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+
+    def repro() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dvc", "repro", "validate"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    stopped = repro()
+    assert stopped.returncode != 0 and "Traceback" not in stopped.stderr
+    (line,) = [line for line in stopped.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: {system_bin / 'python'} cannot import transferlab") and "`make run`" in line
+    (project / ".venv").symlink_to(Path(sys.prefix))  # what `make` creates: the stage hands over to it
+    done = repro()
+    assert done.returncode == 0, done.stderr
+    assert "params.yaml: valid" in done.stdout
