@@ -9,6 +9,8 @@ early stopping, tuning grid), the sweep's target and (label_budget) the named va
 first checks that dvc.yaml's stage names exactly those variants (`pipeline`).
 MLflow: one parent run for the stage, one nested run per grid point with its mean accuracy.
 Progress: a tqdm bar on stderr, one step per grid point.
+With `RAY_ADDRESS` naming a Ray cluster, the points' races run there as tasks (`transferlab.fanout`);
+the rows, MLflow runs and outputs are the same as in-process.
 """
 from __future__ import annotations
 
@@ -69,7 +71,8 @@ def main(argv: list[str]) -> None:
             bar.set_postfix_str(f"{point.series} x={point.x}: {100 * summary['target_accuracy']:.1f} %")
             bar.update()
 
-        rows = sweeps.run_sweep(points, plan, init_models, params.source_model.network, arrays, on_point)
+        rows = sweeps.run_sweep(points, plan, init_models, params.source_model.network, arrays, on_point,
+                                init_files={name: paths.init_model(name) for name in init_models})
         summary = sweeps.summarize_rows(rows)
         artifacts.write_rows(paths.sweep_rows(name), rows)
         artifacts.write_rows(paths.sweep_summary(name), summary)

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny params, and a real DVC project in a temp git repo built from this checkout."""
 from __future__ import annotations
 
+import atexit
 import copy
 import os
 import shutil
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from transferlab import warm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,18 +55,38 @@ def tiny_params(**overrides: Any) -> dict[str, Any]:
     return params
 
 
-def stage_env(workdir: Path) -> dict[str, str]:
+def cold_stage_env(workdir: Path) -> dict[str, str]:
     """Environment for stage subprocesses: this venv's python first, MLflow in the workdir."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env.pop("DVC_EXP_NAME", None)
+    env.pop(warm.SOCKET_VARIABLE, None)
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=stage_env(cwd), capture_output=True, text=True, timeout=900)
+_WARM: list[warm.Server] = []
+
+
+def warm_address() -> str:
+    """The address of this test process's warm stage server, started on first use (as `make run` does)."""
+    if not _WARM:
+        server = warm.Server(env=cold_stage_env(ROOT)).__enter__()
+        atexit.register(server.__exit__)
+        _WARM.append(server)
+    return _WARM[0].address
+
+
+def stage_env(workdir: Path) -> dict[str, str]:
+    """`cold_stage_env` plus the warm stage server: stage processes skip the TensorFlow/MLflow imports."""
+    return {**cold_stage_env(workdir), warm.SOCKET_VARIABLE: warm_address()}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command (dvc, a stage) in `cwd` with `stage_env` plus `env`; fail the test on a non-zero exit if `check`."""
+    result = subprocess.run(cmd, cwd=cwd, env={**stage_env(cwd), **(env or {})}, capture_output=True, text=True,
+                            timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

@@ -84,9 +84,14 @@ def trivial(path: Path) -> bool:
     return path.name == "__init__.py" and all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
 
 
+# How a stage process starts, not what it computes: a stage run through the warm stage server writes
+# the same outputs as a cold one (tests/test_warm.py), so editing the launcher reruns nothing.
+STARTS_ONLY = {ROOT / "src" / "transferlab" / "warm.py"}
+
+
 @pytest.mark.parametrize(("stage", "module", "deps"), stages(), ids=[s[0] for s in stages()])
 def test_stage_deps_cover_its_import_closure(stage: str, module: str, deps: list[str]) -> None:
-    needed = {path for path in closure(module) if not trivial(path)}
+    needed = {path for path in closure(module) if not trivial(path) and path not in STARTS_ONLY}
     missing = sorted(path.relative_to(ROOT).as_posix() for path in needed if not covered(path, deps))
     assert not missing, f"dvc.yaml stage {stage!r} imports these project files but does not depend on them: {missing}"
 

@@ -143,6 +143,23 @@ def test_unfreeze_trains_the_unfrozen_layer_only_after_its_frozen_epochs(source_
         np.testing.assert_array_equal(weights(model, "hidden3")[0], weights(source_model, "hidden3")[0])
 
 
+def test_lp_ft_probes_exactly_as_freeze_then_fine_tunes_every_layer(source_model, arrays) -> None:
+    """LP-FT's first phase is the `freeze` race with every reused layer fixed; then all layers train on."""
+    protocol = PROTOCOL.model_copy(update={"stopping": StoppingSpec(max_epochs=100, patience=2, min_delta=0.01), "grid": GRID[1:]})
+    lp_ft = VariantSpec(strategy="lp_ft", init_from="source", target="t", reuse_layers=3)
+    probe = VariantSpec(strategy="freeze", init_from="source", target="t", reuse_layers=3, frozen_layers=3)
+    both = strategies.race(lp_ft, source_model, NETWORK, protocol, arrays, LABELS, PLAN)
+    probed = strategies.race(probe, source_model, NETWORK, protocol, arrays, LABELS, PLAN)
+    for r, (result, first) in enumerate(zip(both.results, probed.results, strict=True)):
+        assert first.stop_reason == "patience"  # the probe phase ended by early stopping, not by the cap
+        learned = [(row["epoch"], row["loss"], row["val_loss"]) for row in both.histories[r][: first.epochs_run]]
+        assert learned == [(row["epoch"], row["loss"], row["val_loss"]) for row in probed.histories[r]]
+        assert result.epochs_run > first.epochs_run  # the fine-tuning phase ran
+        fine_tuned = result.best_epoch > first.epochs_run
+        same = np.array_equal(weights(both.models[r], "hidden1")[0], weights(source_model, "hidden1")[0])
+        assert same != fine_tuned  # reused layers move exactly when a fine-tuned epoch was kept
+
+
 # ---- the one training routine and its stopping rule ------------------------------------------------------------
 
 def tiny_stack(k: int, optimizers, seed: int = 0):

@@ -1,7 +1,7 @@
-"""Transfer strategies as data, and the race that trains every variant the same way.
+"""The race that trains every variant the same way, whatever its strategy.
 
-A strategy is a rule: the phases it trains (which lowest layers stay fixed, for how long, at
-what share of the tuned rate) and whether the fixed layers' outputs are cached. `race` builds the
+A strategy is a rule in `rules.STRATEGIES`: the phases it trains (which lowest layers stay fixed,
+for how long, at what share of the tuned rate) and whether the fixed layers' outputs are cached. `race` builds the
 variant's network once per repetition x grid setting, trains all of those copies together
 (`batched.Copies`, one compiled step), stops each by the one early-stopping rule, chooses each
 repetition's setting on validation and scores the chosen weights once on the test set.
@@ -20,40 +20,8 @@ from transferlab.config import NetworkSpec, Protocol, VariantSpec, split_sizes
 from transferlab.errors import ModelError
 from transferlab.repetitions import Repetition
 from transferlab.results import NEAR_BEST, RepetitionResult, SettingResult
+from transferlab.rules import STRATEGIES
 from transferlab.stopping import DIVERGED, StopRule
-
-
-@dataclass(frozen=True)
-class Phase:
-    frozen_layers: int  # hidden1 … hidden{frozen_layers} stay fixed in this phase
-    epochs: int | None = None  # a phase of fixed length; None: until early stopping ends it
-    rate_factor: float = 1.0  # share of the tuned learning rate
-
-
-@dataclass(frozen=True)
-class StrategyRule:
-    phases: Callable[[VariantSpec], list[Phase]]
-    cached: bool = False  # train the upper layers on the fixed layers' outputs, computed once
-
-
-def _one_phase(variant: VariantSpec) -> list[Phase]:
-    return [Phase(variant.frozen_layers)]
-
-
-def _unfreezing(variant: VariantSpec) -> list[Phase]:
-    assert variant.unfreeze is not None  # guaranteed by config validation
-    step = variant.unfreeze
-    return [Phase(variant.frozen_layers, epochs=step.frozen_epochs),
-            Phase(variant.frozen_layers - step.unfreeze_top, rate_factor=step.rate_factor)]
-
-
-STRATEGIES: dict[str, StrategyRule] = {
-    "scratch": StrategyRule(_one_phase),
-    "reuse": StrategyRule(_one_phase),
-    "freeze": StrategyRule(_one_phase),
-    "cache": StrategyRule(_one_phase, cached=True),
-    "unfreeze": StrategyRule(_unfreezing),
-}
 
 
 def build_variant_network(
