@@ -214,6 +214,23 @@ def test_early_stopping_restores_exactly_the_best_epoch() -> None:
     assert (history.best_epoch, history.stop_reason, history.epochs) == (int(stack.stopper.best_epoch[0]), "patience", len(stack.histories[0].rows))
 
 
+def test_fit_with_early_stopping_hands_back_the_best_epochs_weights() -> None:
+    """`training.fit` itself: stops `patience` epochs after the best validation loss and restores that epoch's weights."""
+    x, y, layers, _, copies = tiny_stack(1, [OptimizerSpec(name="sgd", learning_rate=0.5)])
+    rows, (x_val, y_val) = copies[0].rows, (x[copies[0].val_rows], y[copies[0].val_rows])
+    spec = TrainSpec(epochs=40, batch_size=16, optimizer=copies[0].optimizer, seed=100, patience=3)
+    model = networks.build(20, layers, "he_normal", seed=0)
+    history = training.fit(model, x[rows], y[rows], spec, validation=(x_val, y_val))
+    val_losses = [row["val_loss"] for row in history.rows]
+    assert history.stop_reason == "patience" and history.epochs == history.best_epoch + 3 < 40
+    assert history.best_epoch == 1 + int(np.argmin(val_losses)) and min(val_losses) < val_losses[-1]
+    assert training.evaluate(model, x_val, y_val)["loss"] == pytest.approx(min(val_losses), rel=1e-5)  # not the last epoch's
+    replay = networks.build(20, layers, "he_normal", seed=0)
+    training.fit(replay, x[rows], y[rows], spec.model_copy(update={"epochs": history.best_epoch, "patience": None}))
+    for kept, replayed in zip(model.get_weights(), replay.get_weights(), strict=True):
+        np.testing.assert_allclose(kept, replayed, atol=1e-6)
+
+
 def test_a_run_capped_while_still_improving_is_unconverged() -> None:
     from transferlab.stopping import EarlyStopping
 
