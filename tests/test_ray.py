@@ -59,10 +59,10 @@ def rows_without_timings(path: Path) -> list[dict[str, str]]:
 
 
 def point_runs(project: Path) -> list[tuple[str, str]]:
-    """(name, mean accuracy) of the newest sweep@transferability run's nested runs, in start order."""
+    """(name, mean accuracy) of the newest sweep_transferability run's nested runs, in start order."""
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tests")
-    parents = client.search_runs([experiment.experiment_id], "attributes.run_name = 'sweep@transferability'",
+    parents = client.search_runs([experiment.experiment_id], "attributes.run_name = 'sweep_transferability'",
                                  order_by=["start_time DESC"])
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'",
                                   order_by=["start_time ASC"])
@@ -70,11 +70,11 @@ def point_runs(project: Path) -> list[tuple[str, str]]:
 
 
 def test_sweep_on_ray_matches_in_process(project: Path, ray_address: str) -> None:
-    run([*DVC, "repro", "sweep@transferability"], project)
+    run([*DVC, "repro", "sweep_transferability"], project)
     rows = project / "metrics" / "sweeps" / "transferability.csv"
     in_process, in_process_runs = rows_without_timings(rows), point_runs(project)
     rows.unlink()
-    result = run([*DVC, "repro", "-f", "-s", "sweep@transferability"], project,
+    result = run([*DVC, "repro", "-f", "-s", "sweep_transferability"], project,
                  env={"RAY_ADDRESS": ray_address})
     assert "Traceback" not in result.stderr
     assert rows_without_timings(rows) == in_process
@@ -87,7 +87,7 @@ def test_no_cluster_at_the_address_fails_fast_with_one_line(project: Path) -> No
     lock = (project / "dvc.lock").read_text()
     address = f"127.0.0.1:{free_port()}"
     start = time.monotonic()
-    result = run([*DVC, "repro", "-s", "sweep@transferability"], project, check=False, env={"RAY_ADDRESS": address})
+    result = run([*DVC, "repro", "-s", "sweep_transferability"], project, check=False, env={"RAY_ADDRESS": address})
     assert time.monotonic() - start < 60
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -101,7 +101,7 @@ def test_a_killed_worker_fails_the_stage_and_writes_nothing(project: Path, ray_a
     params["transfer"]["stopping"] = {"max_epochs": 3000, "patience": None}  # long enough to be caught mid-task
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run([*DVC, "repro", "prepare_target@mnist", "pretrain_source"], project)
-    stage = subprocess.Popen([*DVC, "repro", "-s", "sweep@transferability"], cwd=project,
+    stage = subprocess.Popen([*DVC, "repro", "-s", "sweep_transferability"], cwd=project,
                              env={**stage_env(project), "RAY_ADDRESS": ray_address},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = 0
