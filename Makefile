@@ -6,8 +6,12 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 UI_PORT ?= 5000
+REPRO_FLAGS ?=  # `make verify REPRO_FLAGS=-f`: rerun every stage, even those DVC has cached
+SERVER_DIR ?= .server
+SERVER_PORT ?= 5001
+PG_PORT ?= 5433
 
-.PHONY: run test ui bench clean
+.PHONY: run test ui bench clean verify server server-stop
 
 $(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/python -m transferlab.warm -- $(BIN)/dvc repro  # stages fork from one process that imported TensorFlow and MLflow
 	@echo
 	@echo "Report:       reports/comparison.md and reports/comparison.html"
 	@echo "Metrics:      dvc metrics show"
@@ -27,7 +31,18 @@ test: $(STAMP)
 
 ui: $(STAMP)
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C to stop)"
+	@echo "Runs tables: choose 'Model training' at the sidebar's top (MLflow 3 opens on its GenAI view); the report's run links open there"
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port $(UI_PORT)
+
+verify: $(STAMP)  # rebuild (a fresh clone rebuilds everything), then fail if a committed metric differs
+	$(BIN)/python -m transferlab.warm -- $(BIN)/dvc repro $(REPRO_FLAGS)  # as `make run` does
+	$(BIN)/python -m transferlab.verify
+
+server: $(STAMP)  # MLflow on a local PostgreSQL cluster, both on 127.0.0.1 (src/transferlab/server.py)
+	$(BIN)/python -m transferlab.server start --dir $(SERVER_DIR) --port $(SERVER_PORT) --pg-port $(PG_PORT)
+
+server-stop: $(STAMP)
+	$(BIN)/python -m transferlab.server stop --dir $(SERVER_DIR)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.training_speed

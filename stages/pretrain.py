@@ -74,6 +74,7 @@ def main(argv: list[str]) -> None:
     tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": spec.method, "init_from": "random",
             "data_fingerprint": data.fingerprint(pool)}
     with tracking.stage_run(params.mlflow.experiment, name, tags, {"pretrain": spec.model_dump(), "pool_images": len(pool)}) as run_ids:
+        tracking.log_dataset(f"unlabelled pool (source + {spec.target})", paths.target_data(spec.target), {"train": (pool, None)})
         result = pretrain(name, spec, pool, on_epoch=None)
         rows = step_rows(result.rows)
         metrics = {"method": spec.method, "depth": len(spec.hidden_units), "pool_images": int(len(pool)),

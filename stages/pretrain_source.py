@@ -32,6 +32,8 @@ def main(argv: list[str]) -> None:
         if spec.train.patience is not None:  # early stopping on a held-out share of the source training images
             kept, held = data.holdout_rows(len(y), spec.train.validation_fraction, spec.train.seed, labels=y)
             x, y, validation = x[kept], y[kept], (x[held], y[held])
+        tracking.log_dataset(name, paths.source_data(name), {"train": (x, y), **({"validation": validation} if validation else {}),
+                                                             "test": (arrays["x_test"], arrays["y_test"])})
         history = training.fit(model, x, y, spec.train, validation=validation, eval_data=(arrays["x_test"], arrays["y_test"]))
         scores = training.evaluate(model, arrays["x_test"], arrays["y_test"])
         metrics = {

@@ -1,13 +1,16 @@
-"""Stage `sweep@<name>`: run one sweep's whole grid, `transfer.seeds` paired repetitions per point, in one process.
+"""Stages `sweep_<name>`: run one sweep's whole grid, `transfer.seeds` paired repetitions per point, in one process.
 
-    python -m stages.sweep transferability   # writes metrics/sweeps/transferability.csv (one row per run),
+    python -m stages.sweep transferability   # writes metrics/sweeps/<name>.csv (one row per run),
     python -m stages.sweep label_budget      # plots/sweeps/<name>.csv (mean and 95% CI per point),
                                              # metrics/sweeps/<name>.json
 
 Reads `sweeps.<name>`, `transfer` (the protocol every point is raced under: validation split,
-early stopping, tuning grid), the sweep's target and (label_budget) the named variants.
+early stopping, tuning grid), the sweep's target and (label_budget) the named variants; label_budget
+first checks that dvc.yaml's stage names exactly those variants (`pipeline`).
 MLflow: one parent run for the stage, one nested run per grid point with its mean accuracy.
 Progress: a tqdm bar on stderr, one step per grid point.
+With `RAY_ADDRESS` naming a Ray cluster, the points' races run there as tasks (`transferlab.fanout`);
+the rows, MLflow runs and outputs are the same as in-process.
 """
 from __future__ import annotations
 
@@ -16,9 +19,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from transferlab import artifacts, data, paths, repetitions, sweeps, tracking
+from transferlab import artifacts, data, paths, pipeline, repetitions, sweeps, tracking
 from transferlab.cli import run_main
-from transferlab.config import check_sweeps, load_params
+from transferlab.config import check_sweeps, load_params, split_sizes
 from transferlab.errors import ConfigError
 
 STAGE = "sweep"
@@ -33,6 +36,8 @@ def main(argv: list[str]) -> None:
     spec = getattr(params.sweeps, name)
     if spec is None:
         raise ConfigError(f"sweeps.{name}", "is null: this sweep is switched off")
+    if name == "label_budget":
+        pipeline.check_label_budget_stage(params)  # before any training: dvc.yaml must rerun it for its variants' edits
     target = params.targets[spec.target]
     arrays = data.load_target(spec.target)
     points, skipped = sweeps.grid(name, params, sweeps.pool_per_class(arrays["y_pool"]))
@@ -44,24 +49,31 @@ def main(argv: list[str]) -> None:
     for init_from in dict.fromkeys(point.variant.init_from for point in points):
         init_models[init_from] = zoo.load_keras(paths.init_model(init_from))
         data.check_input_size(arrays, int(init_models[init_from].input_shape[-1]), init_from, spec.target)
-    tags = {"stage": f"{STAGE}@{name}", "sweep": name, "variant": f"{STAGE}@{name}", "strategy": STAGE,
+    tags = {"stage": f"{STAGE}_{name}", "sweep": name, "variant": f"{STAGE}_{name}", "strategy": STAGE,
             "init_from": ",".join(init_models), "target": spec.target, "data_fingerprint": data.fingerprint(*arrays.values())}
     logged: dict[str, Any] = {"sweep": spec.model_dump(), "transfer": params.transfer.model_dump(), "target": target.model_dump()}
     plan = repetitions.plan(params.transfer.seeds, params.transfer.seed, target.seed, params.transfer.resample_labels)
-    with tracking.stage_run(params.mlflow.experiment, f"{STAGE}@{name}", tags, logged) as run_ids, \
-            tqdm(total=len(points), desc=f"sweep@{name}", unit="point", file=sys.stderr) as bar:
+    with tracking.stage_run(params.mlflow.experiment, f"{STAGE}_{name}", tags, logged) as run_ids, \
+            tqdm(total=len(points), desc=f"sweep_{name}", unit="point", file=sys.stderr) as bar:
+        budgets = sorted({point.labels_per_class for point in points})
+        tracking.log_target(spec.target, paths.target_data(spec.target), arrays,
+                            {"labelled_per_class": ",".join(map(str, budgets)), "validation_fraction": params.transfer.validation_fraction})
 
         def on_point(point: sweeps.Point, rows: list[dict[str, Any]]) -> None:
             (summary,) = sweeps.summarize_rows(rows)
-            point_tags = {"stage": f"{STAGE}@{name}", "sweep": name, "x": str(point.x), "series": point.series,
+            point_tags = {"stage": f"{STAGE}_{name}", "sweep": name, "x": str(point.x), "series": point.series,
                           "strategy": point.variant.strategy}
             with tracking.child_run(f"{point.series}/x={point.x}", point_tags):
+                train, validation = split_sizes(point.labels_per_class, point.protocol.validation_fraction)
+                tracking.log_target(spec.target, paths.target_data(spec.target), arrays,
+                                    {"labelled_per_class": point.labels_per_class, "train_per_class": train, "validation_per_class": validation})
                 tracking.log_final({key: summary[key] for key in ("target_accuracy", "ci95_low", "ci95_high", "n", "unconverged")})
             bar.set_postfix_str(f"{point.series} x={point.x}: {100 * summary['target_accuracy']:.1f} %")
             bar.update()
 
         grafts = {init_from: params.network_for(init_from) for init_from in init_models}
-        rows = sweeps.run_sweep(points, plan, init_models, grafts, arrays, on_point)
+        rows = sweeps.run_sweep(points, plan, init_models, grafts, arrays, on_point,
+                                init_files={name: paths.init_model(name) for name in init_models})
         summary = sweeps.summarize_rows(rows)
         artifacts.write_rows(paths.sweep_rows(name), rows)
         artifacts.write_rows(paths.sweep_summary(name), summary)
@@ -71,7 +83,7 @@ def main(argv: list[str]) -> None:
         tracking.log_files([paths.sweep_rows(name), paths.sweep_summary(name)])
         artifacts.write_json(paths.sweep_metrics(name), metrics)
     best = max(summary, key=lambda row: row["target_accuracy"])
-    print(f"sweep@{name}: {len(points)} points x {params.transfer.seeds} seed(s), {len(skipped)} skipped; best"
+    print(f"sweep_{name}: {len(points)} points x {params.transfer.seeds} seed(s), {len(skipped)} skipped; best"
           f" {best['series']} at x={best['x']} ({100 * best['target_accuracy']:.1f} %) -> {paths.sweep_rows(name)}")
 
 

@@ -36,17 +36,21 @@ def main(argv: list[str]) -> None:
     logged = {"variant": variant.model_dump(), "protocol": protocol.model_dump(), "transfer": params.transfer.model_dump(),
               "target": target.model_dump()}
     plan = repetitions.plan(params.transfer.seeds, params.transfer.seed, target.seed, params.transfer.resample_labels)
+    train_per_class, validation_per_class = data.split_per_class(arrays["y_pool"], target.labels(), protocol.validation_fraction)
     with tracking.stage_run(params.mlflow.experiment, name, tags, logged) as run_ids:
+        sizes = {"labelled_per_class": target.labels_per_class, "train_per_class": train_per_class,
+                 "validation_per_class": validation_per_class}
+        tracking.log_target(variant.target, paths.target_data(variant.target), arrays, sizes)
         outcome = strategies.race(variant, init_model, params.network_for(variant.init_from), protocol, arrays,
                                   target.labels(), plan)
         for result, rows in zip(outcome.results, outcome.histories, strict=True):
             seeds = {"seed": result.seed, "labels_seed": result.labels_seed, "chosen_setting": result.setting,
                      "stop_reason": result.stop_reason}
             with tracking.child_run(f"{name}/seed{result.repetition}", {**tags, "repetition": str(result.repetition)}, seeds):
+                tracking.log_target(variant.target, paths.target_data(variant.target), arrays, sizes)
                 tracking.log_history(rows)
                 tracking.log_final({**{key: value for key, value in vars(result).items() if key not in LISTS},
                                     "converged": float(result.converged)})
-        train_per_class, validation_per_class = outcome.split_per_class
         result = VariantResult(
             variant=name, strategy=variant.strategy, init_from=variant.init_from, target=variant.target,
             reuse_layers=variant.reuse_layers, frozen_layers=variant.frozen_layers, new_layers=len(variant.new_hidden) + 1,

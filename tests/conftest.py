@@ -1,6 +1,7 @@
 """Shared fixtures: tiny params, and a real DVC project in a temp git repo built from this checkout."""
 from __future__ import annotations
 
+import atexit
 import copy
 import os
 import shutil
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from transferlab import warm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,21 +59,61 @@ def tiny_params(**overrides: Any) -> dict[str, Any]:
     return params
 
 
-def stage_env(workdir: Path) -> dict[str, str]:
+def cold_stage_env(workdir: Path) -> dict[str, str]:
     """Environment for stage subprocesses: this venv's python first, MLflow in the workdir."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env.pop("DVC_EXP_NAME", None)
+    env.pop(warm.SOCKET_VARIABLE, None)
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=stage_env(cwd), capture_output=True, text=True, timeout=900)
+_WARM: list[warm.Server] = []
+
+
+def warm_address() -> str:
+    """The address of this test process's warm stage server, started on first use (as `make run` does)."""
+    if not _WARM:
+        server = warm.Server(env=cold_stage_env(ROOT)).__enter__()
+        atexit.register(server.__exit__)
+        _WARM.append(server)
+    return _WARM[0].address
+
+
+def stage_env(workdir: Path) -> dict[str, str]:
+    """`cold_stage_env` plus the warm stage server: stage processes skip the TensorFlow/MLflow imports."""
+    return {**cold_stage_env(workdir), warm.SOCKET_VARIABLE: warm_address()}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command (dvc, a stage) in `cwd` with `stage_env` plus `env`; fail the test on a non-zero exit if `check`."""
+    result = subprocess.run(cmd, cwd=cwd, env={**stage_env(cwd), **(env or {})}, capture_output=True, text=True,
+                            timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def fit_label_budget_stage(project: Path) -> None:
+    """dvc.yaml's label-budget stage names the default sweep's variants by hand; name this project's instead."""
+    from transferlab import pipeline
+    from transferlab.config import load_params
+    from transferlab.errors import TransferlabError
+
+    try:
+        params = load_params(project / "params.yaml")
+    except TransferlabError:
+        return  # a test of bad params: the validate stage refuses them before any sweep is reached
+    if params.sweeps.label_budget is None:
+        return
+    spec = yaml.safe_load((project / "dvc.yaml").read_text())
+    stage = spec["stages"][pipeline.LABEL_BUDGET_STAGE]
+    keys, models = pipeline.label_budget_needs(params)
+    stage["params"] = [entry for entry in stage["params"] if not str(entry).startswith("variants")] + keys
+    stage["deps"] = [entry for entry in stage["deps"] if not entry.startswith("models/")] + models
+    (project / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
 def make_project(path: Path, params: dict[str, Any]) -> Path:
@@ -84,6 +127,7 @@ def make_project(path: Path, params: dict[str, Any]) -> Path:
             shutil.copy(source, path / item)
     shutil.copy(ROOT / ".gitignore", path / ".gitignore")
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    fit_label_budget_stage(path)
     run(["git", "init", "-q"], path)
     run(["git", "config", "user.name", "transferlab tests"], path)
     run(["git", "config", "user.email", "tests@transferlab.invalid"], path)

@@ -38,6 +38,9 @@ def _variant(**fields):
     ("raw", "key", "reason"),
     [
         (_variant(strategy="teleport"), "variants.freeze2.strategy", "teleport"),
+        (_variant(strategy="lp_ft"), "variants.freeze2.frozen_layers", "trains every layer"),
+        (_variant(strategy="lp_ft", frozen_layers=0, unfreeze={"frozen_epochs": 1, "unfreeze_top": 1}),
+         "variants.freeze2.unfreeze", "only strategy unfreeze takes this"),
         (_variant(colour="red"), "variants.freeze2.colour", "unknown key"),
         (_variant(reuse_layers=4, frozen_layers=2), "variants.freeze2.reuse_layers", "4 > 3 hidden layers"),
         (_variant(frozen_layers=4), "variants.freeze2.frozen_layers", "4 > reuse_layers 3"),

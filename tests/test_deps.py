@@ -7,14 +7,19 @@ stage's process can load, not only what it loads at import time.
 from __future__ import annotations
 
 import ast
+import json
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, make_project, run, tiny_params
+from transferlab import pipeline
+from transferlab.config import load_params, parse_params, read_yaml
 
 PACKAGE = "transferlab"
+DVC = [sys.executable, "-m", "dvc"]
 
 
 def module_file(name: str) -> Path | None:
@@ -79,9 +84,14 @@ def trivial(path: Path) -> bool:
     return path.name == "__init__.py" and all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
 
 
+# How a stage process starts, not what it computes: a stage run through the warm stage server writes
+# the same outputs as a cold one (tests/test_warm.py), so editing the launcher reruns nothing.
+STARTS_ONLY = {ROOT / "src" / "transferlab" / "warm.py"}
+
+
 @pytest.mark.parametrize(("stage", "module", "deps"), stages(), ids=[s[0] for s in stages()])
 def test_stage_deps_cover_its_import_closure(stage: str, module: str, deps: list[str]) -> None:
-    needed = {path for path in closure(module) if not trivial(path)}
+    needed = {path for path in closure(module) if not trivial(path) and path not in STARTS_ONLY}
     missing = sorted(path.relative_to(ROOT).as_posix() for path in needed if not covered(path, deps))
     assert not missing, f"dvc.yaml stage {stage!r} imports these project files but does not depend on them: {missing}"
 
@@ -90,3 +100,86 @@ def test_the_closure_follows_imports_inside_functions() -> None:
     # stages.transfer imports strategies (TensorFlow) inside main(): it must still be in the closure
     files = {path.relative_to(ROOT).as_posix() for path in closure("stages.transfer")}
     assert {"src/transferlab/strategies.py", "src/transferlab/batched.py", "src/transferlab/data.py"} <= files
+
+
+def test_label_budget_stage_names_exactly_the_variants_the_sweep_runs() -> None:
+    """DVC cannot template a dependency list from `sweeps.label_budget.variants`: dvc.yaml spells it out, checked here."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
+    assert pipeline.label_budget_mismatch(spec, params) is None, pipeline.label_budget_mismatch(spec, params)
+    assert "variants" not in spec["stages"][pipeline.LABEL_BUDGET_STAGE]["params"], "the whole section would rerun it for any variant"
+
+
+def test_a_variant_added_to_the_sweep_but_not_to_dvc_yaml_is_named() -> None:
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    raw = read_yaml(ROOT / "params.yaml")
+    raw["sweeps"]["label_budget"]["variants"] = ["scratch", "reuse5", "freeze2", "ae_reuse"]
+    problem = pipeline.label_budget_mismatch(spec, parse_params(raw))
+    assert problem == ("dvc.yaml: stage sweep_label_budget: add `- variants.ae_reuse` to its params; add"
+                       " `- models/autoencoder.keras` to its deps (it must name exactly the variants of"
+                       " sweeps.label_budget.variants and their init models)")
+    raw["sweeps"]["label_budget"]["variants"] = ["scratch", "reuse5"]
+    problem = pipeline.label_budget_mismatch(spec, parse_params(raw))
+    assert problem is not None and "remove `- variants.freeze2` from its params" in problem and "deps" not in problem
+
+
+def committed_project(path: Path, params: dict) -> Path:
+    """A real DVC project whose every stage is recorded as done (placeholder outputs, `dvc commit`): status, no training."""
+    from dvc.repo import Repo
+
+    project = make_project(path, params)
+    with Repo(str(project)) as repo:
+        outputs = [out for stage in repo.index.stages for out in stage.outs]
+    for out in outputs:
+        target = Path(str(out.fs_path))
+        if out.def_path == "reports/figures":
+            (target / "placeholder.png").parent.mkdir(parents=True, exist_ok=True)
+            (target / "placeholder.png").write_bytes(b"png")
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("placeholder\n")
+    run([*DVC, "commit", "-f", "-q"], project)
+    assert json.loads(run([*DVC, "status", "--json"], project).stdout) == {}
+    return project
+
+
+def changed_after(project: Path, change) -> list[str]:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    change(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        return sorted(json.loads(run([*DVC, "status", "--json"], project).stdout))
+    finally:
+        run(["git", "checkout", "-q", "params.yaml"], project)
+
+
+def test_editing_a_variant_reruns_its_stage_and_only_the_sweeps_that_run_it(tmp_path: Path) -> None:
+    params = tiny_params()
+    params["variants"]["reuse1"] = {"strategy": "reuse", "init_from": "source", "target": "mnist", "reuse_layers": 1}
+    project = committed_project(tmp_path / "project", params)  # label_budget runs scratch and freeze2, not reuse1
+
+    def edit(name: str):
+        return lambda p: p["variants"][name].update(new_hidden=[12])
+
+    assert changed_after(project, edit("reuse1")) == ["report", "transfer@reuse1", "validate"]
+    assert changed_after(project, edit("freeze2")) == ["report", "sweep_label_budget", "transfer@freeze2", "validate"]
+
+
+def test_sweep_stage_refuses_a_dvc_yaml_that_would_not_rerun_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """Before any training: a sweep whose dvc.yaml entry names other variants stops with the one line that says the fix."""
+    from transferlab.cli import run_main
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))  # label_budget: scratch, freeze2
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())  # names scratch, reuse5, freeze2
+    from stages import sweep
+
+    with pytest.raises(SystemExit) as stopped:
+        run_main(sweep.main, ["label_budget"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: dvc.yaml: stage sweep_label_budget: remove `- variants.reuse5` from its params (it must name exactly"
+        " the variants of sweeps.label_budget.variants and their init models)")
+    assert not (tmp_path / "metrics").exists()

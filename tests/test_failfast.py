@@ -325,6 +325,8 @@ DVC_CASES = [
     ("section_misspelt", lambda p: p.update(variantz={}), "params.yaml: variantz: unknown key"),
     ("model_file_missing", _set("model_files", {"theirs": {"format": "npz", "path": "gone.npz"}}), "model_files.theirs.path"),
     ("frozen_beyond_reuse", _set("variants.freeze2.frozen_layers", 5), "variants.freeze2.frozen_layers: 5 > reuse_layers 3"),
+    # models/nobody.keras is a dependency no stage makes: validate names the key before DVC looks for the file
+    ("init_from_nobody", _set("variants.scratch.init_from", "nobody"), "params.yaml: variants.scratch.init_from: 'nobody' is not configured"),
 ]
 
 

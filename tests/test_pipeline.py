@@ -58,7 +58,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
     assert everything == sorted([
         "validate", "prepare_source@source", "prepare_target@mnist", "pretrain_source@source", "pretrain@rbm", "zoo@registered_source",
         "transfer@scratch", "transfer@freeze2", "transfer@registry_freeze2", "transfer@rbm_reuse",
-        "sweep@transferability", "sweep@label_budget", "report",
+        "sweep_transferability", "sweep_label_budget", "report",
     ])
     assert repro(project) == [], "a second repro must run nothing"
 
@@ -77,13 +77,13 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
 
     # editing one variant reruns exactly that variant and the report
     edit_params(project, lambda p: p["variants"]["freeze2"].update(new_hidden=[12]))
-    # (the label-budget sweep depends on the variants it runs, which params cannot say more narrowly)
-    assert repro(project) == ["report", "sweep@label_budget", "transfer@freeze2", "validate"]
+    # (and the label-budget sweep, which runs freeze2)
+    assert repro(project) == ["report", "sweep_label_budget", "transfer@freeze2", "validate"]
 
     # editing a source param reruns the source and every variant built on it (and the report)
     edit_params(project, lambda p: p["sources"]["source"]["train"].update(epochs=3))
     assert repro(project) == [
-        "pretrain_source@source", "report", "sweep@label_budget", "sweep@transferability",
+        "pretrain_source@source", "report", "sweep_label_budget", "sweep_transferability",
         "transfer@freeze2", "transfer@registry_freeze2", "transfer@scratch", "validate", "zoo@registered_source",
     ]
 
@@ -148,7 +148,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
         del p["variants"]["rbm_reuse"]
 
     edit_params(project, drop_rbm)
-    assert repro(project) == ["report", "sweep@label_budget", "validate"]  # the sweep depends on `variants` as a whole
+    assert repro(project) == ["report", "validate"]  # no sweep runs rbm_reuse
     markdown = (project / "reports/comparison.md").read_text()
     assert "rbm_reuse" not in markdown and "| rbm " not in markdown
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, tiny_params
-from transferlab import artifacts, recommendation, reporting, statistics, sweep_results, sweeps, tables, verdicts
+from transferlab import artifacts, figures, recommendation, reporting, statistics, sweep_results, sweeps, tables, verdicts
 from transferlab.errors import DataError
 from transferlab.results import RepetitionResult, SettingResult, VariantResult
 
@@ -199,11 +199,29 @@ def test_html_renders_markdown_links_and_bold_and_keeps_tables_in_a_scroll_box()
     assert "<strong>What this run shows.</strong> <code>k = 2</code> beats <em>scratch</em>" in page
     parser = Links()
     parser.feed(page)
-    assert parser.hrefs == ["https://example.org/a?b=1&c=2", "http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789"]
+    assert parser.hrefs == ["https://example.org/a?b=1&c=2", "http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789?workflowType=machine_learning"]
     assert parser.images == ["data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()]
     assert '<div class="table-wrap"><table class="results">' in page and ".table-wrap{max-width:100%;overflow-x:auto" in page
-    assert "[abcdef01](http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789) |" in report.markdown("figures")
+    assert "[abcdef01](http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789?workflowType=machine_learning) |" in report.markdown("figures")
     assert reporting.ui_address("sqlite:////tmp/mlflow.db") == reporting.ui_address(None) == "http://127.0.0.1:5000"
+
+
+def test_per_epoch_panels_stay_readable_with_22_variants() -> None:
+    """Small multiples: every variant drawn exactly once, no panel with more than MAX_CURVES of them,
+    a crowded strategy split by init source first."""
+    strategies = ["scratch"] + ["reuse"] * 11 + ["freeze"] * 6 + ["cache"] * 2 + ["unfreeze"] * 2
+    results = [replace(REUSE, variant=f"v{i}", strategy=strategy, init_from="source" if i % 3 else f"pre{i}")
+               for i, strategy in enumerate(strategies)]
+    found = figures.panels(results)
+    drawn = [r.variant for _, members in found for r in members]
+    assert sorted(drawn) == sorted(r.variant for r in results)
+    assert max(len(members) for _, members in found) <= figures.MAX_CURVES
+    assert [name for name, _ in found] == [
+        "scratch", "reuse · from source (1/2)", "reuse · from source (2/2)", "reuse · other init",
+        "freeze · from source", "freeze · other init", "cache", "unfreeze"]
+    assert all(r.init_from == "source" for name, members in found if "from source" in name for r in members)
+    histories = {r.variant: pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.6], "elapsed": [0.1, 0.2]}) for r in results}
+    assert figures.curve_panels(results, histories, "epoch", "epoch", "t").startswith(b"\x89PNG")
 
 
 @pytest.fixture()
@@ -257,7 +275,7 @@ def test_stage_builds_the_report_from_hand_made_results(stage, tmp_path: Path) -
     assert "**More accurate:** reuse5" in markdown and "**Faster:** reuse5" in markdown and "**Recommendation.**" in markdown
     assert "The label_budget sweep ran under another tuning budget than the variants: max_epochs 4 (reference 300)." in markdown
     assert "**Label budget:** every sweep point has unconverged runs (scratch at 3), so the sweep supports no claim." in markdown
-    assert "](" not in page and 'href="http://127.0.0.1:5000/#/experiments/1/runs/scratch0123456789abcdef"' in page
+    assert "](" not in page and 'href="http://127.0.0.1:5000/#/experiments/1/runs/scratch0123456789abcdef?workflowType=machine_learning"' in page
     assert [figure.name for figure in report.figures] == [
         "tuning_mnist", "val_accuracy_per_second_mnist", "val_accuracy_per_epoch_mnist", "accuracy_mnist",
         "time_per_epoch_mnist", "sweep_label_budget"]

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, run, tiny_params
 
@@ -51,6 +54,11 @@ def test_source_stage_outputs(prepared: Path) -> None:
     assert 0.5 < metrics["test_accuracy"] <= 1.0
     assert metrics["epochs"] == 2 and metrics["train_seconds"] > 0 and metrics["mlflow_run_id"]
     assert (prepared / "models/source.keras").is_file()
+    run_ = MlflowClient(f"sqlite:///{prepared / 'mlflow.db'}").get_run(metrics["mlflow_run_id"])
+    sizes = {t.value: int(t2.value) for i in run_.inputs.dataset_inputs for t in i.tags for t2 in i.tags
+             if t.key == "mlflow.data.context" and t2.key == "rows"}
+    with np.load(prepared / "data/prepared/source.npz", allow_pickle=False) as source:
+        assert sum(sizes.values()) == len(source["y_train"]) + len(source["y_test"]) and sizes["test"] == len(source["y_test"])
     assert (prepared / "plots/source.csv").read_text().splitlines()[0].startswith("epoch,loss,seconds,accuracy")
     with np.load(prepared / "data/prepared/target_mnist.npz", allow_pickle=False) as target:
         assert np.bincount(target["y_test"]).tolist() == [40] * 5
@@ -76,6 +84,16 @@ def test_transfer_stage_twice_gives_identical_metrics(prepared: Path, tmp_path: 
     assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds,elapsed,n"
     assert len(history) == 1 + max(run_["epochs_run"] for run_ in first["repetitions"])
     assert first["budget"]["grid"] == ["sgd 0.05 clip 1"] and first["train_per_class"] + first["validation_per_class"] == 10
+    # every run of the stage records its data (the MLflow runs table's Dataset column): pool and test set
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    parent = json.loads((workdir / "metrics/transfer/freeze2.json").read_text())["mlflow_run_id"]
+    children = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    with np.load(workdir / "data/prepared/target_mnist.npz", allow_pickle=False) as target:
+        rows = {"train": str(len(target["y_pool"])), "test": str(len(target["y_test"]))}
+    for run_id in (parent, *(c.info.run_id for c in children)):
+        inputs = [{t.key: t.value for t in i.tags} | {"name": i.dataset.name} for i in client.get_run(run_id).inputs.dataset_inputs]
+        assert {i["mlflow.data.context"]: i["rows"] for i in inputs} == rows
+        assert all(i["name"] == "mnist" and i["train_per_class"] == str(first["train_per_class"]) for i in inputs)
 
 
 def test_bad_params_exit_2_with_one_line_and_write_nothing(prepared: Path, tmp_path: Path) -> None:
@@ -182,3 +200,38 @@ def test_missing_registry_entry(prepared: Path, tmp_path: Path) -> None:
     params = tiny_params(zoo={"gone": {"kind": "registry", "uri": "models:/no-such-model/3"}})
     result = stage(clone(prepared, tmp_path, params), "import_model", "gone", check=False)
     assert_one_line_error(result, "no-such-model")
+
+
+def test_tensorflow_starts_quietly_without_make(tmp_path: Path) -> None:
+    """`.venv/bin/dvc repro` run by hand sets no TF_CPP_MIN_LOG_LEVEL: TensorFlow's C++ start-up lines
+    (absl's "before InitializeLog", cpu_feature_guard) must still stay out of every stage's output."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    code = "import transferlab.strategies, tensorflow as tf; tf.zeros(1) + 1"  # strategies imports keras first
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").is_file(), reason="needs a system Python without the project's packages")
+def test_dvc_outside_the_venv_hands_over_to_it_or_says_what_to_do(tmp_path: Path) -> None:
+    """`.venv/bin/dvc repro` from a shell without the venv: DVC's stage commands find the system `python`."""
+    from conftest import make_project
+
+    project = make_project(tmp_path / "project", tiny_params())
+    system_bin = tmp_path / "bin"
+    system_bin.mkdir()
+    (system_bin / "python").symlink_to("/usr/bin/python3")  # the `python` a plain shell finds
+    env = {"PATH": f"{system_bin}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(tmp_path),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+
+    def repro() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dvc", "repro", "validate"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    stopped = repro()
+    assert stopped.returncode != 0 and "Traceback" not in stopped.stderr
+    (line,) = [line for line in stopped.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: {system_bin / 'python'} cannot import transferlab") and "`make run`" in line
+    (project / ".venv").symlink_to(Path(sys.prefix))  # what `make` creates: the stage hands over to it
+    done = repro()
+    assert done.returncode == 0, done.stderr
+    assert "params.yaml: valid" in done.stdout

@@ -163,6 +163,23 @@ def test_unfreeze_trains_the_unfrozen_layer_only_after_its_frozen_epochs(source_
         np.testing.assert_array_equal(weights(model, "hidden3")[0], weights(source_model, "hidden3")[0])
 
 
+def test_lp_ft_probes_exactly_as_freeze_then_fine_tunes_every_layer(source_model, arrays) -> None:
+    """LP-FT's first phase is the `freeze` race with every reused layer fixed; then all layers train on."""
+    protocol = PROTOCOL.model_copy(update={"stopping": StoppingSpec(max_epochs=100, patience=2, min_delta=0.01), "grid": GRID[1:]})
+    lp_ft = VariantSpec(strategy="lp_ft", init_from="source", target="t", reuse_layers=3)
+    probe = VariantSpec(strategy="freeze", init_from="source", target="t", reuse_layers=3, frozen_layers=3)
+    both = strategies.race(lp_ft, source_model, NETWORK, protocol, arrays, LABELS, PLAN)
+    probed = strategies.race(probe, source_model, NETWORK, protocol, arrays, LABELS, PLAN)
+    for r, (result, first) in enumerate(zip(both.results, probed.results, strict=True)):
+        assert first.stop_reason == "patience"  # the probe phase ended by early stopping, not by the cap
+        learned = [(row["epoch"], row["loss"], row["val_loss"]) for row in both.histories[r][: first.epochs_run]]
+        assert learned == [(row["epoch"], row["loss"], row["val_loss"]) for row in probed.histories[r]]
+        assert result.epochs_run > first.epochs_run  # the fine-tuning phase ran
+        fine_tuned = result.best_epoch > first.epochs_run
+        same = np.array_equal(weights(both.models[r], "hidden1")[0], weights(source_model, "hidden1")[0])
+        assert same != fine_tuned  # reused layers move exactly when a fine-tuned epoch was kept
+
+
 # ---- the one training routine and its stopping rule ------------------------------------------------------------
 
 def tiny_stack(k: int, optimizers, seed: int = 0):
@@ -215,6 +232,23 @@ def test_early_stopping_restores_exactly_the_best_epoch() -> None:
     spec = TrainSpec(epochs=40, batch_size=16, optimizer=copies[0].optimizer, seed=100, patience=3)
     history = training.fit(solo, x[copies[0].rows], y[copies[0].rows], spec, validation=(x[copies[0].val_rows], y[copies[0].val_rows]))
     assert (history.best_epoch, history.stop_reason, history.epochs) == (int(stack.stopper.best_epoch[0]), "patience", len(stack.histories[0].rows))
+
+
+def test_fit_with_early_stopping_hands_back_the_best_epochs_weights() -> None:
+    """`training.fit` itself: stops `patience` epochs after the best validation loss and restores that epoch's weights."""
+    x, y, layers, _, copies = tiny_stack(1, [OptimizerSpec(name="sgd", learning_rate=0.5)])
+    rows, (x_val, y_val) = copies[0].rows, (x[copies[0].val_rows], y[copies[0].val_rows])
+    spec = TrainSpec(epochs=40, batch_size=16, optimizer=copies[0].optimizer, seed=100, patience=3)
+    model = networks.build(20, layers, "he_normal", seed=0)
+    history = training.fit(model, x[rows], y[rows], spec, validation=(x_val, y_val))
+    val_losses = [row["val_loss"] for row in history.rows]
+    assert history.stop_reason == "patience" and history.epochs == history.best_epoch + 3 < 40
+    assert history.best_epoch == 1 + int(np.argmin(val_losses)) and min(val_losses) < val_losses[-1]
+    assert training.evaluate(model, x_val, y_val)["loss"] == pytest.approx(min(val_losses), rel=1e-5)  # not the last epoch's
+    replay = networks.build(20, layers, "he_normal", seed=0)
+    training.fit(replay, x[rows], y[rows], spec.model_copy(update={"epochs": history.best_epoch, "patience": None}))
+    for kept, replayed in zip(model.get_weights(), replay.get_weights(), strict=True):
+        np.testing.assert_allclose(kept, replayed, atol=1e-6)
 
 
 def test_a_run_capped_while_still_improving_is_unconverged() -> None:

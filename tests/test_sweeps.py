@@ -183,8 +183,8 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     data.save_npz(tmp_path / "data/prepared/target_mnist.npz", **target_arrays())
     artifacts.save_with(tmp_path / "models/source.keras", source_model().save)
     result = run([sys.executable, "-m", "stages.sweep", "label_budget"], tmp_path)
-    assert "sweep@label_budget: 6 points x 2 seed(s), 1 skipped" in result.stdout
-    assert "sweep@label_budget: 100%" in result.stderr  # the progress bar
+    assert "sweep_label_budget: 6 points x 2 seed(s), 1 skipped" in result.stdout
+    assert "sweep_label_budget: 100%" in result.stderr  # the progress bar
     tidy = (tmp_path / "metrics/sweeps/label_budget.csv").read_text().splitlines()
     assert tidy[0] == ("sweep,x,series,repetition,seed,labels_seed,labels_per_class,setting,target_accuracy,target_loss,"
                        "val_accuracy,best_epoch,epochs_run,stop_reason,converged,train_seconds,seconds_to_near_best")
@@ -198,10 +198,18 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     runs = client.search_runs([metrics["mlflow_experiment_id"]])
     parent = next(r for r in runs if r.info.run_id == metrics["mlflow_run_id"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert parent.info.status == "FINISHED" and parent.data.tags["stage"] == "sweep@label_budget"
+    assert parent.info.status == "FINISHED" and parent.data.tags["stage"] == "sweep_label_budget"
     assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
     by_point = {(r.data.tags["series"], int(r.data.tags["x"])): r.data.metrics["target_accuracy"] for r in children}
     assert by_point == {(row["series"], row["x"]): pytest.approx(row["target_accuracy"]) for row in summary}
+    # the runs table's Dataset column: the target's pool and test set, digests of the prepared arrays
+    arrays = target_arrays()
+    digests = {"train": data.fingerprint(arrays["x_pool"], arrays["y_pool"]), "test": data.fingerprint(arrays["x_test"], arrays["y_test"])}
+    for run_ in (parent, *children):
+        logged = {tag.value: i.dataset.digest for i in run_.inputs.dataset_inputs for tag in i.tags if tag.key == "mlflow.data.context"}
+        assert logged == digests, run_.info.run_name
+    point = next(r for r in children if r.data.tags["x"] == "5")
+    assert {t.key: t.value for t in point.inputs.dataset_inputs[0].tags}["train_per_class"] == "4"
 
 
 def test_stage_rejects_bad_input_in_one_line_before_training(tmp_path: Path) -> None:

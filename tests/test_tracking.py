@@ -89,3 +89,35 @@ def test_signal_marks_run_killed(store: str, tmp_path: Path, sig: signal.Signals
     statuses = sorted(r.info.status for r in runs(store))
     assert statuses == ["KILLED", "KILLED"]
     assert not any(r.info.status == "RUNNING" for r in runs(store))
+
+
+def test_experiment_opens_on_the_runs_table(store: str) -> None:
+    """MLflow 3's UI picks an experiment's first page by its kind tag; untagged, it guesses the GenAI overview."""
+    experiment_id = tracking.set_experiment("t")
+    client = MlflowClient(store)
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.delete_experiment_tag(experiment_id, "mlflow.experimentKind")  # a store made before the tag existed
+    assert tracking.set_experiment("t") == experiment_id
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "forecasting")  # the user's choice stays
+    tracking.set_experiment("t")
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "forecasting"
+
+
+def test_datasets_logged_per_split(store: str) -> None:
+    import numpy as np
+
+    from transferlab.data import fingerprint
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_pool": rng.random((12, 4)), "y_pool": np.arange(12) % 3, "x_test": rng.random((5, 4)), "y_test": np.arange(5) % 3}
+    with tracking.stage_run("t", "freeze2", {}, {}) as ids:
+        tracking.log_target("mnist", Path("data/prepared/target_mnist.npz"), arrays, {"train_per_class": 3, "validation_per_class": 1})
+    inputs = MlflowClient(store).get_run(ids["mlflow_run_id"]).inputs.dataset_inputs
+    found = {tags["mlflow.data.context"]: (i.dataset, tags) for i in inputs for tags in [{t.key: t.value for t in i.tags}]}
+    assert set(found) == {"train", "test"}
+    for context, split in (("train", "pool"), ("test", "test")):
+        dataset, tags = found[context]
+        assert dataset.name == "mnist" and dataset.source == '{"uri": "data/prepared/target_mnist.npz"}'
+        assert dataset.digest == fingerprint(arrays[f"x_{split}"], arrays[f"y_{split}"])
+        assert tags["rows"] == str(len(arrays[f"x_{split}"])) and tags["train_per_class"] == "3"

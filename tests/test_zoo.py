@@ -86,17 +86,26 @@ def test_npz_round_trip_predicts_like_the_original(tmp_path: Path, x: np.ndarray
 
 
 def test_npz_in_pytorch_layout_with_name_map(tmp_path: Path, x: np.ndarray) -> None:
-    """What the module docstring's export writes for nn.Sequential(Linear, ReLU, Linear, ReLU, Linear)."""
+    """The module docstring's export, applied to a state dict in PyTorch's own layout:
+    nn.Sequential(Linear, ReLU, Linear, ReLU, Linear) names `0.weight` (out, in), `0.bias`, …"""
     original = tiny_model()
-    arrays = {}
+    state_dict = {}  # what `net.state_dict()` holds for a network with the same weights
     for theirs, ours in (("0", "hidden1"), ("2", "hidden2"), ("4", "outputs")):
-        weight_out_in = original.get_layer(ours).kernel.numpy().T  # PyTorch's (out, in) layout
-        arrays[f"{theirs}/kernel"] = weight_out_in.T
-        arrays[f"{theirs}/bias"] = original.get_layer(ours).bias.numpy()
+        state_dict[f"{theirs}.weight"] = np.ascontiguousarray(original.get_layer(ours).kernel.numpy().T)
+        state_dict[f"{theirs}.bias"] = original.get_layer(ours).bias.numpy()
+    assert state_dict["0.weight"].shape == (original.get_layer("hidden1").units, x.shape[1])  # (out, in)
+    # the docstring's export expression
+    arrays = {f"{k.rsplit('.', 1)[0]}/{'kernel' if k.endswith('weight') else 'bias'}": v.T if k.endswith("weight") else v
+              for k, v in state_dict.items()}
     path = tmp_path / "torch.npz"
     np.savez(path, **arrays)
     imported = zoo.from_npz(path, name_map={"0": "hidden1", "2": "hidden2", "4": "outputs"})
     np.testing.assert_allclose(predict(imported, x), predict(original, x), atol=1e-5)
+    # the weights left in PyTorch's layout (the transpose forgotten) are refused, not silently misread
+    untransposed = {f"{k.rsplit('.', 1)[0]}/{'kernel' if k.endswith('weight') else 'bias'}": v for k, v in state_dict.items()}
+    np.savez(tmp_path / "raw.npz", **untransposed)
+    with pytest.raises(ModelError, match=r"raw\.npz: "):
+        zoo.from_npz(tmp_path / "raw.npz", name_map={"0": "hidden1", "2": "hidden2", "4": "outputs"})
 
 
 def test_pickled_npz_is_refused(tmp_path: Path) -> None:

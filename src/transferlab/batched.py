@@ -9,8 +9,10 @@ optimizer and learning rate (SGD, momentum or Adam, with Keras' update rules and
 clipping), its own early stopping, and its own best weights, restored at the end into the Keras
 model it came from. A test checks each copy against training it alone.
 
-Copies that have stopped leave the stack (the compiled epoch takes the stacked weights as
-arguments, so a smaller stack needs no new trace). A copy's `seconds` per epoch are the epoch's
+Copies that have stopped leave the stack (the stacked variables have a dynamic leading axis, so
+a smaller stack needs no new trace), and every later stack of the same shape in the process (the
+other points of a sweep) reuses the variables and compiled epochs (`_Workspace`): tracing and
+optimising an epoch costs more than a small race trains. A copy's `seconds` per epoch are the epoch's
 wall time divided by the copies trained in it: its share of the batched step.
 """
 from __future__ import annotations
@@ -71,6 +73,117 @@ def stack_key(optimizer: OptimizerSpec) -> tuple:
     return optimizer.name, rate, optimizer.momentum if optimizer.name == "momentum" else None, optimizer.clip_value
 
 
+class _Workspace:
+    """The variables and compiled epochs of one stack shape, reused by every stack of that shape in this process.
+
+    Tracing and optimising a compiled epoch costs seconds, more than a small race trains; stacks
+    of one architecture, batch size and optimizer (every point of a sweep, both stacks of a
+    variant's next phase) reuse them: the variables keep a dynamic leading axis and take each new
+    stack's values. One stack uses a workspace at a time (`claim`).
+    """
+
+    def __init__(self, shapes: Sequence[tuple[int, ...]], activations: Sequence, optimizer: OptimizerSpec,
+                 batch_size: int, features: tuple[int, ...], label_dtype: tf.DType) -> None:
+        self.activations, self.optimizer, self.batch_size = list(activations), optimizer, batch_size
+        zeros = [np.zeros((1, *shape), np.float32) for shape in shapes]
+        self.weights = [_stacked(w) for w in zeros]
+        self.first = [_stacked(w) for w in zeros]  # SGD velocity / Adam's m
+        self.second = [_stacked(w) for w in zeros]  # Adam's v
+        self.prefix = [tf.Variable(np.zeros(shape, np.float32), trainable=False) for shape in shapes]  # shared layers
+        self.steps = tf.Variable(0.0)  # the optimizer's iteration count (fresh per phase, as a recompile)
+        self.x = tf.Variable(np.zeros((1, *features), np.float32), trainable=False, shape=tf.TensorShape([None, *features]))
+        self.y = tf.Variable(tf.zeros([1], label_dtype), trainable=False, shape=tf.TensorShape([None]))
+        self.functions: dict[tuple, tuple] = {}
+        self.owner: object | None = None
+
+    def claim(self, owner: object) -> None:
+        self.owner = owner
+
+    def forward(self, h: tf.Tensor, shared: int) -> tf.Tensor:
+        """[K, n, features] -> [K, n, classes]; the first `shared` layers use the (identical) prefix weights."""
+        for i, activation in enumerate(self.activations):
+            if i < shared:
+                kernel, bias = self.prefix[2 * i], self.prefix[2 * i + 1]
+                flat = tf.reshape(h, [-1, kernel.shape[0]])
+                h = tf.reshape(activation(tf.matmul(flat, kernel) + bias), tf.concat([tf.shape(h)[:-1], [kernel.shape[1]]], 0))
+            else:
+                h = activation(tf.matmul(h, self.weights[2 * i]) + self.weights[2 * i + 1][:, None, :])
+        return h
+
+    def update(self, i: int, g: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor) -> None:
+        """Keras' update rule for weight `i` (SGD: each copy at its own rate), as one fused kernel where TF has one."""
+        w, m, v, spec = self.weights[i], self.first[i], self.second[i], self.optimizer
+        if spec.clip_value is not None:
+            g = tf.clip_by_value(g, -spec.clip_value, spec.clip_value)  # element-wise, as Keras' clipvalue
+        if spec.name == "sgd":
+            w.assign_sub(g * _per_copy(rate, w))
+        elif spec.name == "momentum":  # Keras: m = momentum * m - lr * g; w += m
+            tf.raw_ops.ResourceApplyKerasMomentum(var=w.handle, accum=m.handle, lr=spec.learning_rate * rate_factor,
+                                                  grad=g, momentum=tf.constant(spec.momentum, tf.float32))
+        else:
+            t = self.steps
+            tf.raw_ops.ResourceApplyAdam(
+                var=w.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(ADAM_BETA_1, t), beta2_power=tf.pow(ADAM_BETA_2, t),
+                lr=spec.learning_rate * rate_factor, beta1=tf.constant(ADAM_BETA_1), beta2=tf.constant(ADAM_BETA_2),
+                epsilon=tf.constant(ADAM_EPSILON), grad=g)
+
+    def epoch_functions(self, trained: tuple[int, ...], shared: int):
+        """The compiled epoch and validation pass of a phase: `trained` are the indices into the weights that learn."""
+        if (trained, shared) in self.functions:
+            return self.functions[trained, shared]
+        batch_size, features = self.batch_size, self.x.shape[1:]
+        vector, matrix = tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, None], tf.int32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, *features], tf.float32),
+                                      tf.TensorSpec([None, None], self.y.dtype)])
+        def evaluate(x_val: tf.Tensor, y_val: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            outputs = self.forward(x_val, shared)
+            loss = tf.reduce_mean(training.sparse_crossentropy(y_val, outputs), axis=-1)
+            hit = tf.cast(tf.equal(tf.argmax(outputs, -1), tf.cast(y_val, tf.int64)), tf.float32)
+            return loss, tf.reduce_mean(hit, axis=-1)
+
+        @tf.function(input_signature=[matrix, vector, tf.TensorSpec([], tf.float32)])
+        def run_epoch(order: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor):
+            n = tf.shape(order)[1]
+            total_loss, correct = tf.zeros_like(rate), tf.zeros_like(rate)
+            for start in tf.range(0, n, batch_size):
+                tf.autograph.experimental.set_loop_options(
+                    shape_invariants=[(total_loss, tf.TensorShape([None])), (correct, tf.TensorShape([None]))])
+                index = order[:, start : start + batch_size]
+                inputs, labels = tf.gather(self.x, index), tf.gather(self.y, index)
+                with tf.GradientTape() as tape:
+                    variables = [self.weights[i] for i in trained]
+                    tape.watch(variables)
+                    outputs = self.forward(inputs, shared)
+                    per_example = training.sparse_crossentropy(labels, outputs)
+                    loss = tf.reduce_sum(tf.reduce_mean(per_example, axis=-1))
+                gradients = tape.gradient(loss, variables)
+                self.steps.assign_add(1.0)
+                for i, g in zip(trained, gradients, strict=True):
+                    self.update(i, g, rate, rate_factor)
+                total_loss += tf.reduce_sum(per_example, axis=-1)
+                hit = tf.equal(tf.argmax(outputs, -1), tf.cast(labels, tf.int64))
+                correct += tf.reduce_sum(tf.cast(hit, tf.float32), axis=-1)
+            count = tf.cast(n, tf.float32)
+            return total_loss / count, correct / count
+
+        run_epoch.get_concrete_function()  # trace now, so the first epoch's time is training, not tracing
+        evaluate.get_concrete_function()
+        self.functions[trained, shared] = run_epoch, evaluate
+        return run_epoch, evaluate
+
+
+_WORKSPACES: dict[tuple, _Workspace] = {}
+
+
+def _workspace(shapes: list[tuple[int, ...]], activations: list, optimizer: OptimizerSpec, batch_size: int,
+               x: np.ndarray, y: np.ndarray) -> _Workspace:
+    key = (tuple(shapes), tuple(activations), stack_key(optimizer), batch_size, x.shape[1:], y.dtype.str)
+    if key not in _WORKSPACES:
+        _WORKSPACES[key] = _Workspace(shapes, activations, optimizer, batch_size, x.shape[1:], tf.as_dtype(y.dtype))
+    return _WORKSPACES[key]
+
+
 class Copies:
     """K Keras models of one architecture trained together, one optimizer per stack (see `stack_key`).
 
@@ -92,21 +205,17 @@ class Copies:
         self.models, self.copies, self.batch_size, self.k = list(models), list(copies), batch_size, len(copies)
         first = dense_layers(self.models[0])
         self.names = [layer.name for layer in first]
-        self.activations = [keras.activations.get(layer.activation) for layer in first]
+        activations = [keras.activations.get(layer.activation) for layer in first]
         self.best = [np.stack([dense_layers(m)[i].get_weights()[w] for m in self.models])
                      for i in range(len(self.names)) for w in (0, 1)]  # kernel1, bias1, kernel2, bias2, ...
-        self.weights = [_stacked(w) for w in self.best]
-        self.first = [_stacked(np.zeros_like(w)) for w in self.best]  # SGD velocity / Adam's m
-        self.second = [_stacked(np.zeros_like(w)) for w in self.best]  # Adam's v
-        self.steps = tf.Variable(0.0)  # the optimizer's iteration count (fresh per phase, as a recompile)
-        self.x, self.y = tf.constant(x), tf.constant(y)
+        self.space = _workspace([w.shape[1:] for w in self.best], activations, self.optimizer, batch_size, x, y)
+        self._x, self._y = x, y
         val = np.stack([c.val_rows for c in copies])
         self.x_val, self.y_val = x[val], y[val]  # [K, n_val, features], [K, n_val]
         self.stopper = EarlyStopping(rule, self.k)
         self.histories = [CopyHistory() for _ in copies]
         self.epoch = 0
         self.rates = np.array([c.optimizer.learning_rate for c in copies], dtype=np.float32)
-        self._epochs: dict[tuple[int, ...], tuple] = {}
 
     def _shared_prefix(self, trained: tuple[int, ...]) -> int:
         """How many lowest layers are fixed in this phase and equal in every copy (the reused, frozen ones).
@@ -120,81 +229,10 @@ class Copies:
             shared += 1
         return shared
 
-    def _forward(self, h: tf.Tensor, shared: int) -> tf.Tensor:
-        """[K, n, features] -> [K, n, classes]; the first `shared` layers use copy 0's (identical) weights."""
-        for i, activation in enumerate(self.activations):
-            if i < shared:
-                kernel, bias = self.best[2 * i][0], self.best[2 * i + 1][0]
-                flat = tf.reshape(h, [-1, kernel.shape[0]])
-                h = tf.reshape(activation(tf.matmul(flat, kernel) + bias), tf.concat([tf.shape(h)[:-1], [kernel.shape[1]]], 0))
-            else:
-                h = activation(tf.matmul(h, self.weights[2 * i]) + self.weights[2 * i + 1][:, None, :])
-        return h
-
-    def _update(self, i: int, g: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor) -> None:
-        """Keras' update rule for weight `i` (SGD: each copy at its own rate), as one fused kernel where TF has one."""
-        w, m, v, spec = self.weights[i], self.first[i], self.second[i], self.optimizer
-        if spec.clip_value is not None:
-            g = tf.clip_by_value(g, -spec.clip_value, spec.clip_value)  # element-wise, as Keras' clipvalue
-        if spec.name == "sgd":
-            w.assign_sub(g * _per_copy(rate, w))
-        elif spec.name == "momentum":  # Keras: m = momentum * m - lr * g; w += m
-            tf.raw_ops.ResourceApplyKerasMomentum(var=w.handle, accum=m.handle, lr=spec.learning_rate * rate_factor,
-                                                  grad=g, momentum=tf.constant(spec.momentum, tf.float32))
-        else:
-            t = self.steps
-            tf.raw_ops.ResourceApplyAdam(
-                var=w.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(ADAM_BETA_1, t), beta2_power=tf.pow(ADAM_BETA_2, t),
-                lr=spec.learning_rate * rate_factor, beta1=tf.constant(ADAM_BETA_1), beta2=tf.constant(ADAM_BETA_2),
-                epsilon=tf.constant(ADAM_EPSILON), grad=g)
-
-    def _epoch_function(self, trained: tuple[int, ...]):
-        """The compiled epoch and validation pass of a phase: `trained` are the indices into the weights that learn."""
-        if trained in self._epochs:
-            return self._epochs[trained]
-        batch_size, shared = self.batch_size, self._shared_prefix(trained)
-        vector, matrix = tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, None], tf.int32)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, *self.x_val.shape[1:]], tf.float32),
-                                      tf.TensorSpec([None, self.x_val.shape[1]], self.y_val.dtype)])
-        def evaluate(x_val: tf.Tensor, y_val: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            outputs = self._forward(x_val, shared)
-            loss = tf.reduce_mean(training.sparse_crossentropy(y_val, outputs), axis=-1)
-            hit = tf.cast(tf.equal(tf.argmax(outputs, -1), tf.cast(y_val, tf.int64)), tf.float32)
-            return loss, tf.reduce_mean(hit, axis=-1)
-
-        @tf.function(input_signature=[matrix, vector, tf.TensorSpec([], tf.float32)])
-        def run_epoch(order: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor):
-            n = tf.shape(order)[1]
-            total_loss, correct = tf.zeros_like(rate), tf.zeros_like(rate)
-            for start in tf.range(0, n, batch_size):
-                tf.autograph.experimental.set_loop_options(
-                    shape_invariants=[(total_loss, tf.TensorShape([None])), (correct, tf.TensorShape([None]))])
-                index = order[:, start : start + batch_size]
-                inputs, labels = tf.gather(self.x, index), tf.gather(self.y, index)
-                with tf.GradientTape() as tape:
-                    variables = [self.weights[i] for i in trained]
-                    tape.watch(variables)
-                    outputs = self._forward(inputs, shared)
-                    per_example = training.sparse_crossentropy(labels, outputs)
-                    loss = tf.reduce_sum(tf.reduce_mean(per_example, axis=-1))
-                gradients = tape.gradient(loss, variables)
-                self.steps.assign_add(1.0)
-                for i, g in zip(trained, gradients, strict=True):
-                    self._update(i, g, rate, rate_factor)
-                total_loss += tf.reduce_sum(per_example, axis=-1)
-                hit = tf.equal(tf.argmax(outputs, -1), tf.cast(labels, tf.int64))
-                correct += tf.reduce_sum(tf.cast(hit, tf.float32), axis=-1)
-            count = tf.cast(n, tf.float32)
-            return total_loss / count, correct / count
-
-        self._epochs[trained] = run_epoch, evaluate
-        return run_epoch, evaluate
-
     def _keep(self, stack: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """Shrink the stack to the positions `keep` (the copies still training)."""
-        index = tf.constant(keep)
-        for variable in (*self.weights, *self.first, *self.second):
+        index, space = tf.constant(keep), self.space
+        for variable in (*space.weights, *space.first, *space.second):
             variable.assign(tf.gather(variable, index))
         return stack[keep]
 
@@ -206,19 +244,23 @@ class Copies:
         recompile does, and the best epoch so far stays the one to beat.
         """
         trained = tuple(2 * self.names.index(name) + w for name in trainable for w in (0, 1))
-        run_epoch, evaluate = self._epoch_function(trained)
-        run_epoch.get_concrete_function()  # trace now, so the first epoch's time is training, not tracing
-        evaluate.get_concrete_function()
+        space, shared = self.space, self._shared_prefix(trained)
+        space.claim(self)
+        run_epoch, evaluate = space.epoch_functions(trained, shared)
         if self.epoch:
             self.stopper.start_phase()
         last = self.epoch + epochs if epochs is not None else self.stopper.rule.max_epochs
         n = len(self.copies[0].rows)
         stack = np.flatnonzero(self.stopper.active)  # which copy sits at each position of the stack
-        for variable, best in zip(self.weights, self.best, strict=True):
+        space.x.assign(self._x)
+        space.y.assign(self._y)
+        for variable, best in zip(space.prefix[: 2 * shared], self.best, strict=False):
+            variable.assign(best[0])
+        for variable, best in zip(space.weights, self.best, strict=True):
             variable.assign(best[stack])
-        for variable in (*self.first, *self.second):
+        for variable in (*space.first, *space.second):
             variable.assign(tf.zeros((len(stack), *variable.shape[1:])))
-        self.steps.assign(0.0)
+        space.steps.assign(0.0)
         while len(stack) and self.epoch < last:
             self.epoch += 1
             active = self.stopper.active[stack]
@@ -235,8 +277,10 @@ class Copies:
             monitored[stack] = val_loss if self.stopper.rule.monitor == "val_loss" else val_accuracy
             was_active = self.stopper.active
             improved = self.stopper.update(self.epoch, monitored, last, may_stop=epochs is None)[stack]
+            if space.owner is not self:
+                raise RuntimeError("another stack of this shape trained in between: stacks of one shape train one at a time")
             if improved.any():
-                for best, variable in zip(self.best, self.weights, strict=True):
+                for best, variable in zip(self.best, space.weights, strict=True):
                     best[stack[improved]] = variable.numpy()[improved]
             for pos, k in enumerate(stack):
                 if was_active[k]:
@@ -258,13 +302,13 @@ class Copies:
 def score(models: Sequence[keras.Model], x: np.ndarray, y: np.ndarray) -> list[dict[str, float]]:
     """Loss and accuracy of each model (one architecture) on (x, y), in one stacked forward pass.
 
-    One trace for all of them, where `training.evaluate` would trace once per model.
+    Run eagerly: one pass over the test set is a handful of ops, cheaper than tracing a graph for it
+    (and `training.evaluate` would trace once per model).
     """
     layers = [dense_layers(model) for model in models]
     activations = [keras.activations.get(layer.activation) for layer in layers[0]]
     weights = [tf.constant(np.stack([ls[i].get_weights()[w] for ls in layers])) for i in range(len(activations)) for w in (0, 1)]
 
-    @tf.function
     def forward(h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         h = tf.broadcast_to(h, [len(models), *h.shape])
         for i, activation in enumerate(activations):

@@ -43,8 +43,14 @@ def run_main(main: Callable[[list[str]], None], argv: list[str] | None = None) -
     SIGTERM / Ctrl-C print one line and exit 128 + the signal number, as a shell reports them.
     """
     if argv is None:  # a real process (python -m stages.…), not a test calling main in-process
-        signal.signal(signal.SIGTERM, raise_killed)
         die_with_parent()
+        # How the stage starts, not what it computes (tests/test_warm.py): imported here, not a DVC dependency
+        from transferlab import warm
+
+        status = warm.delegate()  # run in the warm stage server when `transferlab.warm` started one
+        if status is not None:
+            warm.exit_like(status)
+        signal.signal(signal.SIGTERM, raise_killed)
     try:
         main(sys.argv[1:] if argv is None else argv)
     except TransferlabError as error:

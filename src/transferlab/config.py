@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from transferlab.errors import ConfigError
+from transferlab.rules import STRATEGIES
 
 # Strict: a YAML boolean is never a number, a float never an int; floats must be finite.
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
@@ -29,8 +30,6 @@ ImageSide = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE, strict=True)]
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ENTRY_SECTIONS = ("sources", "targets", "variants", "pretrain", "zoo", "model_files")
 
-STRATEGIES = ("scratch", "reuse", "freeze", "cache", "unfreeze", "continue")
-Strategy = Literal["scratch", "reuse", "freeze", "cache", "unfreeze", "continue"]
 # The default source: pretraining pools, the scikit-learn zoo entry and the sweeps' default start from it.
 BUILTIN_INIT = "source"
 # Datasets that ship with a test part (MNIST's official 10,000 images): kept as the test set unless `split: seeded`.
@@ -138,7 +137,7 @@ class UnfreezeSpec(Strict):
 
 
 class VariantSpec(Strict):
-    strategy: Strategy
+    strategy: str  # a key of rules.STRATEGIES
     init_from: str  # a `sources:` entry, a `pretrain:` entry, or a `zoo:` / `model_files:` entry
     target: str  # a `targets:` entry
     reuse_layers: NonNegativeInt  # the lowest k hidden layers of the init model
@@ -523,16 +522,22 @@ def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
         raise ConfigError(f"{key}.frozen_layers", f"{variant.frozen_layers} > reuse_layers {variant.reuse_layers}")
     if variant.reuse_layers == 0 and not variant.new_hidden and variant.strategy != "scratch":
         raise ConfigError(f"{key}.reuse_layers", "0 reused layers and no new_hidden leaves nothing to transfer")
-    needs_frozen = variant.strategy in ("freeze", "cache", "unfreeze")
-    if needs_frozen and variant.frozen_layers == 0:
+    if variant.strategy not in STRATEGIES:
+        raise ConfigError(f"{key}.strategy", f"{variant.strategy!r} is not a strategy (choose from: {', '.join(STRATEGIES)})")
+    rule = STRATEGIES[variant.strategy]
+    if rule.frozen == "some" and variant.frozen_layers == 0:
         raise ConfigError(f"{key}.frozen_layers", f"strategy {variant.strategy} needs at least 1 frozen layer")
-    if variant.strategy in ("scratch", "reuse", "continue") and variant.frozen_layers:
+    if rule.frozen == "none" and variant.frozen_layers:
         raise ConfigError(f"{key}.frozen_layers", f"strategy {variant.strategy} trains every layer; use freeze")
-    if variant.strategy == "continue":
+    if rule.keeps_output:
         _check_continue(params, key, variant, depth)
-    if variant.strategy == "unfreeze":
-        if variant.unfreeze is None:
-            raise ConfigError(f"{key}.unfreeze", "strategy unfreeze needs frozen_epochs, unfreeze_top, learning_rate")
+    for section in ("unfreeze",):
+        if section in rule.takes and getattr(variant, section) is None:
+            raise ConfigError(f"{key}.{section}", f"strategy {variant.strategy} needs it")
+        if section not in rule.takes and getattr(variant, section) is not None:
+            takers = [name for name, other in STRATEGIES.items() if section in other.takes]
+            raise ConfigError(f"{key}.{section}", f"only strategy {', '.join(takers)} takes this (strategy is {variant.strategy})")
+    if variant.unfreeze is not None:
         epochs = params.protocol(variant).stopping.max_epochs
         if variant.unfreeze.frozen_epochs >= epochs:
             raise ConfigError(
@@ -543,8 +548,6 @@ def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
                 f"{key}.unfreeze.unfreeze_top",
                 f"{variant.unfreeze.unfreeze_top} > frozen_layers {variant.frozen_layers}",
             )
-    elif variant.unfreeze is not None:
-        raise ConfigError(f"{key}.unfreeze", f"only strategy unfreeze takes this (strategy is {variant.strategy})")
     if variant.grid is not None:
         _check_grid(f"{key}.grid", variant.grid)
 

@@ -274,6 +274,17 @@ def draw_labelled(y_pool: np.ndarray, labels_per_class: int, validation_per_clas
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
 
 
+def split_per_class(y_pool: np.ndarray, labels_per_class: int | None, validation_fraction: float) -> tuple[int, int]:
+    """(training, validation) labelled images per class; for labels `all` (None) the mean over classes."""
+    from transferlab.config import split_sizes
+
+    if labels_per_class is not None:
+        return split_sizes(labels_per_class, validation_fraction)
+    counts = np.unique(y_pool, return_counts=True)[1]
+    held = [max(1, round(int(count) * validation_fraction)) for count in counts]  # as holdout_rows carves them
+    return round((int(counts.sum()) - sum(held)) / len(counts)), round(sum(held) / len(counts))
+
+
 def draw_all(y_pool: np.ndarray, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Every pool image labelled (`labels_per_class: all`): per class, a seeded `validation_fraction` validates.
 

@@ -26,6 +26,10 @@ class TrackingError(TransferlabError):
     """The MLflow store cannot be reached or written; the message names it and what to do."""
 
 
+class ClusterError(TransferlabError):
+    """The Ray cluster named by RAY_ADDRESS cannot be reached, or lost a task; the message says which and why."""
+
+
 class StageKilled(BaseException):
     """Raised in a stage process on SIGTERM, so the run ends KILLED (not RUNNING) and the stage says one line.
 

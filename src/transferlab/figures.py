@@ -1,7 +1,8 @@
 """The report's figures as PNG bytes (matplotlib, Agg): readable with 20+ variants, validation never called test.
 
-Per-epoch and per-second curves are small multiples by strategy, each panel with the scratch
-baseline drawn grey for reference and shared axes, so panels compare at a glance.
+Per-epoch and per-second curves are small multiples by strategy (split by init source when a
+strategy has many variants), at most four curves a panel, each with the scratch baseline drawn
+grey for reference on a shared accuracy axis.
 """
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from transferlab.config import BUILTIN_INIT  # noqa: E402
 from transferlab.reporting import Figure  # noqa: E402
 from transferlab.results import VariantResult  # noqa: E402
 
 UNCONVERGED = " ⚠ unconverged"
+MAX_CURVES = 4  # variants per panel, besides the grey scratch baseline: more cannot be told apart
 STRATEGY_ORDER = ("scratch", "reuse", "freeze", "cache", "unfreeze")  # panels in this order, unknown ones last
 SWEEP_AXES = {  # sweep: (title, x axis, log x)
     "transferability": ("Layer transferability", "hidden layers reused from the init model (k)", False),
@@ -49,7 +52,8 @@ def target_figures(target: str, ranked: Sequence[VariantResult], not_ranked: Seq
                tuning_heatmap(ranked, not_ranked, f"target {target}: tuning grid")),
         Figure(f"val_accuracy_per_second_{target}", f"Validation accuracy against cumulative training seconds ({where})",
                curve_panels(ranked, histories, "elapsed", "training seconds", f"target {target}: validation accuracy over time")),
-        Figure(f"val_accuracy_per_epoch_{target}", f"Validation accuracy per epoch, one panel per strategy ({where})",
+        Figure(f"val_accuracy_per_epoch_{target}",
+               f"Validation accuracy per epoch, small multiples by strategy and init source ({where})",
                curve_panels(ranked, histories, "epoch", "epoch", f"target {target}: validation accuracy per epoch")),
         Figure(f"accuracy_{target}", f"Final test accuracy with 95% CI ({target}; hatched: unconverged)",
                accuracy_bars(ranked, f"target {target}: test accuracy")),
@@ -84,33 +88,53 @@ def tuning_heatmap(ranked: Sequence[VariantResult], not_ranked: Sequence[Variant
     return png(fig)
 
 
-def curve_panels(results: Sequence[VariantResult], histories: Mapping[str, pd.DataFrame], x: str, xlabel: str,
-                 title: str) -> bytes:
-    """Validation accuracy against `x` (a history column: `epoch` or `elapsed`), one panel per strategy."""
+def panels(results: Sequence[VariantResult], most: int = MAX_CURVES) -> list[tuple[str, list[VariantResult]]]:
+    """The small multiples: one panel per strategy; a strategy with more than `most` variants is split
+    by init source (the source model, then the others) and each part into near-equal panels of ≤ `most`."""
     present = dict.fromkeys(r.strategy for r in results)
     strategies = [s for s in STRATEGY_ORDER if s in present] + [s for s in present if s not in STRATEGY_ORDER]
+    found = []
+    for strategy in strategies:
+        members = [r for r in results if r.strategy == strategy]
+        if len(members) <= most:
+            found.append((strategy, members))
+            continue
+        for origin, group in ((f"from {BUILTIN_INIT}", [r for r in members if r.init_from == BUILTIN_INIT]),
+                              ("other init", [r for r in members if r.init_from != BUILTIN_INIT])):
+            count = -(-len(group) // most)
+            for i in range(count):
+                part = group[i * len(group) // count:(i + 1) * len(group) // count]
+                found.append((f"{strategy} · {origin}" + (f" ({i + 1}/{count})" if count > 1 else ""), part))
+    return found
+
+
+def curve_panels(results: Sequence[VariantResult], histories: Mapping[str, pd.DataFrame], x: str, xlabel: str,
+                 title: str) -> bytes:
+    """Validation accuracy against `x` (a history column: `epoch` or `elapsed`), small multiples from `panels`.
+
+    Each panel draws at most `MAX_CURVES` variants plus the scratch baseline in grey, on its own x range
+    (a frozen variant's 250 epochs would squeeze a fine-tuned one's 20 into a sliver) and a shared y axis."""
+    chosen = panels(results)
     baseline = next((r for r in results if r.strategy == "scratch"), None)
-    columns = min(3, len(strategies))
-    rows = -(-len(strategies) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.3 * rows), sharex=True, sharey=True, squeeze=False)
-    styles = ("-", "--", ":", "-.")
-    for ax, strategy in zip(axes.flat, strategies, strict=False):
-        if baseline is not None and strategy != "scratch":
+    columns = min(3, len(chosen))
+    rows = -(-len(chosen) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.3 * rows), sharey=True, squeeze=False)
+    for ax, (name, members) in zip(axes.flat, chosen, strict=False):
+        if baseline is not None and baseline not in members:
             frame = histories[baseline.variant]
             ax.plot(frame[x], 100 * frame["val_accuracy"], color="#aaaaaa", linewidth=1.2, label=f"{baseline.variant} (baseline)")
-        for i, result in enumerate(r for r in results if r.strategy == strategy):
+        for i, result in enumerate(members):
             frame = histories[result.variant]
-            ax.plot(frame[x], 100 * frame["val_accuracy"], linewidth=1.4, label=_label(result),
-                    color=plt.cm.tab10.colors[i % 10], linestyle=styles[(i // 10) % len(styles)])
-        ax.set_title(strategy, fontsize=10)
+            origin = "" if result.init_from == BUILTIN_INIT else f" ({result.init_from})"
+            ax.plot(frame[x], 100 * frame["val_accuracy"], linewidth=1.4, label=_label(result) + origin,
+                    color=plt.cm.tab10.colors[i])
+        ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    for ax in axes.flat[len(strategies):]:
+    for ax in axes.flat[len(chosen):]:
         ax.set_visible(False)
-    for column in range(columns):  # the lowest visible panel of each column carries the x axis
-        lowest = axes[(len(strategies) - 1 - column) // columns, column]
-        lowest.xaxis.set_tick_params(labelbottom=True)
-        lowest.set_xlabel(xlabel)
+    for column in range(columns):  # the lowest visible panel of each column names the x axis
+        axes[(len(chosen) - 1 - column) // columns, column].set_xlabel(xlabel)
     for ax in axes[:, 0]:
         ax.set_ylabel("validation accuracy (%)")
     fig.suptitle(title)

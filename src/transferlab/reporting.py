@@ -203,10 +203,15 @@ def ui_address(tracking_uri: str | None) -> str:
     return DEFAULT_UI
 
 
+# MLflow 3's UI shows a run as a GenAI "evaluation" unless the page asks for the model-training
+# view; the experiment's kind tag alone does not switch it (seen in MLflow 3.17's UI).
+UI_VIEW = "?workflowType=machine_learning"
+
+
 def run_link(ui: str, experiment_id: str, run_id: str) -> str:
     if not run_id:
         return "–"
-    return f"[{run_id[:8]}]({ui}/#/experiments/{experiment_id or '0'}/runs/{run_id})"
+    return f"[{run_id[:8]}]({ui}/#/experiments/{experiment_id or '0'}/runs/{run_id}{UI_VIEW})"
 
 
 def write(report: Report, markdown_path: Path, html_path: Path) -> list[Path]:

@@ -1,7 +1,7 @@
-"""Transfer strategies as data, and the race that trains every variant the same way.
+"""The race that trains every variant the same way, whatever its strategy.
 
-A strategy is a rule: the phases it trains (which lowest layers stay fixed, for how long, at
-what share of the tuned rate) and whether the fixed layers' outputs are cached. `race` builds the
+A strategy is a rule in `rules.STRATEGIES`: the phases it trains (which lowest layers stay fixed,
+for how long, at what share of the tuned rate) and whether the fixed layers' outputs are cached. `race` builds the
 variant's network once per repetition x grid setting, trains all of those copies together
 (`batched.Copies`, one compiled step), stops each by the one early-stopping rule, chooses each
 repetition's setting on validation and scores the chosen weights once on the test set.
@@ -20,43 +20,8 @@ from transferlab.config import NetworkSpec, Protocol, VariantSpec, split_sizes
 from transferlab.errors import ModelError
 from transferlab.repetitions import Repetition
 from transferlab.results import NEAR_BEST, RepetitionResult, SettingResult
+from transferlab.rules import STRATEGIES
 from transferlab.stopping import DIVERGED, StopRule
-
-
-@dataclass(frozen=True)
-class Phase:
-    frozen_layers: int  # hidden1 … hidden{frozen_layers} stay fixed in this phase
-    epochs: int | None = None  # a phase of fixed length; None: until early stopping ends it
-    rate_factor: float = 1.0  # share of the tuned learning rate
-
-
-@dataclass(frozen=True)
-class StrategyRule:
-    phases: Callable[[VariantSpec], list[Phase]]
-    cached: bool = False  # train the upper layers on the fixed layers' outputs, computed once
-    keeps_output: bool = False  # the init model's output layer is copied too: it trains on, on its own task
-
-
-def _one_phase(variant: VariantSpec) -> list[Phase]:
-    return [Phase(variant.frozen_layers)]
-
-
-def _unfreezing(variant: VariantSpec) -> list[Phase]:
-    assert variant.unfreeze is not None  # guaranteed by config validation
-    step = variant.unfreeze
-    return [Phase(variant.frozen_layers, epochs=step.frozen_epochs),
-            Phase(variant.frozen_layers - step.unfreeze_top, rate_factor=step.rate_factor)]
-
-
-STRATEGIES: dict[str, StrategyRule] = {
-    "scratch": StrategyRule(_one_phase),
-    "reuse": StrategyRule(_one_phase),
-    "freeze": StrategyRule(_one_phase),
-    "cache": StrategyRule(_one_phase, cached=True),
-    "unfreeze": StrategyRule(_unfreezing),
-    # the more-training control: the init model itself, every layer and its output, trained on under the same race
-    "continue": StrategyRule(_one_phase, keeps_output=True),
-}
 
 
 def build_variant_network(
@@ -125,8 +90,7 @@ def race(
     else:
         _, validation_per_class = split_sizes(labels_per_class, protocol.validation_fraction)
         draws = [data.draw_labelled(y_pool, labels_per_class, validation_per_class, rep.labels_seed) for rep in plan]
-    classes = len(np.unique(y_pool))
-    split_per_class = (round(len(draws[0][0]) / classes), round(len(draws[0][1]) / classes))
+    split_per_class = data.split_per_class(y_pool, labels_per_class, protocol.validation_fraction)
     training.make_deterministic(plan[0].seed)
     keys = [(r, j) for r in range(len(plan)) for j in range(len(protocol.grid))]
     models = [build_variant_network(variant, init_model, network, n_classes, plan[r].seed) for r, _ in keys]

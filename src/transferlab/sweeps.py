@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -109,22 +110,32 @@ def run_sweep(
     networks: Mapping[str, NetworkSpec],  # per init model: how grafted layers are made (`Params.network_for`)
     arrays: Mapping[str, np.ndarray],
     on_point: OnPoint | None = None,
+    init_files: Mapping[str, Path] | None = None,
 ) -> list[dict[str, Any]]:
     """Race every point over the same repetitions; returns one tidy row per repetition and point.
 
     Points with identical settings (k = 0 is the scratch baseline of every mode) are raced once
-    and their rows reused, so the lines of a figure share that point exactly.
+    and their rows reused, so the lines of a figure share that point exactly. With `RAY_ADDRESS`
+    set (and the init models' files given) the races run as Ray tasks (`fanout`), same rows.
     """
-    from transferlab import strategies
+    from transferlab import fanout, strategies
 
-    done: dict[tuple[str, str, int | None], list[Any]] = {}
+    unique: dict[tuple[str, str, int | None], Point] = {}
+    for point in points:
+        unique.setdefault(_race_key(point), point)
+    if fanout.address() and init_files is not None:
+        jobs = [(point.variant, point.protocol, point.labels_per_class) for point in unique.values()]
+        raced = fanout.race_on_cluster(jobs, plan, init_files, networks, arrays)
+    else:
+        raced = (strategies.race(point.variant, init_models[point.variant.init_from], networks[point.variant.init_from],
+                                 point.protocol, arrays, point.labels_per_class, plan).results for point in unique.values())
+    keys, done = iter(unique), {}
     rows: list[dict[str, Any]] = []
     for point in points:
-        key = (point.variant.model_dump_json(), point.protocol.model_dump_json(), point.labels_per_class)
-        if key not in done:
-            init_from = point.variant.init_from
-            done[key] = strategies.race(point.variant, init_models[init_from], networks[init_from], point.protocol,
-                                        arrays, point.labels_per_class, plan).results
+        key = _race_key(point)
+        if key not in done:  # races come back in first-seen order
+            assert next(keys) == key
+            done[key] = next(raced)
         point_rows = [
             {"sweep": point.sweep, "x": point.x, "series": point.series, "repetition": run.repetition,
              "seed": run.seed, "labels_seed": run.labels_seed, "labels_per_class": point.labels_per_class,
@@ -138,6 +149,10 @@ def run_sweep(
         if on_point is not None:
             on_point(point, point_rows)
     return rows
+
+
+def _race_key(point: Point) -> tuple[str, str, int]:
+    return point.variant.model_dump_json(), point.protocol.model_dump_json(), point.labels_per_class
 
 
 def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -22,10 +22,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -45,6 +48,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from transferlab.cli import raise_killed as _raise_killed  # noqa: E402
+from transferlab.data import fingerprint  # noqa: E402
 from transferlab.errors import StageKilled, TrackingError  # noqa: E402,F401  (StageKilled: re-exported)
 
 DEFAULT_STORE = "mlflow.db"
@@ -52,6 +56,9 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 MAX_PARAM_LENGTH = 6000
 REACH_TIMEOUT_S = 5
 PROCESS_TAG = "transferlab.process"  # host:pid:start time of the process that owns a RUNNING run
+# MLflow 3's UI opens an experiment by its kind; without the tag it guesses and shows the GenAI
+# overview (traces, tokens). These are model-training runs: open on the runs table.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def default_uri() -> str:
@@ -171,10 +178,12 @@ def set_experiment(name: str) -> str:
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            experiment_id = client.create_experiment(name)
+            experiment_id = client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
             if _uses_default_store():
                 _relative_artifacts(experiment_id)
             return experiment_id
+        if EXPERIMENT_KIND[0] not in experiment.tags:  # a store made before the tag: never overrides a kind the user chose
+            client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
         return experiment.experiment_id
 
 
@@ -341,6 +350,27 @@ def register_model(path: Path, name: str, tags: Mapping[str, Any]) -> str:
     from transferlab.zoo_registry import register_keras
 
     return register_keras(path, name, {key: str(value) for key, value in tags.items()})
+
+
+def log_dataset(name: str, source: Path, splits: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+                tags: Mapping[str, Any] | None = None) -> None:
+    """Record the data the active run trains and is scored on with MLflow's dataset tracking (the
+    runs table's Dataset column): one input per split, its context the split's role (`train`,
+    `validation`, `test`), its digest the content hash of the split's arrays, its rows in `tags`."""
+    import mlflow.data
+
+    for context, (x, y) in splits.items():
+        with warnings.catch_warnings():  # a local path matches MLflow's "" and "file" sources, the same class
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+            dataset = mlflow.data.from_numpy(x, source=str(source), targets=y, name=name, digest=fingerprint(x) if y is None else fingerprint(x, y))
+        mlflow.log_input(dataset, context=context, tags={"rows": str(len(x)), **{k: str(v) for k, v in (tags or {}).items()}})
+
+
+def log_target(name: str, source: Path, arrays: Mapping[str, np.ndarray], tags: Mapping[str, Any]) -> None:
+    """A prepared target's inputs: its pool (context `train`: every repetition draws its labelled
+    training and validation images from it, sizes in `tags`) and its test set (context `test`)."""
+    splits = {"train": (arrays["x_pool"], arrays["y_pool"]), "test": (arrays["x_test"], arrays["y_test"])}
+    log_dataset(name, source, splits, tags)
 
 
 def log_files(paths: Sequence[Path], artifact_path: str | None = None) -> None:

@@ -9,21 +9,18 @@ cached features) see the same examples in the same order.
 """
 from __future__ import annotations
 
-import os
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from transferlab.config import OptimizerSpec, TrainSpec  # noqa: E402
-from transferlab.errors import ModelError  # noqa: E402
-from transferlab.stopping import EarlyStopping, StopRule  # noqa: E402
+from transferlab.config import OptimizerSpec, TrainSpec
+from transferlab.errors import ModelError
+from transferlab.stopping import EarlyStopping, StopRule
 
 Arrays = np.ndarray | Sequence[np.ndarray]
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]

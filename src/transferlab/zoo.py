@@ -21,21 +21,18 @@ A JAX/Flax `Dense` already stores (in, out) kernels: write `params[name]["kernel
 """
 from __future__ import annotations
 
-import os
 import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow's first import, as in training.py
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from transferlab import networks  # noqa: E402
-from transferlab.data import save_npz  # noqa: E402
-from transferlab.errors import ModelError  # noqa: E402
+from transferlab import networks
+from transferlab.data import save_npz
+from transferlab.errors import ModelError
 
 if TYPE_CHECKING:
     from sklearn.neural_network import MLPClassifier

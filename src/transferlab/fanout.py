@@ -1,0 +1,113 @@
+"""Where a stage's independent races run: in this process, or as tasks on a Ray cluster.
+
+`RAY_ADDRESS` (Ray's own variable, e.g. `127.0.0.1:6379` or `ray://head:10001`) names a cluster;
+without it every race runs in-process, as always. A race is deterministic (its seeds are in the
+plan), so a point gives the same rows wherever it runs and the choice is not a param: DVC's view
+of the stage does not change with it. The driver (the stage process) ships each task the
+variant, the protocol, the repetition plan, the init model's `.keras` bytes and the target
+arrays; the worker loads the model with `safe_mode=True`, runs `strategies.race` and returns the
+per-repetition results. The stage collects them in point order, so MLflow records the same runs,
+in the same order, as in-process, and writes its outputs only once every task is back: a lost
+worker or task fails the stage with one line and nothing is written.
+
+Workers get this package through Ray's `runtime_env` (`py_modules`), so they run the driver's
+code, not whatever is installed on the cluster; they need the same third-party packages
+(`pip install -e .[ray]` on every node, or a matching container image).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transferlab.errors import ClusterError, TransferlabError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from transferlab.config import NetworkSpec, Protocol, VariantSpec
+    from transferlab.repetitions import Repetition
+    from transferlab.results import RepetitionResult
+
+ADDRESS_VARIABLE = "RAY_ADDRESS"
+CONNECT_SECONDS = 10.0
+
+
+Job = tuple["VariantSpec", "Protocol", int]  # a race: variant, protocol, labels per class
+
+
+def address() -> str | None:
+    return os.environ.get(ADDRESS_VARIABLE) or None
+
+
+def _check_reachable(where: str) -> None:
+    """Fail in seconds with one line when nothing listens at RAY_ADDRESS (Ray itself retries for minutes)."""
+    if where == "auto":
+        return
+    parts = urllib.parse.urlsplit(where if "://" in where else f"tcp://{where}")
+    host, port = parts.hostname, parts.port or (10001 if parts.scheme == "ray" else 6379)
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_SECONDS):
+            pass
+    except OSError as error:
+        raise ClusterError(f"{ADDRESS_VARIABLE}={where}: no Ray cluster answers there ({error.strerror or error});"
+                           " start one (`ray start --head`) or unset the variable to train in-process") from None
+
+
+def _race_task(job: Job, plan: Sequence[Repetition], model_bytes: bytes, network: NetworkSpec,
+               arrays: Mapping[str, np.ndarray]) -> list[RepetitionResult]:
+    """On a worker: one race, from the init model's bytes (loaded as untrusted input)."""
+    import tempfile
+
+    from transferlab import strategies, zoo
+
+    variant, protocol, labels_per_class = job
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "init.keras"
+        path.write_bytes(model_bytes)
+        init_model = zoo.load_keras(path)
+    return strategies.race(variant, init_model, network, protocol, arrays, labels_per_class, plan).results
+
+
+def race_on_cluster(jobs: Sequence[Job], plan: Sequence[Repetition], init_files: Mapping[str, Path],
+                    networks: Mapping[str, NetworkSpec], arrays: Mapping[str, np.ndarray]) -> Iterator[list[RepetitionResult]]:
+    """Run each job as a Ray task on the cluster at RAY_ADDRESS; yield their results in job order."""
+    where = address()
+    assert where is not None
+    _check_reachable(where)
+    import ray
+
+    import transferlab
+
+    try:
+        ray.init(address=where, runtime_env={"py_modules": [str(Path(transferlab.__file__).parent)]},
+                 logging_level="ERROR", log_to_driver=False, configure_logging=True)
+    except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError …
+        raise ClusterError(f"{ADDRESS_VARIABLE}={where}: cannot join the Ray cluster ({_first_line(error)})") from None
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(_race_task)  # a lost worker fails the stage; DVC reruns it
+        shared: dict[str, Any] = {"plan": ray.put(list(plan)), "arrays": ray.put(dict(arrays))}
+        models = {name: ray.put(Path(path).read_bytes()) for name, path in init_files.items()}
+        futures = [task.remote(job, shared["plan"], models[job[0].init_from], networks[job[0].init_from], shared["arrays"])
+                   for job in jobs]
+        for number, future in enumerate(futures):
+            try:
+                yield ray.get(future)
+            except ray.exceptions.RayTaskError as error:
+                cause = error.cause if isinstance(error.cause, TransferlabError) else None
+                if cause is not None:
+                    raise cause from None  # the one-line error the race would have raised in-process
+                raise ClusterError(f"Ray task {number + 1}/{len(jobs)} failed: {_first_line(error)}") from None
+            except ray.exceptions.RayError as error:  # worker or node lost, object lost, …
+                raise ClusterError(f"{ADDRESS_VARIABLE}={where}: Ray lost task {number + 1}/{len(jobs)}"
+                                   f" ({type(error).__name__}: {_first_line(error)}); nothing was written") from None
+    finally:
+        ray.shutdown()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]

@@ -1,0 +1,120 @@
+"""Fan-out on a real local Ray cluster: a sweep stage run through it writes what it writes in-process.
+
+The head is started here (`ray start --head --num-cpus 2` on a free 127.0.0.1 port) and stopped
+afterwards. Also: an address where no cluster answers fails in seconds with one line, and a worker
+killed mid-stage fails the stage with one line and writes nothing.
+"""
+from __future__ import annotations
+
+import csv
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import run, stage_env
+
+pytestmark = pytest.mark.slow
+
+DVC = [sys.executable, "-m", "dvc"]
+RAY = str(Path(sys.executable).parent / "ray")
+TIMING_COLUMNS = {"train_seconds", "seconds_to_near_best"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    port = free_port()
+    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    env = stage_env(Path(folder))
+    start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+             "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", folder]
+    started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def rows_without_timings(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
+
+
+def point_runs(project: Path) -> list[tuple[str, str]]:
+    """(name, mean accuracy) of the newest sweep_transferability run's nested runs, in start order."""
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tests")
+    parents = client.search_runs([experiment.experiment_id], "attributes.run_name = 'sweep_transferability'",
+                                 order_by=["start_time DESC"])
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'",
+                                  order_by=["start_time ASC"])
+    return [(child.info.run_name, f"{child.data.metrics['target_accuracy']:.6f}") for child in children]
+
+
+def test_sweep_on_ray_matches_in_process(project: Path, ray_address: str) -> None:
+    run([*DVC, "repro", "sweep_transferability"], project)
+    rows = project / "metrics" / "sweeps" / "transferability.csv"
+    in_process, in_process_runs = rows_without_timings(rows), point_runs(project)
+    rows.unlink()
+    result = run([*DVC, "repro", "-f", "-s", "sweep_transferability"], project,
+                 env={"RAY_ADDRESS": ray_address})
+    assert "Traceback" not in result.stderr
+    assert rows_without_timings(rows) == in_process
+    assert point_runs(project) == in_process_runs
+    assert len(in_process_runs) == 6
+
+
+def test_no_cluster_at_the_address_fails_fast_with_one_line(project: Path) -> None:
+    run([*DVC, "repro", "prepare_target@mnist", "pretrain_source@source"], project)
+    lock = (project / "dvc.lock").read_text()
+    address = f"127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    result = run([*DVC, "repro", "-s", "sweep_transferability"], project, check=False, env={"RAY_ADDRESS": address})
+    assert time.monotonic() - start < 60
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"RAY_ADDRESS={address}" in errors[0] and "no Ray cluster" in errors[0], result.stderr
+    assert (project / "dvc.lock").read_text() == lock
+    assert not (project / "metrics" / "sweeps" / "transferability.csv").exists()
+
+
+def test_a_killed_worker_fails_the_stage_and_writes_nothing(project: Path, ray_address: str) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["transfer"]["stopping"] = {"max_epochs": 3000, "patience": None}  # long enough to be caught mid-task
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([*DVC, "repro", "prepare_target@mnist", "pretrain_source@source"], project)
+    stage = subprocess.Popen([*DVC, "repro", "-s", "sweep_transferability"], cwd=project,
+                             env={**stage_env(project), "RAY_ADDRESS": ray_address},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = 0
+    deadline = time.monotonic() + 240
+    while not killed and stage.poll() is None and time.monotonic() < deadline:
+        for process in psutil.process_iter(["cmdline"]):
+            if any("ray::_race_task" in part for part in process.info["cmdline"] or []):
+                process.send_signal(signal.SIGKILL)
+                killed += 1
+        time.sleep(0.2)
+    _, stderr = stage.communicate(timeout=300)
+    assert killed, "no Ray task was seen running"
+    assert stage.returncode != 0
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Ray lost task" in errors[0] and "nothing was written" in errors[0], stderr
+    assert not (project / "metrics" / "sweeps" / "transferability.csv").exists()
