@@ -1,4 +1,4 @@
-"""Stage `pretrain_source@<name>`: train one source network (the seed's DNN5) on its source task.
+"""Stage `pretrain_source@<name>`: train one source network (the note's DNN5) on its source task.
 
     python -m stages.pretrain_source source   # writes models/source.keras, metrics/source.json, plots/source.csv
 
