@@ -57,7 +57,7 @@ def test_source_stage_outputs(prepared: Path) -> None:
     run_ = MlflowClient(f"sqlite:///{prepared / 'mlflow.db'}").get_run(metrics["mlflow_run_id"])
     sizes = {t.value: int(t2.value) for i in run_.inputs.dataset_inputs for t in i.tags for t2 in i.tags
              if t.key == "mlflow.data.context" and t2.key == "rows"}
-    with np.load(prepared / "data/prepared/source.npz", allow_pickle=False) as source:
+    with np.load(prepared / "data/prepared/sources/source.npz", allow_pickle=False) as source:
         assert sum(sizes.values()) == len(source["y_train"]) + len(source["y_test"]) and sizes["test"] == len(source["y_test"])
     assert (prepared / "plots/source.csv").read_text().splitlines()[0].startswith("epoch,loss,seconds,accuracy")
     with np.load(prepared / "data/prepared/target_mnist.npz", allow_pickle=False) as target:
