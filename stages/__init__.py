@@ -33,3 +33,9 @@ if missing := _missing():
         os.execv(venv_python, [str(venv_python), *sys.orig_argv[1:]])
     sys.exit(f"error: {sys.executable} cannot import {', '.join(missing)}: run the pipeline with `make run`,"
              " or put the project's environment first in PATH (`source .venv/bin/activate`)")
+
+# Under `make run` a warm stage server holds TensorFlow and MLflow already imported: hand the whole
+# stage over to it now, before the stage module's own imports (MLflow, pandas: seconds) load here.
+from transferlab import warm  # noqa: E402
+
+warm.handover()

@@ -77,13 +77,32 @@ def _receive(connection: socket.socket) -> dict[str, Any]:
     return json.loads(_receive_exactly(connection, size))
 
 
-def delegate() -> int | None:
-    """Run this stage process's module in the warm server; its exit status, or None to run cold.
+def handover() -> None:
+    """From `stages/__init__`, before the stage module and its imports load: run `python -m stages.x …` warm.
+
+    Exits this process with the stage's status when the server ran it; returns (to run cold) otherwise.
+    """
+    if "-m" not in sys.orig_argv or not os.environ.get(SOCKET_VARIABLE) or os.environ.get(CHILD_VARIABLE):
+        return
+    at = sys.orig_argv.index("-m")
+    module, argv = sys.orig_argv[at + 1], sys.orig_argv[at + 1 :]
+    if module.split(".")[0] != "stages":  # e.g. `python -m pytest` importing a stage module in-process
+        return
+    from transferlab.cli import die_with_parent
+
+    die_with_parent()
+    status = delegate(module, argv)
+    if status is not None:
+        exit_like(status)
+
+
+def delegate(module: str | None = None, argv: list[str] | None = None) -> int | None:
+    """Run this stage process's module (or `module` with `argv`) in the warm server; its exit status, or None to run cold.
 
     A negative status -N means the stage was ended by signal N.
     """
     address = os.environ.get(SOCKET_VARIABLE)
-    module = _stage_module()
+    module = module or _stage_module()
     if not address or os.environ.get(CHILD_VARIABLE) or module is None:
         return None
     try:
@@ -96,7 +115,7 @@ def delegate() -> int | None:
     with connection:
         socket.send_fds(connection, [b"F"], [0, 1, 2])
         _send(connection, {
-            "module": module, "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
+            "module": module, "argv": argv or sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
             "executable": sys.executable, "umask": _umask(),
         })
         reply = _receive(connection)
