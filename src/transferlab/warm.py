@@ -162,14 +162,19 @@ def exit_like(status: int) -> None:
 
 # --- the server side ----------------------------------------------------------------------------
 
-_STARTED_WITH: dict[str, str] = {}  # the server's import-time variables before PRELOAD (which sets some)
+_STARTED_WITH: dict[str, str] = {}  # the server's import-time variables before PRELOAD
+_SET_BY_PRELOAD: dict[str, str] = {}  # … and those the libraries set themselves while importing (KMP_*)
 
 
 def _mismatch(request: dict[str, Any]) -> str | None:
     if request["executable"] != sys.executable:
         return f"interpreter {request['executable']} is not the server's {sys.executable}"
     wanted, have = import_time_environment(request["env"]), _STARTED_WITH
-    differing = sorted(key for key in wanted.keys() | have.keys() if wanted.get(key) != have.get(key))
+
+    def differs(key: str) -> bool:  # a value the libraries set on import is what a cold stage gets too
+        return wanted.get(key) != have.get(key) and not (key in _SET_BY_PRELOAD and wanted.get(key) == _SET_BY_PRELOAD[key])
+
+    differing = sorted(key for key in wanted.keys() | have.keys() if differs(key))
     if differing:
         return f"environment variables read at import differ: {', '.join(differing)}"
     return None
@@ -265,6 +270,8 @@ def serve(address: str, idle_seconds: float = IDLE_SECONDS) -> None:
     _STARTED_WITH.update(import_time_environment(os.environ))
     for name in PRELOAD:
         importlib.import_module(name)
+    after = import_time_environment(os.environ)
+    _SET_BY_PRELOAD.update({key: value for key, value in after.items() if _STARTED_WITH.get(key) != value})
     sys.stdout.flush()
     sys.stderr.flush()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forks per stage are reaped by the kernel
