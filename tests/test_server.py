@@ -81,7 +81,7 @@ def test_stages_track_to_mlflow_on_postgresql(tmp_path: Path, layout: server.Lay
     with pytest.raises(server.ServerError, match=r"^a server is already running from .*: stop it first \(make server-stop\)$"):
         server.start(layout, port, pg_port)
     out = _checked(_dvc(project, uri, "repro", "transfer@registry_freeze2"))
-    assert "Running stage 'zoo@registered_source'" in out and "Running stage 'pretrain_source'" in out
+    assert "Running stage 'zoo@registered_source'" in out and "Running stage 'pretrain_source@source'" in out
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("tests")
@@ -89,7 +89,7 @@ def test_stages_track_to_mlflow_on_postgresql(tmp_path: Path, layout: server.Lay
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     assert all(r.info.status == "FINISHED" for r in runs)
     parents = {r.data.tags["stage"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
-    assert set(parents) == {"pretrain_source", "zoo@registered_source", "transfer@registry_freeze2"}
+    assert set(parents) == {"pretrain_source@source", "zoo@registered_source", "transfer@registry_freeze2"}
 
     # the variant's run: its id in the metrics file, one nested run per repetition, per-epoch curves, its model
     metrics = json.loads((project / "metrics/transfer/registry_freeze2.json").read_text())
