@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from transferlab import artifacts, data, paths, tracking
+from transferlab import artifacts, data, paths, tracking, zoo_registry
 from transferlab.cli import run_main
 from transferlab.config import BUILTIN_INIT, PretrainSpec, load_params, stage_entry
 from transferlab.errors import DataError
@@ -84,12 +84,8 @@ def main(argv: list[str]) -> None:
         tracking.log_history(rows, step_key="step")
         tracking.log_final(metrics)
         tracking.log_files([paths.init_history(name)])
-        if params.mlflow.register_models:  # also logs the model file as the run's artifact
-            metrics["registered_model"] = params.mlflow.model_prefix + name
-            metrics["registered_version"] = tracking.register_model(
-                paths.init_model(name), metrics["registered_model"], {"stage": f"{STAGE}@{name}", **result.metrics})
-        else:
-            tracking.log_files([paths.init_model(name)])
+        metrics.update(zoo_registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
+                                                  params.mlflow.register_models, {"stage": f"{STAGE}@{name}", **result.metrics}))
         artifacts.write_json(paths.init_metrics(name), metrics)
     print(f"pretrain {name} ({spec.method}): " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
 

@@ -6,7 +6,7 @@ Reads `sources.<name>` (classes, network and training params) and `mlflow` from 
 """
 from __future__ import annotations
 
-from transferlab import artifacts, data, paths, tracking
+from transferlab import artifacts, data, paths, tracking, zoo_registry
 from transferlab.cli import run_main
 from transferlab.config import load_params, stage_entry
 
@@ -53,12 +53,8 @@ def main(argv: list[str]) -> None:
         tracking.log_history(history.rows)
         tracking.log_final(metrics)
         tracking.log_files([paths.init_history(name)])
-        if params.mlflow.register_models:  # also logs the model file as the run's artifact
-            metrics["registered_model"] = params.mlflow.model_prefix + name
-            metrics["registered_version"] = tracking.register_model(
-                paths.init_model(name), metrics["registered_model"], {"stage": f"{STAGE}@{name}", "test_accuracy": scores["accuracy"]})
-        else:
-            tracking.log_files([paths.init_model(name)])
+        metrics.update(zoo_registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
+                                                  params.mlflow.register_models, {"stage": f"{STAGE}@{name}", "test_accuracy": scores["accuracy"]}))
         artifacts.write_json(paths.init_metrics(name), metrics)
     print(f"source model {name}: test accuracy {scores['accuracy']:.4f} at epoch {history.best_epoch} of {history.epochs}"
           f" ({history.stop_reason}, {history.train_seconds:.1f} s)")

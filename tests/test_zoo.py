@@ -240,7 +240,7 @@ def test_registry_round_trip(registry: str, tmp_path: Path, x: np.ndarray, capsy
     assert [row["test_accuracy"] for row in rows] == [0.91, 0.93]
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry)
-    zoo.main(["list"])
+    zoo_registry.main(["list"])
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["name", "version", "aliases", "input", "hidden", "units", "test_accuracy"]
     assert table[1].split() == ["tiny", "1", "champion", "8", "6-5", "0.9100"]
@@ -275,7 +275,7 @@ def test_unsafe_model_never_enters_the_registry(registry: str, tmp_path: Path) -
 def test_list_without_a_store_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    zoo.main(["list"])
+    zoo_registry.main(["list"])
     out = capsys.readouterr().out
     assert out.startswith("no registry yet (") and "mlflow.db does not exist)" in out
     assert not (tmp_path / "mlflow.db").exists()

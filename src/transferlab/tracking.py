@@ -345,13 +345,6 @@ def log_final(metrics: Mapping[str, Any]) -> None:
     mlflow.log_metrics({key: float(value) for key, value in metrics.items() if isinstance(value, (int, float)) and not isinstance(value, bool)})
 
 
-def register_model(path: Path, name: str, tags: Mapping[str, Any]) -> str:
-    """Register a stage's `.keras` output in the MLflow Model Registry (the zoo); returns the new version."""
-    from transferlab.zoo_registry import register_keras
-
-    return register_keras(path, name, {key: str(value) for key, value in tags.items()})
-
-
 def log_dataset(name: str, source: Path, splits: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
                 tags: Mapping[str, Any] | None = None) -> None:
     """Record the data the active run trains and is scored on with MLflow's dataset tracking (the

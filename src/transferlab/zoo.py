@@ -17,7 +17,7 @@ then load with `from_npz("weights.npz", name_map={"0": "hidden1", "2": "hidden2"
 A JAX/Flax `Dense` already stores (in, out) kernels: write `params[name]["kernel"]` and
 `params[name]["bias"]` under the same keys.
 
-`python -m transferlab.zoo list` prints the registry's catalogue.
+`python -m transferlab.zoo_registry list` (or `transferlab-zoo list`) prints the registry's catalogue.
 """
 from __future__ import annotations
 
@@ -195,14 +195,3 @@ def from_npz(
     order = [networks.hidden_name(i) for i in indices] + ([networks.OUTPUT] if networks.OUTPUT in renamed else [])
     weights = [(name, renamed[name]["kernel"], renamed[name]["bias"]) for name in order]
     return _stack(weights, activation, output_activation, str(path))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m transferlab.zoo list`: the registry lives in `zoo_registry` (MLflow is imported only there)."""
-    from transferlab.zoo_registry import main as registry_main
-
-    registry_main(argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,7 @@ goes through `zoo.load_keras` with `safe_mode`. Each version is tagged with what
 to pick an init model: `input_shape`, `hidden_layers` (`hidden1:300,hidden2:50`) and the
 caller's tags (`test_accuracy`, …).
 
-    python -m transferlab.zoo list     # the catalogue, from $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
+    python -m transferlab.zoo_registry list   # the catalogue, from $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
 """
 from __future__ import annotations
 
@@ -44,6 +44,19 @@ def _first_line(error: Exception) -> str:
 
 def _missing(error: MlflowException) -> bool:
     return error.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def publish_model(model_path: Path, name: str, register: bool, tags: Mapping[str, Any]) -> dict[str, str]:
+    """The epilogue of a stage that makes a model (`pretrain_source@…`, `pretrain@…`): register the file
+    as a new version of `name` in the zoo (which also logs it as the run's artifact), or, with
+    `mlflow.register_models: false`, only log it; returns what the stage's metrics record of it."""
+    if not register:
+        from transferlab import tracking
+
+        tracking.log_files([model_path])
+        return {}
+    version = register_keras(model_path, name, {key: str(value) for key, value in tags.items()})
+    return {"registered_model": name, "registered_version": version}
 
 
 def register_keras(model_path: Path, name: str, tags: Mapping[str, str]) -> str:
@@ -223,7 +236,7 @@ def _list(uri: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m transferlab.zoo list`."""
+    """`python -m transferlab.zoo_registry list` (also installed as `transferlab-zoo list`)."""
     from transferlab.cli import run_main
 
     def command(args: list[str]) -> None:
