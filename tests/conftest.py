@@ -116,6 +116,22 @@ def fit_label_budget_stage(project: Path) -> None:
     (project / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
+def assert_process_ends(pid: int, what: str, seconds: float = 20.0) -> None:
+    """Wait for process `pid` to end; kill it and fail the test with `what` if it is still there after `seconds`."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(what)
+
+
 def make_project(path: Path, params: dict[str, Any]) -> Path:
     """A real git + DVC project holding this checkout's pipeline code and the given params."""
     path.mkdir(parents=True, exist_ok=True)

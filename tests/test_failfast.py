@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_project, run, stage_env, tiny_params
+from conftest import assert_process_ends, make_project, run, stage_env, tiny_params
 from transferlab.cli import EXIT_BAD_INPUT, run_main
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -549,14 +549,7 @@ def test_stage_dies_with_its_parent(tmp_path: Path) -> None:
     child = int(pid_file.read_text())
     parent.kill()
     parent.wait()
-    for _ in range(100):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(child, signal.SIGKILL)
-    pytest.fail("the stage outlived its parent")
+    assert_process_ends(child, "the stage outlived its parent", seconds=10.0)
 
 
 # ---------------------------------------------------------------- deterministic .keras bytes

@@ -6,18 +6,16 @@ dies with its caller, and a stage that cannot use the server says so and runs co
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import cold_stage_env, run, stage_env
+from conftest import assert_process_ends, cold_stage_env, run, stage_env
 from transferlab import warm
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -105,14 +103,7 @@ def test_warm_stage_dies_with_its_caller(slow_stage: Path) -> None:
     fork = int(process.stdout.readline().split()[1])
     process.kill()
     process.wait()
-    for _ in range(200):
-        try:
-            os.kill(fork, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(fork, signal.SIGKILL)
-    pytest.fail("the warm stage outlived its caller")
+    assert_process_ends(fork, "the warm stage outlived its caller")
 
 
 def test_unreachable_or_different_server_runs_cold_and_says_so(slow_stage: Path) -> None:
