@@ -165,6 +165,18 @@ def test_editing_a_variant_reruns_its_stage_and_only_the_sweeps_that_run_it(tmp_
     assert changed_after(project, edit("freeze2")) == ["report", "sweep_label_budget", "transfer@freeze2", "validate"]
 
 
+def test_editing_draw_labelled_marks_every_variant_and_sweep_changed(tmp_path: Path) -> None:
+    """`data.draw_labelled` decides each repetition's labelled images: every stage that races must rerun."""
+    project = committed_project(tmp_path / "project", tiny_params())
+    source = project / "src" / "transferlab" / "data.py"
+    text = source.read_text()
+    assert "def draw_labelled(" in text
+    source.write_text(text.replace("def draw_labelled(", "# edited\ndef draw_labelled(", 1))
+    changed = set(json.loads(run([*DVC, "status", "--json"], project).stdout))
+    racing = {"transfer@scratch", "transfer@freeze2", "sweep_transferability", "sweep_label_budget"}
+    assert racing <= changed, sorted(changed)
+
+
 def test_sweep_stage_refuses_a_dvc_yaml_that_would_not_rerun_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture) -> None:
     """Before any training: a sweep whose dvc.yaml entry names other variants stops with the one line that says the fix."""
