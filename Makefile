@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 UI_PORT ?= 5000
-REPRO_FLAGS ?=  # `make verify REPRO_FLAGS=-f`: rerun every stage, even those DVC has cached
+REPRO_FLAGS ?= -f  # make verify reruns every stage: a stage whose outputs are all in git (the sweeps) is otherwise skipped
 SERVER_DIR ?= .server
 SERVER_PORT ?= 5001
 PG_PORT ?= 5433
