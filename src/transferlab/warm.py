@@ -77,6 +77,9 @@ def _receive(connection: socket.socket) -> dict[str, Any]:
     return json.loads(_receive_exactly(connection, size))
 
 
+_ASKED = False  # has this process already offered itself to the server?
+
+
 def handover() -> None:
     """From `stages/__init__`, before the stage module and its imports load: run `python -m stages.x …` warm.
 
@@ -101,10 +104,12 @@ def delegate(module: str | None = None, argv: list[str] | None = None) -> int | 
 
     A negative status -N means the stage was ended by signal N.
     """
+    global _ASKED
     address = os.environ.get(SOCKET_VARIABLE)
     module = module or _stage_module()
-    if not address or os.environ.get(CHILD_VARIABLE) or module is None:
+    if not address or os.environ.get(CHILD_VARIABLE) or module is None or _ASKED:
         return None
+    _ASKED = True  # once per process: a stage the server turned away (stages/__init__) is not offered again by run_main
     try:
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         connection.connect(address)
