@@ -219,7 +219,7 @@ def test_the_rule_on_the_committed_metrics() -> None:
 
 
 def test_make_verify_rebuilds_then_compares() -> None:
-    dry = subprocess.run(["make", "-n", "verify", "REPRO_FLAGS=-f"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "verify", "REPRO_FLAGS=-f"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     commands = dry.stdout.splitlines()
     assert commands[-2].startswith(".venv/bin/python -m transferlab.warm -- .venv/bin/dvc repro -f")  # the rebuild, as `make run`
