@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
                                     "converged": float(result.converged)})
         result = VariantResult(
             variant=name, strategy=variant.strategy, init_from=variant.init_from, target=variant.target,
-            reuse_layers=variant.reuse_layers, frozen_layers=variant.frozen_layers, new_layers=len(variant.new_hidden) + 1,
+            reuse_layers=variant.reuse_layers, frozen_layers=len(rules.kept_fixed(variant)), new_layers=len(variant.new_hidden) + 1,
             trainable_params=outcome.trainable_params, frozen_params=outcome.frozen_params,
             labels_per_class=target.labels_per_class, train_per_class=train_per_class,
             validation_per_class=validation_per_class, budget=protocol.budget(), repetitions=outcome.results, **run_ids,

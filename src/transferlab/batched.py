@@ -110,27 +110,34 @@ class _Workspace:
                 h = activation(tf.matmul(h, self.weights[2 * i]) + self.weights[2 * i + 1][:, None, :])
         return h
 
-    def update(self, i: int, g: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor) -> None:
-        """Keras' update rule for weight `i` (SGD: each copy at its own rate), as one fused kernel where TF has one."""
+    def update(self, i: int, g: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor, multiplier: float = 1.0) -> None:
+        """Keras' update rule for weight `i` (SGD: each copy at its own rate), as one fused kernel where TF has one.
+
+        `multiplier` scales this layer's rate (discriminative rates): an optimizer of its own per layer
+        group, as fastai's `lr_mult` does, not a scaled gradient (which Adam would undo and clipping distort).
+        """
         w, m, v, spec = self.weights[i], self.first[i], self.second[i], self.optimizer
         if spec.clip_value is not None:
             g = tf.clip_by_value(g, -spec.clip_value, spec.clip_value)  # element-wise, as Keras' clipvalue
         if spec.name == "sgd":
-            w.assign_sub(g * _per_copy(rate, w))
+            w.assign_sub(g * _per_copy(rate * multiplier, w))
         elif spec.name == "momentum":  # Keras: m = momentum * m - lr * g; w += m
-            tf.raw_ops.ResourceApplyKerasMomentum(var=w.handle, accum=m.handle, lr=spec.learning_rate * rate_factor,
+            tf.raw_ops.ResourceApplyKerasMomentum(var=w.handle, accum=m.handle, lr=spec.learning_rate * rate_factor * multiplier,
                                                   grad=g, momentum=tf.constant(spec.momentum, tf.float32))
         else:
             t = self.steps
             tf.raw_ops.ResourceApplyAdam(
                 var=w.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(ADAM_BETA_1, t), beta2_power=tf.pow(ADAM_BETA_2, t),
-                lr=spec.learning_rate * rate_factor, beta1=tf.constant(ADAM_BETA_1), beta2=tf.constant(ADAM_BETA_2),
-                epsilon=tf.constant(ADAM_EPSILON), grad=g)
+                lr=spec.learning_rate * rate_factor * multiplier, beta1=tf.constant(ADAM_BETA_1),
+                beta2=tf.constant(ADAM_BETA_2), epsilon=tf.constant(ADAM_EPSILON), grad=g)
 
-    def epoch_functions(self, trained: tuple[int, ...], shared: int):
-        """The compiled epoch and validation pass of a phase: `trained` are the indices into the weights that learn."""
-        if (trained, shared) in self.functions:
-            return self.functions[trained, shared]
+    def epoch_functions(self, trained: tuple[int, ...], shared: int, multipliers: tuple[float, ...]):
+        """The compiled epoch and validation pass of a phase: `trained` are the indices into the weights that learn.
+
+        `multipliers`: each dense layer's rate multiplier, bottom first (constants of the compiled epoch).
+        """
+        if (trained, shared, multipliers) in self.functions:
+            return self.functions[trained, shared, multipliers]
         batch_size, features = self.batch_size, self.x.shape[1:]
         vector, matrix = tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, None], tf.int32)
 
@@ -160,7 +167,7 @@ class _Workspace:
                 gradients = tape.gradient(loss, variables)
                 self.steps.assign_add(1.0)
                 for i, g in zip(trained, gradients, strict=True):
-                    self.update(i, g, rate, rate_factor)
+                    self.update(i, g, rate, rate_factor, multipliers[i // 2])
                 total_loss += tf.reduce_sum(per_example, axis=-1)
                 hit = tf.equal(tf.argmax(outputs, -1), tf.cast(labels, tf.int64))
                 correct += tf.reduce_sum(tf.cast(hit, tf.float32), axis=-1)
@@ -169,7 +176,7 @@ class _Workspace:
 
         run_epoch.get_concrete_function()  # trace now, so the first epoch's time is training, not tracing
         evaluate.get_concrete_function()
-        self.functions[trained, shared] = run_epoch, evaluate
+        self.functions[trained, shared, multipliers] = run_epoch, evaluate
         return run_epoch, evaluate
 
 
@@ -236,8 +243,11 @@ class Copies:
             variable.assign(tf.gather(variable, index))
         return stack[keep]
 
-    def train(self, trainable: Sequence[str], epochs: int | None = None, rate_factor: float = 1.0) -> None:
+    def train(self, trainable: Sequence[str], epochs: int | None = None, rate_factor: float = 1.0,
+              multipliers: Sequence[float] | None = None) -> None:
         """One phase: train the named layers of every copy until each stops, or for exactly `epochs` epochs.
+
+        `multipliers` (one per dense layer, bottom first; default all 1) scale each layer's rate.
 
         The phase ends on each copy's best weights (restored, as Keras' `EarlyStopping` does); a
         later phase (e.g. after unfreezing) goes on from them with fresh optimizer state, as Keras'
@@ -246,7 +256,10 @@ class Copies:
         trained = tuple(2 * self.names.index(name) + w for name in trainable for w in (0, 1))
         space, shared = self.space, self._shared_prefix(trained)
         space.claim(self)
-        run_epoch, evaluate = space.epoch_functions(trained, shared)
+        multipliers = tuple(float(m) for m in multipliers) if multipliers is not None else (1.0,) * len(self.names)
+        if len(multipliers) != len(self.names):
+            raise ValueError(f"{len(multipliers)} rate multipliers for {len(self.names)} dense layers")
+        run_epoch, evaluate = space.epoch_functions(trained, shared, multipliers)
         if self.epoch:
             self.stopper.start_phase()
         last = self.epoch + epochs if epochs is not None else self.stopper.rule.max_epochs

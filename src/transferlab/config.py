@@ -136,6 +136,9 @@ class UnfreezeSpec(Strict):
     rate_factor: Annotated[float, Field(gt=0, le=1)] = 0.5  # after unfreezing: the tuned learning rate times this
 
 
+VARIANT_SECTIONS = ("unfreeze", "train_layers", "layer_decay")  # optional variant keys that only some strategies take
+
+
 class VariantSpec(Strict):
     strategy: str  # a key of rules.STRATEGIES
     init_from: str  # a `sources:` entry, a `pretrain:` entry, or a `zoo:` / `model_files:` entry
@@ -144,6 +147,8 @@ class VariantSpec(Strict):
     frozen_layers: NonNegativeInt = 0  # the lowest f <= k of them stay fixed
     new_hidden: list[PositiveInt] = []  # new hidden layers above the reused ones
     unfreeze: UnfreezeSpec | None = None
+    train_layers: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None  # surgical: the block [low, high] of reused layers trained
+    layer_decay: Annotated[float, Field(gt=0, le=1)] | None = None  # per-layer rates: each layer's rate over the one above's
     # Overrides of the shared protocol. A variant that changes its grid or its stopping rule has
     # another tuning budget than the rest, and the report refuses to rank it with them.
     grid: list[OptimizerSpec] | None = None
@@ -531,12 +536,17 @@ def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
         raise ConfigError(f"{key}.frozen_layers", f"strategy {variant.strategy} trains every layer; use freeze")
     if rule.keeps_output:
         _check_continue(params, key, variant, depth)
-    for section in ("unfreeze",):
+    for section in VARIANT_SECTIONS:
         if section in rule.takes and getattr(variant, section) is None:
             raise ConfigError(f"{key}.{section}", f"strategy {variant.strategy} needs it")
-        if section not in rule.takes and getattr(variant, section) is not None:
-            takers = [name for name, other in STRATEGIES.items() if section in other.takes]
+        if section not in rule.takes + rule.may_take and getattr(variant, section) is not None:
+            takers = [name for name, other in STRATEGIES.items() if section in other.takes + other.may_take]
             raise ConfigError(f"{key}.{section}", f"only strategy {', '.join(takers)} takes this (strategy is {variant.strategy})")
+    if variant.train_layers is not None:
+        low, high = variant.train_layers
+        if not low <= high <= variant.reuse_layers:
+            raise ConfigError(f"{key}.train_layers", f"[{low}, {high}] is not a block of the {variant.reuse_layers} reused"
+                              f" layers (1 <= low <= high <= reuse_layers)")
     if variant.unfreeze is not None:
         epochs = params.protocol(variant).stopping.max_epochs
         if variant.unfreeze.frozen_epochs >= epochs:

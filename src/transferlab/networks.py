@@ -9,7 +9,7 @@ seed start from the same weights whatever else they contain — which is what le
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -94,9 +94,9 @@ def copy_weights(source: keras.Model, target: keras.Model, names: Sequence[str])
         dst.set_weights(src.get_weights())
 
 
-def freeze_lowest(model: keras.Model, frozen_layers: int) -> None:
-    """Make hidden1 … hidden{frozen_layers} fixed and every other layer trainable (recompile afterwards)."""
-    frozen = {hidden_name(i + 1) for i in range(frozen_layers)}
+def freeze(model: keras.Model, fixed: Iterable[int]) -> None:
+    """Make the hidden layers numbered `fixed` (hidden1 is 1) fixed and every other layer trainable (recompile afterwards)."""
+    frozen = {hidden_name(i) for i in fixed}
     for layer in model.layers:
         layer.trainable = layer.name not in frozen
 

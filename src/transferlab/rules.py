@@ -1,9 +1,9 @@
 """The strategy table: what each transfer strategy trains, and what a variant of it must say.
 
-One entry per strategy. Its phases are what `strategies.race` trains (which lowest layers stay
-fixed, for how long, at what share of the tuned rate); `frozen` and `takes` are what
-`config.check_variant` demands of a variant using it, so the schema, the checks and the race all
-read this one table. Adding a strategy is an entry (and, where its phases are new, a function)
+One entry per strategy. Its phases are what `strategies.race` trains (which layers stay fixed,
+for how long, at what share of the tuned rate, how the rate falls from layer to layer); `frozen`,
+`takes` and `may_take` are what `config.check_variant` demands of a variant using it, so the
+schema, the checks and the race all read this one table. Adding a strategy is an entry (and, where its phases are new, a function)
 here, a test, and a variant in params.yaml. No TensorFlow here: the validate stage reads it.
 """
 from __future__ import annotations
@@ -18,9 +18,24 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Phase:
-    frozen_layers: int  # hidden1 … hidden{frozen_layers} stay fixed in this phase
+    fixed: tuple[int, ...]  # the hidden layers (hidden1 is 1) that stay fixed in this phase
     epochs: int | None = None  # a phase of fixed length; None: until early stopping ends it
     rate_factor: float = 1.0  # share of the tuned learning rate
+    layer_decay: float = 1.0  # per-layer rates: the output layer at the phase's rate, each dense layer below at this times the one above
+
+
+def lowest(k: int) -> tuple[int, ...]:
+    """hidden1 … hidden{k}."""
+    return tuple(range(1, k + 1))
+
+
+def layer_multipliers(layers: int, layer_decay: float) -> tuple[float, ...]:
+    """The rate multiplier of each of `layers` dense layers, bottom first: decay ** (distance below the output layer).
+
+    timm's `layer_decay`, fastai's discriminative rates (ULMFiT): the top layer learns at the full
+    rate, each layer below at `layer_decay` times the rate of the layer above it.
+    """
+    return tuple(float(layer_decay ** (layers - 1 - j)) for j in range(layers))
 
 
 @dataclass(frozen=True)
@@ -29,19 +44,32 @@ class StrategyRule:
     phases: Callable[[VariantSpec], list[Phase]]
     frozen: Literal["none", "some"]  # frozen_layers must be 0 / at least 1
     cached: bool = False  # train the upper layers on the fixed layers' outputs, computed once
-    takes: tuple[str, ...] = ()  # optional variant sections this strategy needs (and only it may set)
+    takes: tuple[str, ...] = ()  # variant sections this strategy needs (and only a strategy naming them may set)
+    may_take: tuple[str, ...] = ()  # variant sections this strategy may set but does not need
     keeps_output: bool = False  # the init model's output layer is copied too: it trains on, on its own task
 
 
+def _decay(variant: VariantSpec) -> float:
+    return variant.layer_decay if variant.layer_decay is not None else 1.0
+
+
+def kept_fixed(variant: VariantSpec) -> tuple[int, ...]:
+    """The reused layers a variant keeps fixed from its first epoch: the lowest `frozen_layers`, or all outside its block."""
+    if variant.train_layers is not None:
+        low, high = variant.train_layers
+        return tuple(i for i in lowest(variant.reuse_layers) if not low <= i <= high)
+    return lowest(variant.frozen_layers)
+
+
 def _one_phase(variant: VariantSpec) -> list[Phase]:
-    return [Phase(variant.frozen_layers)]
+    return [Phase(kept_fixed(variant), layer_decay=_decay(variant))]
 
 
 def _unfreezing(variant: VariantSpec) -> list[Phase]:
     assert variant.unfreeze is not None  # guaranteed by config validation
     step = variant.unfreeze
-    return [Phase(variant.frozen_layers, epochs=step.frozen_epochs),
-            Phase(variant.frozen_layers - step.unfreeze_top, rate_factor=step.rate_factor)]
+    return [Phase(lowest(variant.frozen_layers), epochs=step.frozen_epochs, layer_decay=_decay(variant)),
+            Phase(lowest(variant.frozen_layers - step.unfreeze_top), rate_factor=step.rate_factor, layer_decay=_decay(variant))]
 
 
 LP_FT_RATE_FACTOR = 0.1  # LP-FT's fine-tuning phase: the tuned rate times this (Kumar et al. 2022 fine-tune gently)
@@ -49,7 +77,7 @@ LP_FT_RATE_FACTOR = 0.1  # LP-FT's fine-tuning phase: the tuned rate times this 
 
 def _probe_then_fine_tune(variant: VariantSpec) -> list[Phase]:
     """LP-FT: every reused layer fixed until validation stops improving, then everything at a smaller rate."""
-    return [Phase(variant.reuse_layers), Phase(0, rate_factor=LP_FT_RATE_FACTOR)]
+    return [Phase(lowest(variant.reuse_layers)), Phase((), rate_factor=LP_FT_RATE_FACTOR, layer_decay=_decay(variant))]
 
 
 STRATEGIES: dict[str, StrategyRule] = {
@@ -59,9 +87,15 @@ STRATEGIES: dict[str, StrategyRule] = {
     "cache": StrategyRule("as freeze, trained on the fixed layers' outputs computed once", _one_phase, frozen="some",
                           cached=True),
     "unfreeze": StrategyRule("as freeze for frozen_epochs, then the top frozen layers trained too", _unfreezing,
-                             frozen="some", takes=("unfreeze",)),
+                             frozen="some", takes=("unfreeze",), may_take=("layer_decay",)),
     "lp_ft": StrategyRule("linear probe (reused layers fixed) until early stopping, then all layers at"
-                          f" {LP_FT_RATE_FACTOR:g}x the rate", _probe_then_fine_tune, frozen="none"),
+                          f" {LP_FT_RATE_FACTOR:g}x the rate", _probe_then_fine_tune, frozen="none", may_take=("layer_decay",)),
+    # Lee et al. 2023: which block to tune depends on the shift, and tuning one block can beat tuning all
+    "surgical": StrategyRule("only the reused layers train_layers [low, high] trained (and the new layers above); every"
+                             " other reused layer fixed", _one_phase, frozen="none", takes=("train_layers",)),
+    # ULMFiT's discriminative fine-tuning; timm's layer_decay, fastai's lr_mult (Keras has no built-in way)
+    "discriminative": StrategyRule("as reuse, each dense layer at layer_decay times the rate of the layer above (the"
+                                   " output layer at the tuned rate)", _one_phase, frozen="none", takes=("layer_decay",)),
     # the more-training control: the init model itself, every layer and its output, trained on under the same race
     "continue": StrategyRule("the init model as it is, output layer included, trained on (on its own task)", _one_phase,
                              frozen="none", keeps_output=True),

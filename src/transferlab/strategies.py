@@ -1,6 +1,6 @@
 """The race that trains every variant the same way, whatever its strategy.
 
-A strategy is a rule in `rules.STRATEGIES`: the phases it trains (which lowest layers stay fixed,
+A strategy is a rule in `rules.STRATEGIES`: the phases it trains (which layers stay fixed,
 for how long, at what share of the tuned rate) and whether the fixed layers' outputs are cached. `race` builds the
 variant's network once per repetition x grid setting, trains all of those copies together
 (`batched.Copies`, one compiled step), stops each by the one early-stopping rule, chooses each
@@ -15,12 +15,11 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from transferlab import batched, data, networks, training
+from transferlab import batched, data, networks, rules, training
 from transferlab.config import NetworkSpec, Protocol, VariantSpec, split_sizes
 from transferlab.errors import ModelError
 from transferlab.repetitions import Repetition
 from transferlab.results import NEAR_BEST, RepetitionResult, SettingResult
-from transferlab.rules import STRATEGIES
 from transferlab.stopping import DIVERGED, StopRule
 
 
@@ -32,8 +31,8 @@ def build_variant_network(
     model = networks.build(networks.input_size(init_model), layers, network.initializer, seed)
     if variant.strategy != "scratch":
         copied = [networks.hidden_name(i + 1) for i in range(variant.reuse_layers)]
-        networks.copy_weights(init_model, model, copied + ([networks.OUTPUT] if STRATEGIES[variant.strategy].keeps_output else []))
-    networks.freeze_lowest(model, variant.frozen_layers)
+        networks.copy_weights(init_model, model, copied + ([networks.OUTPUT] if rules.STRATEGIES[variant.strategy].keeps_output else []))
+    networks.freeze(model, rules.kept_fixed(variant))
     return model
 
 
@@ -50,9 +49,9 @@ class RaceOutcome:
     split_per_class: tuple[int, int]  # (training, validation) labelled images per class (a mean, for labels `all`)
 
 
-def _trainable(model: keras.Model, frozen_layers: int) -> list[str]:
-    fixed = {networks.hidden_name(i + 1) for i in range(frozen_layers)}
-    return [layer.name for layer in batched.dense_layers(model) if layer.name not in fixed]
+def _trainable(model: keras.Model, fixed: Sequence[int]) -> list[str]:
+    names = {networks.hidden_name(i) for i in fixed}
+    return [layer.name for layer in batched.dense_layers(model) if layer.name not in names]
 
 
 def _timed(rows: Sequence[dict[str, float]], offset: float) -> list[dict[str, float]]:
@@ -82,7 +81,7 @@ def race(
     plan: Sequence[Repetition],
 ) -> RaceOutcome:
     """Train the variant for every repetition x grid setting, choose each repetition's setting on validation, test once."""
-    rule = STRATEGIES[variant.strategy]
+    rule = rules.STRATEGIES[variant.strategy]
     x_pool, y_pool = arrays["x_pool"], arrays["y_pool"]
     n_classes = int(max(y_pool.max(), arrays["y_test"].max())) + 1
     if labels_per_class is None:  # every pool image is labelled; repetition i carves its own validation share
@@ -109,7 +108,8 @@ def race(
         stack = batched.Copies([trained[i] for i in members], inputs, y_pool, [copies[i] for i in members],
                                protocol.batch_size, stop)
         for phase in rule.phases(variant):
-            stack.train(_trainable(trained[members[0]], phase.frozen_layers), phase.epochs, phase.rate_factor)
+            multipliers = rules.layer_multipliers(len(batched.dense_layers(trained[members[0]])), phase.layer_decay)
+            stack.train(_trainable(trained[members[0]], phase.fixed), phase.epochs, phase.rate_factor, multipliers)
         stack.restore_best()
         converged = stack.stopper.converged()
         for pos, i in enumerate(members):
