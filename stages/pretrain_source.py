@@ -1,8 +1,12 @@
 """Stage `pretrain_source@<name>`: train one source network (the note's DNN5) on its source task.
 
-    python -m stages.pretrain_source source   # writes models/source.keras, metrics/source.json, plots/source.csv
+    python -m stages.pretrain_source source   # writes models/source.keras, metrics/source.json, plots/source.csv,
+                                              # runs/source.json
 
 Reads `sources.<name>` (classes, network and training params) and `mlflow` from params.yaml.
+What the run found (metrics/, plots/: accuracies, epochs, stop reason) is apart from how it ran
+(runs/: MLflow run ids, seconds, registry version): a rerun that trains the same weights changes
+only runs/, which no stage depends on, so nothing downstream reruns, not even the report.
 """
 from __future__ import annotations
 
@@ -39,23 +43,22 @@ def main(argv: list[str]) -> None:
         metrics = {
             "test_accuracy": scores["accuracy"],
             "test_loss": scores["loss"],
-            "train_seconds": history.train_seconds,
-            "seconds_per_epoch": history.seconds_per_epoch,
             "epochs": history.epochs,
             "best_epoch": history.best_epoch,
             "stop_reason": history.stop_reason,
             "train_images": int(len(arrays["y_train"])),
             "test_images": int(len(arrays["y_test"])),
-            **run_ids,
         }
+        record = {"train_seconds": history.train_seconds, "seconds_per_epoch": history.seconds_per_epoch, **run_ids}
         artifacts.save_with(paths.init_model(name), model.save)
-        artifacts.write_rows(paths.init_history(name), history.rows)
+        artifacts.write_rows(paths.init_history(name), [{k: v for k, v in row.items() if k != "seconds"} for row in history.rows])
         tracking.log_history(history.rows)
-        tracking.log_final(metrics)
+        tracking.log_final({**metrics, **record})
         tracking.log_files([paths.init_history(name)])
-        metrics.update(zoo_registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
-                                                  params.mlflow.register_models, {"stage": f"{STAGE}@{name}", "test_accuracy": scores["accuracy"]}))
+        record.update(zoo_registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
+                                                 params.mlflow.register_models, {"stage": f"{STAGE}@{name}", "test_accuracy": scores["accuracy"]}))
         artifacts.write_json(paths.init_metrics(name), metrics)
+        artifacts.write_json(paths.init_run(name), record)
     print(f"source model {name}: test accuracy {scores['accuracy']:.4f} at epoch {history.best_epoch} of {history.epochs}"
           f" ({history.stop_reason}, {history.train_seconds:.1f} s)")
 

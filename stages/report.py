@@ -115,7 +115,7 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
             f"Source model `{name}` (DNN {'-'.join(map(str, spec.network.hidden_units))}, classes"
             f" {spec.data.classes}): test accuracy **{reporting.percent(source['test_accuracy'])} %**"
             f" with the weights of epoch {source.get('best_epoch', source['epochs'])} of {source['epochs']}"
-            f" ({source.get('stop_reason', 'fixed_epochs').replace('_', ' ')}; {source['train_seconds']:.1f} s)."
+            f" ({source.get('stop_reason', 'fixed_epochs').replace('_', ' ')})."
         )
 
     def link(result: VariantResult) -> str:

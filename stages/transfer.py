@@ -12,7 +12,7 @@ stop reason, per-epoch curves of the chosen run).
 """
 from __future__ import annotations
 
-from transferlab import artifacts, data, paths, repetitions, tracking
+from transferlab import artifacts, data, paths, repetitions, rules, tracking
 from transferlab.cli import run_main
 from transferlab.config import load_params, stage_entry
 from transferlab.results import VariantResult

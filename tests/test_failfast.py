@@ -386,7 +386,7 @@ def test_unreachable_server_fails_fast_before_training(dvc_project: Path, tmp_pa
     assert time.monotonic() - start < 30
     assert result.returncode == EXIT_BAD_INPUT
     assert_one_line(result.stderr, f"MLflow tracking server {uri} is not reachable", "unset MLFLOW_TRACKING_URI")
-    assert not (workdir / "models/source.keras").exists() and not (workdir / "metrics/source.json").exists()
+    assert not any((workdir / f).exists() for f in ("models/source.keras", "metrics/source.json", "runs/source.json"))
 
 
 class _DyingServer(BaseHTTPRequestHandler):

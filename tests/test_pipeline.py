@@ -152,12 +152,14 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
     markdown = (project / "reports/comparison.md").read_text()
     assert "rbm_reuse" not in markdown and "| rbm " not in markdown
 
-    # a rerun of the source stage with the same params writes the same model bytes: no model stage
-    # below reruns, only the report (metrics/source.json holds the new run id and timings)
-    model = (project / "models/source.keras").read_bytes()
+    # a rerun of the source stage with the same params writes the same model, metrics and history
+    # bytes: nothing below reruns, not even the report (the new run id and timings go to runs/)
+    found = [(project / f).read_bytes() for f in ("models/source.keras", "metrics/source.json", "plots/source.csv")]
+    record = json.loads((project / "runs/source.json").read_text())
     run([*DVC, "repro", "-f", "-s", "pretrain_source@source"], project)
-    assert (project / "models/source.keras").read_bytes() == model
-    assert repro(project) == ["report"]
+    assert [(project / f).read_bytes() for f in ("models/source.keras", "metrics/source.json", "plots/source.csv")] == found
+    assert json.loads((project / "runs/source.json").read_text())["mlflow_run_id"] != record["mlflow_run_id"]
+    assert repro(project) == []
 
 
 def test_bad_params_fail_repro_and_record_nothing(project: Path) -> None:

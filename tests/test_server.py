@@ -108,8 +108,9 @@ def test_stages_track_to_mlflow_on_postgresql(tmp_path: Path, layout: server.Lay
 
     # the registry: the source stage registered version 1, which zoo@registered_source imported through the server
     source = json.loads((project / "metrics/source.json").read_text())
+    record = json.loads((project / "runs/source.json").read_text())
     versions = client.search_model_versions("name = 'transferlab-source'")
-    assert [(v.version, v.run_id) for v in versions] == [("1", source["mlflow_run_id"])]
+    assert [(v.version, v.run_id) for v in versions] == [("1", record["mlflow_run_id"])]
     imported = json.loads((project / "metrics/registered_source.json").read_text())
     assert imported["source_test_accuracy"] == source["test_accuracy"]
     assert imported["sha256"] == _sha256(project / "models/source.keras")

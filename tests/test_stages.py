@@ -51,15 +51,18 @@ def assert_one_line_error(result, *fragments: str) -> None:
 
 def test_source_stage_outputs(prepared: Path) -> None:
     metrics = json.loads((prepared / "metrics/source.json").read_text())
+    record = json.loads((prepared / "runs/source.json").read_text())  # how it ran, apart from what it found
     assert 0.5 < metrics["test_accuracy"] <= 1.0
-    assert metrics["epochs"] == 2 and metrics["train_seconds"] > 0 and metrics["mlflow_run_id"]
+    assert metrics["epochs"] == 2 and record["train_seconds"] > 0 and record["mlflow_run_id"]
+    assert not {"train_seconds", "mlflow_run_id", "registered_version"} & set(metrics)
+    assert "seconds" not in (prepared / "plots/source.csv").read_text().splitlines()[0].split(",")
     assert (prepared / "models/source.keras").is_file()
-    run_ = MlflowClient(f"sqlite:///{prepared / 'mlflow.db'}").get_run(metrics["mlflow_run_id"])
+    run_ = MlflowClient(f"sqlite:///{prepared / 'mlflow.db'}").get_run(record["mlflow_run_id"])
     sizes = {t.value: int(t2.value) for i in run_.inputs.dataset_inputs for t in i.tags for t2 in i.tags
              if t.key == "mlflow.data.context" and t2.key == "rows"}
     with np.load(prepared / "data/prepared/sources/source.npz", allow_pickle=False) as source:
         assert sum(sizes.values()) == len(source["y_train"]) + len(source["y_test"]) and sizes["test"] == len(source["y_test"])
-    assert (prepared / "plots/source.csv").read_text().splitlines()[0].startswith("epoch,loss,seconds,accuracy")
+    assert (prepared / "plots/source.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy")
     with np.load(prepared / "data/prepared/target_mnist.npz", allow_pickle=False) as target:
         assert np.bincount(target["y_test"]).tolist() == [40] * 5
 

@@ -9,6 +9,7 @@ PARAMS_OK = PREPARED / "params_ok.json"  # written by the validate stage, a depe
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
+RUNS = Path("runs")  # how a run went (MLflow ids, timings, registry version): no stage depends on these
 REPORTS = Path("reports")
 
 
@@ -28,6 +29,10 @@ def init_model(name: str) -> Path:
 
 def init_metrics(name: str) -> Path:
     return METRICS / f"{name}.json"
+
+
+def init_run(name: str) -> Path:
+    return RUNS / f"{name}.json"
 
 
 def init_history(name: str) -> Path:
