@@ -179,7 +179,7 @@ def test_report_makes_no_claim_without_a_converged_baseline_or_point() -> None:
     assert "selffer" not in layers  # a control, not a way to reuse a network
 
 
-def test_sweep_stage_writes_selffer_rows_the_report_reads(tmp_path: Path) -> None:
+def test_sweep_stage_writes_selffer_rows_the_report_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(selffer_params([0, 1]), sort_keys=False))
     (tmp_path / "stages").mkdir()
     for name in ("__init__.py", "sweep.py"):
@@ -198,3 +198,15 @@ def test_sweep_stage_writes_selffer_rows_the_report_reads(tmp_path: Path) -> Non
     assert [p.split(" rows**")[0] for p in paragraphs] == ["**Selffer controls, frozen", "**Selffer controls, fine-tuned"]
     assert "k = 1: broken co-adaptation (k = 0 − BnB)" in paragraphs[0] and "(BnB+ − AnB+)" in paragraphs[1]
     assert figures.sweep_figure(summary, "k", "t").startswith(b"\x89PNG")
+    # the report's sweep section, from these files: the selffer subsection, generated from them
+    from stages import report as report_stage
+    from transferlab import reporting
+
+    raw = selffer_params([0, 1])
+    raw["sweeps"]["label_budget"] = None
+    document = reporting.Report("t")
+    monkeypatch.chdir(tmp_path)
+    report_stage.sweep_section(document, parse_params(raw), {})
+    markdown = document.markdown("figures")
+    assert "### Selffer controls: broken co-adaptation or specificity?" in markdown
+    assert paragraphs[0] in markdown and paragraphs[1] in markdown and "Layer transferability" in markdown

@@ -6,10 +6,11 @@ plan), so a point gives the same rows wherever it runs and the choice is not a p
 of the stage does not change with it. The driver (the stage process) ships each task the
 variant, the protocol, the repetition plan, the init model's `.keras` bytes and the target
 arrays; the worker loads the model with `safe_mode=True`, runs `strategies.race` and returns the
-per-repetition results. A selffer job's init models (one per repetition) are its source job's chosen
-models, which that task returns as a second Ray object handed on to the selffer tasks. The stage collects them in point order, so MLflow records the same runs,
-in the same order, as in-process, and writes its outputs only once every task is back: a lost
-worker or task fails the stage with one line and nothing is written.
+per-repetition results. A selffer job's init models (one per repetition) are its source job's
+chosen models, which that task returns as a second Ray object that Ray hands to the selffer tasks
+(never back through the driver). The stage collects results in point order, so MLflow records the
+same runs, in the same order, as in-process, and writes its outputs only once every task is back:
+a lost worker or task fails the stage with one line and nothing is written.
 
 Workers get this package through Ray's `runtime_env` (`py_modules`), so they run the driver's
 code, not whatever is installed on the cluster; they need the same third-party packages
