@@ -26,6 +26,10 @@ from transferlab.results import VariantResult
 STAGE = "report"
 TITLE = "transferlab: which way of reusing a pretrained network works best?"
 HISTORY_COLUMNS = ("epoch", "val_accuracy", "elapsed")
+SELFFER_LEGEND = (
+    "After Yosinski et al. 2014: BnB reuses the lowest k layers of a network trained from scratch on this target's own"
+    " labelled training images (the k = 0 run of the same repetition), AnB the init model's. BnB below k = 0 is the loss"
+    " from breaking co-adapted layers apart; AnB below BnB is the loss from features that do not fit the new task.")
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
@@ -98,6 +102,12 @@ def sweep_section(report: reporting.Report, params: Params, rankings: dict[str, 
             report.paragraph(f"The {name} sweep ran under the variants' tuning budget.")
     for figure in figures.sweep_figures({name: summary for name, (summary, _) in loaded.items()}):
         report.figure(figure)
+    selffer = recommendation.selffer_verdict(*loaded["transferability"]) if "transferability" in loaded else []
+    if selffer:
+        report.heading("Selffer controls: broken co-adaptation or specificity?", level=3)
+        report.paragraph(SELFFER_LEGEND)
+        for paragraph in selffer:
+            report.paragraph(paragraph)
 
 
 def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts.Ranking], list[dict[str, Any]]]:

@@ -9,7 +9,8 @@ early stopping, tuning grid), the sweep's target and (label_budget) the named va
 first checks that dvc.yaml's stage names exactly those variants (`pipeline`).
 MLflow: one parent run for the stage, one nested run per grid point with its mean accuracy.
 Progress: a tqdm bar on stderr, one step per grid point.
-With `RAY_ADDRESS` naming a Ray cluster, the points' races run there as tasks (`transferlab.fanout`);
+Selffer modes (`selffer-frozen`, `selffer-fine-tuned`) reuse the k = 0 race's chosen network of each
+repetition instead of the init model (`sweeps.run_sweep`). With `RAY_ADDRESS` naming a Ray cluster, the points' races run there as tasks (`transferlab.fanout`);
 the rows, MLflow runs and outputs are the same as in-process.
 """
 from __future__ import annotations
@@ -62,7 +63,8 @@ def main(argv: list[str]) -> None:
         def on_point(point: sweeps.Point, rows: list[dict[str, Any]]) -> None:
             (summary,) = sweeps.summarize_rows(rows)
             point_tags = {"stage": f"{STAGE}_{name}", "sweep": name, "x": str(point.x), "series": point.series,
-                          "strategy": point.variant.strategy}
+                          "strategy": point.variant.strategy,  # layers from: the init model, or B_r (a selffer control)
+                          "layers_from": "selffer" if point.selffer_from is not None else point.variant.init_from}
             with tracking.child_run(f"{point.series}/x={point.x}", point_tags):
                 train, validation = split_sizes(point.labels_per_class, point.protocol.validation_fraction)
                 tracking.log_target(spec.target, paths.target_data(spec.target), arrays,

@@ -267,12 +267,17 @@ class ModelFile(Strict):
 
 
 class TransferabilitySweep(Strict):
-    """Yosinski et al. 2014: reuse the lowest k layers, frozen or fine-tuned, the rest re-created at the source's sizes."""
+    """Yosinski et al. 2014: reuse the lowest k layers, frozen or fine-tuned, the rest re-created at the source's sizes.
+
+    `selffer-*` modes (BnB, BnB+) take the lowest k layers from a network trained on the target's
+    own labelled training images of each repetition instead of from `init_from` (whose
+    architecture they keep): the control that separates broken co-adaptation from specificity.
+    """
 
     target: str = "mnist"
     init_from: str = BUILTIN_INIT
     layers: list[NonNegativeInt] | None = None  # the k values; None: 0 … depth of `init_from`
-    modes: list[Literal["frozen", "fine-tuned"]] = ["frozen", "fine-tuned"]
+    modes: list[Literal["frozen", "fine-tuned", "selffer-frozen", "selffer-fine-tuned"]] = ["frozen", "fine-tuned"]
 
 
 class LabelBudgetSweep(Strict):

@@ -25,7 +25,8 @@ UNCONVERGED = " ⚠ unconverged"
 MAX_CURVES = 4  # variants per panel, besides the grey scratch baseline: more cannot be told apart
 STRATEGY_ORDER = ("scratch", "reuse", "freeze", "cache", "unfreeze")  # panels in this order, unknown ones last
 SWEEP_AXES = {  # sweep: (title, x axis, log x)
-    "transferability": ("Layer transferability", "hidden layers reused from the init model (k)", False),
+    "transferability": ("Layer transferability", "hidden layers reused (k): from the init model; dashed: from the target's"
+                        " own network (selffer)", False),
     "label_budget": ("Label budget", "labelled images per class", True),
 }
 STRATEGY_COLORS = {"scratch": "#999999", "reuse": "#55a868", "freeze": "#4c72b0", "cache": "#dd8452", "unfreeze": "#8172b3"}
@@ -173,15 +174,24 @@ def time_bars(results: Sequence[VariantResult], title: str) -> bytes:
     return png(fig)
 
 
+SELFFER = "selffer-"  # a transferability series with layers from the target's own network (dashed)
+
+
 def sweep_figure(summary: Sequence[Mapping[str, Any]], xlabel: str, title: str, log_x: bool = False) -> bytes:
     """One line per series (mean test accuracy) with its 95 % CI band; points with unconverged runs marked ✕."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    marked = False
+    marked, colors = False, {}
     for series in dict.fromkeys(row["series"] for row in summary):
         line = sorted((row for row in summary if row["series"] == series), key=lambda row: row["x"])
         xs = [row["x"] for row in line]
         ys = [100 * row["target_accuracy"] for row in line]
-        drawn = ax.plot(xs, ys, marker="o", label=series)[0]
+        # a selffer control (BnB) dashed, in the colour of its source-network line (AnB)
+        control = series.removeprefix(SELFFER) if series.startswith(SELFFER) else None
+        style: dict[str, Any] = {"marker": "o"}
+        if control is not None:
+            style = {"linestyle": "--", "marker": "s", **({"color": colors[control]} if control in colors else {})}
+        drawn = ax.plot(xs, ys, label=series, **style)[0]
+        colors[series] = drawn.get_color()
         low = [np.nan if row["ci95_low"] is None else 100 * row["ci95_low"] for row in line]
         high = [np.nan if row["ci95_high"] is None else 100 * row["ci95_high"] for row in line]
         ax.fill_between(xs, low, high, color=drawn.get_color(), alpha=0.2, linewidth=0)

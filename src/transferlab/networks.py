@@ -118,3 +118,20 @@ def parameter_counts(model: keras.Model) -> tuple[int, int]:
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     frozen = int(sum(np.prod(w.shape) for w in model.non_trainable_weights))
     return trainable, frozen
+
+
+def as_init_model(model: keras.Model) -> keras.Model:
+    """A copy of a trained stack whose hidden layers are named `hidden1 …` (lowest first): a model to reuse layers from.
+
+    A network trained from scratch on the target has `new_hidden1 …` layers; renamed, it is the
+    selffer network B of Yosinski et al. 2014, whose lowest k layers a sweep point reuses as it
+    reuses the source's. Weights and activations are copied exactly; `model` is left as it is.
+    """
+    stack = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    specs = [LayerSpec(hidden_name(i + 1), int(layer.units), keras.activations.serialize(layer.activation))
+             for i, layer in enumerate(stack[:-1])]
+    specs.append(LayerSpec(OUTPUT, int(stack[-1].units), keras.activations.serialize(stack[-1].activation)))
+    copy = build(input_size(model), specs, "glorot_uniform", seed=0)  # every weight is overwritten below
+    for layer, spec in zip(stack, specs, strict=True):
+        copy.get_layer(spec.name).set_weights(layer.get_weights())
+    return copy

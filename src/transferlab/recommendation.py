@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from transferlab import statistics
 from transferlab.reporting import accuracy_short, difference_short, seconds
-from transferlab.verdicts import Ranking, accuracy_verdict, paired_by_repetition, significantly_better
+from transferlab.verdicts import Ranking, accuracy_verdict, paired_by_repetition, significantly_better, significantly_worse
 
 Sweep = tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]  # (summary per point, rows per run)
 
@@ -75,6 +76,7 @@ def budget_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[
 
 def layers_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> str:
     """Per mode: the k with the best mean, and whether it beats k = 0 (scratch) on the paired interval."""
+    summary = [p for p in summary if not str(p["series"]).startswith("selffer")]  # controls, not a way to reuse a network
     parts, left_out = [], [f"{p['series']} k = {p['x']}" for p in summary if p["unconverged"]]
     for series in dict.fromkeys(p["series"] for p in summary):
         points = [p for p in summary if p["series"] == series and not p["unconverged"]]
@@ -101,6 +103,79 @@ def layers_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[
     if left_out:
         text += f" Left out (unconverged runs): {', '.join(left_out)}."
     return text
+
+
+SELFFER_PAIRS = (("frozen", "selffer-frozen", "AnB", "BnB"), ("fine-tuned", "selffer-fine-tuned", "AnB+", "BnB+"))
+
+
+def _by_repetition(rows: Sequence[Mapping[str, Any]], x: int, series: str) -> dict[int, float]:
+    return {row["repetition"]: row["target_accuracy"] for row in _rows_at(rows, x, series)}
+
+
+def _loss_verdict(co: dict[str, Any], specific: dict[str, Any], gap: dict[str, Any]) -> str:
+    """Which loss is the larger, each judged by its paired interval (a loss is a positive difference)."""
+    co_loss, specific_loss = significantly_better(co), significantly_better(specific)
+    if co_loss and specific_loss:
+        if gap["significant"]:
+            return "co-adaptation dominates" if gap["mean_difference"] > 0 else "specificity dominates"
+        return "both, not distinguishable from each other"
+    if co_loss or specific_loss:
+        return "co-adaptation dominates" if co_loss else "specificity dominates"
+    if gains := [name for name, diff in (("co-adaptation", co), ("specificity", specific)) if significantly_worse(diff)]:
+        return f"no loss ({' and '.join(gains)}: a significant gain)"
+    return "neither distinguishable from zero"
+
+
+def selffer_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Yosinski et al. 2014's two effects at each k, from the paired per-repetition differences (95 % intervals).
+
+    Co-adaptation loss = k = 0 (scratch) − BnB: reusing a network's own lowest k layers and
+    re-learning the rest costs this much. Specificity loss = BnB − AnB: what the source's
+    features cost beyond that. One paragraph per pair of modes the grid has (frozen; fine-tuned).
+    """
+    present = {p["series"] for p in summary}
+    unconverged = {(p["x"], p["series"]) for p in summary if p["unconverged"]}
+    paragraphs = []
+    for source, selffer, anb, bnb in SELFFER_PAIRS:
+        if not {source, selffer} <= present:
+            continue
+        ks = sorted({p["x"] for p in summary if p["series"] == selffer and p["x"] > 0})
+        name = (f"**Selffer controls, {source} rows** (Yosinski et al. 2014; {bnb} = {selffer}, {anb} = {source};"
+                " each loss is a paired per-repetition difference with its 95 % CI, positive = a loss)")
+        base = _by_repetition(rows, 0, source)
+        if not base or (0, source) in unconverged:
+            why = "no k = 0 (scratch) point" if not base else "the k = 0 (scratch) point has unconverged runs"
+            paragraphs.append(f"{name}: {why}, so the loss from broken co-adaptation cannot be measured and no claim is made.")
+            continue
+        parts, verdicts = [], {}
+        for k in ks:
+            if {(k, source), (k, selffer)} & unconverged:
+                parts.append(f"k = {k}: no claim (unconverged runs)")
+                continue
+            theirs, mine = _by_repetition(rows, k, source), _by_repetition(rows, k, selffer)
+            common = sorted(set(base) & set(theirs) & set(mine))
+            if not common:
+                parts.append(f"k = {k}: no shared repetitions")
+                continue
+            co = statistics.paired_difference([base[i] for i in common], [mine[i] for i in common])
+            specific = statistics.paired_difference([mine[i] for i in common], [theirs[i] for i in common])
+            gap = statistics.paired_difference([base[i] - mine[i] for i in common], [mine[i] - theirs[i] for i in common])
+            verdicts[k] = _loss_verdict(co, specific, gap)
+            parts.append(f"k = {k}: broken co-adaptation (k = 0 − {bnb}) {difference_short(co)}, specificity"
+                         f" ({bnb} − {anb}) {difference_short(specific)}: {verdicts[k]}")
+        if not parts:
+            continue
+        text = f"{name}: {'; '.join(parts)}."
+        if verdicts:
+            groups: dict[str, list[int]] = {}
+            for k, verdict in verdicts.items():
+                groups.setdefault(verdict, []).append(k)
+            everywhere = len(groups) == 1 and len(verdicts) == len(ks)
+            where = [f"{verdict} at {'every k' if everywhere else 'k = ' + ', '.join(map(str, found))}"
+                     for verdict, found in groups.items()]
+            text += f" **Conclusion ({source} rows):** {'; '.join(where)}."
+        paragraphs.append(text)
+    return paragraphs
 
 
 def recommendation(ranking: Ranking | None, transfer: Sweep | None, budget: Sweep | None) -> list[str]:

@@ -73,15 +73,24 @@ def _setting_result(label: str, rows: list[dict[str, float]], best_epoch: int, r
 
 def race(
     variant: VariantSpec,
-    init_model: keras.Model,
+    init_model: keras.Model | Sequence[keras.Model],
     network: NetworkSpec,
     protocol: Protocol,
     arrays: Mapping[str, np.ndarray],
     labels_per_class: int | None,
     plan: Sequence[Repetition],
 ) -> RaceOutcome:
-    """Train the variant for every repetition x grid setting, choose each repetition's setting on validation, test once."""
+    """Train the variant for every repetition x grid setting, choose each repetition's setting on validation, test once.
+
+    `init_model`: one model every repetition reuses layers from, or one per repetition (in plan order),
+    as a selffer control reuses repetition r's own network trained on the target.
+    """
     rule = rules.STRATEGIES[variant.strategy]
+    inits = [init_model] * len(plan) if isinstance(init_model, keras.Model) else list(init_model)
+    if len(inits) != len(plan):
+        raise ModelError(f"{len(inits)} init models for {len(plan)} repetitions: give one, or one per repetition")
+    if rule.cached and len({id(model) for model in inits}) > 1:
+        raise ModelError(f"strategy {variant.strategy} caches one init model's fixed layers: give one init model")
     x_pool, y_pool = arrays["x_pool"], arrays["y_pool"]
     n_classes = int(max(y_pool.max(), arrays["y_test"].max())) + 1
     if labels_per_class is None:  # every pool image is labelled; repetition i carves its own validation share
@@ -92,7 +101,7 @@ def race(
     split_per_class = data.split_per_class(y_pool, labels_per_class, protocol.validation_fraction)
     training.make_deterministic(plan[0].seed)
     keys = [(r, j) for r in range(len(plan)) for j in range(len(protocol.grid))]
-    models = [build_variant_network(variant, init_model, network, n_classes, plan[r].seed) for r, _ in keys]
+    models = [build_variant_network(variant, inits[r], network, n_classes, plan[r].seed) for r, _ in keys]
     copies = [batched.Copy(draws[r][0], draws[r][1], plan[r].seed, protocol.grid[j]) for r, j in keys]
     inputs, trained, cache_seconds = x_pool, models, 0.0
     if rule.cached:  # the fixed layers are the init model's, the same in every copy: one pass serves all

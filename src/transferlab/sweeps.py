@@ -2,7 +2,11 @@
 
 `transferability` (after Yosinski et al. 2014) reuses the lowest k hidden layers of the init
 model, frozen or fine-tuned, with the layers above k re-created at the init model's sizes, so
-every k has the same architecture. `label_budget` runs configured variants at several
+every k has the same architecture. Its `selffer-*` modes are Yosinski's BnB / BnB+ controls: the
+lowest k layers come from repetition r's own network B_r trained on the target, which is the k = 0
+(scratch) point's chosen model of repetition r, raced on exactly that repetition's labelled
+training images (validation images only for early stopping and the setting), never on test
+images. `label_budget` runs configured variants at several
 `labels_per_class`. Every point is raced by `strategies.race` under the same protocol
 (validation split, early stopping, tuning grid) and repetition plan, so points are paired and
 tuned exactly as the `transfer@<variant>` stages are. Importing this module starts neither
@@ -10,7 +14,7 @@ TensorFlow nor matplotlib.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transferlab import statistics
-from transferlab.config import Params, Protocol, VariantSpec
+from transferlab.config import Params, Protocol, TransferabilitySweep, VariantSpec
 from transferlab.errors import ConfigError
 from transferlab.repetitions import Repetition
 
@@ -40,6 +44,9 @@ class Point:
     variant: VariantSpec
     protocol: Protocol
     labels_per_class: int | None  # None: the whole pool
+    # selffer controls: the point whose chosen model of repetition r is B_r, the network whose layers
+    # this point reuses instead of the init model's (its k = 0 scratch point); None: the init model's
+    selffer_from: Point | None = None
 
 
 def init_hidden_units(params: Params, init_from: str) -> list[int]:
@@ -49,23 +56,30 @@ def init_hidden_units(params: Params, init_from: str) -> list[int]:
 
 
 def transferability_points(params: Params) -> list[Point]:
-    """k = 0 … depth (or `layers`) × modes; k = 0 is the scratch baseline of both modes."""
+    """k = 0 … depth (or `layers`) × modes; k = 0 is the scratch baseline of every mode.
+
+    A `selffer-*` point with k > 0 names (`selffer_from`) the k = 0 point whose models it reuses.
+    """
     spec = params.sweeps.transferability
     if spec is None:
         raise ConfigError("sweeps.transferability", "is null: this sweep is switched off")
     units = init_hidden_units(params, spec.init_from)
     layers = spec.layers if spec.layers is not None else range(len(units) + 1)
-    protocol = params.protocol()
-    points = []
+    protocol, labels = params.protocol(), params.targets[spec.target].labels()
+    points: list[Point] = []
     for k in layers:
         for mode in spec.modes:
-            strategy = "scratch" if k == 0 else "freeze" if mode == "frozen" else "reuse"
-            variant = VariantSpec(
-                strategy=strategy, init_from=spec.init_from, target=spec.target, reuse_layers=k,
-                frozen_layers=k if strategy == "freeze" else 0, new_hidden=units[k:],
-            )
-            points.append(Point("transferability", k, mode, variant, protocol, params.targets[spec.target].labels()))
+            strategy = "scratch" if k == 0 else "freeze" if mode.endswith("frozen") else "reuse"
+            selffer_from = None
+            if mode.startswith("selffer") and k > 0:  # k = 0 reuses nothing: the one scratch baseline of every mode
+                selffer_from = Point("transferability", 0, mode, _variant(spec, units, 0, "scratch"), protocol, labels)
+            points.append(Point("transferability", k, mode, _variant(spec, units, k, strategy), protocol, labels, selffer_from))
     return points
+
+
+def _variant(spec: TransferabilitySweep, units: list[int], k: int, strategy: str) -> VariantSpec:
+    return VariantSpec(strategy=strategy, init_from=spec.init_from, target=spec.target, reuse_layers=k,
+                       frozen_layers=k if strategy == "freeze" else 0, new_hidden=units[k:])
 
 
 def label_budget_points(params: Params, pool_per_class: int) -> tuple[list[Point], list[dict[str, Any]]]:
@@ -115,27 +129,35 @@ def run_sweep(
     """Race every point over the same repetitions; returns one tidy row per repetition and point.
 
     Points with identical settings (k = 0 is the scratch baseline of every mode) are raced once
-    and their rows reused, so the lines of a figure share that point exactly. With `RAY_ADDRESS`
-    set (and the init models' files given) the races run as Ray tasks (`fanout`), same rows.
+    and their rows reused, so the lines of a figure share that point exactly. A selffer point is
+    raced after its `selffer_from` point (raced even when the grid has no k = 0), from that race's
+    chosen model of each repetition. With `RAY_ADDRESS` set (and the init models' files given) the
+    races run as Ray tasks (`fanout`), same rows.
     """
-    from transferlab import fanout, strategies
+    from transferlab import fanout
 
-    unique: dict[tuple[str, str, int | None], Point] = {}
+    schedule: dict[RaceKey, Point] = {}  # every race once, each selffer source before the points that reuse it
     for point in points:
-        unique.setdefault(_race_key(point), point)
+        if point.selffer_from is not None:
+            schedule.setdefault(_race_key(point.selffer_from), point.selffer_from)
+        schedule.setdefault(_race_key(point), point)
+    sources = {key: _race_key(point.selffer_from) for key, point in schedule.items() if point.selffer_from is not None}
     if fanout.address() and init_files is not None:
-        jobs = [(point.variant, point.protocol, point.labels_per_class) for point in unique.values()]
-        raced = fanout.race_on_cluster(jobs, plan, init_files, networks, arrays)
+        # B models never come back to this process: each source task returns its chosen models'
+        # .keras bytes as a Ray object, which Ray hands to the selffer tasks that need it
+        keys = list(schedule)
+        jobs = [(point.variant, point.protocol, point.labels_per_class) for point in schedule.values()]
+        after = {keys.index(key): keys.index(source) for key, source in sources.items()}
+        raced = zip(keys, fanout.race_on_cluster(jobs, plan, init_files, networks, arrays, after), strict=True)
     else:
-        raced = (strategies.race(point.variant, init_models[point.variant.init_from], networks[point.variant.init_from],
-                                 point.protocol, arrays, point.labels_per_class, plan).results for point in unique.values())
-    keys, done = iter(unique), {}
+        raced = _race_in_process(schedule, sources, plan, init_models, networks, arrays)
+    done: dict[RaceKey, list[Any]] = {}
     rows: list[dict[str, Any]] = []
     for point in points:
         key = _race_key(point)
-        if key not in done:  # races come back in first-seen order
-            assert next(keys) == key
-            done[key] = next(raced)
+        while key not in done:  # races come back in schedule order
+            raced_key, results = next(raced)
+            done[raced_key] = results
         point_rows = [
             {"sweep": point.sweep, "x": point.x, "series": point.series, "repetition": run.repetition,
              "seed": run.seed, "labels_seed": run.labels_seed, "labels_per_class": point.labels_per_class,
@@ -151,8 +173,28 @@ def run_sweep(
     return rows
 
 
-def _race_key(point: Point) -> tuple[str, str, int]:
-    return point.variant.model_dump_json(), point.protocol.model_dump_json(), point.labels_per_class
+RaceKey = tuple[bool, str, str, int | None]  # (selffer, variant, protocol, labels per class)
+
+
+def _race_key(point: Point) -> RaceKey:
+    return point.selffer_from is not None, point.variant.model_dump_json(), point.protocol.model_dump_json(), point.labels_per_class
+
+
+def _race_in_process(schedule: Mapping[RaceKey, Point], sources: Mapping[RaceKey, RaceKey], plan: Sequence[Repetition],
+                     init_models: Mapping[str, keras.Model], networks: Mapping[str, NetworkSpec],
+                     arrays: Mapping[str, np.ndarray]) -> Iterator[tuple[RaceKey, list[Any]]]:
+    """Race the scheduled points in order; a selffer point reuses its source race's chosen model of each repetition."""
+    from transferlab import networks as layers
+    from transferlab import strategies
+
+    selffers: dict[RaceKey, list[keras.Model]] = {}  # per source race: B_r of each repetition r
+    for key, point in schedule.items():
+        init = selffers[sources[key]] if key in sources else init_models[point.variant.init_from]
+        outcome = strategies.race(point.variant, init, networks[point.variant.init_from], point.protocol, arrays,
+                                  point.labels_per_class, plan)
+        if key in sources.values():
+            selffers[key] = [layers.as_init_model(model) for model in outcome.models]
+        yield key, outcome.results
 
 
 def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
