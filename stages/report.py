@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import (artifacts, figures, original_note, paths, recommendation, reporting, sweep_results, tables, tracking,
-                         verdicts)
+from transferlab import (artifacts, families, figures, original_note, paths, recommendation, reporting, sweep_results,
+                         tables, tracking, verdicts)
 from transferlab.cli import run_main
 from transferlab.config import Params, load_params
 from transferlab.errors import DataError
@@ -135,6 +135,10 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
     for target, ranking in rankings.items():
         histories = {r.variant: read_history(paths.variant_history(r.variant)) for r in ranking.ranked}
         target_section(report, target, ranking, histories, link)
+        for title, lines in families.paragraphs(ranking, params.variants):
+            report.heading(f"{title} (target `{target}`)", level=3)
+            for line in lines:
+                report.paragraph(line)
         curves += [{"epoch": int(row.epoch), "series": name, "target": target, "val_accuracy": float(row.val_accuracy),
                     "elapsed": float(row.elapsed)} for name, frame in histories.items() for row in frame.itertuples()]
     sweep_section(report, params, rankings)

@@ -104,3 +104,41 @@ def test_bad_block_or_decay_is_one_line_naming_the_key(variant, line) -> None:
     with pytest.raises(ConfigError) as error:
         parse_params(params)
     assert str(error.value).startswith(f"params.yaml: {line}") and "\n" not in str(error.value)
+
+
+def test_the_surgical_sweep_mode_trains_one_block_of_the_whole_reused_network() -> None:
+    from transferlab import sweeps
+
+    params = tiny_params()
+    params["sweeps"]["transferability"]["modes"] = ["frozen", "surgical"]
+    points = [p for p in sweeps.transferability_points(parse_params(params)) if p.series == "surgical"]
+    depth = len(params["sources"]["source"]["network"]["hidden_units"])
+    assert [(p.x, p.variant.strategy, p.variant.reuse_layers, p.variant.train_layers) for p in points] == [
+        (0, "scratch", 0, None), *((k, "surgical", depth, [k, k]) for k in params["sweeps"]["transferability"]["layers"][1:])]
+    assert all(rules.kept_fixed(p.variant) == tuple(i for i in range(1, depth + 1) if i != p.x) for p in points[1:])
+
+
+def test_the_report_compares_each_new_family_with_full_fine_tuning_of_the_same_layers() -> None:
+    from dataclasses import replace
+
+    from test_reporting import SCRATCH, result
+
+    from transferlab import families, verdicts
+
+    reuse = result("reuse3", "reuse", [0.85, 0.88, 0.86])
+    surgical = result("surgical2", "surgical", [0.80, 0.82, 0.81])
+    decay = result("decay3", "discriminative", [0.84, 0.89, 0.86])
+    stuck = replace(result("lp_ft3", "lp_ft", [0.9, 0.9, 0.9]), repetitions=result("x", "lp_ft", [0.9, 0.9, 0.9], unconverged=1).repetitions)
+    specs = {"surgical2": VariantSpec(strategy="surgical", init_from="source", target="mnist", reuse_layers=3, new_hidden=[8],
+                                      train_layers=[2, 2]),
+             "decay3": VariantSpec(strategy="discriminative", init_from="source", target="mnist", reuse_layers=3, new_hidden=[8],
+                                   layer_decay=0.5),
+             "lp_ft3": VariantSpec(strategy="lp_ft", init_from="source", target="mnist", reuse_layers=3, new_hidden=[8])}
+    sections = dict(families.paragraphs(verdicts.rank([SCRATCH, reuse, surgical, decay, stuck]), specs))
+    assert list(sections) == ["Linear probe, then fine-tune (LP-FT)", "Surgical fine-tuning", "Discriminative learning rates"]
+    (line,) = sections["Surgical fine-tuning"][1:]
+    assert line.startswith("**surgical2** (only hidden2 of the 3 reused layers trained, with the new layers above): 81.0 %")
+    assert "against full fine-tuning of the same layers (reuse3): -5.3 points (paired 95 % CI" in line and line.endswith("less accurate.")
+    (line,) = sections["Discriminative learning rates"][1:]
+    assert "each at 0.5× the rate of the layer above, hidden1 at 0.0625× the output layer's)" in line and line.endswith("not distinguishable.")
+    assert sections["Linear probe, then fine-tune (LP-FT)"][1].endswith("it has unconverged repetitions, so no claim.")

@@ -272,12 +272,13 @@ class TransferabilitySweep(Strict):
     `selffer-*` modes (BnB, BnB+) take the lowest k layers from a network trained on the target's
     own labelled training images of each repetition instead of from `init_from` (whose
     architecture they keep): the control that separates broken co-adaptation from specificity.
+    `surgical` (Lee et al. 2023) reuses every layer and, at k > 0, trains only hidden k (and the new output).
     """
 
     target: str = "mnist"
     init_from: str = BUILTIN_INIT
     layers: list[NonNegativeInt] | None = None  # the k values; None: 0 … depth of `init_from`
-    modes: list[Literal["frozen", "fine-tuned", "selffer-frozen", "selffer-fine-tuned"]] = ["frozen", "fine-tuned"]
+    modes: list[Literal["frozen", "fine-tuned", "selffer-frozen", "selffer-fine-tuned", "surgical"]] = ["frozen", "fine-tuned"]
 
 
 class LabelBudgetSweep(Strict):

@@ -26,7 +26,7 @@ MAX_CURVES = 4  # variants per panel, besides the grey scratch baseline: more ca
 STRATEGY_ORDER = ("scratch", "reuse", "freeze", "cache", "unfreeze")  # panels in this order, unknown ones last
 SWEEP_AXES = {  # sweep: (title, x axis, log x)
     "transferability": ("Layer transferability", "hidden layers reused (k): from the init model; dashed: from the target's"
-                        " own network (selffer)", False),
+                        " own network (selffer); surgical: all reused, only hidden k trained", False),
     "label_budget": ("Label budget", "labelled images per class", True),
 }
 STRATEGY_COLORS = {"scratch": "#999999", "reuse": "#55a868", "freeze": "#4c72b0", "cache": "#dd8452", "unfreeze": "#8172b3"}

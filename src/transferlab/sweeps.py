@@ -58,6 +58,7 @@ def init_hidden_units(params: Params, init_from: str) -> list[int]:
 def transferability_points(params: Params) -> list[Point]:
     """k = 0 … depth (or `layers`) × modes; k = 0 is the scratch baseline of every mode.
 
+    At k > 0 a `surgical` point reuses every layer and trains only hidden k (Lee et al. 2023's single block).
     A `selffer-*` point with k > 0 names (`selffer_from`) the k = 0 point whose models it reuses.
     """
     spec = params.sweeps.transferability
@@ -69,7 +70,7 @@ def transferability_points(params: Params) -> list[Point]:
     points: list[Point] = []
     for k in layers:
         for mode in spec.modes:
-            strategy = "scratch" if k == 0 else "freeze" if mode.endswith("frozen") else "reuse"
+            strategy = "scratch" if k == 0 else "surgical" if mode == "surgical" else "freeze" if mode.endswith("frozen") else "reuse"
             selffer_from = None
             if mode.startswith("selffer") and k > 0:  # k = 0 reuses nothing: the one scratch baseline of every mode
                 selffer_from = Point("transferability", 0, mode, _variant(spec, units, 0, "scratch"), protocol, labels)
@@ -78,6 +79,9 @@ def transferability_points(params: Params) -> list[Point]:
 
 
 def _variant(spec: TransferabilitySweep, units: list[int], k: int, strategy: str) -> VariantSpec:
+    if strategy == "surgical":  # every layer reused, the one block hidden k trained
+        return VariantSpec(strategy=strategy, init_from=spec.init_from, target=spec.target, reuse_layers=len(units),
+                           train_layers=[k, k])
     return VariantSpec(strategy=strategy, init_from=spec.init_from, target=spec.target, reuse_layers=k,
                        frozen_layers=k if strategy == "freeze" else 0, new_hidden=units[k:])
 
