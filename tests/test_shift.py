@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -228,11 +227,15 @@ def test_the_race_scores_the_chosen_weights_on_the_shifted_set_and_chooses_nothi
     assert VariantResult.from_json(json.loads(json.dumps(pooled))).repetitions == with_shift.results
 
 
+BUDGET = {"grid": ["sgd 0.1 clip 1"], "max_epochs": 300, "patience": 10, "min_delta": 0.0, "monitor": "val_loss",
+          "validation_fraction": 0.2, "batch_size": 32}
+
+
 def variant_result(name: str, runs: list[RepetitionResult], strategy: str | None = None) -> VariantResult:
     return VariantResult(
         variant=name, strategy=strategy or name, init_from="source", target="mnist", reuse_layers=5, frozen_layers=0,
         new_layers=1, trainable_params=100, frozen_params=0, labels_per_class=100, train_per_class=80,
-        validation_per_class=20, budget={"grid": ["sgd 0.1 clip 1"], "max_epochs": 300, "patience": 10}, repetitions=runs,
+        validation_per_class=20, budget=dict(BUDGET), repetitions=runs,
         mlflow_run_id=f"{name}0123456789abcdef", mlflow_experiment_id="1",
     )
 
@@ -307,14 +310,23 @@ def test_the_table_shows_the_shifted_accuracy_and_its_paired_difference_beside_t
     assert "shifted %" not in tables.comparison(plain, lambda r: "–").columns
 
 
-def test_the_report_says_who_is_best_in_distribution_and_under_shift_and_whether_lp_ft_holds(tmp_path: Path) -> None:
+def test_the_report_says_who_is_best_in_distribution_and_under_shift_and_whether_lp_ft_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from stages import report as report_stage
 
-    ranking = verdicts.rank([SCRATCH, REUSE, LP_FT])
-    page = reporting.Report("t")
-    histories = {r.variant: pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.6], "elapsed": [0.1, 0.2]})
-                 for r in ranking.ranked}
-    report_stage.target_section(page, "mnist", ranking, histories, lambda r: "–", SHIFT)
+    monkeypatch.chdir(tmp_path)
+    raw = shifted_params()
+    raw["variants"] = {r.variant: {"strategy": r.strategy, "init_from": "source", "target": "mnist", "reuse_layers": 3}
+                       for r in (SCRATCH, REUSE, LP_FT)}
+    raw["sweeps"] = {"transferability": None, "label_budget": None}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    artifacts.write_json(tmp_path / "metrics/source.json", {"test_accuracy": 0.96, "epochs": 31, "train_seconds": 7.0})
+    for variant in (SCRATCH, REUSE, LP_FT):
+        artifacts.write_json(tmp_path / f"metrics/transfer/{variant.variant}.json", variant.to_json())
+        artifacts.write_rows(tmp_path / f"plots/transfer/{variant.variant}.csv",
+                             [{"epoch": e, "val_accuracy": 0.5 + 0.01 * e, "elapsed": 0.01 * e, "n": 3} for e in (1, 2)])
+    page, rankings, _ = report_stage.build(report_stage.load_params(Path("params.yaml")), "http://127.0.0.1:5000")
+    ranking = rankings["mnist"]
     table = next(frame for kind, frame in page.blocks if kind == "table")
     assert {"shifted %", "shifted vs scratch (pp)"} <= set(table.columns)
     assert tables.SHIFT_LEGEND in page.markdown("figures")
