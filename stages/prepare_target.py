@@ -5,7 +5,9 @@
 Reads `targets.<name>` and its source's `data` (`dataset: source` uses the source's images;
 `split: source` is the source's own task: its training set the pool, its test set the test set).
 Images of another size are resized to `image_size` here, the declared preprocessing step that
-lets a model trained on 28x28 inputs be reused on, say, 8x8 digits. No TensorFlow import.
+lets a model trained on 28x28 inputs be reused on, say, 8x8 digits. With `targets.<name>.shift`
+the file also holds `x_test_shift` / `y_test_shift`: a corrupted copy of each test image (never of a
+pool image), the shifted test set every variant is scored on beside the test set. No TensorFlow import.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ def main(argv: list[str]) -> None:
     data.save_npz(paths.target_data(name), **split)
     side = data.Images(split["x_test"], split["y_test"]).side
     classes = target_classes(params, name)
-    print(f"target {name}: pool {len(split['y_pool'])}, test {len(split['y_test'])} images, {side}x{side},"
+    shifted = f", shifted test {len(split['y_test_shift'])}" if "y_test_shift" in split else ""
+    print(f"target {name}: pool {len(split['y_pool'])}, test {len(split['y_test'])}{shifted} images, {side}x{side},"
           f" classes {classes} -> 0..{len(classes) - 1}")
 
 

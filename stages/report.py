@@ -19,7 +19,7 @@ import pandas as pd
 from transferlab import (artifacts, families, figures, original_note, paths, recommendation, reporting, sweep_results,
                          tables, tracking, verdicts)
 from transferlab.cli import run_main
-from transferlab.config import Params, load_params
+from transferlab.config import Params, ShiftSpec, load_params
 from transferlab.errors import DataError
 from transferlab.results import VariantResult
 
@@ -59,16 +59,27 @@ def read_history(path: Path, columns: tuple[str, ...] = HISTORY_COLUMNS) -> pd.D
     return frame
 
 
+def shift_text(shift: ShiftSpec | None) -> str:
+    """What the shifted test set is, from its params (`targets.<name>.shift`)."""
+    if shift is None:
+        return "the shifted test set"
+    kinds = ", ".join(f"{c.kind} {c.amount:g}" for c in shift.corruptions)
+    return (f"the shifted test set (every test image corrupted once, its corruption drawn per image from {kinds};"
+            f" seed {shift.seed})")
+
+
 def target_section(report: reporting.Report, target: str, ranking: verdicts.Ranking,
-                   histories: dict[str, pd.DataFrame], link: tables.RunLink) -> None:
+                   histories: dict[str, pd.DataFrame], link: tables.RunLink, shift: ShiftSpec | None = None) -> None:
     results = ranking.ranked + [result for result, _ in ranking.not_ranked]
     report.heading(f"Target `{target}`: {len(results)} variants, {results[0].labels_per_class} labels per class")
     report.paragraph("**What this run shows.** **More accurate:** " + verdicts.accuracy_verdict(ranking))
+    if verdicts.has_shift(ranking):
+        report.paragraph(f"**Under shift**, on {shift_text(shift)}: " + verdicts.accuracy_verdict(ranking, verdicts.SHIFT))
     report.paragraph("**Faster:** " + verdicts.speed_verdict(ranking))
     if ranking.left_out:
         report.paragraph(f"Left out of these statements: {', '.join(ranking.left_out)}.")
     report.table(tables.comparison(ranking, link))
-    report.paragraph(tables.LEGEND)
+    report.paragraph(tables.LEGEND + (" " + tables.SHIFT_LEGEND if verdicts.has_shift(ranking) else ""))
     if ranking.not_ranked:
         report.heading("Not ranked: other tuning budget", level=3)
         reference = "the scratch baseline's" if ranking.baseline else "the most common one"
@@ -134,7 +145,7 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
     curves = []
     for target, ranking in rankings.items():
         histories = {r.variant: read_history(paths.variant_history(r.variant)) for r in ranking.ranked}
-        target_section(report, target, ranking, histories, link)
+        target_section(report, target, ranking, histories, link, params.targets[target].shift)
         for title, lines in families.paragraphs(ranking, params.variants):
             report.heading(f"{title} (target `{target}`)", level=3)
             for line in lines:

@@ -69,7 +69,8 @@ def main(argv: list[str]) -> None:
     low, high = metrics["target_accuracy_ci95"]
     interval = f" [{low:.4f}, {high:.4f}]" if low is not None else ""
     flag = "" if result.converged else f" ({metrics['unconverged_repetitions']} unconverged)"
-    print(f"{name}: target accuracy {metrics['target_accuracy']:.4f}{interval} over {result.seeds} seed(s),"
+    shifted = f", shifted test {metrics['shift_accuracy']:.4f}" if "shift_accuracy" in metrics else ""
+    print(f"{name}: target accuracy {metrics['target_accuracy']:.4f}{interval}{shifted} over {result.seeds} seed(s),"
           f" chosen {metrics['chosen_settings']}, best epoch {metrics['best_epoch']:.0f}{flag}")
 
 

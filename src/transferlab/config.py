@@ -107,6 +107,22 @@ class SourceSpec(Strict):
     train: TrainSpec
 
 
+Corruption = Literal["noise", "erase", "shuffle_patches", "blend"]
+
+
+class CorruptionSpec(Strict):
+    kind: Corruption
+    amount: Annotated[float, Field(gt=0, le=1)]  # share of pixels / area / patches changed, or blend weight
+
+
+class ShiftSpec(Strict):
+    """A shifted test set: a corrupted copy of each of the target's test images (never of a pool image),
+    each image's corruption drawn from `corruptions` (`transferlab.corruptions.corrupt_mixed`)."""
+
+    corruptions: Annotated[list[CorruptionSpec], Field(min_length=1)]
+    seed: Seed = 11
+
+
 class TargetSpec(Strict):
     dataset: Literal["source"] | Dataset = "source"  # `source`: the images of `source`'s dataset
     # The source this target is compared against: whose images `dataset: source` and `split: source`
@@ -124,6 +140,7 @@ class TargetSpec(Strict):
     labels_per_class: PositiveInt | Literal["all"] = 100  # all: every pool image is labelled
     image_size: ImageSide | None = 28  # resize images to this side length (None: keep their size)
     seed: Seed = 42
+    shift: ShiftSpec | None = None  # a second, shifted test set every variant is also scored on (None: none)
 
     def labels(self) -> int | None:
         """Labelled images per class; None: all of the pool."""
@@ -188,14 +205,6 @@ class TransferSpec(Strict):
     validation_fraction: Fraction = 0.2  # of each repetition's labelled images, per class, held out for validation
     stopping: StoppingSpec = StoppingSpec()
     grid: Annotated[list[OptimizerSpec], Field(min_length=1)] = [OptimizerSpec()]  # tried per variant and repetition
-
-
-Corruption = Literal["noise", "erase", "shuffle_patches", "blend"]
-
-
-class CorruptionSpec(Strict):
-    kind: Corruption
-    amount: Annotated[float, Field(gt=0, le=1)]  # share of pixels / area / patches changed, or blend weight
 
 
 class PretrainBase(Strict):
@@ -513,6 +522,22 @@ def _check_target(params: Params, name: str, target: TargetSpec) -> None:
     dataset = source.dataset if target.dataset == "source" else target.dataset
     if target.split == "official" and dataset not in OFFICIAL_SPLIT:
         raise ConfigError(f"{key}.split", f"official: {dataset} has no test part of its own (use seeded)")
+    if target.shift is not None:
+        _check_shift(f"{key}.shift", target.shift, target.image_size)
+
+
+def _check_shift(key: str, shift: ShiftSpec, image_size: int | None) -> None:
+    """What the corruption functions would refuse, refused here, before any stage runs."""
+    seen: set[tuple[str, float]] = set()
+    for index, corruption in enumerate(shift.corruptions):
+        where = f"{key}.corruptions.{index}"
+        if (corruption.kind, corruption.amount) in seen:
+            raise ConfigError(where, f"{corruption.kind} {corruption.amount:g} is listed twice")
+        seen.add((corruption.kind, corruption.amount))
+        if corruption.kind == "blend" and corruption.amount == 1:
+            raise ConfigError(f"{where}.amount", "blend 1 replaces each image by another test image; use < 1")
+        if corruption.kind == "shuffle_patches" and image_size is not None and image_size % 4:
+            raise ConfigError(where, f"shuffle_patches cuts images into a 4 x 4 grid; image_size {image_size} is not divisible by 4")
 
 
 def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:

@@ -154,8 +154,8 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Read the named arrays from an `.npz` without unpickling anything."""
+def load_npz(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Read the named arrays (and those of `optional` the file has) from an `.npz` without unpickling anything."""
     if Path(path).is_file() and not zipfile.is_zipfile(path):
         # np.load would take any other file for a pickle and say "pickled data": name the real problem
         with Path(path).open("rb") as handle:
@@ -167,7 +167,7 @@ def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
             missing = [key for key in keys if key not in archive.files]
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(archive.files)})")
-            return {key: archive[key] for key in keys}
+            return {key: archive[key] for key in (*keys, *(key for key in optional if key in archive.files))}
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except DataError:
@@ -335,11 +335,18 @@ def check_images(arrays: dict[str, np.ndarray], path: Path, input_size: int | No
             raise DataError(f"{path}: {key} must hold integer labels, got {array.dtype}")
 
 
+SHIFT_KEYS = ("x_test_shift", "y_test_shift")  # the shifted test set (`targets.<name>.shift`), when configured
+
+
 def load_target(target: str) -> dict[str, np.ndarray]:
-    """A target's prepared arrays (pool and test set), read and checked, for the stages that train on it."""
+    """A target's prepared arrays (pool, test set, and the shifted test set if any), read and checked."""
     target_file = paths.target_data(target)
-    arrays = load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"))
+    arrays = load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"), optional=SHIFT_KEYS)
     check_images(arrays, target_file)
+    if SHIFT_KEYS[0] in arrays and (arrays[SHIFT_KEYS[0]].shape != arrays["x_test"].shape
+                                     or not np.array_equal(arrays.get(SHIFT_KEYS[1]), arrays["y_test"])):
+        raise DataError(f"{target_file}: x_test_shift / y_test_shift must be a copy of the test set's shape and labels;"
+                        " rerun its stage: dvc repro")
     return arrays
 
 

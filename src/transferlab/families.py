@@ -4,7 +4,8 @@ Each variant of such a family is compared, repetition by repetition, with full f
 same layers (the `reuse` variant from the same init model, with the same reused and new layers,
 under the same tuning budget): what the family changes is how that network is trained, so that is
 the comparison that says whether the change helps. The scratch comparison is in the target's
-main verdict. No claim rests on an unconverged variant; accuracy only, speed is said elsewhere.
+main verdict; where the target has a shifted test set, the same paired comparison is made on it.
+No claim rests on an unconverged variant; accuracy only, speed is said elsewhere.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from transferlab import rules
 from transferlab.config import VariantSpec
 from transferlab.reporting import accuracy_text, difference_text
 from transferlab.results import VariantResult
-from transferlab.verdicts import Ranking, paired_vs, significantly_better, significantly_worse
+from transferlab.verdicts import SHIFT, Ranking, paired_vs, significantly_better, significantly_worse
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,14 @@ def comparison(result: VariantResult, twin: VariantResult | None) -> str:
     diff = paired_vs(result, twin)
     if diff is None or diff["ci95_low"] is None:
         return f"against full fine-tuning ({twin.variant}) there is no paired interval (set transfer.seeds > 1)"
-    verdict = ("more accurate" if significantly_better(diff) else "less accurate" if significantly_worse(diff)
-               else "not distinguishable")
-    return f"against full fine-tuning of the same layers ({twin.variant}): {difference_text(diff)}, {verdict}"
+    text = f"against full fine-tuning of the same layers ({twin.variant}): {difference_text(diff)}, {_verdict(diff)}"
+    if result.has_shift and twin.has_shift and (shifted := paired_vs(result, twin, SHIFT)) is not None:
+        text += f"; on the shifted test set {difference_text(shifted)}, {_verdict(shifted)}"
+    return text
+
+
+def _verdict(diff: dict) -> str:
+    return "more accurate" if significantly_better(diff) else "less accurate" if significantly_worse(diff) else "not distinguishable"
 
 
 def paragraphs(ranking: Ranking, specs: Mapping[str, VariantSpec]) -> list[tuple[str, list[str]]]:

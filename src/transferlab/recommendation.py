@@ -3,7 +3,8 @@
 Sweep points are paired (repetition i of every point shares its labelled images and seed), so
 "more accurate" is a paired interval against the runner-up or against k = 0; points with any
 unconverged run are left out and named. Speed is the mean time to 99 % of a run's own best
-validation accuracy, from the per-run rows.
+validation accuracy, from the per-run rows. With a shifted test set: which variant is most accurate
+in-distribution and which under shift (each with its interval), and whether LP-FT's claim holds.
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 
 from transferlab import statistics
 from transferlab.reporting import accuracy_short, difference_short, seconds
-from transferlab.verdicts import Ranking, accuracy_verdict, paired_by_repetition, significantly_better, significantly_worse
+from transferlab.results import VariantResult
+from transferlab.verdicts import (SHIFT, TEST, Ranking, accuracy_verdict, has_shift, lp_ft_verdict, paired_by_repetition,
+                                  paired_vs, significantly_better, significantly_worse)
 
 Sweep = tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]  # (summary per point, rows per run)
 
@@ -178,6 +181,37 @@ def selffer_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping
     return paragraphs
 
 
+def _by_mean(ranking: Ranking, key: str) -> list[VariantResult]:
+    """The converged ranked variants scored on that set, highest mean first."""
+    return sorted((r for r in ranking.claimable if key == TEST or r.has_shift), key=lambda r: -r.mean(key))
+
+
+def _most_accurate(ordered: Sequence[VariantResult], key: str) -> str:
+    """`reuse5 (reuse) 91.2 % [90.1, 92.3], +0.4 [-0.3, +1.1] points over the runner-up lp_ft5 (not significant)`."""
+    best = ordered[0]
+    text = f"{best.variant} ({best.strategy}) {accuracy_short(best.summary(key))}"
+    if len(ordered) > 1:
+        runner = ordered[1]
+        diff = paired_vs(best, runner, key)
+        gap = difference_short(diff) if diff else "no shared repetitions"
+        text += f", {gap} over the runner-up {runner.variant}" + ("" if significantly_better(diff) else " (not significant)")
+    return text
+
+
+def shift_recommendation(ranking: Ranking) -> list[str]:
+    """Most accurate on the test set and on the shifted test set, apart; then LP-FT's claim. Empty without a shifted set."""
+    inside, shifted = _by_mean(ranking, TEST), _by_mean(ranking, SHIFT)
+    if not has_shift(ranking) or not shifted:
+        return []
+    same = " The same variant leads on both." if inside[0] is shifted[0] else " A different variant leads under shift."
+    parts = [f"**More accurate, in-distribution and under shift** (highest mean accuracy among the converged ranked"
+             f" variants, 95 % CI; paired difference to the runner-up): on the test set {_most_accurate(inside, TEST)};"
+             f" on the shifted test set {_most_accurate(shifted, SHIFT)}.{same}"]
+    if (claim := lp_ft_verdict(ranking)) is not None:
+        parts.append(f"**LP-FT under shift.** {claim}")
+    return parts
+
+
 def recommendation(ranking: Ranking | None, transfer: Sweep | None, budget: Sweep | None) -> list[str]:
     """Paragraphs: best strategy vs scratch (the same verdict as the target's summary), label budgets, layers.
 
@@ -186,6 +220,7 @@ def recommendation(ranking: Ranking | None, transfer: Sweep | None, budget: Swee
     parts = []
     if ranking is not None and ranking.ranked:
         parts.append(f"Strategy ({ranking.ranked[0].labels_per_class} labels per class): {accuracy_verdict(ranking)}")
+        parts += shift_recommendation(ranking)
     if budget is not None:
         parts += budget_verdict(*budget)
     if transfer is not None:

@@ -51,6 +51,8 @@ class RepetitionResult:
     seconds_to_best: float
     seconds_to_near_best: float  # first epoch at >= 99 % of its own best validation accuracy
     seconds_per_epoch: float
+    shift_accuracy: float | None = None  # the shifted test set (`targets.<name>.shift`), scored once on the same weights
+    shift_loss: float | None = None  # None: the target has no shifted test set
     settings: list[SettingResult] = field(default_factory=list)
     val_accuracy_per_epoch: list[float] = field(default_factory=list)  # the chosen run's curve (monitoring, not the test set)
 
@@ -102,6 +104,11 @@ class VariantResult:
         return len(self.repetitions)
 
     @property
+    def has_shift(self) -> bool:
+        """True when every repetition was also scored on the target's shifted test set."""
+        return all(r.shift_accuracy is not None for r in self.repetitions)
+
+    @property
     def converged(self) -> bool:
         """True when every repetition's chosen run converged; no claim rests on a variant where one did not."""
         return all(r.converged for r in self.repetitions)
@@ -139,6 +146,10 @@ class VariantResult:
             "seconds_to_near_best": self.mean("seconds_to_near_best"), "seconds_per_epoch": self.mean("seconds_per_epoch"),
             "chosen_settings": self.chosen_settings(), "seeds": self.seeds,
         }
+        if self.has_shift:  # beside the test set's numbers, in the same form (absent without a shifted test set)
+            shifted = self.summary("shift_accuracy")
+            pooled |= {"shift_accuracy": shifted["mean"], "shift_accuracy_std": shifted["std"],
+                       "shift_accuracy_ci95": [shifted["ci95_low"], shifted["ci95_high"]], "shift_loss": self.mean("shift_loss")}
         described = {key: value for key, value in asdict(self).items() if key != "repetitions"}
         return {**described, **pooled, "repetitions": [asdict(r) for r in self.repetitions]}
 

@@ -132,6 +132,8 @@ def race(
             raise ModelError(f"repetition {r}: every grid setting diverged (non-finite validation loss); lower the learning rates")
         chosen.append((min if stop.lower_is_better else max)(finite, key=lambda i: stopped[i][3]))
     tests = batched.score([models[i] for i in chosen], arrays["x_test"], arrays["y_test"])  # the test set, once
+    shifts = (batched.score([models[i] for i in chosen], arrays["x_test_shift"], arrays["y_test_shift"])  # and the
+              if "x_test_shift" in arrays else [{}] * len(plan))  # shifted test set, once: nothing is chosen on either
     results, chosen_models, chosen_histories = [], [], []
     for r, rep in enumerate(plan):
         mine = [i for i, (rr, _) in enumerate(keys) if rr == r]
@@ -144,6 +146,7 @@ def race(
         results.append(RepetitionResult(
             repetition=rep.index, seed=rep.seed, labels_seed=rep.labels_seed, setting=settings[mine.index(best)].setting,
             target_accuracy=scores["accuracy"], target_loss=scores["loss"], val_accuracy=float(best_row["val_accuracy"]),
+            shift_accuracy=shifts[r].get("accuracy"), shift_loss=shifts[r].get("loss"),
             val_loss=float(best_row["val_loss"]), best_epoch=best_epoch, epochs_run=int(rows[-1]["epoch"]),
             stop_reason=reason, converged=converged and reason != DIVERGED, train_seconds=float(rows[-1]["elapsed"]),
             seconds_to_best=float(best_row["elapsed"]), seconds_to_near_best=float(near["elapsed"]),

@@ -21,6 +21,12 @@ LEGEND = (
     " accuracy (seconds are each run's share of the batched training step). `best epoch / epochs run` and the"
     " seconds: means over repetitions."
 )
+# Added under the legend when the target has a shifted test set.
+SHIFT_LEGEND = (
+    "Shifted %: the same chosen weights scored once on the shifted test set (each test image corrupted, see above), mean"
+    " ± half-width of its 95 % t-interval; `shifted vs scratch`: the paired difference there, as for the test set."
+    " Nothing is chosen on either test set."
+)
 
 
 def chosen_cell(result: VariantResult) -> str:
@@ -36,7 +42,15 @@ def stop_cell(result: VariantResult) -> str:
     return text + (f" ⚠ unconverged {missed}/{result.seeds}" if missed else "")
 
 
-def variant_row(result: VariantResult, baseline: VariantResult | None, link: RunLink) -> dict[str, str]:
+def shift_cells(result: VariantResult, baseline: VariantResult | None) -> dict[str, str]:
+    """The shifted test set's accuracy and its paired difference to the baseline, as the test set's cells read."""
+    accuracy = reporting.accuracy_cell(result.summary(verdicts.SHIFT)) if result.has_shift else "–"
+    return {"shifted %": accuracy,
+            "shifted vs scratch (pp)": reporting.difference_cell(verdicts.paired_vs(result, baseline, verdicts.SHIFT))}
+
+
+def variant_row(result: VariantResult, baseline: VariantResult | None, link: RunLink, shift: bool = False) -> dict[str, str]:
+    """One row of the comparison; `shift`: with the shifted test set's two columns after the test set's."""
     diff = verdicts.paired_vs(result, baseline)
     return {
         "variant": result.variant,
@@ -47,6 +61,7 @@ def variant_row(result: VariantResult, baseline: VariantResult | None, link: Run
         "test accuracy %": reporting.accuracy_cell(result.summary("target_accuracy")),
         "vs scratch (pp)": reporting.difference_cell(diff),
         "p": "–" if diff is None or diff["p_value"] is None else f"{diff['p_value']:.3f}",
+        **(shift_cells(result, baseline) if shift else {}),
         "chosen setting": chosen_cell(result),
         "best epoch / epochs run": f"{result.mean('best_epoch'):.1f} / {result.mean('epochs_run'):.1f}",
         "stop": stop_cell(result),
@@ -59,16 +74,18 @@ def variant_row(result: VariantResult, baseline: VariantResult | None, link: Run
 
 def comparison(ranking: verdicts.Ranking, link: RunLink) -> pd.DataFrame:
     """The ranked variants: converged ones by mean test accuracy, then the unconverged (marked ⚠)."""
-    return pd.DataFrame([variant_row(r, ranking.baseline, link) for r in ranking.ranked])
+    shift = verdicts.has_shift(ranking)
+    return pd.DataFrame([variant_row(r, ranking.baseline, link, shift) for r in ranking.ranked])
 
 
 def not_ranked(ranking: verdicts.Ranking, link: RunLink) -> pd.DataFrame:
     """Variants raced under another tuning budget: their numbers, the reason, and no paired comparison."""
-    rows = []
+    rows, shift = [], any(result.has_shift for result, _ in ranking.not_ranked)
     for result, reason in ranking.not_ranked:
-        row = variant_row(result, None, link)
-        shown = ("variant", "strategy", "init from", "test accuracy %", "chosen setting", "best epoch / epochs run", "stop")
-        rows.append({key: row[key] for key in shown} | {"why not ranked": reason, "MLflow run": row["MLflow run"]})
+        row = variant_row(result, None, link, shift)
+        shown = ("variant", "strategy", "init from", "test accuracy %", "shifted %", "chosen setting", "best epoch / epochs run",
+                 "stop")
+        rows.append({key: row[key] for key in shown if key in row} | {"why not ranked": reason, "MLflow run": row["MLflow run"]})
     return pd.DataFrame(rows)
 
 

@@ -4,7 +4,8 @@ stages and for the leak check that `validate` runs before any of them. NumPy onl
 A source task is (x_train, y_train, x_test, y_test): the dataset's official parts where it has
 them (MNIST from `mnist.npz`, IDX files, keras), else a seeded stratified split. A target task is
 (x_pool, y_pool, x_test, y_test): a seeded fixed test set and the rest as the pool, the official
-parts, or (`split: source`) exactly its source's training and test sets.
+parts, or (`split: source`) exactly its source's training and test sets; with `shift`, also
+(x_test_shift, y_test_shift): a corrupted copy of each test image, same order, same labels.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from transferlab import data
-from transferlab.config import Params, SourceSpec, target_classes, target_dataset
+from transferlab import corruptions, data
+from transferlab.config import Params, ShiftSpec, SourceSpec, target_classes, target_dataset
 from transferlab.errors import ConfigError, DataError
 
 MAX_RESIZE_BYTES = 4 * 2**30
@@ -56,7 +57,30 @@ def _check_pool(y_pool: np.ndarray, labels_per_class: int | None, key: str) -> N
         raise DataError(f"{key}: class {label} has {counts.min()} pool images, fewer than labels_per_class {needed}")
 
 
+def shifted_test(x_test: np.ndarray, y_test: np.ndarray, shift: ShiftSpec, key: str) -> Arrays:
+    """The shifted test set: row i is test image i corrupted (its kind drawn per image from `shift.corruptions`).
+
+    Only the test images go in, so no pool (training or validation) image can end up in it; `blend`
+    partners are other test images. Deterministic from `shift.seed`.
+    """
+    kinds = [(c.kind, c.amount) for c in shift.corruptions]
+    try:
+        x_shift = corruptions.corrupt_mixed(x_test, kinds, shift.seed, f"{key}.corruptions")
+    except ValueError as error:  # e.g. shuffle_patches on images whose side is not a multiple of 4
+        raise ConfigError(f"{key}.corruptions", str(error)) from None
+    return {"x_test_shift": x_shift.astype(x_test.dtype, copy=False), "y_test_shift": y_test.copy()}
+
+
 def target_arrays(params: Params, name: str) -> Arrays:
+    """A target's labelled pool, its fixed test set and, with `shift`, the shifted copy of the test set."""
+    arrays = _target_split(params, name)
+    shift = params.targets[name].shift
+    if shift is None:
+        return arrays
+    return {**arrays, **shifted_test(arrays["x_test"], arrays["y_test"], shift, f"targets.{name}.shift")}
+
+
+def _target_split(params: Params, name: str) -> Arrays:
     """A target's labelled pool and fixed test set (classes relabelled 0 .. K-1 in the listed order)."""
     target, key = params.targets[name], f"targets.{name}"
     size_key = f"{key}.image_size"

@@ -4,6 +4,8 @@ The rules of the fair race (DESIGN.md): only variants tuned under the same budge
 no claim rests on an unconverged variant or sweep point; "more accurate" (final test accuracy,
 with its paired interval against scratch) and "faster" (seconds to 99 % of a variant's own best
 validation accuracy) are separate sentences. `recommendation` reuses these verdicts for the sweeps.
+A target with a shifted test set gets the same paired verdicts on it (`key=SHIFT`), and LP-FT's claim
+(Kumar et al. 2022) is checked against its full fine-tuning twin (`lp_ft_verdict`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ SPLIT_KEYS = ("labels_per_class", "train_per_class", "validation_per_class")
 MAX_NAMED = 5  # variants named in one sentence before "and N more"
 # What a `cache` variant and its `freeze` twin must share to be the same network trained the same way.
 TWIN_KEYS = ("init_from", "target", "reuse_layers", "frozen_layers", "new_layers", "trainable_params", "frozen_params")
+TEST, SHIFT = "target_accuracy", "shift_accuracy"  # the test set, and the shifted test set (`targets.<name>.shift`)
 
 
 def budget_of(result: VariantResult) -> dict[str, Any]:
@@ -38,12 +41,15 @@ def budget_differences(mine: Mapping[str, Any], reference: Mapping[str, Any]) ->
             for key in dict.fromkeys([*reference, *mine]) if mine.get(key) != reference.get(key)]
 
 
-def paired_vs(result: VariantResult, baseline: VariantResult | None) -> dict[str, Any] | None:
-    """Paired difference of test accuracy, repetition by repetition, against the baseline (None for itself)."""
+def paired_vs(result: VariantResult, baseline: VariantResult | None, key: str = TEST) -> dict[str, Any] | None:
+    """Paired difference of test accuracy (`key=SHIFT`: on the shifted test set), repetition by repetition,
+    against the baseline (None for itself, or when either was not scored on that set)."""
     if baseline is None or result.variant == baseline.variant:
         return None
-    return paired_by_repetition({r.repetition: r.target_accuracy for r in result.repetitions},
-                                {r.repetition: r.target_accuracy for r in baseline.repetitions})
+    if key == SHIFT and not (result.has_shift and baseline.has_shift):
+        return None
+    return paired_by_repetition({r.repetition: getattr(r, key) for r in result.repetitions},
+                                {r.repetition: getattr(r, key) for r in baseline.repetitions})
 
 
 def paired_by_repetition(mine: Mapping[int, float], theirs: Mapping[int, float]) -> dict[str, Any] | None:
@@ -134,40 +140,45 @@ def protocols(rankings: Mapping[str, Ranking]) -> list[str]:
     return [text.replace("**Protocol.**", f"**Protocol, target `{target}`.**") for target, text in texts.items()]
 
 
-def accuracy_verdict(ranking: Ranking) -> str:
-    """Which variant ends more accurate than scratch: the paired interval must exclude zero."""
+def accuracy_verdict(ranking: Ranking, key: str = TEST) -> str:
+    """Which variant ends more accurate than scratch: the paired interval must exclude zero.
+
+    `key=SHIFT`: the same verdict on the shifted test set (the same chosen weights, scored there once).
+    """
     scratch = ranking.baseline
     if scratch is None:
         return "There is no scratch baseline for this target, so no variant is called more accurate."
     if not scratch.converged:
         return (f"No accuracy claim: the scratch baseline {scratch.variant} did not converge"
                 f" ({unconverged(scratch)}/{scratch.seeds} repetitions hit the epoch cap while improving).")
-    others = [r for r in ranking.claimable if r is not scratch]
-    base = f"scratch ({scratch.variant}) ends at {accuracy_text(scratch.summary('target_accuracy'))}"
+    if key == SHIFT and not scratch.has_shift:
+        return f"The scratch baseline {scratch.variant} was not scored on a shifted test set, so no claim under shift."
+    others = [r for r in ranking.claimable if r is not scratch and (key != SHIFT or r.has_shift)]
+    base = f"scratch ({scratch.variant}) ends at {accuracy_text(scratch.summary(key))}"
     if not others:
         return f"No converged variant under the same tuning budget to compare with scratch; {base}."
-    diffs = {r.variant: paired_vs(r, scratch) for r in others}
+    diffs = {r.variant: paired_vs(r, scratch, key) for r in others}
     better = [r for r in others if significantly_better(diffs[r.variant])]
     worse = [r for r in others if significantly_worse(diffs[r.variant])]
     if better:
-        best = max(better, key=lambda r: r.mean("target_accuracy"))
+        best = max(better, key=lambda r: r.mean(key))
         text = (f"{best.variant} ({best.strategy} from {best.init_from}) ends at"
-                f" {accuracy_text(best.summary('target_accuracy'))}, {difference_text(diffs[best.variant])} over scratch")
+                f" {accuracy_text(best.summary(key))}, {difference_text(diffs[best.variant])} over scratch")
         if len(better) > 1:
             text += f"; also significantly more accurate than scratch: {named([r for r in better if r is not best], diffs)}"
         text += "."
-        higher = [r for r in others if r not in better and r.mean("target_accuracy") > best.mean("target_accuracy")]
+        higher = [r for r in others if r not in better and r.mean(key) > best.mean(key)]
         if higher:
             text += f" Higher means, but not significantly above scratch: {named(higher, diffs)}."
     else:
-        top = max(others, key=lambda r: r.mean("target_accuracy"))
+        top = max(others, key=lambda r: r.mean(key))
         diff = diffs[top.variant]
         if diff is None or diff["ci95_low"] is None:
             return (f"No variant is called more accurate than scratch: with one shared repetition there is no paired"
                     f" interval (set transfer.seeds > 1); {base}.")
         where = ("an interval below zero" if significantly_worse(diff) else "an interval that includes zero")
         text = (f"No variant ends significantly more accurate than scratch, which reaches"
-                f" {accuracy_text(scratch.summary('target_accuracy'))}; the highest mean among the others,"
+                f" {accuracy_text(scratch.summary(key))}; the highest mean among the others,"
                 f" {top.variant} ({top.strategy}), is {difference_text(diff)} from it, {where}.")
     if worse:
         text += f" Significantly less accurate than scratch: {len(worse)} of {len(others)} ({named(worse)})."
@@ -238,3 +249,59 @@ def best_claimable(ranking: Ranking) -> str:
         return "no converged variant"
     best = ranking.claimable[0]
     return f"{best.variant} {percent(best.mean('target_accuracy'))} %"
+
+
+def has_shift(ranking: Ranking) -> bool:
+    """Whether this target's ranked variants were also scored on a shifted test set."""
+    return any(r.has_shift for r in ranking.ranked)
+
+
+def lp_ft_twins(results: Sequence[VariantResult]) -> list[tuple[VariantResult, VariantResult]]:
+    """(lp_ft variant, its full fine-tuning twin): a `reuse` variant of the same network from the same init, same budget."""
+    pairs = []
+    for probed in (r for r in results if r.strategy == "lp_ft"):
+        twins = [r for r in results if r.strategy == "reuse" and budget_of(r) == budget_of(probed)
+                 and all(getattr(r, key) == getattr(probed, key) for key in TWIN_KEYS)]
+        twins.sort(key=lambda r: r.variant != probed.variant.replace("lp_ft", "reuse", 1))  # lp_ft5 -> reuse5 first
+        if twins:
+            pairs.append((probed, twins[0]))
+    return pairs
+
+
+def _gain(probed: VariantResult, tuned: VariantResult, key: str) -> dict[int, float]:
+    theirs = {r.repetition: getattr(r, key) for r in tuned.repetitions}
+    return {r.repetition: getattr(r, key) - theirs[r.repetition] for r in probed.repetitions if r.repetition in theirs}
+
+
+def lp_ft_sentence(probed: VariantResult, tuned: VariantResult) -> str:
+    """Kumar et al. 2022's claim on one (lp_ft, reuse) pair: LP-FT's gain over fine-tuning is larger under shift."""
+    name = f"{probed.variant} against {tuned.variant}"
+    if not (probed.converged and tuned.converged):
+        late = [f"{r.variant} ({unconverged(r)}/{r.seeds})" for r in (probed, tuned) if not r.converged]
+        return f"{name}: no claim, unconverged repetitions in {', '.join(late)}."
+    inside, shifted = paired_vs(probed, tuned), paired_vs(probed, tuned, SHIFT)
+    widening = paired_by_repetition(_gain(probed, tuned, SHIFT), _gain(probed, tuned, TEST))
+    if inside is None or shifted is None or widening is None:
+        return f"{name}: no shared repetition to compare."
+    text = (f"{name}: {difference_text(inside)} in-distribution, {difference_text(shifted)} under shift;"
+            f" the gain under shift minus the gain in-distribution is {difference_text(widening)}")
+    if widening["ci95_low"] is None:
+        return text + ": one repetition, so no claim either way (set transfer.seeds > 1)."
+    if significantly_better(widening) and significantly_better(shifted):
+        return text + ": the claim holds here (LP-FT is ahead under shift, by more than in-distribution)."
+    if significantly_better(widening):
+        return text + (": the gap moves LP-FT's way under shift, but LP-FT is not significantly ahead under shift,"
+                       " so the claim holds only in part.")
+    if significantly_worse(widening):
+        return text + ": the opposite of the claim (LP-FT loses ground under shift)."
+    return text + ": the interval includes zero, so this run neither supports nor refutes the claim."
+
+
+def lp_ft_verdict(ranking: Ranking) -> str | None:
+    """Whether LP-FT beats full fine-tuning more under shift than in-distribution; None without a pair and a shifted set."""
+    pairs = [(a, b) for a, b in lp_ft_twins(ranking.ranked) if a.has_shift and b.has_shift]
+    if not pairs:
+        return None
+    return ("Kumar et al. (2022) report that a linear probe then fine-tuning (LP-FT) beats full fine-tuning by more"
+            " under distribution shift than in-distribution. Here (paired, repetition by repetition): "
+            + " ".join(lp_ft_sentence(a, b) for a, b in pairs))
