@@ -71,8 +71,9 @@ def point_runs(project: Path) -> list[tuple[str, str]]:
 
 def test_sweep_on_ray_matches_in_process(project: Path, ray_address: str) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
-    # with the selffer controls: their tasks take the k = 0 task's chosen models (B_r) as a Ray object
-    params["sweeps"]["transferability"]["modes"] = ["frozen", "fine-tuned", "selffer-frozen", "selffer-fine-tuned"]
+    # with a selffer control: its tasks take the k = 0 task's chosen models (B_r) as a Ray object
+    # (one source mode and one selffer mode: as many races as the two source modes took, the suite stays fast)
+    params["sweeps"]["transferability"]["modes"] = ["frozen", "selffer-frozen"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run([*DVC, "repro", "sweep_transferability"], project)
     rows = project / "metrics" / "sweeps" / "transferability.csv"
@@ -83,7 +84,7 @@ def test_sweep_on_ray_matches_in_process(project: Path, ray_address: str) -> Non
     assert "Traceback" not in result.stderr
     assert rows_without_timings(rows) == in_process
     assert point_runs(project) == in_process_runs
-    assert len(in_process_runs) == 12 and any(name.startswith("selffer-frozen/") for name, _ in in_process_runs)
+    assert len(in_process_runs) == 6 and any(name.startswith("selffer-frozen/") for name, _ in in_process_runs)
 
 
 def test_no_cluster_at_the_address_fails_fast_with_one_line(project: Path) -> None:
