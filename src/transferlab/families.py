@@ -16,7 +16,7 @@ from transferlab import rules
 from transferlab.config import VariantSpec
 from transferlab.reporting import accuracy_text, difference_text
 from transferlab.results import VariantResult
-from transferlab.verdicts import SHIFT, Ranking, paired_vs, significantly_better, significantly_worse
+from transferlab.verdicts import SHIFT, Ranking, fine_tuning_twin, paired_vs, significantly_better, significantly_worse
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,6 @@ FAMILIES = {  # strategy -> its family, in the order the report shows them
     "surgical": Family("Surgical fine-tuning", "Lee et al. 2023, *Surgical Fine-Tuning Improves Adaptation to Distribution Shifts*"),
     "discriminative": Family("Discriminative learning rates", "Howard & Ruder 2018 (ULMFiT); fastai's `lr_mult`, timm's `layer_decay`"),
 }
-SAME_NETWORK = ("init_from", "target", "reuse_layers", "new_layers")  # trainable_params differ: that is the point
 
 
 def recipe(spec: VariantSpec) -> str:
@@ -45,12 +44,6 @@ def recipe(spec: VariantSpec) -> str:
         return (f"every layer trained, each at {spec.layer_decay:g}× the rate of the layer above,"
                 f" hidden1 at {lowest:.3g}× the output layer's")
     return rules.STRATEGIES[spec.strategy].summary
-
-
-def full_fine_tuning(result: VariantResult, results: Sequence[VariantResult]) -> VariantResult | None:
-    """The `reuse` variant that trains the same network from the same init model, every layer at the tuned rate."""
-    twins = [r for r in results if r.strategy == "reuse" and all(getattr(r, key) == getattr(result, key) for key in SAME_NETWORK)]
-    return twins[0] if twins else None
 
 
 def comparison(result: VariantResult, twin: VariantResult | None) -> str:
@@ -84,6 +77,6 @@ def paragraphs(ranking: Ranking, specs: Mapping[str, VariantSpec]) -> list[tuple
         for result in members:
             lines.append(f"**{result.variant}** ({recipe(specs[result.variant])}): "
                          f"{accuracy_text(result.summary('target_accuracy'))}; "
-                         f"{comparison(result, full_fine_tuning(result, ranking.ranked))}.")
+                         f"{comparison(result, fine_tuning_twin(result, ranking.ranked))}.")
         sections.append((family.title, lines))
     return sections

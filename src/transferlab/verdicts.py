@@ -256,16 +256,26 @@ def has_shift(ranking: Ranking) -> bool:
     return any(r.has_shift for r in ranking.ranked)
 
 
+# What a variant and its full fine-tuning twin share: the same layers from the same init (what is fixed may differ).
+SAME_NETWORK = ("init_from", "target", "reuse_layers", "new_layers")
+
+
+def fine_tuning_twin(result: VariantResult, results: Sequence[VariantResult]) -> VariantResult | None:
+    """The `reuse` variant that trains the same layers from the same init model, every one at the tuned rate, same budget.
+
+    What LP-FT, surgical fine-tuning and discriminative rates change is how that network trains, so
+    this twin is what says whether the change helps. One with a matching name (lp_ft5 -> reuse5) comes first.
+    """
+    twins = [r for r in results if r.strategy == "reuse" and budget_of(r) == budget_of(result)
+             and all(getattr(r, key) == getattr(result, key) for key in SAME_NETWORK)]
+    twins.sort(key=lambda r: r.variant != result.variant.replace(result.strategy, "reuse", 1))
+    return twins[0] if twins else None
+
+
 def lp_ft_twins(results: Sequence[VariantResult]) -> list[tuple[VariantResult, VariantResult]]:
-    """(lp_ft variant, its full fine-tuning twin): a `reuse` variant of the same network from the same init, same budget."""
-    pairs = []
-    for probed in (r for r in results if r.strategy == "lp_ft"):
-        twins = [r for r in results if r.strategy == "reuse" and budget_of(r) == budget_of(probed)
-                 and all(getattr(r, key) == getattr(probed, key) for key in TWIN_KEYS)]
-        twins.sort(key=lambda r: r.variant != probed.variant.replace("lp_ft", "reuse", 1))  # lp_ft5 -> reuse5 first
-        if twins:
-            pairs.append((probed, twins[0]))
-    return pairs
+    """(lp_ft variant, its full fine-tuning twin) for every lp_ft variant that has one."""
+    return [(probed, twin) for probed in results if probed.strategy == "lp_ft"
+            if (twin := fine_tuning_twin(probed, results)) is not None]
 
 
 def _gain(probed: VariantResult, tuned: VariantResult, key: str) -> dict[int, float]:
