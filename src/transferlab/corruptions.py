@@ -13,19 +13,14 @@ apart from the pretraining code so a prepare stage can corrupt images without st
 """
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from transferlab.errors import ConfigError
+from transferlab.repetitions import derived_seed
 
 PATCH_GRID = 4
-
-
-def derived_seed(seed: int, name: str) -> int:
-    """A seed for one named part of a seeded computation (the formula of `networks.layer_seed`, without Keras)."""
-    return zlib.crc32(f"{seed}:{name}".encode()) % (2**31)
 
 
 def _side(x: np.ndarray) -> int:

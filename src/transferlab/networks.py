@@ -8,7 +8,6 @@ seed start from the same weights whatever else they contain — which is what le
 """
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import keras
 import numpy as np
 
 from transferlab.errors import ModelError
+from transferlab.repetitions import derived_seed
 
 OUTPUT = "outputs"
 
@@ -25,8 +25,7 @@ def hidden_name(index: int) -> str:
     return f"hidden{index}"
 
 
-def layer_seed(seed: int, name: str) -> int:
-    return zlib.crc32(f"{seed}:{name}".encode()) % (2**31)
+layer_seed = derived_seed  # a layer's initializer seed, from (seed, layer name)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,16 @@ NumPy only.
 """
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def derived_seed(seed: int, name: str) -> int:
+    """A seed for one named part of a seeded computation: a layer's initializer, a corruption, a holdout."""
+    return zlib.crc32(f"{seed}:{name}".encode()) % (2**31)
 
 
 @dataclass(frozen=True)
