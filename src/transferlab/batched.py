@@ -10,16 +10,26 @@ clipping), its own early stopping, and its own best weights, restored at the end
 model it came from. A test checks each copy against training it alone.
 
 Copies that have stopped leave the stack (the stacked variables have a dynamic leading axis, so
-a smaller stack needs no new trace), and every later stack of the same shape in the process (the
-other points of a sweep) reuses the variables and compiled epochs (`_Workspace`): tracing and
-optimising an epoch costs more than a small race trains. A copy's `seconds` per epoch are the epoch's
-wall time divided by the copies trained in it: its share of the batched step.
+a smaller stack needs no new trace). Each stack owns its variables (`_State`) and passes them to
+compiled epochs shared by every stack of the same shape in the process (`_Program`): tracing and
+optimising an epoch costs more than a small race trains, and it is paid once per shape.
+
+Stacks also train side by side, one per core (`lanes`, `train_concurrently`): TensorFlow runs
+each op on one thread here (`transferlab/__init__.py`), and a batched matmul this small does not
+use a second core anyway, so two stacks on two cores do nearly twice the work of one stack on
+both (bench/stacked_copies.md). A copy's `seconds` per epoch are its stack's epoch wall time divided
+by the copies trained in it: its share of one core.
 """
 from __future__ import annotations
 
+import math
+import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import keras
 import numpy as np
@@ -30,6 +40,36 @@ from transferlab.config import OptimizerSpec
 from transferlab.stopping import EarlyStopping, StopRule
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7  # Keras' Adam defaults
+T = TypeVar("T")
+
+
+def lanes() -> int:
+    """How many stacks train at once: one per CPU core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def chunks(members: Sequence[int], total: int, lanes: int) -> list[list[int]]:
+    """One stack's members cut into near-equal chunks of at most ceil(total / (2 x lanes)) copies.
+
+    `total` copies in all stacks of a race, on `lanes` cores: about two chunks per core, so the
+    cores stay busy until the end (copies stop at different epochs). One lane: one stack, uncut.
+    A copy's arithmetic is the same in any chunk (each op runs on one thread), so the cut changes
+    the speed, not the numbers.
+    """
+    members = list(members)
+    if lanes <= 1 or not members:
+        return [members] if members else []
+    size = max(1, math.ceil(total / (2 * lanes)))
+    count = math.ceil(len(members) / size)
+    return [[int(i) for i in part] for part in np.array_split(members, count)]
+
+
+def train_concurrently(jobs: Sequence[Callable[[], T]], lanes: int) -> list[T]:
+    """Run the jobs (each trains its own stack) on `lanes` threads; results in job order, the first error raised."""
+    if lanes <= 1 or len(jobs) <= 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="lane") as pool:
+        return list(pool.map(lambda job: job(), jobs))
 
 
 @dataclass(frozen=True)
@@ -73,50 +113,66 @@ def stack_key(optimizer: OptimizerSpec) -> tuple:
     return optimizer.name, rate, optimizer.momentum if optimizer.name == "momentum" else None, optimizer.clip_value
 
 
-class _Workspace:
-    """The variables and compiled epochs of one stack shape, reused by every stack of that shape in this process.
+class _State:
+    """The variables of one stack: stacked weights, optimizer slots, the shared prefix, the step count, the inputs.
+
+    Every stack has its own, so stacks train concurrently (`lanes`); they are arguments of the
+    compiled epoch, not captured by it, so every stack of one shape shares one trace (`_Program`).
+    """
+
+    def __init__(self, shapes: Sequence[tuple[int, ...]], features: tuple[int, ...], label_dtype: tf.DType) -> None:
+        zeros = [np.zeros((1, *shape), np.float32) for shape in shapes]
+        self.weights = tuple(_stacked(w) for w in zeros)
+        self.first = tuple(_stacked(w) for w in zeros)  # SGD velocity / Adam's m
+        self.second = tuple(_stacked(w) for w in zeros)  # Adam's v
+        self.prefix = tuple(tf.Variable(np.zeros(shape, np.float32), trainable=False) for shape in shapes)  # shared layers
+        self.steps = tf.Variable(0.0)  # the optimizer's iteration count (fresh per phase, as a recompile)
+        self.x = tf.Variable(np.zeros((1, *features), np.float32), trainable=False, shape=tf.TensorShape([None, *features]))
+        self.y = tf.Variable(tf.zeros([1], label_dtype), trainable=False, shape=tf.TensorShape([None]))
+
+    def variables(self) -> tuple:
+        """The argument the compiled functions take (a nested tuple of variables: traced by shape, not identity)."""
+        return self.weights, self.first, self.second, self.prefix, self.steps, self.x, self.y
+
+
+class _Program:
+    """The compiled epochs of one stack shape, shared by every stack of that shape in this process.
 
     Tracing and optimising a compiled epoch costs seconds, more than a small race trains; stacks
-    of one architecture, batch size and optimizer (every point of a sweep, both stacks of a
-    variant's next phase) reuse them: the variables keep a dynamic leading axis and take each new
-    stack's values. One stack uses a workspace at a time (`claim`).
+    of one architecture, batch size and optimizer (every chunk of a race, every point of a sweep)
+    call the same concrete functions with their own `_State`.
     """
 
     def __init__(self, shapes: Sequence[tuple[int, ...]], activations: Sequence, optimizer: OptimizerSpec,
                  batch_size: int, features: tuple[int, ...], label_dtype: tf.DType) -> None:
-        self.activations, self.optimizer, self.batch_size = list(activations), optimizer, batch_size
-        zeros = [np.zeros((1, *shape), np.float32) for shape in shapes]
-        self.weights = [_stacked(w) for w in zeros]
-        self.first = [_stacked(w) for w in zeros]  # SGD velocity / Adam's m
-        self.second = [_stacked(w) for w in zeros]  # Adam's v
-        self.prefix = [tf.Variable(np.zeros(shape, np.float32), trainable=False) for shape in shapes]  # shared layers
-        self.steps = tf.Variable(0.0)  # the optimizer's iteration count (fresh per phase, as a recompile)
-        self.x = tf.Variable(np.zeros((1, *features), np.float32), trainable=False, shape=tf.TensorShape([None, *features]))
-        self.y = tf.Variable(tf.zeros([1], label_dtype), trainable=False, shape=tf.TensorShape([None]))
+        self.shapes, self.activations, self.optimizer, self.batch_size = list(shapes), list(activations), optimizer, batch_size
+        self.features, self.label_dtype = features, label_dtype
         self.functions: dict[tuple, tuple] = {}
-        self.owner: object | None = None
+        self.lock = threading.Lock()
 
-    def claim(self, owner: object) -> None:
-        self.owner = owner
+    def state(self) -> _State:
+        return _State(self.shapes, self.features, self.label_dtype)
 
-    def forward(self, h: tf.Tensor, shared: int) -> tf.Tensor:
+    def forward(self, weights: Sequence[tf.Variable], prefix: Sequence[tf.Variable], h: tf.Tensor, shared: int) -> tf.Tensor:
         """[K, n, features] -> [K, n, classes]; the first `shared` layers use the (identical) prefix weights."""
         for i, activation in enumerate(self.activations):
             if i < shared:
-                kernel, bias = self.prefix[2 * i], self.prefix[2 * i + 1]
+                kernel, bias = prefix[2 * i], prefix[2 * i + 1]
                 flat = tf.reshape(h, [-1, kernel.shape[0]])
                 h = tf.reshape(activation(tf.matmul(flat, kernel) + bias), tf.concat([tf.shape(h)[:-1], [kernel.shape[1]]], 0))
             else:
-                h = activation(tf.matmul(h, self.weights[2 * i]) + self.weights[2 * i + 1][:, None, :])
+                h = activation(tf.matmul(h, weights[2 * i]) + weights[2 * i + 1][:, None, :])
         return h
 
-    def update(self, i: int, g: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor, multiplier: float = 1.0) -> None:
+    def update(self, state: tuple, i: int, g: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor,
+               multiplier: float = 1.0) -> None:
         """Keras' update rule for weight `i` (SGD: each copy at its own rate), as one fused kernel where TF has one.
 
         `multiplier` scales this layer's rate (discriminative rates): an optimizer of its own per layer
         group, as fastai's `lr_mult` does, not a scaled gradient (which Adam would undo and clipping distort).
         """
-        w, m, v, spec = self.weights[i], self.first[i], self.second[i], self.optimizer
+        weights, first, second, _, steps, _, _ = state
+        w, m, v, spec = weights[i], first[i], second[i], self.optimizer
         if spec.clip_value is not None:
             g = tf.clip_by_value(g, -spec.clip_value, spec.clip_value)  # element-wise, as Keras' clipvalue
         if spec.name == "sgd":
@@ -125,70 +181,80 @@ class _Workspace:
             tf.raw_ops.ResourceApplyKerasMomentum(var=w.handle, accum=m.handle, lr=spec.learning_rate * rate_factor * multiplier,
                                                   grad=g, momentum=tf.constant(spec.momentum, tf.float32))
         else:
-            t = self.steps
+            t = steps
             tf.raw_ops.ResourceApplyAdam(
                 var=w.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(ADAM_BETA_1, t), beta2_power=tf.pow(ADAM_BETA_2, t),
                 lr=spec.learning_rate * rate_factor * multiplier, beta1=tf.constant(ADAM_BETA_1),
                 beta2=tf.constant(ADAM_BETA_2), epsilon=tf.constant(ADAM_EPSILON), grad=g)
 
-    def epoch_functions(self, trained: tuple[int, ...], shared: int, multipliers: tuple[float, ...]):
+    def epoch_functions(self, state: _State, trained: tuple[int, ...], shared: int, multipliers: tuple[float, ...]):
         """The compiled epoch and validation pass of a phase: `trained` are the indices into the weights that learn.
 
         `multipliers`: each dense layer's rate multiplier, bottom first (constants of the compiled epoch).
+        Both take the stack's variables (`_State.variables()`) as their first argument.
         """
-        if (trained, shared, multipliers) in self.functions:
+        with self.lock:  # two lanes asking for the same phase trace it once
+            if (trained, shared, multipliers) not in self.functions:
+                self.functions[trained, shared, multipliers] = self._trace(state, trained, shared, multipliers)
             return self.functions[trained, shared, multipliers]
-        batch_size, features = self.batch_size, self.x.shape[1:]
-        vector, matrix = tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, None], tf.int32)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, *features], tf.float32),
-                                      tf.TensorSpec([None, None], self.y.dtype)])
-        def evaluate(x_val: tf.Tensor, y_val: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            outputs = self.forward(x_val, shared)
+    def _trace(self, state: _State, trained: tuple[int, ...], shared: int, multipliers: tuple[float, ...]):
+        batch_size = self.batch_size
+
+        @tf.function
+        def evaluate(variables: tuple, x_val: tf.Tensor, y_val: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            weights, _, _, prefix, _, _, _ = variables
+            outputs = self.forward(weights, prefix, x_val, shared)
             loss = tf.reduce_mean(training.sparse_crossentropy(y_val, outputs), axis=-1)
             hit = tf.cast(tf.equal(tf.argmax(outputs, -1), tf.cast(y_val, tf.int64)), tf.float32)
             return loss, tf.reduce_mean(hit, axis=-1)
 
-        @tf.function(input_signature=[matrix, vector, tf.TensorSpec([], tf.float32)])
-        def run_epoch(order: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor):
+        @tf.function
+        def run_epoch(variables: tuple, order: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor):
+            weights, _, _, prefix, steps, x, y = variables
             n = tf.shape(order)[1]
             total_loss, correct = tf.zeros_like(rate), tf.zeros_like(rate)
             for start in tf.range(0, n, batch_size):
                 tf.autograph.experimental.set_loop_options(
                     shape_invariants=[(total_loss, tf.TensorShape([None])), (correct, tf.TensorShape([None]))])
                 index = order[:, start : start + batch_size]
-                inputs, labels = tf.gather(self.x, index), tf.gather(self.y, index)
+                inputs, labels = tf.gather(x, index), tf.gather(y, index)
                 with tf.GradientTape() as tape:
-                    variables = [self.weights[i] for i in trained]
-                    tape.watch(variables)
-                    outputs = self.forward(inputs, shared)
+                    watched = [weights[i] for i in trained]
+                    tape.watch(watched)
+                    outputs = self.forward(weights, prefix, inputs, shared)
                     per_example = training.sparse_crossentropy(labels, outputs)
                     loss = tf.reduce_sum(tf.reduce_mean(per_example, axis=-1))
-                gradients = tape.gradient(loss, variables)
-                self.steps.assign_add(1.0)
+                gradients = tape.gradient(loss, watched)
+                steps.assign_add(1.0)
                 for i, g in zip(trained, gradients, strict=True):
-                    self.update(i, g, rate, rate_factor, multipliers[i // 2])
+                    self.update(variables, i, g, rate, rate_factor, multipliers[i // 2])
                 total_loss += tf.reduce_sum(per_example, axis=-1)
                 hit = tf.equal(tf.argmax(outputs, -1), tf.cast(labels, tf.int64))
                 correct += tf.reduce_sum(tf.cast(hit, tf.float32), axis=-1)
             count = tf.cast(n, tf.float32)
             return total_loss / count, correct / count
 
-        run_epoch.get_concrete_function()  # trace now, so the first epoch's time is training, not tracing
-        evaluate.get_concrete_function()
-        self.functions[trained, shared, multipliers] = run_epoch, evaluate
+        # trace now, for any stack size, so the first epoch's time is training, not tracing
+        variables = state.variables()
+        run_epoch.get_concrete_function(variables, tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.float32),
+                                        tf.TensorSpec([], tf.float32))
+        evaluate.get_concrete_function(variables, tf.TensorSpec([None, None, *self.features], tf.float32),
+                                       tf.TensorSpec([None, None], self.label_dtype))
         return run_epoch, evaluate
 
 
-_WORKSPACES: dict[tuple, _Workspace] = {}
+_PROGRAMS: dict[tuple, _Program] = {}
+_PROGRAMS_LOCK = threading.Lock()
 
 
-def _workspace(shapes: list[tuple[int, ...]], activations: list, optimizer: OptimizerSpec, batch_size: int,
-               x: np.ndarray, y: np.ndarray) -> _Workspace:
+def _program(shapes: list[tuple[int, ...]], activations: list, optimizer: OptimizerSpec, batch_size: int,
+             x: np.ndarray, y: np.ndarray) -> _Program:
     key = (tuple(shapes), tuple(activations), stack_key(optimizer), batch_size, x.shape[1:], y.dtype.str)
-    if key not in _WORKSPACES:
-        _WORKSPACES[key] = _Workspace(shapes, activations, optimizer, batch_size, x.shape[1:], tf.as_dtype(y.dtype))
-    return _WORKSPACES[key]
+    with _PROGRAMS_LOCK:
+        if key not in _PROGRAMS:
+            _PROGRAMS[key] = _Program(shapes, activations, optimizer, batch_size, x.shape[1:], tf.as_dtype(y.dtype))
+        return _PROGRAMS[key]
 
 
 class Copies:
@@ -215,8 +281,10 @@ class Copies:
         activations = [keras.activations.get(layer.activation) for layer in first]
         self.best = [np.stack([dense_layers(m)[i].get_weights()[w] for m in self.models])
                      for i in range(len(self.names)) for w in (0, 1)]  # kernel1, bias1, kernel2, bias2, ...
-        self.space = _workspace([w.shape[1:] for w in self.best], activations, self.optimizer, batch_size, x, y)
-        self._x, self._y = x, y
+        self.program = _program([w.shape[1:] for w in self.best], activations, self.optimizer, batch_size, x, y)
+        self.state = self.program.state()
+        self.state.x.assign(x)
+        self.state.y.assign(y)
         val = np.stack([c.val_rows for c in copies])
         self.x_val, self.y_val = x[val], y[val]  # [K, n_val, features], [K, n_val]
         self.stopper = EarlyStopping(rule, self.k)
@@ -238,8 +306,8 @@ class Copies:
 
     def _keep(self, stack: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """Shrink the stack to the positions `keep` (the copies still training)."""
-        index, space = tf.constant(keep), self.space
-        for variable in (*space.weights, *space.first, *space.second):
+        index, state = tf.constant(keep), self.state
+        for variable in (*state.weights, *state.first, *state.second):
             variable.assign(tf.gather(variable, index))
         return stack[keep]
 
@@ -254,46 +322,42 @@ class Copies:
         recompile does, and the best epoch so far stays the one to beat.
         """
         trained = tuple(2 * self.names.index(name) + w for name in trainable for w in (0, 1))
-        space, shared = self.space, self._shared_prefix(trained)
-        space.claim(self)
+        state, shared = self.state, self._shared_prefix(trained)
         multipliers = tuple(float(m) for m in multipliers) if multipliers is not None else (1.0,) * len(self.names)
         if len(multipliers) != len(self.names):
             raise ValueError(f"{len(multipliers)} rate multipliers for {len(self.names)} dense layers")
-        run_epoch, evaluate = space.epoch_functions(trained, shared, multipliers)
+        run_epoch, evaluate = self.program.epoch_functions(state, trained, shared, multipliers)
         if self.epoch:
             self.stopper.start_phase()
         last = self.epoch + epochs if epochs is not None else self.stopper.rule.max_epochs
         n = len(self.copies[0].rows)
         stack = np.flatnonzero(self.stopper.active)  # which copy sits at each position of the stack
-        space.x.assign(self._x)
-        space.y.assign(self._y)
-        for variable, best in zip(space.prefix[: 2 * shared], self.best, strict=False):
+        for variable, best in zip(state.prefix[: 2 * shared], self.best, strict=False):
             variable.assign(best[0])
-        for variable, best in zip(space.weights, self.best, strict=True):
+        for variable, best in zip(state.weights, self.best, strict=True):
             variable.assign(best[stack])
-        for variable in (*space.first, *space.second):
+        for variable in (*state.first, *state.second):
             variable.assign(tf.zeros((len(stack), *variable.shape[1:])))
-        space.steps.assign(0.0)
+        state.steps.assign(0.0)
+        variables = state.variables()
         while len(stack) and self.epoch < last:
             self.epoch += 1
             active = self.stopper.active[stack]
-            if active.sum() <= 0.75 * len(stack):  # leave the stopped copies behind
+            if not active.all():  # leave the stopped copies behind (a gather costs less than one of their epochs)
                 stack, active = self._keep(stack, np.flatnonzero(active)), active[active]
             order = np.stack([self.copies[k].rows[training.epoch_order(n, self.copies[k].seed, self.epoch)] for k in stack])
             start = time.perf_counter()
-            loss, accuracy = run_epoch(tf.constant(order.astype(np.int32)), tf.constant(self.rates[stack] * rate_factor),
+            loss, accuracy = run_epoch(variables, tf.constant(order.astype(np.int32)), tf.constant(self.rates[stack] * rate_factor),
                                        tf.constant(rate_factor, tf.float32))
             loss, accuracy = loss.numpy(), accuracy.numpy()  # waits for the epoch to finish
             seconds = (time.perf_counter() - start) / len(stack)
-            val_loss, val_accuracy = (t.numpy() for t in evaluate(self.x_val[stack], self.y_val[stack]))
+            val_loss, val_accuracy = (t.numpy() for t in evaluate(variables, self.x_val[stack], self.y_val[stack]))
             monitored = np.full(self.k, np.nan)
             monitored[stack] = val_loss if self.stopper.rule.monitor == "val_loss" else val_accuracy
             was_active = self.stopper.active
             improved = self.stopper.update(self.epoch, monitored, last, may_stop=epochs is None)[stack]
-            if space.owner is not self:
-                raise RuntimeError("another stack of this shape trained in between: stacks of one shape train one at a time")
             if improved.any():
-                for best, variable in zip(self.best, space.weights, strict=True):
+                for best, variable in zip(self.best, state.weights, strict=True):
                     best[stack[improved]] = variable.numpy()[improved]
             for pos, k in enumerate(stack):
                 if was_active[k]:

@@ -2,8 +2,8 @@
 
 A strategy is a rule in `rules.STRATEGIES`: the phases it trains (which layers stay fixed,
 for how long, at what share of the tuned rate) and whether the fixed layers' outputs are cached. `race` builds the
-variant's network once per repetition x grid setting, trains all of those copies together
-(`batched.Copies`, one compiled step), stops each by the one early-stopping rule, chooses each
+variant's network once per repetition x grid setting, trains those copies in stacks
+(`batched.Copies`, one compiled step per stack; the stacks side by side, one per core), stops each by the one early-stopping rule, chooses each
 repetition's setting on validation and scores the chosen weights once on the test set.
 """
 from __future__ import annotations
@@ -112,14 +112,21 @@ def race(
     stop = StopRule(protocol.stopping.max_epochs, protocol.stopping.patience, protocol.stopping.min_delta, protocol.stopping.monitor)
     histories: list[list[dict[str, float]]] = [[] for _ in keys]
     stopped: list[tuple[int, str, bool, float]] = [(0, "", False, 0.0)] * len(keys)  # best epoch, reason, converged, best value
-    for key in dict.fromkeys(batched.stack_key(o) for o in protocol.grid):
-        members = [i for i, c in enumerate(copies) if batched.stack_key(c.optimizer) == key]
+    def train(members: list[int]) -> batched.Copies:  # one stack: its copies through every phase of the strategy
         stack = batched.Copies([trained[i] for i in members], inputs, y_pool, [copies[i] for i in members],
                                protocol.batch_size, stop)
         for phase in rule.phases(variant):
             multipliers = rules.layer_multipliers(len(batched.dense_layers(trained[members[0]])), phase.layer_decay)
             stack.train(_trainable(trained[members[0]], phase.fixed), phase.epochs, phase.rate_factor, multipliers)
         stack.restore_best()
+        return stack
+
+    lanes = batched.lanes()
+    groups = [[i for i, c in enumerate(copies) if batched.stack_key(c.optimizer) == key]
+              for key in dict.fromkeys(batched.stack_key(o) for o in protocol.grid)]
+    jobs = [members for group in groups for members in batched.chunks(group, len(copies), lanes)]
+    stacks = batched.train_concurrently([lambda members=members: train(members) for members in jobs], lanes)
+    for members, stack in zip(jobs, stacks, strict=True):
         converged = stack.stopper.converged()
         for pos, i in enumerate(members):
             histories[i] = _timed(stack.histories[pos].rows, cache_seconds / len(keys))
