@@ -8,13 +8,18 @@ small, per-step overhead rather than arithmetic decides the speed, so this measu
 the machine's matmul rate (a 2048^3 float32 matmul, the FLOP limit's rate), `training.fit` on one
 model, and `batched.Copies` at K copies, each as milliseconds per model-epoch and as a ratio to the
 FLOP limit (6 FLOPs per weight per training example: forward, and backward for weights and inputs).
-Medians over the timed epochs, after a warm-up epoch that also traces.
+Medians over the timed epochs, after a warm-up epoch that also traces. Each TensorFlow op runs on
+one thread here (transferlab/__init__.py); the side-by-side rows train one stack per core at once,
+as a race does (`batched.train_concurrently`), and are timed by the wall clock over all of them.
+The FLOP limit uses the matmul rate on all cores.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +33,19 @@ IMAGES, BATCH, CLASSES, FEATURES = 400, 32, 5, 784
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 7) -> float:
+    """The machine's float32 matmul rate on every core: measured in a child process, since this one runs
+    each TensorFlow op on one thread (transferlab/__init__.py) and would report one core's rate."""
+    code = f"from bench.stacked_copies import _matmul_gflops; print(_matmul_gflops({size}, {repeats}))"
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(lanes_available())}
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def lanes_available() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _matmul_gflops(size: int, repeats: int) -> float:
     import tensorflow as tf
 
     a, b = tf.random.normal([size, size]), tf.random.normal([size, size])
@@ -72,6 +90,34 @@ def stacked_ms(k: int, epochs: int, optimizer, frozen: int = 0) -> float:
     return 1000 * float(np.median([row["seconds"] for row in stack.histories[0].rows[1:]]))  # per copy already
 
 
+def side_by_side_ms(k: int, lanes: int, epochs: int, optimizer) -> tuple[float, float]:
+    """`lanes` stacks of k copies each, trained at once on their own threads (`batched.train_concurrently`).
+
+    Returns (wall ms per model-epoch over all stacks, one copy's own `seconds` per epoch in ms).
+    """
+    from transferlab import batched, networks
+    from transferlab.stopping import StopRule
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((IMAGES + 100, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, IMAGES + 100)
+    layers = networks.dnn_layers(HIDDEN, "relu", CLASSES)
+
+    def stack(lane: int) -> batched.Copies:
+        models = [networks.build(FEATURES, layers, "he_normal", 100 * lane + s) for s in range(k)]
+        copies = [batched.Copy(np.arange(IMAGES), np.arange(IMAGES, IMAGES + 100), s, optimizer) for s in range(k)]
+        return batched.Copies(models, x, y, copies, BATCH, StopRule(max_epochs=epochs, patience=None))
+
+    warm = stack(0)  # traces the shared program and runs its first (optimising) call
+    warm.train([layer.name for layer in batched.dense_layers(warm.models[0])], epochs=1)
+    stacks = [stack(lane) for lane in range(lanes)]
+    names = [layer.name for layer in batched.dense_layers(stacks[0].models[0])]
+    start = time.perf_counter()
+    batched.train_concurrently([lambda s=s: s.train(names) for s in stacks], lanes)
+    wall = time.perf_counter() - start
+    own = 1000 * float(np.median([row["seconds"] for row in stacks[0].histories[0].rows]))
+    return 1000 * wall / (lanes * k * epochs), own
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
@@ -90,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"`batched.Copies`, {k} copies, SGD", k, stacked_ms(k, args.epochs, sgd)))
     for k in args.copies[-2:]:
         rows.append((f"`batched.Copies`, {k} copies, Adam", k, stacked_ms(k, args.epochs, adam)))
+    lanes = lanes_available()
+    for k in args.copies[1:3]:
+        wall, own = side_by_side_ms(k, lanes, args.epochs, sgd)
+        rows.append((f"{lanes} stacks of {k} copies side by side, SGD (wall time over all copies; one copy's own"
+                     f" share of its core: {own:.1f} ms)", lanes * k, wall))
     full = list(rows)  # every weight trained: the rows the FLOP limit is for
     k = args.copies[-2]
     rows.append((f"`batched.Copies`, {k} copies, SGD, hidden1-2 frozen (freeze2; limit is the full network's)", k,

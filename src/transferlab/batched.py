@@ -48,20 +48,26 @@ def lanes() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def chunks(members: Sequence[int], total: int, lanes: int) -> list[list[int]]:
-    """One stack's members cut into near-equal chunks of at most ceil(total / (2 x lanes)) copies.
+# However many threads train stacks (a race's chunks, a sweep's races side by side), at most one
+# epoch per core computes at a time, so each epoch's wall time is one core's time.
+_CORES = threading.BoundedSemaphore(lanes())
 
-    `total` copies in all stacks of a race, on `lanes` cores: about two chunks per core, so the
-    cores stay busy until the end (copies stop at different epochs). One lane: one stack, uncut.
-    A copy's arithmetic is the same in any chunk (each op runs on one thread), so the cut changes
-    the speed, not the numbers.
+
+CHUNKS_PER_RACE = 4  # enough to keep two cores busy to the end of a race (copies stop at different epochs)
+
+
+def chunks(members: Sequence[int], total: int) -> list[list[int]]:
+    """One stack's members cut into near-equal chunks of at most ceil(total / CHUNKS_PER_RACE) copies.
+
+    `total`: the copies in all stacks of the race. The cut does not depend on the machine's cores:
+    a batched matmul's last bits can depend on how many copies share it, so a fixed cut keeps the
+    same params giving the same bits on a machine with any number of cores (each op runs on one thread).
     """
     members = list(members)
-    if lanes <= 1 or not members:
-        return [members] if members else []
-    size = max(1, math.ceil(total / (2 * lanes)))
-    count = math.ceil(len(members) / size)
-    return [[int(i) for i in part] for part in np.array_split(members, count)]
+    if not members:
+        return []
+    size = max(1, math.ceil(total / CHUNKS_PER_RACE))
+    return [[int(i) for i in part] for part in np.array_split(members, math.ceil(len(members) / size))]
 
 
 def train_concurrently(jobs: Sequence[Callable[[], T]], lanes: int) -> list[T]:
@@ -260,7 +266,8 @@ def _program(shapes: list[tuple[int, ...]], activations: list, optimizer: Optimi
 class Copies:
     """K Keras models of one architecture trained together, one optimizer per stack (see `stack_key`).
 
-    `restore_best` writes each copy's best weights back into its model. A copy that has stopped
+    The models give the copies' first weights (copies may start from one model); `restore_best`
+    writes each copy's best weights back into its own model, `best_weights` hands them out. A copy that has stopped
     may go on training until the stack is next compacted: only its best epoch's weights are kept,
     and nothing of it is recorded after it stopped.
     """
@@ -346,12 +353,13 @@ class Copies:
             if not active.all():  # leave the stopped copies behind (a gather costs less than one of their epochs)
                 stack, active = self._keep(stack, np.flatnonzero(active)), active[active]
             order = np.stack([self.copies[k].rows[training.epoch_order(n, self.copies[k].seed, self.epoch)] for k in stack])
-            start = time.perf_counter()
-            loss, accuracy = run_epoch(variables, tf.constant(order.astype(np.int32)), tf.constant(self.rates[stack] * rate_factor),
-                                       tf.constant(rate_factor, tf.float32))
-            loss, accuracy = loss.numpy(), accuracy.numpy()  # waits for the epoch to finish
-            seconds = (time.perf_counter() - start) / len(stack)
-            val_loss, val_accuracy = (t.numpy() for t in evaluate(variables, self.x_val[stack], self.y_val[stack]))
+            with _CORES:
+                start = time.perf_counter()
+                loss, accuracy = run_epoch(variables, tf.constant(order.astype(np.int32)),
+                                           tf.constant(self.rates[stack] * rate_factor), tf.constant(rate_factor, tf.float32))
+                loss, accuracy = loss.numpy(), accuracy.numpy()  # waits for the epoch to finish
+                seconds = (time.perf_counter() - start) / len(stack)
+                val_loss, val_accuracy = (t.numpy() for t in evaluate(variables, self.x_val[stack], self.y_val[stack]))
             monitored = np.full(self.k, np.nan)
             monitored[stack] = val_loss if self.stopper.rule.monitor == "val_loss" else val_accuracy
             was_active = self.stopper.active
@@ -368,12 +376,23 @@ class Copies:
             if not self.stopper.active[stack].any():
                 break
 
+    def best_weights(self, k: int) -> list[np.ndarray]:
+        """Copy k's best-epoch weights, Keras order: kernel and bias of each dense layer, bottom first."""
+        return [w[k] for w in self.best]
+
     def restore_best(self) -> list[keras.Model]:
         """Write each copy's best-epoch weights into its Keras model; returns the models."""
+        if len({id(model) for model in self.models}) < len(self.models):
+            raise ValueError("copies that started from one model share it: restore them one by one (set_weights)")
         for k, model in enumerate(self.models):
-            for i, layer in enumerate(dense_layers(model)):
-                layer.set_weights([self.best[2 * i][k], self.best[2 * i + 1][k]])
+            set_weights(model, self.best_weights(k))
         return self.models
+
+
+def set_weights(model: keras.Model, weights: Sequence[np.ndarray]) -> None:
+    """Kernels and biases (`Copies.best_weights`) into the model's dense layers, bottom first."""
+    for i, layer in enumerate(dense_layers(model)):
+        layer.set_weights([weights[2 * i], weights[2 * i + 1]])
 
 
 def score(models: Sequence[keras.Model], x: np.ndarray, y: np.ndarray) -> list[dict[str, float]]:

@@ -101,7 +101,9 @@ def race(
     split_per_class = data.split_per_class(y_pool, labels_per_class, protocol.validation_fraction)
     training.make_deterministic(plan[0].seed)
     keys = [(r, j) for r in range(len(plan)) for j in range(len(protocol.grid))]
-    models = [build_variant_network(variant, inits[r], network, n_classes, plan[r].seed) for r, _ in keys]
+    # one network per repetition: its grid settings start from the same weights (the same seed), and only
+    # the chosen setting's weights end up in it
+    models = [build_variant_network(variant, inits[r], network, n_classes, rep.seed) for r, rep in enumerate(plan)]
     copies = [batched.Copy(draws[r][0], draws[r][1], plan[r].seed, protocol.grid[j]) for r, j in keys]
     inputs, trained, cache_seconds = x_pool, models, 0.0
     if rule.cached:  # the fixed layers are the init model's, the same in every copy: one pass serves all
@@ -113,22 +115,23 @@ def race(
     histories: list[list[dict[str, float]]] = [[] for _ in keys]
     stopped: list[tuple[int, str, bool, float]] = [(0, "", False, 0.0)] * len(keys)  # best epoch, reason, converged, best value
     def train(members: list[int]) -> batched.Copies:  # one stack: its copies through every phase of the strategy
-        stack = batched.Copies([trained[i] for i in members], inputs, y_pool, [copies[i] for i in members],
+        stack = batched.Copies([trained[keys[i][0]] for i in members], inputs, y_pool, [copies[i] for i in members],
                                protocol.batch_size, stop)
         for phase in rule.phases(variant):
-            multipliers = rules.layer_multipliers(len(batched.dense_layers(trained[members[0]])), phase.layer_decay)
-            stack.train(_trainable(trained[members[0]], phase.fixed), phase.epochs, phase.rate_factor, multipliers)
-        stack.restore_best()
+            multipliers = rules.layer_multipliers(len(batched.dense_layers(trained[0])), phase.layer_decay)
+            stack.train(_trainable(trained[0], phase.fixed), phase.epochs, phase.rate_factor, multipliers)
         return stack
 
     lanes = batched.lanes()
     groups = [[i for i, c in enumerate(copies) if batched.stack_key(c.optimizer) == key]
               for key in dict.fromkeys(batched.stack_key(o) for o in protocol.grid)]
-    jobs = [members for group in groups for members in batched.chunks(group, len(copies), lanes)]
+    jobs = [members for group in groups for members in batched.chunks(group, len(copies))]
     stacks = batched.train_concurrently([lambda members=members: train(members) for members in jobs], lanes)
+    where: dict[int, tuple[batched.Copies, int]] = {}  # copy -> its stack and position there
     for members, stack in zip(jobs, stacks, strict=True):
         converged = stack.stopper.converged()
         for pos, i in enumerate(members):
+            where[i] = stack, pos
             histories[i] = _timed(stack.histories[pos].rows, cache_seconds / len(keys))
             stopped[i] = (int(stack.stopper.best_epoch[pos]), str(stack.stopper.stop_reason[pos]), bool(converged[pos]),
                           float(stack.stopper.best[pos]))
@@ -138,8 +141,11 @@ def race(
         if not finite:
             raise ModelError(f"repetition {r}: every grid setting diverged (non-finite validation loss); lower the learning rates")
         chosen.append((min if stop.lower_is_better else max)(finite, key=lambda i: stopped[i][3]))
-    tests = batched.score([models[i] for i in chosen], arrays["x_test"], arrays["y_test"])  # the test set, once
-    shifts = (batched.score([models[i] for i in chosen], arrays["x_test_shift"], arrays["y_test_shift"])  # and the
+    for r, i in enumerate(chosen):  # the chosen setting's best weights into repetition r's network
+        stack, pos = where[i]
+        batched.set_weights(trained[r], stack.best_weights(pos))
+    tests = batched.score(models, arrays["x_test"], arrays["y_test"])  # the test set, once
+    shifts = (batched.score(models, arrays["x_test_shift"], arrays["y_test_shift"])  # and the
               if "x_test_shift" in arrays else [{}] * len(plan))  # shifted test set, once: nothing is chosen on either
     results, chosen_models, chosen_histories = [], [], []
     for r, rep in enumerate(plan):
@@ -160,7 +166,7 @@ def race(
             seconds_per_epoch=float(np.median([row["seconds"] for row in rows])), settings=settings,
             val_accuracy_per_epoch=[round(float(row["val_accuracy"]), 6) for row in rows],
         ))
-        chosen_models.append(models[best])
+        chosen_models.append(models[r])
         chosen_histories.append(rows)
     trainable, frozen = networks.parameter_counts(models[0])
     return RaceOutcome(results, chosen_models, chosen_histories, draws, trainable, frozen, split_per_class)
