@@ -207,7 +207,9 @@ class _Program:
     def _trace(self, state: _State, trained: tuple[int, ...], shared: int, multipliers: tuple[float, ...]):
         batch_size = self.batch_size
 
-        @tf.function
+        # autograph=False: plain Python builds these graphs (the batch loop is an explicit tf.while_loop);
+        # autograph's source conversion of every function they call was most of the tracing time
+        @tf.function(autograph=False)
         def evaluate(variables: tuple, x_val: tf.Tensor, y_val: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             weights, _, _, prefix, _, _, _ = variables
             outputs = self.forward(weights, prefix, x_val, shared)
@@ -215,14 +217,12 @@ class _Program:
             hit = tf.cast(tf.equal(tf.argmax(outputs, -1), tf.cast(y_val, tf.int64)), tf.float32)
             return loss, tf.reduce_mean(hit, axis=-1)
 
-        @tf.function
+        @tf.function(autograph=False)
         def run_epoch(variables: tuple, order: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor):
             weights, _, _, prefix, steps, x, y = variables
             n = tf.shape(order)[1]
-            total_loss, correct = tf.zeros_like(rate), tf.zeros_like(rate)
-            for start in tf.range(0, n, batch_size):
-                tf.autograph.experimental.set_loop_options(
-                    shape_invariants=[(total_loss, tf.TensorShape([None])), (correct, tf.TensorShape([None]))])
+
+            def step(start: tf.Tensor, total_loss: tf.Tensor, correct: tf.Tensor):
                 index = order[:, start : start + batch_size]
                 inputs, labels = tf.gather(x, index), tf.gather(y, index)
                 with tf.GradientTape() as tape:
@@ -235,9 +235,14 @@ class _Program:
                 steps.assign_add(1.0)
                 for i, g in zip(trained, gradients, strict=True):
                     self.update(variables, i, g, rate, rate_factor, multipliers[i // 2])
-                total_loss += tf.reduce_sum(per_example, axis=-1)
                 hit = tf.equal(tf.argmax(outputs, -1), tf.cast(labels, tf.int64))
-                correct += tf.reduce_sum(tf.cast(hit, tf.float32), axis=-1)
+                return (start + batch_size, total_loss + tf.reduce_sum(per_example, axis=-1),
+                        correct + tf.reduce_sum(tf.cast(hit, tf.float32), axis=-1))
+
+            zeros = tf.zeros_like(rate)
+            _, total_loss, correct = tf.while_loop(
+                lambda start, *_: start < n, step, (tf.constant(0), zeros, zeros),
+                shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None])))
             count = tf.cast(n, tf.float32)
             return total_loss / count, correct / count
 

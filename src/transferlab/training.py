@@ -87,11 +87,11 @@ def _n_correct(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
 def _epoch_function(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: LossFn, batch_size: int, accuracy: bool):
     variables = model.trainable_variables
 
-    @tf.function(reduce_retracing=True)
-    def run_epoch(xs: tuple[tf.Tensor, ...], y: tf.Tensor, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        n = tf.shape(order)[0]
-        total_loss, correct = tf.constant(0.0), tf.constant(0.0)
-        for start in tf.range(0, n, batch_size):
+    @tf.function(reduce_retracing=True, autograph=False)  # the batch loop is an explicit tf.while_loop: autograph's
+    def run_epoch(xs: tuple[tf.Tensor, ...], y: tf.Tensor, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:  # conversion
+        n = tf.shape(order)[0]  # of everything the step calls (Keras included) was most of the tracing time
+
+        def step(start: tf.Tensor, total_loss: tf.Tensor, correct: tf.Tensor):
             index = order[start : start + batch_size]
             inputs = [tf.gather(x, index) for x in xs]
             labels = tf.gather(y, index)
@@ -100,9 +100,11 @@ def _epoch_function(model: keras.Model, optimizer: keras.optimizers.Optimizer, l
                 per_example = loss(labels, outputs)
                 batch_loss = tf.reduce_mean(per_example)
             optimizer.apply_gradients(zip(tape.gradient(batch_loss, variables), variables))
-            total_loss += tf.reduce_sum(per_example)
-            if accuracy:
-                correct += _n_correct(labels, outputs)
+            return (start + batch_size, total_loss + tf.reduce_sum(per_example),
+                    correct + _n_correct(labels, outputs) if accuracy else correct)
+
+        _, total_loss, correct = tf.while_loop(lambda start, *_: start < n, step,
+                                               (tf.constant(0), tf.constant(0.0), tf.constant(0.0)))
         count = tf.cast(n, tf.float32)
         return total_loss / count, correct / count
 
