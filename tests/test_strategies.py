@@ -156,6 +156,23 @@ def test_same_params_same_result(source_model, arrays, raced) -> None:
     assert [r.target_accuracy for r in again.results] == [r.target_accuracy for r in raced["reuse"].results]
 
 
+def test_stacks_side_by_side_give_the_bits_of_one_at_a_time(source_model, arrays, raced, monkeypatch) -> None:
+    """One lane (stacks in turn) and four (side by side, more lanes than cores): the same numbers, epoch by epoch."""
+    assert batched.chunks([0, 2], 4) == [[0], [2]]  # 2 repetitions x 2 settings: four stacks of one copy
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in ("seconds", "elapsed")} for row in rows]  # noqa: E731
+    outcomes = []
+    for lanes in (1, 4):
+        monkeypatch.setattr(batched, "lanes", lambda lanes=lanes: lanes)
+        outcomes.append(strategies.race(VARIANTS["reuse"], source_model, NETWORK, PROTOCOL, arrays, LABELS, PLAN))
+    for outcome in outcomes:
+        for a, b in zip(outcome.histories, raced["reuse"].histories, strict=True):
+            assert strip(a) == strip(b)
+        assert [r.target_accuracy for r in outcome.results] == [r.target_accuracy for r in raced["reuse"].results]
+        for mine, theirs in zip(outcome.models, raced["reuse"].models, strict=True):
+            for w, v in zip(mine.get_weights(), theirs.get_weights(), strict=True):
+                np.testing.assert_array_equal(w, v)
+
+
 def test_unfreeze_trains_the_unfrozen_layer_only_after_its_frozen_epochs(source_model, arrays) -> None:
     fixed = PROTOCOL.model_copy(update={"stopping": StoppingSpec(max_epochs=2, patience=None)})
     first = strategies.race(VARIANTS["unfreeze"], source_model, NETWORK, fixed, arrays, LABELS, PLAN[:1])
