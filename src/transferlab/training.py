@@ -87,9 +87,11 @@ def _n_correct(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
 def _epoch_function(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: LossFn, batch_size: int, accuracy: bool):
     variables = model.trainable_variables
 
-    @tf.function(reduce_retracing=True, autograph=False)  # the batch loop is an explicit tf.while_loop: autograph's
-    def run_epoch(xs: tuple[tf.Tensor, ...], y: tf.Tensor, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:  # conversion
-        n = tf.shape(order)[0]  # of everything the step calls (Keras included) was most of the tracing time
+    # autograph=False, the batch loop an explicit tf.while_loop: autograph's source conversion of
+    # everything the step calls (Keras included) was most of the tracing time
+    @tf.function(reduce_retracing=True, autograph=False)
+    def run_epoch(xs: tuple[tf.Tensor, ...], y: tf.Tensor, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        n = tf.shape(order)[0]
 
         def step(start: tf.Tensor, total_loss: tf.Tensor, correct: tf.Tensor):
             index = order[start : start + batch_size]
