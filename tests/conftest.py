@@ -5,6 +5,7 @@ import atexit
 import copy
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,12 @@ import yaml
 from transferlab import warm
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A suite started in the background by a non-interactive shell (`make test &`) inherits SIGINT
+# ignored, and so would every process it starts: the Ctrl-C tests would then wait forever. A
+# handler (unlike SIG_IGN) is reset to the default at exec, so the tests' processes get Ctrl-C again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY: dict[str, Any] = {
     "sources": {
