@@ -16,8 +16,8 @@ optimising an epoch costs more than a small race trains, and it is paid once per
 
 Stacks also train side by side, one per core (`lanes`, `train_concurrently`): TensorFlow runs
 each op on one thread here (`transferlab/__init__.py`), and a batched matmul this small does not
-use a second core anyway, so two stacks on two cores do nearly twice the work of one stack on
-both (bench/stacked_copies.md). A copy's `seconds` per epoch are its stack's epoch wall time divided
+use a second core anyway: two stacks on two cores do 1.4-1.7x the work per second of one stack
+(bench/stacked_copies.md). A copy's `seconds` per epoch are its stack's epoch wall time divided
 by the copies trained in it: its share of one core.
 """
 from __future__ import annotations
@@ -170,14 +170,14 @@ class _Program:
                 h = activation(tf.matmul(h, weights[2 * i]) + weights[2 * i + 1][:, None, :])
         return h
 
-    def update(self, state: tuple, i: int, g: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor,
+    def update(self, variables: tuple, i: int, g: tf.Tensor, rate: tf.Tensor, rate_factor: tf.Tensor,
                multiplier: float = 1.0) -> None:
         """Keras' update rule for weight `i` (SGD: each copy at its own rate), as one fused kernel where TF has one.
 
         `multiplier` scales this layer's rate (discriminative rates): an optimizer of its own per layer
         group, as fastai's `lr_mult` does, not a scaled gradient (which Adam would undo and clipping distort).
         """
-        weights, first, second, _, steps, _, _ = state
+        weights, first, second, _, steps, _, _ = variables  # a stack's `_State.variables()`
         w, m, v, spec = weights[i], first[i], second[i], self.optimizer
         if spec.clip_value is not None:
             g = tf.clip_by_value(g, -spec.clip_value, spec.clip_value)  # element-wise, as Keras' clipvalue
