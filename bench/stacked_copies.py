@@ -36,13 +36,11 @@ def matmul_gflops(size: int = 2048, repeats: int = 7) -> float:
     """The machine's float32 matmul rate on every core: measured in a child process, since this one runs
     each TensorFlow op on one thread (transferlab/__init__.py) and would report one core's rate."""
     code = f"from bench.stacked_copies import _matmul_gflops; print(_matmul_gflops({size}, {repeats}))"
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(lanes_available())}
+    from transferlab import batched
+
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(batched.lanes())}
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
-
-
-def lanes_available() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _matmul_gflops(size: int, repeats: int) -> float:
@@ -136,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"`batched.Copies`, {k} copies, SGD", k, stacked_ms(k, args.epochs, sgd)))
     for k in args.copies[-2:]:
         rows.append((f"`batched.Copies`, {k} copies, Adam", k, stacked_ms(k, args.epochs, adam)))
-    lanes = lanes_available()
+    from transferlab import batched
+
+    lanes = batched.lanes()
     for k in args.copies[1:3]:
         wall, own = side_by_side_ms(k, lanes, args.epochs, sgd)
         rows.append((f"{lanes} stacks of {k} copies side by side, SGD (wall time over all copies; one copy's own"
