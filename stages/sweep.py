@@ -10,7 +10,9 @@ first checks that dvc.yaml's stage names exactly those variants (`pipeline`).
 MLflow: one parent run for the stage, one nested run per grid point with its mean accuracy.
 Progress: a tqdm bar on stderr, one step per grid point.
 Selffer modes (`selffer-frozen`, `selffer-fine-tuned`) reuse the k = 0 race's chosen network of each
-repetition instead of the init model (`sweeps.run_sweep`). With `RAY_ADDRESS` naming a Ray cluster, the points' races run there as tasks (`transferlab.fanout`);
+repetition instead of the init model (`sweeps.run_sweep`). A point whose race is a `transfer@<variant>`
+stage's (`sweeps.twins`), and whose metrics file this stage depends on in dvc.yaml, takes that stage's
+repetitions instead of racing them again; its MLflow run names the run it came from (`raced_in`). With `RAY_ADDRESS` naming a Ray cluster, the points' races run there as tasks (`transferlab.fanout`);
 the rows, MLflow runs and outputs are the same as in-process.
 """
 from __future__ import annotations
@@ -26,6 +28,11 @@ from transferlab.config import check_sweeps, load_params, split_sizes
 from transferlab.errors import ConfigError
 
 STAGE = "sweep"
+
+
+def twin_tags(twin: sweeps.Twin | None) -> dict[str, str]:
+    """A point raced by a transfer stage names that stage and its MLflow run."""
+    return {} if twin is None else {"raced_in": f"transfer@{twin.variant}", "raced_in_run_id": twin.run_id}
 
 
 def main(argv: list[str]) -> None:
@@ -54,6 +61,9 @@ def main(argv: list[str]) -> None:
             "init_from": ",".join(init_models), "target": spec.target, "data_fingerprint": data.fingerprint(*arrays.values())}
     logged: dict[str, Any] = {"sweep": spec.model_dump(), "transfer": params.transfer.model_dump(), "target": target.model_dump()}
     plan = repetitions.plan(params.transfer.seeds, params.transfer.seed, target.seed, params.transfer.resample_labels)
+    twins, notes = sweeps.twin_races(points, params, plan, pipeline.stage_deps(f"{STAGE}_{name}"))
+    for note in notes:
+        print(f"sweep_{name}: {note}", file=sys.stderr)
     with tracking.stage_run(params.mlflow.experiment, f"{STAGE}_{name}", tags, logged) as run_ids, \
             tqdm(total=len(points), desc=f"sweep_{name}", unit="point", file=sys.stderr) as bar:
         budgets = sorted({point.labels_per_class for point in points})
@@ -64,7 +74,8 @@ def main(argv: list[str]) -> None:
             (summary,) = sweeps.summarize_rows(rows)
             point_tags = {"stage": f"{STAGE}_{name}", "sweep": name, "x": str(point.x), "series": point.series,
                           "strategy": point.variant.strategy,  # layers from: the init model, or B_r (a selffer control)
-                          "layers_from": "selffer" if point.selffer_from is not None else point.variant.init_from}
+                          "layers_from": "selffer" if point.selffer_from is not None else point.variant.init_from,
+                          **twin_tags(twins.get(sweeps.race_key(point)))}
             with tracking.child_run(f"{point.series}/x={point.x}", point_tags):
                 train, validation = split_sizes(point.labels_per_class, point.protocol.validation_fraction)
                 tracking.log_target(spec.target, paths.target_data(spec.target), arrays,
@@ -75,7 +86,8 @@ def main(argv: list[str]) -> None:
 
         grafts = {init_from: params.network_for(init_from) for init_from in init_models}
         rows = sweeps.run_sweep(points, plan, init_models, grafts, arrays, on_point,
-                                init_files={name: paths.init_model(name) for name in init_models})
+                                init_files={name: paths.init_model(name) for name in init_models},
+                                known={key: twin.repetitions for key, twin in twins.items()})
         summary = sweeps.summarize_rows(rows)
         artifacts.write_rows(paths.sweep_rows(name), rows)
         artifacts.write_rows(paths.sweep_summary(name), summary)
@@ -85,7 +97,8 @@ def main(argv: list[str]) -> None:
         tracking.log_files([paths.sweep_rows(name), paths.sweep_summary(name)])
         artifacts.write_json(paths.sweep_metrics(name), metrics)
     best = max(summary, key=lambda row: row["target_accuracy"])
-    print(f"sweep_{name}: {len(points)} points x {params.transfer.seeds} seed(s), {len(skipped)} skipped; best"
+    reused = f", {len(twins)} raced by their transfer stages ({', '.join(t.variant for t in twins.values())})" if twins else ""
+    print(f"sweep_{name}: {len(points)} points x {params.transfer.seeds} seed(s), {len(skipped)} skipped{reused}; best"
           f" {best['series']} at x={best['x']} ({100 * best['target_accuracy']:.1f} %) -> {paths.sweep_rows(name)}")
 
 

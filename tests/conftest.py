@@ -103,9 +103,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | Non
     return result
 
 
-def fit_label_budget_stage(project: Path) -> None:
-    """dvc.yaml's label-budget stage names the default sweep's variants by hand; name this project's instead."""
-    from transferlab import pipeline
+def fit_sweep_stages(project: Path) -> None:
+    """dvc.yaml's sweep stages name the default params' variants and twin races by hand; name this project's instead."""
+    from transferlab import pipeline, sweeps
     from transferlab.config import load_params
     from transferlab.errors import TransferlabError
 
@@ -113,13 +113,17 @@ def fit_label_budget_stage(project: Path) -> None:
         params = load_params(project / "params.yaml")
     except TransferlabError:
         return  # a test of bad params: the validate stage refuses them before any sweep is reached
-    if params.sweeps.label_budget is None:
-        return
     spec = yaml.safe_load((project / "dvc.yaml").read_text())
-    stage = spec["stages"][pipeline.LABEL_BUDGET_STAGE]
-    keys, models = pipeline.label_budget_needs(params)
-    stage["params"] = [entry for entry in stage["params"] if not str(entry).startswith("variants")] + keys
-    stage["deps"] = [entry for entry in stage["deps"] if not entry.startswith("models/")] + models
+    for name in sweeps.SWEEPS:
+        stage = spec["stages"].get(f"sweep_{name}")
+        if stage is None or getattr(params.sweeps, name) is None:
+            continue
+        stage["deps"] = [entry for entry in stage["deps"] if not entry.startswith("metrics/transfer/")]
+        stage["deps"] += sweeps.twin_metrics(name, params)
+        if name == "label_budget":
+            keys, models = pipeline.label_budget_needs(params)
+            stage["params"] = [entry for entry in stage["params"] if not str(entry).startswith("variants")] + keys
+            stage["deps"] = [entry for entry in stage["deps"] if not entry.startswith("models/")] + models
     (project / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
@@ -150,7 +154,7 @@ def make_project(path: Path, params: dict[str, Any]) -> Path:
             shutil.copy(source, path / item)
     shutil.copy(ROOT / ".gitignore", path / ".gitignore")
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    fit_label_budget_stage(path)
+    fit_sweep_stages(path)
     run(["git", "init", "-q"], path)
     run(["git", "config", "user.name", "transferlab tests"], path)
     run(["git", "config", "user.email", "tests@transferlab.invalid"], path)

@@ -110,6 +110,25 @@ def test_label_budget_stage_names_exactly_the_variants_the_sweep_runs() -> None:
     assert "variants" not in spec["stages"][pipeline.LABEL_BUDGET_STAGE]["params"], "the whole section would rerun it for any variant"
 
 
+def test_each_sweep_stage_depends_on_exactly_the_transfer_stages_whose_races_it_reads() -> None:
+    """A twin race left out of dvc.yaml is raced twice; a metrics dep that is no twin reruns the sweep for nothing."""
+    from transferlab import sweeps
+
+    params = load_params(ROOT / "params.yaml")
+    for name in sweeps.SWEEPS:
+        declared = {dep for dep in pipeline.stage_deps(f"sweep_{name}", ROOT / "dvc.yaml") if dep.startswith("metrics/")}
+        assert declared == set(sweeps.twin_metrics(name, params)), name
+    assert set(sweeps.twin_metrics("label_budget", params)) == {
+        f"metrics/transfer/{variant}.json" for variant in params.sweeps.label_budget.variants}  # each at the target's 100 labels
+
+
+def test_dvc_lock_holds_only_stages_of_dvc_yaml() -> None:
+    """DVC keeps a removed stage's entry in dvc.lock for ever, and rewrites the whole file after every stage it runs."""
+    listed = run([*DVC, "stage", "list", "--name-only"], ROOT).stdout.split()
+    locked = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    assert sorted(set(locked) - set(listed)) == [], "remove these entries from dvc.lock"
+
+
 def test_a_variant_added_to_the_sweep_but_not_to_dvc_yaml_is_named() -> None:
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     raw = read_yaml(ROOT / "params.yaml")

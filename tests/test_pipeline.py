@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import re
 import sys
@@ -69,6 +70,13 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
     }
     assert accuracy["freeze2"] == accuracy["registry_freeze2"]
 
+    # the label-budget points at the target's own 10 labels are transfer@scratch's and transfer@freeze2's races: read, not raced
+    rows = list(csv.DictReader((project / "metrics/sweeps/label_budget.csv").open()))
+    for variant in ("scratch", "freeze2"):
+        raced = json.loads((project / f"metrics/transfer/{variant}.json").read_text())["repetitions"]
+        assert [float(row["target_accuracy"]) for row in rows if (row["series"], row["x"]) == (variant, "10")] == \
+            [r["target_accuracy"] for r in raced]
+
     # dvc metrics show lists every variant's target accuracy
     shown = json.loads(run([*DVC, "metrics", "show", "--json"], project).stdout)
     data = next(iter(shown.values()))["data"]
@@ -114,6 +122,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
     assert experiment.artifact_location == f"mlartifacts/{experiment.experiment_id}"
     finished = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
     parents = [r for r in finished if "mlflow.parentRunId" not in r.data.tags]
+    assert {r.data.tags["raced_in"] for r in finished if "raced_in" in r.data.tags} == {"transfer@scratch", "transfer@freeze2"}
     # first repro: source, rbm, zoo, 4 variants, 2 sweeps, report; then freeze2, a sweep, report;
     # then source, zoo, 3 variants, 2 sweeps, report
     assert len(parents) == 10 + 3 + 8

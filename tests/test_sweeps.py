@@ -121,6 +121,47 @@ def test_rerun_gives_identical_accuracies(setting, transferability_rows) -> None
     assert [{k: v for k, v in r.items() if k not in drop} for r in again] == [{k: v for k, v in r.items() if k not in drop} for r in before]
 
 
+def test_a_point_that_is_a_variant_stage_race_is_read_from_it_not_raced_again(setting, transferability_rows,
+                                                                             tmp_path: Path, monkeypatch) -> None:
+    """k = 2 fine-tuned is exactly variant reuse2's race: same bits whether the sweep races it or reads the stage's."""
+    from dataclasses import asdict
+
+    from transferlab import strategies
+    from transferlab.results import VariantResult
+
+    params, arrays, models, plan = setting
+    points = sweeps.transferability_points(params)
+    twins = sweeps.twins(points, params)
+    assert list(twins.values()) == ["reuse2"]
+    (point,) = [p for p in points if sweeps.race_key(p) in twins]
+    assert (point.x, point.series) == (2, "fine-tuned")
+    variant = params.variants["reuse2"]  # raced as stage transfer@reuse2 races it
+    outcome = strategies.race(variant, models["source"], params.network_for("source"), params.protocol(variant), arrays,
+                              params.targets["mnist"].labels(), plan)
+    raced = [row for row in transferability_rows if (row["x"], row["series"]) == (2, "fine-tuned")]
+    assert [row["target_accuracy"] for row in raced] == [r.target_accuracy for r in outcome.results]
+    assert [row["best_epoch"] for row in raced] == [r.best_epoch for r in outcome.results]
+
+    # the stage's metrics file, declared as a dep, stands in for the race; undeclared or of another race, it does not
+    monkeypatch.chdir(tmp_path)
+    result = VariantResult("reuse2", "reuse", "source", "mnist", 2, 0, 1, 0, 0, 10, 8, 2,
+                           params.protocol(variant).budget(), outcome.results, "run-id")
+    artifacts.write_json(Path("metrics/transfer/reuse2.json"), result.to_json())
+    found, notes = sweeps.twin_races(points, params, plan, {"metrics/transfer/reuse2.json"})
+    assert notes == [] and [asdict(r) for r in found[sweeps.race_key(point)].repetitions] == [asdict(r) for r in outcome.results]
+    rows = sweeps.run_sweep(points, plan, models, {"source": params.network_for("source")}, arrays,
+                            known={key: twin.repetitions for key, twin in found.items()})
+    drop = ("train_seconds", "seconds_to_near_best")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in transferability_rows]
+    _, notes = sweeps.twin_races(points, params, plan, set())
+    assert notes == ["fine-tuned x=2 is reuse2's race, raced again here: metrics/transfer/reuse2.json is not a dep of this stage"]
+    other = VariantResult.from_json({**result.to_json(), "labels_per_class": 5})
+    artifacts.write_json(Path("metrics/transfer/reuse2.json"), other.to_json())
+    found, notes = sweeps.twin_races(points, params, plan, {"metrics/transfer/reuse2.json"})
+    assert found == {} and notes == ["fine-tuned x=2 is reuse2's race, raced again here: metrics/transfer/reuse2.json holds another race"]
+
+
 def test_summary_is_statistics_summarize_of_the_tidy_rows(transferability_rows, tmp_path: Path) -> None:
     summary = sweeps.summarize_rows(transferability_rows)
     assert [(row["x"], row["series"]) for row in summary] == [(k, m) for k in range(3) for m in ("frozen", "fine-tuned")]

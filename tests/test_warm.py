@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_process_ends, cold_stage_env, run, stage_env
+from conftest import ROOT, assert_process_ends, cold_stage_env, run, stage_env
 from transferlab import warm
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -119,3 +119,24 @@ def test_unreachable_or_different_server_runs_cold_and_says_so(slow_stage: Path)
         assert result.returncode == 0, result.stderr
         assert result.stdout.split()[2] == "cold"
         assert f"note: warm stage server {note}" in result.stderr or note in result.stderr, result.stderr
+
+
+def test_a_stage_started_before_the_server_is_ready_waits_for_it(slow_stage: Path) -> None:
+    """`make run` starts DVC while the server still imports TensorFlow: an early stage queues, then runs warm."""
+    (slow_stage / "slow_stage.py").write_text(SLOW_STAGE.replace("time.sleep(60)", "pass"))
+    with warm.Server(env=cold_stage_env(slow_stage), wait=False) as server:
+        result = subprocess.run([sys.executable, "-m", "slow_stage"], cwd=slow_stage,
+                                env={**cold_stage_env(slow_stage), warm.SOCKET_VARIABLE: server.address},
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[2] == "1" and "running cold" not in result.stderr, result.stderr
+
+
+def test_the_stages_that_run_cold_import_none_of_the_preloaded_libraries() -> None:
+    """Loading them starts none of PRELOAD (data.py reaches keras, scikit-learn or SciPy only for datasets that need them)."""
+    code = (f"import sys; import {', '.join(warm.COLD_STAGES)}; "
+            f"print(sorted({{name.split('.')[0] for name in sys.modules}} & {{name.split('.')[0] for name in {warm.PRELOAD!r}}}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cold_stage_env(ROOT), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

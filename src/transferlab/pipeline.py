@@ -5,6 +5,11 @@ stage names each variant it runs (`variants.<name>` in its params) and each of t
 (in its deps) by hand. `check_label_budget_stage` compares that hand-written list with
 `sweeps.label_budget.variants`: the sweep stage calls it before training and tests/test_deps.py
 on the committed files, so a sweep can never run a variant whose edits would not rerun it.
+
+A sweep stage also lists the metrics files of the `transfer@<variant>` stages whose race one of its
+points is (`sweeps.twin_metrics`): DVC then runs those first and reruns the sweep when they change,
+and the sweep reads their repetitions instead of racing them again. A twin left out only costs
+time (the sweep races it itself and says so); tests/test_deps.py keeps the committed list exact.
 """
 from __future__ import annotations
 
@@ -31,6 +36,15 @@ def label_budget_needs(params: Params) -> tuple[list[str], list[str]]:
     names = params.sweeps.label_budget.variants if params.sweeps.label_budget is not None else []
     models = dict.fromkeys(paths.init_model(params.variants[name].init_from).as_posix() for name in names)
     return [f"variants.{name}" for name in names], list(models)
+
+
+def stage_deps(stage: str, dvc_yaml: Path = DVC_YAML) -> set[str]:
+    """The deps dvc.yaml lists for `stage` as written (empty outside a DVC project or for an unknown stage)."""
+    if not dvc_yaml.is_file():
+        return set()
+    with dvc_yaml.open() as handle:
+        spec = yaml.safe_load(handle) or {}
+    return {entry for entry in (spec.get("stages", {}).get(stage) or {}).get("deps", []) if isinstance(entry, str)}
 
 
 def _declared(stage: Mapping[str, Any]) -> tuple[set[str], set[str]]:

@@ -9,11 +9,15 @@ training images (validation images only for early stopping and the setting), nev
 images. `label_budget` runs configured variants at several
 `labels_per_class`. Every point is raced by `strategies.race` under the same protocol
 (validation split, early stopping, tuning grid) and repetition plan, so points are paired and
-tuned exactly as the `transfer@<variant>` stages are. Importing this module starts neither
-TensorFlow nor matplotlib.
+tuned exactly as the `transfer@<variant>` stages are. A point whose race is exactly a
+`transfer@<variant>` stage's (`twins`: same variant spec, protocol, labels and target, so the same
+repetition plan) is not raced twice: the sweep stage reads that stage's repetitions instead, when
+its dvc.yaml entry depends on the variant's metrics file (so DVC runs the variant first, and reruns
+the sweep when it changes). Importing this module starts neither TensorFlow nor matplotlib.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transferlab import statistics
+from transferlab import paths, statistics
 from transferlab.config import Params, Protocol, TransferabilitySweep, VariantSpec
 from transferlab.errors import ConfigError
 from transferlab.repetitions import Repetition
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     import keras
 
     from transferlab.config import NetworkSpec
+    from transferlab.results import RepetitionResult
 
 SWEEPS = ("transferability", "label_budget")
 
@@ -113,6 +118,74 @@ def grid(name: str, params: Params, pool_per_class: int) -> tuple[list[Point], l
     raise ConfigError("sweeps", f"{name!r} is not a sweep (choose from: {', '.join(SWEEPS)})")
 
 
+def variant_point(params: Params, name: str) -> Point:
+    """Stage `transfer@<name>`'s race as a point: a sweep point with its race key is that race."""
+    variant = params.variants[name]
+    return Point("transfer", 0, name, variant, params.protocol(variant), params.targets[variant.target].labels())
+
+
+def twins(points: Sequence[Point], params: Params) -> dict[RaceKey, str]:
+    """The points' races that a `transfer@<variant>` stage runs too: race key -> the first such variant.
+
+    Equal keys mean the same variant spec, protocol, labels per class and target (hence repetition
+    plan), init model and data: the same copies, trained the same way, to the same bits.
+    """
+    standalone: dict[RaceKey, str] = {}
+    for name in params.variants:
+        standalone.setdefault(race_key(variant_point(params, name)), name)
+    found = {}
+    for point in points:
+        if (key := race_key(point)) in standalone and point.selffer_from is None:
+            found[key] = standalone[key]
+    return found
+
+
+def twin_metrics(name: str, params: Params) -> list[str]:
+    """The metrics files of the variants whose race sweep `name` would otherwise race again, as dvc.yaml deps."""
+    points, _ = grid(name, params, pool_per_class=sys.maxsize)  # every budget of the grid: a skipped one costs nothing
+    return [paths.variant_metrics(variant).as_posix() for variant in dict.fromkeys(twins(points, params).values())]
+
+
+@dataclass(frozen=True)
+class Twin:
+    """A point's race run by stage `transfer@<variant>`: its repetitions, read from that stage's metrics file."""
+
+    variant: str
+    run_id: str  # the stage's MLflow run
+    repetitions: list[RepetitionResult]
+
+
+def twin_races(points: Sequence[Point], params: Params, plan: Sequence[Repetition],
+               declared: set[str]) -> tuple[dict[RaceKey, Twin], list[str]]:
+    """The races of `twins` a sweep need not run, and one note per twin it must race itself, saying why.
+
+    `declared`: the sweep stage's deps in dvc.yaml. A twin counts only when its metrics file is one of
+    them (DVC then ran the variant's stage first, with these params and this code) and the file
+    describes this race (protocol, labels per class, repetition plan).
+    """
+    from transferlab import artifacts
+    from transferlab.results import VariantResult
+
+    by_key = {race_key(point): point for point in points}
+    found: dict[RaceKey, Twin] = {}
+    notes = []
+    for key, variant in twins(points, params).items():
+        path, point = paths.variant_metrics(variant), by_key[key]
+        if path.as_posix() not in declared or not path.is_file():
+            notes.append(f"{point.series} x={point.x} is {variant}'s race, raced again here: {path} is not a dep of this stage")
+            continue
+        raw = artifacts.read_json(path)
+        result = VariantResult.from_json(raw)
+        labels = "all" if point.labels_per_class is None else point.labels_per_class
+        if (result.budget != point.protocol.budget() or result.labels_per_class != labels
+                or [(r.repetition, r.seed, r.labels_seed) for r in result.repetitions]
+                != [(rep.index, rep.seed, rep.labels_seed) for rep in plan]):
+            notes.append(f"{point.series} x={point.x} is {variant}'s race, raced again here: {path} holds another race")
+            continue
+        found[key] = Twin(variant, result.mlflow_run_id, result.repetitions)
+    return found, notes
+
+
 def pool_per_class(y_pool: np.ndarray) -> int:
     """Labelled-pool images in the smallest class: the largest `labels_per_class` every class allows."""
     return int(np.unique(y_pool, return_counts=True)[1].min())
@@ -129,8 +202,11 @@ def run_sweep(
     arrays: Mapping[str, np.ndarray],
     on_point: OnPoint | None = None,
     init_files: Mapping[str, Path] | None = None,
+    known: Mapping[RaceKey, Sequence[RepetitionResult]] | None = None,
 ) -> list[dict[str, Any]]:
     """Race every point over the same repetitions; returns one tidy row per repetition and point.
+
+    `known`: races already run elsewhere (a twin `transfer@<variant>` stage's repetitions), not raced again.
 
     Points with identical settings (k = 0 is the scratch baseline of every mode) are raced once
     and their rows reused, so the lines of a figure share that point exactly. A selffer point is
@@ -140,12 +216,14 @@ def run_sweep(
     """
     from transferlab import fanout
 
+    known = dict(known or {})
     schedule: dict[RaceKey, Point] = {}  # every race once, each selffer source before the points that reuse it
     for point in points:
-        if point.selffer_from is not None:
-            schedule.setdefault(_race_key(point.selffer_from), point.selffer_from)
-        schedule.setdefault(_race_key(point), point)
-    sources = {key: _race_key(point.selffer_from) for key, point in schedule.items() if point.selffer_from is not None}
+        if point.selffer_from is not None:  # raced here even when known: its chosen networks are needed
+            schedule.setdefault(race_key(point.selffer_from), point.selffer_from)
+        if race_key(point) not in known:
+            schedule.setdefault(race_key(point), point)
+    sources = {key: race_key(point.selffer_from) for key, point in schedule.items() if point.selffer_from is not None}
     if fanout.address() and init_files is not None:
         # B models never come back to this process: each source task returns its chosen models'
         # .keras bytes as a Ray object, which Ray hands to the selffer tasks that need it
@@ -155,10 +233,10 @@ def run_sweep(
         raced = zip(keys, fanout.race_on_cluster(jobs, plan, init_files, networks, arrays, after), strict=True)
     else:
         raced = _race_in_process(schedule, sources, plan, init_models, networks, arrays)
-    done: dict[RaceKey, list[Any]] = {}
+    done: dict[RaceKey, Sequence[Any]] = dict(known)
     rows: list[dict[str, Any]] = []
     for point in points:
-        key = _race_key(point)
+        key = race_key(point)
         while key not in done:  # races come back in schedule order
             raced_key, results = next(raced)
             done[raced_key] = results
@@ -180,7 +258,7 @@ def run_sweep(
 RaceKey = tuple[bool, str, str, int | None]  # (selffer, variant, protocol, labels per class)
 
 
-def _race_key(point: Point) -> RaceKey:
+def race_key(point: Point) -> RaceKey:
     return point.selffer_from is not None, point.variant.model_dump_json(), point.protocol.model_dump_json(), point.labels_per_class
 
 

@@ -18,6 +18,11 @@ What keeps the fork equal to a cold start:
   `KERAS_*`, …), differ from the server's runs cold, in its own process, and says why on stderr.
 `tests/test_warm.py` checks that a warm stage writes the same metrics as a cold one.
 
+The launcher starts the command at once, while the server is still importing: the server listens
+first and imports after, so a stage that connects early waits in the queue for it. The stages that
+import none of those libraries (`COLD_STAGES`: validate and prepare, the first ones DVC runs) run
+cold instead, so they never wait; a fork would save them nothing.
+
 Without the variable (plain `dvc repro`) or when the server cannot be reached, stages run cold.
 """
 from __future__ import annotations
@@ -41,6 +46,10 @@ PRELOAD = ("tensorflow", "keras", "mlflow", "mlflow.tracking", "mlflow.store.tra
 IMPORT_TIME_PREFIXES = ("TF_", "KERAS_", "CUDA_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "XLA_", "PYTHONHASHSEED",
                         "PYTHONPATH", "MPLBACKEND")  # read when those libraries are imported, not later
 PROJECT_PACKAGES = ("transferlab", "stages")
+# loaded, these import none of PRELOAD (tests/test_warm.py); data.py reaches keras, scikit-learn or SciPy only for
+# the datasets that need them
+COLD_STAGES = ("stages.validate", "stages.prepare_source", "stages.prepare_target")
+CONNECT_SECONDS = 2.0  # a launcher's server binds its socket within moments of starting (DVC takes longer)
 READY = b"ready\n"
 IDLE_SECONDS = 1800  # a server nobody calls for this long exits (its launcher normally stops it first)
 
@@ -107,23 +116,26 @@ def delegate(module: str | None = None, argv: list[str] | None = None) -> int | 
     global _ASKED
     address = os.environ.get(SOCKET_VARIABLE)
     module = module or _stage_module()
-    if not address or os.environ.get(CHILD_VARIABLE) or module is None or _ASKED:
+    if not address or os.environ.get(CHILD_VARIABLE) or module is None or _ASKED or module in COLD_STAGES:
         return None
     _ASKED = True  # once per process: a stage the server turned away (stages/__init__) is not offered again by run_main
     try:
-        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        connection.connect(address)
+        connection = _connect(address)
     except OSError as error:
         print(f"note: warm stage server {address} unreachable ({error.strerror or error}); running cold",
               file=sys.stderr)
         return None
     with connection:
-        socket.send_fds(connection, [b"F"], [0, 1, 2])
-        _send(connection, {
-            "module": module, "argv": argv or sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
-            "executable": sys.executable, "umask": _umask(),
-        })
-        reply = _receive(connection)
+        try:  # a server still importing answers once it is ready
+            socket.send_fds(connection, [b"F"], [0, 1, 2])
+            _send(connection, {
+                "module": module, "argv": argv or sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
+                "executable": sys.executable, "umask": _umask(),
+            })
+            reply = _receive(connection)
+        except (EOFError, OSError):
+            print(f"note: warm stage server {address} closed before it answered; running cold", file=sys.stderr)
+            return None
         if "cold" in reply:
             print(f"note: warm stage server not used: {reply['cold']}; running cold", file=sys.stderr)
             return None
@@ -142,6 +154,21 @@ def delegate(module: str | None = None, argv: list[str] | None = None) -> int | 
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+def _connect(address: str) -> socket.socket:
+    """Connect to the server's socket, waiting up to CONNECT_SECONDS for a server that has not bound it yet."""
+    deadline = time.monotonic() + CONNECT_SECONDS
+    while True:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            connection.connect(address)
+            return connection
+        except (FileNotFoundError, ConnectionRefusedError):
+            connection.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _umask() -> int:
@@ -268,10 +295,16 @@ def _die_with_parent() -> None:
 
 
 def serve(address: str, idle_seconds: float = IDLE_SECONDS) -> None:
-    """Import PRELOAD, listen on the unix socket `address`, print READY on stdout, fork per stage."""
+    """Listen on the unix socket `address`, import PRELOAD, print READY on stdout, then fork per stage.
+
+    Stages that connect while the imports run wait in the socket's queue.
+    """
     import importlib
 
     _die_with_parent()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(64)
     _STARTED_WITH.update(import_time_environment(os.environ))
     for name in PRELOAD:
         importlib.import_module(name)
@@ -280,9 +313,6 @@ def serve(address: str, idle_seconds: float = IDLE_SECONDS) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forks per stage are reaped by the kernel
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(address)
-    listener.listen(16)
     listener.settimeout(idle_seconds)
     sys.stdout.buffer.write(READY)
     sys.stdout.flush()
@@ -304,8 +334,9 @@ class Server:
     """A stage server in a child process, for the length of a `with` block (the launcher and the tests)."""
 
     def __init__(self, directory: Path | None = None, idle_seconds: float = IDLE_SECONDS,
-                 env: dict[str, str] | None = None) -> None:
-        self._env = env
+                 env: dict[str, str] | None = None, wait: bool = True) -> None:
+        """`wait`: return from `with` once the server has imported everything (False: at once; stages queue)."""
+        self._env, self._wait = env, wait
         self._directory = tempfile.TemporaryDirectory(prefix="transferlab-warm-") if directory is None else None
         folder = Path(self._directory.name) if self._directory else directory
         self.address = str(folder / "stages.sock")
@@ -315,8 +346,10 @@ class Server:
     def __enter__(self) -> "Server":
         self._process = subprocess.Popen(
             [sys.executable, "-m", "transferlab.warm", "--serve", self.address, str(self._idle_seconds)],
-            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=self._env,
+            stdout=subprocess.PIPE if self._wait else subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=self._env,
         )
+        if not self._wait:
+            return self
         line = self._process.stdout.readline()
         if line != READY:
             self.__exit__()
@@ -340,7 +373,7 @@ def main(argv: list[str]) -> int:
     if not command:
         print("usage: python -m transferlab.warm -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    with Server() as server:
+    with Server(wait=False) as server:  # the command starts while the server imports (`serve`)
         environment = {**os.environ, SOCKET_VARIABLE: server.address}
         environment.pop(CHILD_VARIABLE, None)
         process = subprocess.Popen(command, env=environment)
