@@ -59,6 +59,19 @@ TINY: dict[str, Any] = {
 }
 
 
+INPUTS = "inputs/dvc.yaml"  # the stages that make what variants start from (prepare, pretrain, zoo): DVC names them by file
+INPUT_STAGES = tuple(yaml.safe_load((ROOT / INPUTS).read_text())["stages"])
+
+
+def address(name: str) -> str:
+    """How DVC names stage `name` in its output and takes it as a target: `inputs/dvc.yaml:<name>` for the inputs' stages."""
+    return f"{INPUTS}:{name}" if name.split("@")[0] in INPUT_STAGES else name
+
+
+def addresses(*names: str) -> list[str]:
+    return sorted(address(name) for name in names)
+
+
 def tiny_params(**overrides: Any) -> dict[str, Any]:
     """A deep copy of TINY with top-level sections replaced."""
     params = copy.deepcopy(TINY)
@@ -146,8 +159,9 @@ def assert_process_ends(pid: int, what: str, seconds: float = 20.0) -> None:
 def make_project(path: Path, params: dict[str, Any]) -> Path:
     """A real git + DVC project holding this checkout's pipeline code and the given params."""
     path.mkdir(parents=True, exist_ok=True)
-    for item in ("dvc.yaml", "stages", "src", "data/raw"):  # data/raw: a dependency of the prepare stages
+    for item in ("dvc.yaml", INPUTS, "stages", "src", "data/raw"):  # data/raw: a dependency of the prepare stages
         source = ROOT / item
+        (path / item).parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, path / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:

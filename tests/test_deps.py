@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, make_project, run, tiny_params
+from conftest import INPUTS, ROOT, make_project, run, tiny_params
 from transferlab import pipeline
 from transferlab.config import load_params, parse_params, read_yaml
 
@@ -67,9 +67,12 @@ def covered(path: Path, deps: list[str]) -> bool:
     return any(relative == dep or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
+PIPELINES = ("dvc.yaml", INPUTS)
+
+
 def stages() -> list[tuple[str, str, list[str]]]:
-    """(stage name, the module its command runs, its deps) for every stage of dvc.yaml."""
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    """(stage name, the module its command runs, its deps) for every stage of both pipeline files."""
+    spec = {name: stage for file in PIPELINES for name, stage in yaml.safe_load((ROOT / file).read_text())["stages"].items()}
     found = []
     for name, stage in spec.items():
         body = stage.get("do", stage)
@@ -122,11 +125,13 @@ def test_each_sweep_stage_depends_on_exactly_the_transfer_stages_whose_races_it_
         f"metrics/transfer/{variant}.json" for variant in params.sweeps.label_budget.variants}  # each at the target's 100 labels
 
 
-def test_dvc_lock_holds_only_stages_of_dvc_yaml() -> None:
+@pytest.mark.parametrize("pipeline_file", PIPELINES)
+def test_each_dvc_lock_holds_only_stages_of_its_dvc_yaml(pipeline_file: str) -> None:
     """DVC keeps a removed stage's entry in dvc.lock for ever, and rewrites the whole file after every stage it runs."""
-    listed = run([*DVC, "stage", "list", "--name-only"], ROOT).stdout.split()
-    locked = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
-    assert sorted(set(locked) - set(listed)) == [], "remove these entries from dvc.lock"
+    listed = [name.split(":")[-1] for name in run([*DVC, "stage", "list", "--name-only", pipeline_file], ROOT).stdout.split()]
+    lock = (ROOT / pipeline_file).with_suffix(".lock")
+    locked = yaml.safe_load(lock.read_text())["stages"] if lock.is_file() else {}
+    assert listed and sorted(set(locked) - set(listed)) == [], f"remove these entries from {lock.relative_to(ROOT)}"
 
 
 def test_a_variant_added_to_the_sweep_but_not_to_dvc_yaml_is_named() -> None:

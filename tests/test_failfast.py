@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import assert_process_ends, make_project, run, stage_env, tiny_params
+from conftest import INPUTS, address, addresses, assert_process_ends, make_project, run, stage_env, tiny_params
 from transferlab.cli import EXIT_BAD_INPUT, run_main
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -310,14 +310,14 @@ def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["targets"]["mnist"].update(test_per_class=3, labels_per_class=2)
     project = make_project(tmp_path_factory.mktemp("failfast") / "project", params)
     _write_data(project / "data/raw/mnist.npz", _mnist())
-    run([*DVC, "repro", "prepare_source@source", "prepare_target@mnist"], project)
+    run([*DVC, "repro", *addresses("prepare_source@source", "prepare_target@mnist")], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "prepared"], project)
     return project
 
 
 def _outputs(project: Path) -> dict[str, bytes]:
-    files = [project / "dvc.lock", *sorted(path for path in (project / "data/prepared").rglob("*") if path.is_file())]
+    files = [project / "dvc.lock", project / "inputs" / "dvc.lock", *sorted(path for path in (project / "data/prepared").rglob("*") if path.is_file())]
     return {str(path.relative_to(project)): path.read_bytes() for path in files}
 
 
@@ -339,7 +339,7 @@ def test_repro_stops_at_validate(dvc_project: Path, change: Any, fragment: str) 
     try:
         result = run([*DVC, "repro"], dvc_project, check=False)
         assert result.returncode != 0
-        assert "Running stage 'validate'" in result.stdout and "Running stage 'prepare" not in result.stdout
+        assert "Running stage 'validate'" in result.stdout and f"Running stage '{INPUTS}:prepare" not in result.stdout
         assert_one_line(result.stderr, fragment)
         assert _outputs(dvc_project) == before
     finally:
@@ -347,21 +347,21 @@ def test_repro_stops_at_validate(dvc_project: Path, change: Any, fragment: str) 
 
 
 def test_replaced_data_file_marks_prepare_changed(dvc_project: Path) -> None:
-    status = [*DVC, "status", "--json", "prepare_source@source", "prepare_target@mnist"]
+    status = [*DVC, "status", "--json", *addresses("prepare_source@source", "prepare_target@mnist")]
     assert json.loads(run(status, dvc_project).stdout) == {}
     original = (dvc_project / "data/raw/mnist.npz").read_bytes()
     try:
         _write_data(dvc_project / "data/raw/mnist.npz", _mnist(x_train=lambda x: 255 - x))
         changed = json.loads(run(status, dvc_project).stdout)
-        assert set(changed) == {"prepare_source@source", "prepare_target@mnist"}
-        assert changed["prepare_source@source"] == [{"changed deps": {"data/raw": "modified"}}]
+        assert sorted(changed) == addresses("prepare_source@source", "prepare_target@mnist")
+        assert changed[address("prepare_source@source")] == [{"changed deps": {"data/raw": "modified"}}]
     finally:
         (dvc_project / "data/raw/mnist.npz").write_bytes(original)
     # valid, unchanged params: validate reruns (params.yaml touched) but nothing below it does
     (dvc_project / "params.yaml").write_text((dvc_project / "params.yaml").read_text() + "\n# a comment\n")
     try:
-        out = run([*DVC, "repro", "prepare_source@source", "prepare_target@mnist"], dvc_project).stdout
-        assert "Running stage 'prepare" not in out
+        out = run([*DVC, "repro", *addresses("prepare_source@source", "prepare_target@mnist")], dvc_project).stdout
+        assert f"Running stage '{INPUTS}:prepare" not in out and "Running stage" not in out.replace("Running stage 'validate'", "")
     finally:
         run(["git", "checkout", "-q", "params.yaml"], dvc_project)
         run([*DVC, "repro", "validate"], dvc_project)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import make_project, run, tiny_params
+from conftest import address, addresses, make_project, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -56,11 +56,11 @@ def full_params() -> dict:
 def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = make_project(tmp_path / "project", full_params())
     everything = repro(project)
-    assert everything == sorted([
+    assert everything == addresses(
         "validate", "prepare_source@source", "prepare_target@mnist", "pretrain_source@source", "pretrain@rbm", "zoo@registered_source",
         "transfer@scratch", "transfer@freeze2", "transfer@registry_freeze2", "transfer@rbm_reuse",
         "sweep_transferability", "sweep_label_budget", "report",
-    ])
+    )
     assert repro(project) == [], "a second repro must run nothing"
 
     # the registry's copy of the source model gives exactly the same result as the source itself
@@ -90,10 +90,10 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
 
     # editing a source param reruns the source and every variant built on it (and the report)
     edit_params(project, lambda p: p["sources"]["source"]["train"].update(epochs=3))
-    assert repro(project) == [
+    assert repro(project) == addresses(
         "pretrain_source@source", "report", "sweep_label_budget", "sweep_transferability",
         "transfer@freeze2", "transfer@registry_freeze2", "transfer@scratch", "validate", "zoo@registered_source",
-    ]
+    )
 
     # the report holds every variant, its plots decode, and its run ids are real MLflow runs
     markdown = (project / "reports/comparison.md").read_text()
@@ -165,7 +165,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
     # bytes: nothing below reruns, not even the report (the new run id and timings go to runs/)
     found = [(project / f).read_bytes() for f in ("models/source.keras", "metrics/source.json", "plots/source.csv")]
     record = json.loads((project / "runs/source.json").read_text())
-    run([*DVC, "repro", "-f", "-s", "pretrain_source@source"], project)
+    run([*DVC, "repro", "-f", "-s", address("pretrain_source@source")], project)
     assert [(project / f).read_bytes() for f in ("models/source.keras", "metrics/source.json", "plots/source.csv")] == found
     assert json.loads((project / "runs/source.json").read_text())["mlflow_run_id"] != record["mlflow_run_id"]
     assert repro(project) == []

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import run, stage_env
+from conftest import addresses, run, stage_env
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def test_sweep_on_ray_matches_in_process(project: Path, ray_address: str) -> Non
 
 
 def test_no_cluster_at_the_address_fails_fast_with_one_line(project: Path) -> None:
-    run([*DVC, "repro", "prepare_target@mnist", "pretrain_source@source"], project)
+    run([*DVC, "repro", *addresses("prepare_target@mnist", "pretrain_source@source")], project)
     lock = (project / "dvc.lock").read_text()
     address = f"127.0.0.1:{free_port()}"
     start = time.monotonic()
@@ -105,7 +105,7 @@ def test_a_killed_worker_fails_the_stage_and_writes_nothing(project: Path, ray_a
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["transfer"]["stopping"] = {"max_epochs": 3000, "patience": None}  # long enough to be caught mid-task
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run([*DVC, "repro", "prepare_target@mnist", "pretrain_source@source"], project)
+    run([*DVC, "repro", *addresses("prepare_target@mnist", "pretrain_source@source")], project)
     stage = subprocess.Popen([*DVC, "repro", "-s", "sweep_transferability"], cwd=project,
                              env={**stage_env(project), "RAY_ADDRESS": ray_address},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

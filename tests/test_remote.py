@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import make_project, run, tiny_params
+from conftest import addresses, make_project, run, tiny_params
 
 DVC = [sys.executable, "-m", "dvc"]
 REPORT = ("reports/comparison.md", "reports/comparison.html", "reports/accuracy_per_epoch.csv")
@@ -39,8 +39,8 @@ def test_push_then_a_fresh_clone_pulls_and_runs_nothing(tmp_path: Path) -> None:
     project = _small_project(tmp_path / "project")
     remote = tmp_path / "remote"
     run([*DVC, "remote", "add", "-d", "shared", str(remote)], project)
-    assert _ran(run([*DVC, "repro"], project).stdout) == sorted([
-        "validate", "prepare_source@source", "prepare_target@mnist", "pretrain_source@source", "transfer@scratch", "report"])
+    assert _ran(run([*DVC, "repro"], project).stdout) == addresses(
+        "validate", "prepare_source@source", "prepare_target@mnist", "pretrain_source@source", "transfer@scratch", "report")
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "the run: dvc.lock, metrics, plots, report; the remote in .dvc/config"], project)
     pushed = run([*DVC, "push"], project).stdout

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import sys
 from dataclasses import replace
@@ -222,6 +223,19 @@ def test_per_epoch_panels_stay_readable_with_22_variants() -> None:
     assert all(r.init_from == "source" for name, members in found if "from source" in name for r in members)
     histories = {r.variant: pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.6], "elapsed": [0.1, 0.2]}) for r in results}
     assert figures.curve_panels(results, histories, "epoch", "epoch", "t").startswith(b"\x89PNG")
+
+
+def test_figures_drawn_in_forked_processes_are_the_bytes_drawn_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    results = [replace(REUSE, variant=f"v{i}") for i in range(3)]
+    histories = {r.variant: pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.6], "elapsed": [0.1, 0.2]}) for r in results}
+    jobs = [(figures.curve_panels, (results, histories, "epoch", "epoch", "t")), (figures.accuracy_bars, (results, "a")),
+            (figures.time_bars, (results, "b"))]
+    here = [function(*args) for function, args in jobs]
+    monkeypatch.setattr(figures.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)  # two cores
+    monkeypatch.setattr(figures.threading, "active_count", lambda: 1)  # the test runner's threads hold no drawing lock
+    *forked, pid = figures.rendered([*jobs, (os.getpid, ())])
+    assert pid != os.getpid(), "drawn here, not in a fork"
+    assert forked == here and all(image.startswith(b"\x89PNG") for image in forked)
 
 
 @pytest.fixture()

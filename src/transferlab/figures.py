@@ -7,7 +7,9 @@ grey for reference on a shared accuracy axis.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -39,6 +41,28 @@ def png(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _draw(job: tuple[Callable[..., bytes], tuple]) -> bytes:
+    function, args = job
+    return function(*args)
+
+
+def rendered(jobs: Sequence[tuple[Callable[..., bytes], tuple]]) -> list[bytes]:
+    """Each (figure function, its arguments) drawn to PNG bytes, in order, one forked process per core.
+
+    matplotlib draws in Python under one lock, so threads would not help; a fork inherits everything
+    imported and draws the same bytes as this process would. One core, one figure, or another thread
+    alive (a fork copies only this one, and any lock another holds): drawn here.
+    """
+    workers = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if workers <= 1 or threading.active_count() > 1:
+        return [_draw(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_draw, jobs))
+
+
 def _label(result: VariantResult) -> str:
     return result.variant + ("" if result.converged else UNCONVERGED)
 
@@ -47,20 +71,21 @@ def target_figures(target: str, ranked: Sequence[VariantResult], not_ranked: Seq
                    histories: Mapping[str, pd.DataFrame]) -> list[Figure]:
     """A target's five figures: tuning grid, validation accuracy over time and per epoch, test accuracy, time per epoch."""
     where = f"{target}, mean over repetitions still running"
-    return [
-        Figure(f"tuning_{target}",
-               f"Validation accuracy at every grid setting ({target}, mean over repetitions; ×k: chosen in k repetitions)",
-               tuning_heatmap(ranked, not_ranked, f"target {target}: tuning grid")),
-        Figure(f"val_accuracy_per_second_{target}", f"Validation accuracy against cumulative training seconds ({where})",
-               curve_panels(ranked, histories, "elapsed", "training seconds", f"target {target}: validation accuracy over time")),
-        Figure(f"val_accuracy_per_epoch_{target}",
-               f"Validation accuracy per epoch, small multiples by strategy and init source ({where})",
-               curve_panels(ranked, histories, "epoch", "epoch", f"target {target}: validation accuracy per epoch")),
-        Figure(f"accuracy_{target}", f"Final test accuracy with 95% CI ({target}; hatched: unconverged)",
-               accuracy_bars(ranked, f"target {target}: test accuracy")),
-        Figure(f"time_per_epoch_{target}", f"Training time per epoch ({target})",
-               time_bars(ranked, f"target {target}: time per epoch")),
+    figures = [
+        (f"tuning_{target}",
+         f"Validation accuracy at every grid setting ({target}, mean over repetitions; ×k: chosen in k repetitions)",
+         tuning_heatmap, (ranked, not_ranked, f"target {target}: tuning grid")),
+        (f"val_accuracy_per_second_{target}", f"Validation accuracy against cumulative training seconds ({where})",
+         curve_panels, (ranked, histories, "elapsed", "training seconds", f"target {target}: validation accuracy over time")),
+        (f"val_accuracy_per_epoch_{target}",
+         f"Validation accuracy per epoch, small multiples by strategy and init source ({where})",
+         curve_panels, (ranked, histories, "epoch", "epoch", f"target {target}: validation accuracy per epoch")),
+        (f"accuracy_{target}", f"Final test accuracy with 95% CI ({target}; hatched: unconverged)",
+         accuracy_bars, (ranked, f"target {target}: test accuracy")),
+        (f"time_per_epoch_{target}", f"Training time per epoch ({target})", time_bars, (ranked, f"target {target}: time per epoch")),
     ]
+    images = rendered([(function, args) for _, _, function, args in figures])
+    return [Figure(name, caption, image) for (name, caption, _, _), image in zip(figures, images, strict=True)]
 
 
 def tuning_heatmap(ranked: Sequence[VariantResult], not_ranked: Sequence[VariantResult], title: str) -> bytes:
@@ -213,6 +238,8 @@ def sweep_figure(summary: Sequence[Mapping[str, Any]], xlabel: str, title: str, 
 
 def sweep_figures(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Figure]:
     """The figure of every sweep given (name -> its summary rows), in `SWEEP_AXES` order."""
-    return [Figure(f"sweep_{name}", f"{title}: test accuracy per sweep point, mean over repetitions (95% CI band;"
-                   " ✕: unconverged)", sweep_figure(summaries[name], xlabel, title, log_x=log_x))
-            for name, (title, xlabel, log_x) in SWEEP_AXES.items() if name in summaries]
+    names = [name for name in SWEEP_AXES if name in summaries]
+    images = rendered([(sweep_figure, (summaries[name], SWEEP_AXES[name][1], SWEEP_AXES[name][0], SWEEP_AXES[name][2]))
+                       for name in names])
+    return [Figure(f"sweep_{name}", f"{SWEEP_AXES[name][0]}: test accuracy per sweep point, mean over repetitions (95% CI band;"
+                   " ✕: unconverged)", image) for name, image in zip(names, images, strict=True)]

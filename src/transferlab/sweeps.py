@@ -172,7 +172,7 @@ def twin_races(points: Sequence[Point], params: Params, plan: Sequence[Repetitio
     for key, variant in twins(points, params).items():
         path, point = paths.variant_metrics(variant), by_key[key]
         if path.as_posix() not in declared or not path.is_file():
-            notes.append(f"{point.series} x={point.x} is {variant}'s race, raced again here: {path} is not a dep of this stage")
+            notes.append(f"{point.series} x={point.x} is {variant}'s race, raced again here: {path} is not among this stage's deps in dvc.yaml (add it to read that race instead)")
             continue
         raw = artifacts.read_json(path)
         result = VariantResult.from_json(raw)
