@@ -59,13 +59,16 @@ TINY: dict[str, Any] = {
 }
 
 
-INPUTS = "inputs/dvc.yaml"  # the stages that make what variants start from (prepare, pretrain, zoo): DVC names them by file
-INPUT_STAGES = tuple(yaml.safe_load((ROOT / INPUTS).read_text())["stages"])
+INPUTS = "inputs/dvc.yaml"  # the stages that make what variants start from (prepare, pretrain, zoo)
+VARIANTS = "variants/dvc.yaml"  # the transfer@<variant> stages
+PIPELINES = ("dvc.yaml", INPUTS, VARIANTS)  # validate, the sweeps and the report are in dvc.yaml
+_FILE_OF = {group: file for file in PIPELINES for group in yaml.safe_load((ROOT / file).read_text())["stages"]}
 
 
 def address(name: str) -> str:
-    """How DVC names stage `name` in its output and takes it as a target: `inputs/dvc.yaml:<name>` for the inputs' stages."""
-    return f"{INPUTS}:{name}" if name.split("@")[0] in INPUT_STAGES else name
+    """How DVC names stage `name` in its output and takes it as a target: `<file>:<name>` outside the root dvc.yaml."""
+    file = _FILE_OF.get(name.split("@")[0], "dvc.yaml")
+    return name if file == "dvc.yaml" else f"{file}:{name}"
 
 
 def addresses(*names: str) -> list[str]:
@@ -159,7 +162,7 @@ def assert_process_ends(pid: int, what: str, seconds: float = 20.0) -> None:
 def make_project(path: Path, params: dict[str, Any]) -> Path:
     """A real git + DVC project holding this checkout's pipeline code and the given params."""
     path.mkdir(parents=True, exist_ok=True)
-    for item in ("dvc.yaml", INPUTS, "stages", "src", "data/raw"):  # data/raw: a dependency of the prepare stages
+    for item in (*PIPELINES, "stages", "src", "data/raw"):  # data/raw: a dependency of the prepare stages
         source = ROOT / item
         (path / item).parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():

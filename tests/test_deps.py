@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import INPUTS, ROOT, make_project, run, tiny_params
+from conftest import PIPELINES, ROOT, addresses, make_project, run, tiny_params
 from transferlab import pipeline
 from transferlab.config import load_params, parse_params, read_yaml
 
@@ -65,9 +65,6 @@ def closure(module: str) -> set[Path]:
 def covered(path: Path, deps: list[str]) -> bool:
     relative = path.relative_to(ROOT).as_posix()
     return any(relative == dep or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
-
-
-PIPELINES = ("dvc.yaml", INPUTS)
 
 
 def stages() -> list[tuple[str, str, list[str]]]:
@@ -125,13 +122,14 @@ def test_each_sweep_stage_depends_on_exactly_the_transfer_stages_whose_races_it_
         f"metrics/transfer/{variant}.json" for variant in params.sweeps.label_budget.variants}  # each at the target's 100 labels
 
 
-@pytest.mark.parametrize("pipeline_file", PIPELINES)
-def test_each_dvc_lock_holds_only_stages_of_its_dvc_yaml(pipeline_file: str) -> None:
+def test_each_dvc_lock_holds_only_stages_of_its_dvc_yaml() -> None:
     """DVC keeps a removed stage's entry in dvc.lock for ever, and rewrites the whole file after every stage it runs."""
-    listed = [name.split(":")[-1] for name in run([*DVC, "stage", "list", "--name-only", pipeline_file], ROOT).stdout.split()]
-    lock = (ROOT / pipeline_file).with_suffix(".lock")
-    locked = yaml.safe_load(lock.read_text())["stages"] if lock.is_file() else {}
-    assert listed and sorted(set(locked) - set(listed)) == [], f"remove these entries from {lock.relative_to(ROOT)}"
+    listed = run([*DVC, "stage", "list", "--all", "--name-only"], ROOT).stdout.split()  # inputs/dvc.yaml:<name>, <name>
+    for pipeline_file in PIPELINES:
+        mine = {name.split(":")[-1] for name in listed if (name.rpartition(":")[0] or "dvc.yaml") == pipeline_file}
+        lock = (ROOT / pipeline_file).with_suffix(".lock")
+        locked = yaml.safe_load(lock.read_text())["stages"] if lock.is_file() else {}
+        assert mine and sorted(set(locked) - mine) == [], f"remove these entries from {lock.relative_to(ROOT)}"
 
 
 def test_a_variant_added_to_the_sweep_but_not_to_dvc_yaml_is_named() -> None:
@@ -185,8 +183,8 @@ def test_editing_a_variant_reruns_its_stage_and_only_the_sweeps_that_run_it(tmp_
     def edit(name: str):
         return lambda p: p["variants"][name].update(new_hidden=[12])
 
-    assert changed_after(project, edit("reuse1")) == ["report", "transfer@reuse1", "validate"]
-    assert changed_after(project, edit("freeze2")) == ["report", "sweep_label_budget", "transfer@freeze2", "validate"]
+    assert changed_after(project, edit("reuse1")) == addresses("report", "transfer@reuse1", "validate")
+    assert changed_after(project, edit("freeze2")) == addresses("report", "sweep_label_budget", "transfer@freeze2", "validate")
 
 
 def test_editing_draw_labelled_marks_every_variant_and_sweep_changed(tmp_path: Path) -> None:
@@ -197,7 +195,7 @@ def test_editing_draw_labelled_marks_every_variant_and_sweep_changed(tmp_path: P
     assert "def draw_labelled(" in text
     source.write_text(text.replace("def draw_labelled(", "# edited\ndef draw_labelled(", 1))
     changed = set(json.loads(run([*DVC, "status", "--json"], project).stdout))
-    racing = {"transfer@scratch", "transfer@freeze2", "sweep_transferability", "sweep_label_budget"}
+    racing = set(addresses("transfer@scratch", "transfer@freeze2", "sweep_transferability", "sweep_label_budget"))
     assert racing <= changed, sorted(changed)
 
 

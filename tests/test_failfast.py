@@ -317,7 +317,7 @@ def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _outputs(project: Path) -> dict[str, bytes]:
-    files = [project / "dvc.lock", project / "inputs" / "dvc.lock", *sorted(path for path in (project / "data/prepared").rglob("*") if path.is_file())]
+    files = [project / "dvc.lock", project / "inputs" / "dvc.lock", project / "variants" / "dvc.lock", *sorted(path for path in (project / "data/prepared").rglob("*") if path.is_file())]
     return {str(path.relative_to(project)): path.read_bytes() for path in files}
 
 

@@ -86,7 +86,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
     # editing one variant reruns exactly that variant and the report
     edit_params(project, lambda p: p["variants"]["freeze2"].update(new_hidden=[12]))
     # (and the label-budget sweep, which runs freeze2)
-    assert repro(project) == ["report", "sweep_label_budget", "transfer@freeze2", "validate"]
+    assert repro(project) == addresses("report", "sweep_label_budget", "transfer@freeze2", "validate")
 
     # editing a source param reruns the source and every variant built on it (and the report)
     edit_params(project, lambda p: p["sources"]["source"]["train"].update(epochs=3))
@@ -184,4 +184,4 @@ def test_bad_params_fail_repro_and_record_nothing(project: Path) -> None:
     assert (project / "metrics/transfer/freeze2.json").read_bytes() == metrics_before
     assert (project / "models/transfer/freeze2.keras").is_file()
     status = run([*DVC, "status", "--json"], project).stdout
-    assert "transfer@freeze2" in json.loads(status)
+    assert address("transfer@freeze2") in json.loads(status)

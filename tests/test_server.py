@@ -80,7 +80,7 @@ def test_stages_track_to_mlflow_on_postgresql(tmp_path: Path, layout: server.Lay
     assert uri == f"http://127.0.0.1:{port}"
     with pytest.raises(server.ServerError, match=r"^a server is already running from .*: stop it first \(make server-stop\)$"):
         server.start(layout, port, pg_port)
-    out = _checked(_dvc(project, uri, "repro", "transfer@registry_freeze2"))
+    out = _checked(_dvc(project, uri, "repro", address("transfer@registry_freeze2")))
     assert f"Running stage '{address('zoo@registered_source')}'" in out and f"Running stage '{address('pretrain_source@source')}'" in out
 
     client = MlflowClient(uri)

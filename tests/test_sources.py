@@ -15,8 +15,8 @@ from test_pipeline import edit_params, repro
 pytestmark = pytest.mark.slow
 
 DVC = [sys.executable, "-m", "dvc"]
-NOTE = ["transfer@note_reuse", "transfer@note_continue"]
-DEFAULT = ["transfer@scratch", "transfer@freeze2"]
+NOTE = addresses("transfer@note_reuse", "transfer@note_continue")  # as DVC names them (variants/dvc.yaml:…)
+DEFAULT = addresses("transfer@scratch", "transfer@freeze2")
 
 
 def two_sources() -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_process_ends, cold_stage_env, run, stage_env
+from conftest import ROOT, address, assert_process_ends, cold_stage_env, run, stage_env
 from transferlab import warm
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -31,11 +31,11 @@ def comparable(value: object) -> object:
 
 
 def test_warm_stage_writes_what_a_cold_stage_writes(project: Path) -> None:
-    warm_run = run([*DVC, "repro", "transfer@freeze2"], project)
+    warm_run = run([*DVC, "repro", address("transfer@freeze2")], project)
     assert "running cold" not in warm_run.stderr, warm_run.stderr
     metrics = project / "metrics" / "transfer" / "freeze2.json"
     warm_metrics = json.loads(metrics.read_text())
-    cold_run = subprocess.run([*DVC, "repro", "-f", "-s", "transfer@freeze2"], cwd=project, env=cold_stage_env(project),
+    cold_run = subprocess.run([*DVC, "repro", "-f", "-s", address("transfer@freeze2")], cwd=project, env=cold_stage_env(project),
                               capture_output=True, text=True, timeout=600)
     assert cold_run.returncode == 0, cold_run.stderr
     cold_metrics = json.loads(metrics.read_text())
