@@ -316,9 +316,12 @@ def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-def _outputs(project: Path) -> dict[str, bytes]:
-    files = [project / "dvc.lock", project / "inputs" / "dvc.lock", project / "variants" / "dvc.lock", *sorted(path for path in (project / "data/prepared").rglob("*") if path.is_file())]
-    return {str(path.relative_to(project)): path.read_bytes() for path in files}
+def _outputs(project: Path) -> dict[str, bytes | None]:
+    """Every pipeline file's dvc.lock (None: not written yet) and every prepared file."""
+    locks = [project / "dvc.lock", project / "inputs" / "dvc.lock", project / "variants" / "dvc.lock"]
+    files = sorted(path for path in (project / "data/prepared").rglob("*") if path.is_file())
+    return {**{str(lock.relative_to(project)): lock.read_bytes() if lock.is_file() else None for lock in locks},
+            **{str(path.relative_to(project)): path.read_bytes() for path in files}}
 
 
 DVC_CASES = [
