@@ -1,7 +1,8 @@
 """Stage `report`: assemble the comparison of every configured variant as Markdown and HTML.
 
     python -m stages.report                # writes reports/comparison.md, reports/comparison.html,
-                                           # reports/figures/*.png, reports/accuracy_per_epoch.csv
+                                           # reports/figures/*.png, reports/accuracy_per_epoch.csv,
+                                           # reports/conclusions.json (what `make verify` compares elsewhere)
 
 Reads only metrics and history files written by upstream stages (never retrains, never needs
 an MLflow server), and only for the variants and pretraining entries params.yaml configures
@@ -16,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import (artifacts, families, figures, original_note, paths, recommendation, reporting, sweep_results,
-                         tables, tracking, verdicts)
+from transferlab import (artifacts, families, figures, inference, machine, original_note, paths, protocol, recommendation,
+                         reporting, speed, statistics, sweep_results, sweep_verdicts, tables, tracking, verdicts)
 from transferlab.cli import run_main
 from transferlab.config import Params, ShiftSpec, load_params
 from transferlab.errors import DataError
@@ -72,14 +73,18 @@ def target_section(report: reporting.Report, target: str, ranking: verdicts.Rank
                    histories: dict[str, pd.DataFrame], link: tables.RunLink, shift: ShiftSpec | None = None) -> None:
     results = ranking.ranked + [result for result, _ in ranking.not_ranked]
     report.heading(f"Target `{target}`: {len(results)} variants, {results[0].labels_per_class} labels per class")
-    report.paragraph("**What this run shows.** **More accurate:** " + verdicts.accuracy_verdict(ranking))
+    report.paragraph("**More accurate:** " + verdicts.accuracy_verdict(ranking))
     if verdicts.has_shift(ranking):
         report.paragraph(f"**Under shift**, on {shift_text(shift)}: " + verdicts.accuracy_verdict(ranking, verdicts.SHIFT))
-    report.paragraph("**Faster:** " + verdicts.speed_verdict(ranking))
+    report.paragraph("**Faster:** " + speed.speed_verdict(ranking))
     if ranking.left_out:
         report.paragraph(f"Left out of these statements: {', '.join(ranking.left_out)}.")
     report.table(tables.comparison(ranking, link))
     report.paragraph(tables.LEGEND + (" " + tables.SHIFT_LEGEND if verdicts.has_shift(ranking) else ""))
+    frame, constant = tables.details(ranking)
+    report.heading(f"Details (target `{target}`)", level=3)
+    report.table(frame)
+    report.paragraph(" ".join(filter(None, [constant, tables.DETAILS_LEGEND])))
     if ranking.not_ranked:
         report.heading("Not ranked: other tuning budget", level=3)
         reference = "the scratch baseline's" if ranking.baseline else "the most common one"
@@ -90,20 +95,19 @@ def target_section(report: reporting.Report, target: str, ranking: verdicts.Rank
         report.figure(figure)
 
 
-def sweep_section(report: reporting.Report, params: Params, rankings: dict[str, verdicts.Ranking]) -> None:
-    """Both sweep figures and the one recommendation."""
+def sweep_section(report: reporting.Report, params: Params, rankings: dict[str, verdicts.Ranking]) -> dict[str, Any]:
+    """Both sweep figures and what they support; returns their conclusions."""
     spec = params.sweeps
     loaded = {name: (sweep_results.load_summary(paths.sweep_summary(name)), sweep_results.load_rows(paths.sweep_rows(name)))
               for name in figures.SWEEP_AXES if getattr(spec, name) is not None}
     if not loaded:
-        return
+        return {}
     target = (spec.transferability or spec.label_budget).target
-    report.heading(f"Sweeps and recommendation (target `{target}`)")
-    ranking = rankings.get(target)
-    first, *more = recommendation.recommendation(ranking, loaded.get("transferability"), loaded.get("label_budget"))
-    report.paragraph("**Recommendation.** " + first)
-    for paragraph in more:
+    report.heading(f"Sweeps (target `{target}`)")
+    paragraphs, conclusions = recommendation.recommendation(None, loaded.get("transferability"), loaded.get("label_budget"))
+    for paragraph in paragraphs:
         report.paragraph(paragraph)
+    ranking = rankings.get(target)
     reference = (ranking.baseline or ranking.ranked[0]).budget if ranking is not None else None
     for name in loaded:
         budget = read_metrics(paths.sweep_metrics(name)).get("budget", {})
@@ -113,23 +117,76 @@ def sweep_section(report: reporting.Report, params: Params, rankings: dict[str, 
             report.paragraph(f"The {name} sweep ran under the variants' tuning budget.")
     for figure in figures.sweep_figures({name: summary for name, (summary, _) in loaded.items()}):
         report.figure(figure)
-    selffer = recommendation.selffer_verdict(*loaded["transferability"]) if "transferability" in loaded else []
-    if selffer:
-        report.heading("Selffer controls: broken co-adaptation or specificity?", level=3)
-        report.paragraph(SELFFER_LEGEND)
-        for paragraph in selffer:
-            report.paragraph(paragraph)
+    if "transferability" in loaded:
+        selffer, found = sweep_verdicts.selffer_verdict(*loaded["transferability"])
+        conclusions |= found
+        if selffer:
+            report.heading("Selffer controls: broken co-adaptation or specificity?", level=3)
+            report.paragraph(SELFFER_LEGEND)
+            for paragraph in selffer:
+                report.paragraph(paragraph)
+    return conclusions
 
 
-def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts.Ranking], list[dict[str, Any]]]:
-    """The report, each target's ranking, and the long-format per-epoch validation rows for `dvc plots`."""
+def task_sentence(params: Params, target: str, ranking: verdicts.Ranking) -> str:
+    """`Target mnist: digits 5–9 …, 100 labelled images per class; 16 variants × 5 paired repetitions, from source …`."""
+    spec = params.targets[target]
+    first = ranking.baseline or ranking.ranked[0]
+    source = params.sources.get(spec.source)
+    where = (f"classes {spec.classes} of {spec.dataset if spec.dataset != 'source' else 'the source dataset'}"
+             if spec.split != "source" else "the source's own task")
+    origin = (f"; the source `{spec.source}` is a DNN {'-'.join(map(str, source.network.hidden_units))} trained on classes"
+              f" {source.data.classes}" if source is not None else "")
+    return (f"Target `{target}`: {where}, {first.labels_per_class} labelled images per class, {len(ranking.ranked)} variants"
+            f" × {first.seeds} paired repetitions{origin}.")
+
+
+def how_sure(ranking: verdicts.Ranking) -> str:
+    """Repetitions, the families and what they could detect, and what the non-parametric check can reach."""
+    n = (ranking.baseline or ranking.ranked[0]).seeds
+    parts = [f"{family.name.split(': ', 1)[1]}: {family.describe()}" for family in ranking.families.values() if family.size]
+    if not parts:
+        return f"**How sure.** {n} paired repetitions per variant, but no converged scratch baseline: no verdicts."
+    floor = 2 / 2 ** n
+    return (f"**How sure.** {n} paired repetitions per variant. {'; '.join(parts)}. Every ✔ / ✘ needs a Holm-adjusted"
+            f" paired t-test p below {statistics.ALPHA:g}; the exact permutation check beside it cannot go below"
+            f" 2/2^{n} = {floor:.3g} with {n} repetitions{' (so it cannot confirm any verdict here)' if floor >= statistics.ALPHA else ''}."
+            f" A verdict that holds in under {100 * inference.STABLE:.0f} % of bootstrap resamples of the repetitions is"
+            " *fragile*, and no recommendation rests on one.")
+
+
+def answer(report: reporting.Report, params: Params, target: str, ranking: verdicts.Ranking) -> dict[str, Any]:
+    """The first screen for one target: the task, the answers with intervals and stability, the forest plot."""
+    report.paragraph(f"**The question.** {task_sentence(params, target, ranking)}")
+    advice = recommendation.advise(ranking)
+    if advice is not None:
+        for line in recommendation.advice_text(ranking, advice):
+            report.paragraph(line)
+    report.paragraph(how_sure(ranking))
+    sets = {key: name for key, name in verdicts.EVALUATIONS.items() if key in ranking.families}
+    rows = [(r.variant, r.strategy, {key: ranking.vs_scratch(r, key) for key in sets if verdicts.scored(r, key)})
+            for r in ranking.claimable if r is not ranking.baseline]
+    if rows and sets:
+        png = figures.rendered([(figures.forest, (rows, sets, f"Target {target}: gain over scratch, every converged variant"))])[0]
+        report.figure(reporting.Figure(f"gain_over_scratch_{target}", "Each variant's gain over scratch with its paired 95 %"
+                                       " interval; a filled dot is significant after Holm's correction, colours are strategies.",
+                                       png))
+    return {"families": ranking.conclusions(), "advice": advice.conclusions() if advice is not None else None}
+
+
+def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts.Ranking], list[dict[str, Any]], dict[str, Any]]:
+    """The report, each target's ranking, the long-format per-epoch validation rows for `dvc plots`, and the conclusions."""
     sources = {name: read_metrics(paths.init_metrics(name)) for name in params.sources}
     report = reporting.Report(TITLE)
     results = [read_result(paths.variant_metrics(name)) for name in params.variants]
     rankings = {target: verdicts.rank([r for r in results if r.target == target]) for target in params.targets}
     rankings = {target: ranking for target, ranking in rankings.items() if ranking.ranked}
-    for protocol in verdicts.protocols(rankings):
-        report.paragraph(protocol)
+    conclusions: dict[str, Any] = {"targets": {}}
+    for target, ranking in rankings.items():
+        conclusions["targets"][target] = answer(report, params, target, ranking)
+    report.heading("Protocol")
+    for text in protocol.protocols(rankings):
+        report.paragraph(text)
     for name, source in sources.items():
         spec = params.sources[name]
         report.paragraph(
@@ -150,12 +207,14 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
             report.heading(f"{title} (target `{target}`)", level=3)
             for line in lines:
                 report.paragraph(line)
+        if (claim := families.lp_ft_verdict(ranking)) is not None:
+            report.paragraph(f"**LP-FT under shift.** {claim}")
         curves += [{"epoch": int(row.epoch), "series": name, "target": target, "val_accuracy": float(row.val_accuracy),
                     "elapsed": float(row.elapsed)} for name, frame in histories.items() for row in frame.itertuples()]
-    sweep_section(report, params, rankings)
+    conclusions["sweeps"] = sweep_section(report, params, rankings)
     if (note := params.original_note) is not None:
         by_name = {r.variant: r for r in results}
-        original_note.section(report, note, params.sources[note.source], sources[note.source],
+        conclusions["original_note"] = original_note.section(report, note, params.sources[note.source], sources[note.source],
                               read_history(paths.init_history(note.source), ("epoch", "test_accuracy")),
                               {name: by_name[name] for name in note.rows().values()})
     if params.pretrain:
@@ -164,17 +223,18 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
     if imported := [*params.zoo, *params.model_files]:
         report.heading("Models from the zoo and other frameworks")
         report.table(tables.imported({name: read_metrics(paths.init_metrics(name)) for name in imported}))
-    return report, rankings, curves
+    return report, rankings, curves, conclusions
 
 
 def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
-    report, rankings, curves = build(params, reporting.ui_address(os.environ.get("MLFLOW_TRACKING_URI")))
+    report, rankings, curves, conclusions = build(params, reporting.ui_address(os.environ.get("MLFLOW_TRACKING_URI")))
     tags = {"stage": STAGE, "variant": "report", "strategy": "report", "init_from": "-"}
     with tracking.stage_run(params.mlflow.experiment, "report", tags, {"variants": ",".join(params.variants)}):
         written = reporting.write(report, paths.REPORTS / "comparison.md", paths.REPORTS / "comparison.html")
+        artifacts.write_json(paths.CONCLUSIONS, {"platform": machine.record(), **conclusions})
         artifacts.write_rows(paths.REPORTS / "accuracy_per_epoch.csv", curves)
-        tracking.log_files(written, artifact_path="report")
+        tracking.log_files([*written, paths.CONCLUSIONS], artifact_path="report")
     bests = "; ".join(f"{target}: {verdicts.best_claimable(ranking)}" for target, ranking in rankings.items())
     print(f"report: {sum(len(r.ranked) + len(r.not_ranked) for r in rankings.values())} variants (best converged on {bests})"
           f" -> {paths.REPORTS / 'comparison.md'}, {paths.REPORTS / 'comparison.html'}")

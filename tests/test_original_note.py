@@ -44,14 +44,21 @@ def test_the_table_puts_the_published_rows_beside_this_runs_with_intervals() -> 
 
 
 def test_the_sentences_say_whether_the_ranking_holds_and_reuse_beats_more_training() -> None:
-    ranking = original_note.ranking_sentence(NOTE, SOURCE, results([0.94, 0.95, 0.945]))
+    def say(accuracies: list[float], source: dict = SOURCE) -> tuple[str, str]:
+        found = results(accuracies)
+        family = original_note.note_family(NOTE, found)
+        return (original_note.ranking_sentence(NOTE, source, found, family),
+                original_note.control_sentence(NOTE, found, family))
+
+    ranking, _ = say([0.94, 0.95, 0.945])
     assert ranking.startswith("**Does the note's ranking hold?** Yes: ")  # 94.5 > 93.2 > 93.2 (cached)
-    same = original_note.control_sentence(NOTE, results([0.94, 0.952, 0.944]))
+    assert "2 comparisons, Holm-adjusted" in ranking  # reuse against cached and against the control, corrected together
+    _, same = say([0.94, 0.952, 0.944])
     assert "not distinguishable" in same and "may just be more training" in same
-    worse = original_note.control_sentence(NOTE, results([0.96, 0.971, 0.966]))
+    _, worse = say([0.96, 0.971, 0.966])
     assert worse.endswith("the more-training control beats reuse.")
     low = dict(SOURCE, test_accuracy=0.99)
-    assert original_note.ranking_sentence(NOTE, low, results([0.9] * 3)).startswith("**Does the note's ranking hold?** No: ")
+    assert say([0.9] * 3, low)[0].startswith("**Does the note's ranking hold?** No: ")
 
 
 def test_the_report_stage_adds_the_section_from_the_metrics_files(stage, tmp_path: Path) -> None:  # noqa: F811
@@ -72,7 +79,8 @@ def test_the_report_stage_adds_the_section_from_the_metrics_files(stage, tmp_pat
         artifacts.write_json(tmp_path / f"metrics/transfer/{name}.json", variant.to_json())
         artifacts.write_rows(tmp_path / f"plots/transfer/{name}.csv", [
             {"epoch": e, "val_accuracy": 0.5 + 0.01 * e, "elapsed": 0.01 * e, "n": 3} for e in range(1, 6)])
-    report, _, _ = stage.build(stage.load_params(Path("params.yaml")), "http://127.0.0.1:5000")
+    report, _, _, conclusions = stage.build(stage.load_params(Path("params.yaml")), "http://127.0.0.1:5000")
+    assert list(conclusions["original_note"]) == ["original note: reuse against frozen + cached and against the more-training control"]
     markdown = report.markdown("figures")
     assert "## The original experiment" in markdown and "| DNN5 from scratch (the source model) " in markdown
     assert "4,000 training and 1,000 test images" in markdown and "**Does the note's ranking hold?** Yes" in markdown

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, tiny_params
-from transferlab import artifacts, figures, recommendation, reporting, statistics, sweep_results, sweeps, tables, verdicts
+from transferlab import (artifacts, figures, protocol, recommendation, reporting, speed, statistics, sweep_results, sweep_verdicts,
+                         sweeps, tables, verdicts)
 from transferlab.errors import DataError
 from transferlab.results import RepetitionResult, SettingResult, VariantResult
 
@@ -35,6 +36,8 @@ def result(name: str, strategy: str, accuracies: list[float], *, unconverged: in
             stop_reason="patience" if i >= unconverged else "max_epochs", converged=i >= unconverged, train_seconds=60 * per_epoch,
             seconds_to_best=0.6, seconds_to_near_best=near, seconds_per_epoch=per_epoch,
             settings=[SettingResult(s, 0.3, 0.9 - 0.01 * j, 40, 60, "patience", True) for j, s in enumerate(SETTINGS)],
+            # first at 99 % of its best at epoch 100 × near + i (a little spread over repetitions)
+            val_accuracy_per_epoch=[0.5] * (round(100 * near) + i - 1) + [0.9] * (101 - round(100 * near) - i),
         )
         for i, accuracy in enumerate(accuracies)
     ]
@@ -56,21 +59,41 @@ CACHE = replace(FREEZE, variant="cache2", strategy="cache",
 def test_paired_difference_against_scratch_cell_by_cell_and_in_the_text() -> None:
     diff = verdicts.paired_vs(REUSE, SCRATCH)
     assert diff == statistics.paired_difference([0.85, 0.88, 0.86], [0.80, 0.82, 0.81])
-    assert reporting.difference_cell(diff) == "+5.3 [+3.9, +6.8] ✔"
-    assert reporting.difference_cell(verdicts.paired_vs(FREEZE, SCRATCH)).endswith(" ✘")
-    assert verdicts.paired_vs(SCRATCH, SCRATCH) is None
-    row = tables.variant_row(REUSE, SCRATCH, lambda r: "link")
-    assert row["test accuracy %"] == "86.3 ± 3.8" and row["p"] == f"{diff['p_value']:.3f}"
-    assert row["chosen setting"] == "sgd 0.1 ×3" and row["stop"] == "patience ×3"
-    text = verdicts.accuracy_verdict(verdicts.rank([SCRATCH, REUSE, FREEZE]))
-    assert text.startswith("reuse5 (reuse from source) ends at 86.3 % (95 % CI [82.5, 90.1]),"
-                           " +5.3 points (paired 95 % CI [+3.9, +6.8]) over scratch.")
-    assert "Significantly less accurate than scratch: 1 of 2 (freeze2)." in text
+    ranking = verdicts.rank([SCRATCH, REUSE, FREEZE])
+    corrected = ranking.vs_scratch(REUSE)
+    # two comparisons against scratch: freeze2's constant difference has p = 0, the first of Holm's steps (times 2);
+    # reuse5's is the second step (times 1)
+    assert ranking.vs_scratch(FREEZE)["p_adjusted"] == 0.0 and corrected["p_adjusted"] == pytest.approx(diff["p_value"])
+    assert reporting.difference_cell(corrected) == "+5.3 [+3.9, +6.8] ✔"
+    assert reporting.difference_cell(ranking.vs_scratch(FREEZE)).endswith(" ✘")
+    assert verdicts.paired_vs(SCRATCH, SCRATCH) is None and ranking.vs_scratch(SCRATCH) is None
+    row = tables.variant_row(ranking, REUSE, lambda r: "link")
+    assert row["test accuracy %"] == "86.3 ± 3.8" and row["test Holm p"] == f"{corrected['p_adjusted']:.3f}"
+    assert row["test stability"] == "stable 100 %" and row["MLflow run"] == "link"
+    detail = tables.detail_row(REUSE)
+    assert detail["chosen setting"] == "sgd 0.1 ×3" and detail["stop"] == "patience ×3" and detail["epochs to 99 %"] == "21.0"
+    text = verdicts.accuracy_verdict(ranking)
+    assert text.startswith("Against scratch (scratch, 81.0 % (95 % CI [78.5, 83.5])); 2 comparisons, Holm-adjusted;")
+    assert "Significantly more accurate: reuse5 (+5.3 [+3.9, +6.8] points, Holm p 0.004, stable 100 %)." in text
+    assert "Significantly less accurate: 1 of 2 (freeze2 (" in text
     noisy = verdicts.accuracy_verdict(verdicts.rank([SCRATCH, result("freeze3", "freeze", [0.70, 0.95, 0.85])]))
-    assert noisy.startswith("No variant ends significantly more accurate than scratch, which reaches 81.0 % (95 % CI [78.5, 83.5]);")
-    assert "freeze3 (freeze), is +2.3 points" in noisy and "an interval that includes zero" in noisy
+    assert "No variant is significantly more accurate. Not distinguishable from scratch: 1 (freeze3);" in noisy
+    assert "a true difference of ±37.8 points (median) would have been detected with power 0.8" in noisy
     single = verdicts.accuracy_verdict(verdicts.rank([result("scratch", "scratch", [0.8]), result("reuse5", "reuse", [0.9])]))
     assert "set transfer.seeds > 1" in single
+
+
+def test_holm_takes_back_a_verdict_that_one_comparison_alone_would_make() -> None:
+    """p ≈ 0.02 alone is a ✔; beside four more comparisons the family-wise correction takes it back."""
+    modest = result("reuse3", "reuse", [0.83, 0.84, 0.845])
+    alone = verdicts.rank([SCRATCH, modest])
+    assert alone.vs_scratch(modest)["p_value"] < 0.05 and alone.vs_scratch(modest)["significant"]
+    crowd = [result(f"other{i}", "reuse", [0.80 + 0.02 * i, 0.81, 0.83 - 0.02 * i]) for i in range(4)]
+    family = verdicts.rank([SCRATCH, modest, *crowd])
+    assert family.vs_scratch(modest)["p_value"] == alone.vs_scratch(modest)["p_value"]
+    assert family.vs_scratch(modest)["p_adjusted"] > 0.05 and not family.vs_scratch(modest)["significant"]
+    assert "5 comparisons, Holm-adjusted" in verdicts.accuracy_verdict(family)
+    assert family.conclusions()["mnist: against scratch, test set"]["reuse3"] == "–"
 
 
 def test_unequal_tuning_budgets_are_refused_a_rank_and_say_which_keys_differ() -> None:
@@ -82,7 +105,7 @@ def test_unequal_tuning_budgets_are_refused_a_rank_and_say_which_keys_differ() -
     assert reason == "grid sgd 0.01 clip 1 (reference sgd 0.01 clip 1, sgd 0.1 clip 1, adam 0.001 clip 1); max_epochs 30 (reference 300)"
     table = tables.not_ranked(ranking, lambda r: "link")
     assert table["why not ranked"].tolist() == [reason] and "vs scratch (pp)" not in table
-    assert "reuse3" not in verdicts.accuracy_verdict(ranking) + verdicts.speed_verdict(ranking)  # the best mean, but not ranked
+    assert "reuse3" not in verdicts.accuracy_verdict(ranking) + speed.speed_verdict(ranking)  # the best mean, but not ranked
     assert ranking.left_out == ["reuse3 (other tuning budget)"]
     # without a scratch baseline the most common budget is the reference; another label split is another budget too
     other_split = replace(REUSE, variant="reuse5_50", labels_per_class=50, train_per_class=40, validation_per_class=10)
@@ -95,8 +118,8 @@ def test_an_unconverged_variant_is_marked_and_never_named() -> None:
     assert [r.variant for r in ranking.ranked] == ["reuse5", "scratch", "freeze5"]  # unconverged rows come last
     assert tables.stop_cell(best_but_unconverged) == "max_epochs ×2, patience ×1 ⚠ unconverged 2/3"
     assert ranking.left_out == ["freeze5 (unconverged 2/3)"]
-    said = verdicts.accuracy_verdict(ranking) + verdicts.speed_verdict(ranking)
-    said += " ".join(recommendation.recommendation(ranking, None, None)) + verdicts.best_claimable(ranking)
+    said = verdicts.accuracy_verdict(ranking) + speed.speed_verdict(ranking)
+    said += " ".join(recommendation.recommendation(ranking, None, None)[0]) + verdicts.best_claimable(ranking)
     assert "freeze5" not in said and "reuse5" in said
     stalled = verdicts.rank([result("scratch", "scratch", [0.8, 0.8, 0.8], unconverged=1), REUSE])
     assert verdicts.accuracy_verdict(stalled).startswith("No accuracy claim: the scratch baseline scratch did not converge (1/3")
@@ -104,39 +127,56 @@ def test_an_unconverged_variant_is_marked_and_never_named() -> None:
 
 def test_the_summary_keeps_more_accurate_and_faster_in_separate_sentences() -> None:
     ranking = verdicts.rank([SCRATCH, REUSE, FREEZE])
-    accurate, faster = verdicts.accuracy_verdict(ranking), verdicts.speed_verdict(ranking)
+    accurate, faster = verdicts.accuracy_verdict(ranking), speed.speed_verdict(ranking)
     assert not re.search(r"\d s\b|sooner|faster|per epoch", accurate)  # accuracy only, every number with its interval
     assert "points" not in faster and "CI" not in faster
-    assert faster.startswith("reuse5 (reuse) reaches 99 % of its own best validation accuracy soonest, after 0.200 s"
-                             " of training on average, against 0.400 s for scratch (2.0× sooner); 1 of 2 other variants")
-    slow_reuse = verdicts.rank([SCRATCH, replace(REUSE, repetitions=[replace(r, seconds_to_near_best=0.9) for r in REUSE.repetitions])])
-    assert "no reuse variant gets there sooner than training from scratch" in verdicts.speed_verdict(slow_reuse)
+    assert faster.startswith("Time to 99 % of a run's own best validation accuracy, in epochs × the variant's median seconds"
+                             " per epoch (one core); scratch: 41.0 epochs × 10.00 ms.")
+    assert "sooner: reuse5 0.51× [0.48, 0.54] (21.0 epochs × 10.00 ms)." in faster
+    assert "Later: freeze2 1.56× [1.51, 1.60]." in faster
+    slow_reuse = verdicts.rank([SCRATCH, result("reuse5", "reuse", [0.85, 0.88, 0.86], near=0.9)])
+    assert "no variant gets there significantly sooner than scratch" in speed.speed_verdict(slow_reuse)
+
+
+def test_a_speed_verdict_rests_on_epochs_not_on_a_timer_that_moves() -> None:
+    """Two runs whose timers differ by 2x in one repetition (what the issue measured) say the same about speed."""
+    ranking = verdicts.rank([SCRATCH, REUSE, FREEZE])
+    noisy = replace(REUSE, repetitions=[replace(r, seconds_to_near_best=r.seconds_to_near_best * (2 if i == 1 else 1),
+                                                train_seconds=r.train_seconds * (2 if i == 1 else 1),
+                                                seconds_per_epoch=r.seconds_per_epoch * (2 if i == 1 else 1))
+                                        for i, r in enumerate(REUSE.repetitions)])
+    again = verdicts.rank([SCRATCH, noisy, FREEZE])
+    assert speed.speed_verdict(again) == speed.speed_verdict(ranking)  # the median epoch cost did not move
 
 
 def test_cache_speed_up_sentence_compares_the_freeze_twin() -> None:
     ranking = verdicts.rank([SCRATCH, FREEZE, CACHE])
-    assert verdicts.cache_twins(ranking.claimable) == [(CACHE, FREEZE)]
-    assert ("Caching the frozen layers (cache2) trains an epoch in 2.50 ms against 8.40 ms for its freeze twin freeze2"
-            " (3.4× as fast per epoch) and reaches 99 % of its own best validation accuracy after 0.390 s against 0.750 s,"
-            " with the same test accuracy in every repetition.") in verdicts.speed_verdict(ranking)
+    assert speed.cache_twins(ranking.claimable) == [(CACHE, FREEZE)]
+    assert ("Caching the frozen layers (cache2) trains an epoch in 2.50 ms against 8.40 ms for its twin freeze2"
+            " (3.4× as fast per epoch, mean wall time of one core), with the same test accuracy in every repetition.") in speed.speed_verdict(ranking)
     drifted = replace(CACHE, repetitions=[replace(r, target_accuracy=r.target_accuracy + 0.01 * i) for i, r in enumerate(CACHE.repetitions)])
-    assert "with test accuracy +1.0 points (paired 95 % CI [-1.5, +3.5]) against it." in verdicts.cache_sentence(drifted, FREEZE)
+    assert "with test accuracy +1.0 points (paired 95 % CI [-1.5, +3.5]) against it." in speed.cache_sentence(drifted, FREEZE)
     other_budget = replace(CACHE, budget={**BUDGET, "patience": 5})
-    assert verdicts.cache_twins([FREEZE, other_budget]) == []
+    assert speed.cache_twins([FREEZE, other_budget]) == []
+    # identical by construction and identical in fact: one comparison against scratch, listed under both names
+    assert ranking.aliases == {"cache2": "freeze2"} and ranking.families[verdicts.TEST].size == 1
+    assert ranking.conclusions()["mnist: against scratch, test set"] == {"freeze2": "✘", "cache2": "✘"}
+    renamed = replace(CACHE, variant="cached_two")  # a name carries no meaning: the table's twin does
+    assert verdicts.rank([SCRATCH, FREEZE, renamed]).aliases == {"cached_two": "freeze2"}
 
 
 def test_protocol_is_stated_from_the_recorded_budget() -> None:
-    text = verdicts.protocol(SCRATCH)
+    text = protocol.protocol(SCRATCH)
     for part in ("Each of 3 repetitions draws 100 labelled images per class", "80 for training and 20 for validation",
                  "validation share 0.2", "3 optimizer settings (sgd 0.01 clip 1; sgd 0.1 clip 1; adam 0.001 clip 1)",
                  "early stopping on val_loss (patience 20 epochs", "at most 300 epochs", "batch size 32", "scored once"):
         assert part in text, part
     fixed = replace(SCRATCH, budget={**BUDGET, "patience": None, "max_epochs": 20, "grid": ["sgd 0.01 clip 1"]})
-    assert "a fixed 20 epochs (no early stopping, last epoch kept)" in verdicts.protocol(fixed)
-    assert "1 optimizer setting (sgd 0.01 clip 1)" in verdicts.protocol(fixed)
+    assert "a fixed 20 epochs (no early stopping, last epoch kept)" in protocol.protocol(fixed)
+    assert "1 optimizer setting (sgd 0.01 clip 1)" in protocol.protocol(fixed)
     same, other = verdicts.rank([SCRATCH, REUSE]), verdicts.rank([fixed])
-    assert verdicts.protocols({"mnist": same, "digits": verdicts.rank([REUSE])}) == [text]
-    assert [p[:32] for p in verdicts.protocols({"mnist": same, "digits": other})] == [
+    assert protocol.protocols({"mnist": same, "digits": verdicts.rank([REUSE])}) == [text]
+    assert [p[:32] for p in protocol.protocols({"mnist": same, "digits": other})] == [
         "**Protocol, target `mnist`.** Ea", "**Protocol, target `digits`.** E"]
 
 
@@ -156,24 +196,35 @@ def test_recommendation_claims_only_what_paired_intervals_and_converged_points_s
         (0, "frozen"): [0.80, 0.81, 0.82], (2, "frozen"): [0.86, 0.87, 0.86], (5, "frozen"): [0.70, 0.70, 0.71],
         (0, "fine-tuned"): [0.80, 0.81, 0.82], (3, "fine-tuned"): [0.80, 0.83, 0.81],
     })
-    paragraphs = recommendation.recommendation(verdicts.rank([SCRATCH, REUSE]), (sweeps.summarize_rows(transfer), transfer),
-                                               (sweeps.summarize_rows(budget), budget))
-    strategy, accurate, sooner, layers = paragraphs
-    assert strategy.startswith("Strategy (100 labels per class): reuse5 (reuse from source) ends at 86.3 %")
-    assert "with 5, reuse5 38.0 % [33.7, 42.3] and scratch 37.3 % [31.1, 43.6] are not distinguishable (+0.7 [-3.1, +4.5] points)" in accurate
-    assert "with 100, scratch ends most accurate, 91.0 % [88.5, 93.5], +5.3 [+3.9, +6.8] points over reuse5" in accurate
+    paragraphs, conclusions = recommendation.recommendation(
+        verdicts.rank([SCRATCH, REUSE]), (sweeps.summarize_rows(transfer), transfer), (sweeps.summarize_rows(budget), budget))
+    best, safe, use, strategy, accurate, sooner, layers = paragraphs
+    assert best == "**Best on the test set:** reuse5 86.3 % [82.5, 90.1], +5.3 [+3.9, +6.8] points, Holm p 0.004, stable 100 %."
+    assert safe.endswith("reuse5.") and use.startswith("**Use:** reuse5: robustly more accurate than scratch")
+    assert strategy.startswith("Strategy (100 labels per class): Against scratch (scratch, 81.0 %")
+    assert ("with 5, reuse5 38.0 % [33.7, 42.3] and scratch 37.3 % [31.1, 43.6] are not distinguishable (+0.7 [-3.1, +4.5]"
+            " points, Holm p 0.529, fragile 78 %)") in accurate
+    assert ("with 100, scratch ends most accurate, 91.0 % [88.5, 93.5], +5.3 [+3.9, +6.8] points, Holm p 0.008, stable 100 %"
+            " over reuse5") in accurate
     assert "freeze2" not in accurate and sooner.endswith("Left out (unconverged runs): freeze2 at 5.")
-    assert "with 5, reuse5 in 0.200 s against 0.600 s for scratch (3.0×)" in sooner
-    assert "frozen, k = 2: 86.3 % [84.9, 87.8], +5.3 [+2.5, +8.2] points over k = 0 (scratch)" in layers
-    assert "fine-tuned, k = 3: 81.3 % [77.5, 85.1], +0.3 [-3.5, +4.1] points against k = 0 (scratch), not a significant gain" in layers
-    assert recommendation.recommendation(None, None, None) == ["No variant or sweep to recommend from."]
+    assert "with 5, reuse5 in 0.200 s against 0.600 s for scratch (3.0×, mean wall time, not a tested claim)" in sooner
+    assert "every k tested against k = 0, 3 comparisons, Holm-adjusted" in layers
+    assert "frozen, k = 2: 86.3 % [84.9, 87.8], +5.3 [+2.5, +8.2] points, Holm p 0.031, stable 100 % over k = 0 (scratch)" in layers
+    assert ("fine-tuned, k = 3: 81.3 % [77.5, 85.1], +0.3 [-3.5, +4.1] points, Holm p 0.742, stable 93 % against k = 0 (scratch),"
+            " not a significant gain") in layers
+    assert layers.endswith("Significantly below k = 0: frozen, k = 5.")
+    assert conclusions == {"label budget: best series against the runner-up": {"5": "–", "100": "scratch ✔"},
+                           "transferability: every k against k = 0 (scratch)": {"frozen, k = 2": "✔", "frozen, k = 5": "✘",
+                                                                                 "fine-tuned, k = 3": "–"}}
+    assert recommendation.recommendation(None, None, None) == (["No variant or sweep to recommend from."], {})
     stalled = sweep_rows("label_budget", {(5, "scratch"): [0.3]}, unconverged=(5, "scratch"))
-    assert recommendation.budget_verdict(sweeps.summarize_rows(stalled), stalled)[0].endswith("(scratch at 5), so the sweep supports no claim.")
+    assert sweep_verdicts.budget_verdict(sweeps.summarize_rows(stalled), stalled)[0][0].endswith(
+        "(scratch at 5), so the sweep supports no claim.")
     no_baseline = sweep_rows("transferability", {(0, "frozen"): [0.3, 0.3], (1, "frozen"): [0.5, 0.6]}, unconverged=(0, "frozen"))
-    assert "frozen, k = 1: 55.0 % [-8.5, 118.5], with no converged k = 0 (scratch) point" in recommendation.layers_verdict(
-        sweeps.summarize_rows(no_baseline), no_baseline)
+    assert "frozen, k = 1: 55.0 % [-8.5, 118.5], with no converged k = 0 (scratch) point" in sweep_verdicts.layers_verdict(
+        sweeps.summarize_rows(no_baseline), no_baseline)[0]
     stalled = sweep_rows("transferability", {(0, "frozen"): [0.3]}, unconverged=(0, "frozen"))
-    assert "(frozen k = 0), so the sweep" in recommendation.layers_verdict(sweeps.summarize_rows(stalled), stalled)
+    assert "(frozen k = 0), so the sweep" in sweep_verdicts.layers_verdict(sweeps.summarize_rows(stalled), stalled)[0]
 
 
 class Links(HTMLParser):
@@ -283,15 +334,28 @@ def test_stage_builds_the_report_from_hand_made_results(stage, tmp_path: Path) -
     artifacts.write_rows(tmp_path / "plots/sweeps/label_budget.csv", sweeps.summarize_rows(rows))
     artifacts.write_json(tmp_path / "metrics/sweeps/label_budget.json", {"budget": {**BUDGET, "max_epochs": 4}})
     params = stage.load_params(Path("params.yaml"))
-    report, rankings, curves = stage.build(params, "http://127.0.0.1:5000")
+    report, rankings, curves, conclusions = stage.build(params, "http://127.0.0.1:5000")
     markdown, page = report.markdown("figures"), report.html()
     assert markdown.startswith("# transferlab") and "**Protocol.**" in markdown and "| cache2 " in markdown
-    assert "**More accurate:** reuse5" in markdown and "**Faster:** reuse5" in markdown and "**Recommendation.**" in markdown
+    assert "**More accurate:** Against scratch" in markdown and "**Faster:** Time to 99 %" in markdown
+    # the answer comes first: the question, the three answers and the forest plot before the first table
+    first_table = markdown.index("\n| ")
+    for part in ("**The question.** Target `mnist`", "**Best on the test set:** reuse5", "**Use:** reuse5", "**How sure.** 3 paired",
+                 "gain_over_scratch_mnist.png"):
+        assert -1 < markdown.index(part) < first_table, part
+    tables_shown = [value for kind, value in report.blocks if kind == "table"]
+    for frame in tables_shown[1:2]:  # the details table says its constant columns in a sentence instead
+        assert all(frame[column].nunique() > 1 for column in frame.columns if column != "variant"), frame.columns
+    assert "The same in every row — init from: source;" in markdown
+    assert all(strategy in figures.STRATEGY_COLORS for strategy in tables_shown[0]["strategy"])
+    assert conclusions["targets"]["mnist"]["families"]["mnist: against scratch, test set"] == {
+        "reuse5": "✔", "freeze2": "✘", "cache2": "✘"}
+    assert conclusions["targets"]["mnist"]["advice"]["use"] == ["reuse5"]
     assert "The label_budget sweep ran under another tuning budget than the variants: max_epochs 4 (reference 300)." in markdown
     assert "**Label budget:** every sweep point has unconverged runs (scratch at 3), so the sweep supports no claim." in markdown
     assert "](" not in page and 'href="http://127.0.0.1:5000/#/experiments/1/runs/scratch0123456789abcdef?workflowType=machine_learning"' in page
     assert [figure.name for figure in report.figures] == [
-        "tuning_mnist", "val_accuracy_per_second_mnist", "val_accuracy_per_epoch_mnist", "accuracy_mnist",
+        "gain_over_scratch_mnist", "tuning_mnist", "val_accuracy_per_second_mnist", "val_accuracy_per_epoch_mnist", "accuracy_mnist",
         "time_per_epoch_mnist", "sweep_label_budget"]
     assert all(figure.png.startswith(b"\x89PNG") for figure in report.figures)
     assert curves[0] == {"epoch": 1, "series": "reuse5", "target": "mnist", "val_accuracy": 0.51, "elapsed": 0.01}

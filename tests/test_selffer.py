@@ -17,7 +17,7 @@ import yaml
 
 from conftest import ROOT, run
 from test_sweeps import source_model, sweep_params, target_arrays
-from transferlab import artifacts, data, figures, networks, recommendation, repetitions, statistics, sweep_results, sweeps
+from transferlab import artifacts, data, figures, networks, repetitions, statistics, sweep_results, sweep_verdicts, sweeps
 from transferlab.config import parse_params
 from transferlab.errors import ConfigError, ModelError
 
@@ -149,16 +149,18 @@ def test_report_splits_the_frozen_loss_with_paired_intervals() -> None:
     rows = sweep_rows({
         (0, "frozen"): BASE, (0, "selffer-frozen"): BASE,
         (1, "frozen"): [0.89, 0.905, 0.915], (1, "selffer-frozen"): [0.90, 0.91, 0.92],  # no loss: neither
-        (3, "frozen"): [0.80, 0.82, 0.81], (3, "selffer-frozen"): [0.88, 0.89, 0.905],  # specificity the larger
+        (3, "frozen"): [0.80, 0.807, 0.822], (3, "selffer-frozen"): [0.88, 0.889, 0.901],  # specificity the larger
         (5, "frozen"): [0.70, 0.72, 0.71], (5, "selffer-frozen"): [0.72, 0.73, 0.73],  # co-adaptation the larger
     })
-    (text,) = recommendation.selffer_verdict(sweeps.summarize_rows(rows), rows)
-    co = statistics.paired_difference(BASE, [0.88, 0.89, 0.905])
-    specific = statistics.paired_difference([0.88, 0.89, 0.905], [0.80, 0.82, 0.81])
+    (text,), conclusions = sweep_verdicts.selffer_verdict(sweeps.summarize_rows(rows), rows)
+    co = statistics.paired_difference(BASE, [0.88, 0.889, 0.901])
+    specific = statistics.paired_difference([0.88, 0.889, 0.901], [0.80, 0.807, 0.822])
     low, high = f"{100 * co['ci95_low']:+.1f}", f"{100 * co['ci95_high']:+.1f}"
     assert f"k = 3: broken co-adaptation (k = 0 − BnB) {100 * co['mean_difference']:+.1f} [{low}, {high}] points" in text
     assert f"specificity (BnB − AnB) {100 * specific['mean_difference']:+.1f} [" in text
-    assert "k = 1: broken co-adaptation (k = 0 − BnB) +0.0 [+0.0, +0.0] points" in text
+    assert "k = 1: broken co-adaptation (k = 0 − BnB) +0.0 [+0.0, +0.0] points, Holm p 1.000" in text
+    assert "9 comparisons, Holm-adjusted" in text  # three losses at each of three k, corrected together
+    assert conclusions["selffer controls: the two losses"]["frozen k = 3: co-adaptation minus specificity"] == "✘"
     assert text.endswith("**Conclusion (frozen rows):** neither distinguishable from zero at k = 1; specificity dominates at"
                          " k = 3; co-adaptation dominates at k = 5.")
     assert "fine-tuned" not in text.split("**Conclusion")[0].split("(Yosinski")[0]
@@ -167,15 +169,15 @@ def test_report_splits_the_frozen_loss_with_paired_intervals() -> None:
 def test_report_makes_no_claim_without_a_converged_baseline_or_point() -> None:
     rows = sweep_rows({(0, "frozen"): BASE, (0, "selffer-frozen"): BASE, (2, "frozen"): [0.7, 0.8, 0.75],
                        (2, "selffer-frozen"): [0.8, 0.85, 0.9]}, unconverged=(2, "selffer-frozen"))
-    (text,) = recommendation.selffer_verdict(sweeps.summarize_rows(rows), rows)
-    assert "k = 2: no claim (unconverged runs)" in text and "Conclusion" not in text
+    (text,), _ = sweep_verdicts.selffer_verdict(sweeps.summarize_rows(rows), rows)
+    assert "k = 2: no claim (unconverged runs" in text and "Conclusion" not in text
     rows = sweep_rows({(2, "frozen"): [0.7, 0.8, 0.75], (2, "selffer-frozen"): [0.8, 0.85, 0.9]})
-    (text,) = recommendation.selffer_verdict(sweeps.summarize_rows(rows), rows)
+    (text,), _ = sweep_verdicts.selffer_verdict(sweeps.summarize_rows(rows), rows)
     assert "no k = 0 (scratch) point, so the loss from broken co-adaptation cannot be measured" in text
     only_source = sweep_rows({(0, "frozen"): BASE, (2, "frozen"): [0.7, 0.8, 0.75]})
-    assert recommendation.selffer_verdict(sweeps.summarize_rows(only_source), only_source) == []
+    assert sweep_verdicts.selffer_verdict(sweeps.summarize_rows(only_source), only_source) == ([], {})
     both = sweep_rows({(0, "frozen"): BASE, (0, "selffer-frozen"): BASE, (2, "selffer-frozen"): [0.95, 0.96, 0.97]})
-    layers = recommendation.layers_verdict(sweeps.summarize_rows(both), both)
+    layers, _ = sweep_verdicts.layers_verdict(sweeps.summarize_rows(both), both)
     assert "selffer" not in layers  # a control, not a way to reuse a network
 
 
@@ -194,7 +196,7 @@ def test_sweep_stage_writes_selffer_rows_the_report_reads(tmp_path: Path, monkey
     assert len({tuple(values) for values in at_zero.values()}) == 1  # one scratch baseline for every line
     summary = sweep_results.load_summary(tmp_path / "plots/sweeps/transferability.csv")
     assert {row["series"] for row in summary} == set(MODES)
-    paragraphs = recommendation.selffer_verdict(summary, rows)
+    paragraphs, _ = sweep_verdicts.selffer_verdict(summary, rows)
     assert [p.split(" rows**")[0] for p in paragraphs] == ["**Selffer controls, frozen", "**Selffer controls, fine-tuned"]
     assert "k = 1: broken co-adaptation (k = 0 − BnB)" in paragraphs[0] and "(BnB+ − AnB+)" in paragraphs[1]
     assert figures.sweep_figure(summary, "k", "t").startswith(b"\x89PNG")

@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, tiny_params
-from transferlab import (artifacts, corruptions, data, networks, recommendation, reporting, repetitions, statistics, tables,
+from transferlab import (artifacts, corruptions, data, families, networks, recommendation, reporting, repetitions, statistics, tables,
                          tasks, training, verdicts)
 from transferlab.config import (NetworkSpec, OptimizerSpec, Protocol, ShiftSpec, StoppingSpec, TrainSpec, VariantSpec,
                                 parse_params)
@@ -298,16 +298,17 @@ SHIFT = ShiftSpec(corruptions=FOUR_KINDS, seed=11)
 def test_the_table_shows_the_shifted_accuracy_and_its_paired_difference_beside_the_test_accuracy() -> None:
     ranking = verdicts.rank([SCRATCH, REUSE, LP_FT])
     frame = tables.comparison(ranking, lambda r: "–")
-    columns = list(frame.columns)
-    assert columns[columns.index("test accuracy %"):columns.index("test accuracy %") + 5] == [
-        "test accuracy %", "vs scratch (pp)", "p", "shifted %", "shifted vs scratch (pp)"]
+    assert list(frame.columns) == ["variant", "strategy", "test accuracy %", "test vs scratch (pp)", "test Holm p", "test stability",
+                                   "shifted accuracy %", "shifted vs scratch (pp)", "shifted Holm p", "shifted stability", "MLflow run"]
     row = frame.set_index("variant").loc["lp_ft5"]
-    assert row["shifted %"] == reporting.accuracy_cell(statistics.summarize([0.79, 0.81, 0.80])) == "80.0 ± 2.5"
-    diff = statistics.paired_difference([0.79, 0.81, 0.80], [0.70, 0.71, 0.69])
+    assert row["shifted accuracy %"] == reporting.accuracy_cell(statistics.summarize([0.79, 0.81, 0.80])) == "80.0 ± 2.5"
+    diff = ranking.vs_scratch(LP_FT, verdicts.SHIFT)
+    assert diff["mean_difference"] == statistics.paired_difference([0.79, 0.81, 0.80], [0.70, 0.71, 0.69])["mean_difference"]
     assert row["shifted vs scratch (pp)"] == reporting.difference_cell(diff) and row["shifted vs scratch (pp)"].endswith("✔")
+    assert diff["family"] == "mnist: against scratch, shifted test set" and diff["family_size"] == 2
     assert frame.set_index("variant").loc["scratch", "shifted vs scratch (pp)"] == "–"
     plain = verdicts.rank([made("scratch", "scratch", [0.8, 0.82, 0.81], None), made("reuse5", "reuse", [0.9, 0.9, 0.9], None)])
-    assert "shifted %" not in tables.comparison(plain, lambda r: "–").columns
+    assert "shifted accuracy %" not in tables.comparison(plain, lambda r: "–").columns
 
 
 def test_the_report_says_who_is_best_in_distribution_and_under_shift_and_whether_lp_ft_holds(
@@ -325,40 +326,55 @@ def test_the_report_says_who_is_best_in_distribution_and_under_shift_and_whether
         artifacts.write_json(tmp_path / f"metrics/transfer/{variant.variant}.json", variant.to_json())
         artifacts.write_rows(tmp_path / f"plots/transfer/{variant.variant}.csv",
                              [{"epoch": e, "val_accuracy": 0.5 + 0.01 * e, "elapsed": 0.01 * e, "n": 3} for e in (1, 2)])
-    page, rankings, _ = report_stage.build(report_stage.load_params(Path("params.yaml")), "http://127.0.0.1:5000")
+    page, rankings, _, conclusions = report_stage.build(report_stage.load_params(Path("params.yaml")), "http://127.0.0.1:5000")
     ranking = rankings["mnist"]
     table = next(frame for kind, frame in page.blocks if kind == "table")
-    assert {"shifted %", "shifted vs scratch (pp)"} <= set(table.columns)
+    assert {"shifted accuracy %", "shifted vs scratch (pp)"} <= set(table.columns)
     assert tables.SHIFT_LEGEND in page.markdown("figures")
     under = next(text for kind, text in page.blocks if kind == "p" and text.startswith("**Under shift**"))
     assert "noise 0.2, erase 0.2, shuffle_patches 0.25, blend 0.3; seed 11" in under
-    assert "lp_ft5 (lp_ft from source) ends at 80.0 %" in under
-    assert reporting.difference_text(statistics.paired_difference([0.79, 0.81, 0.80], [0.70, 0.71, 0.69])) in under
+    assert "Significantly more accurate: lp_ft5 (+10.0 [+7.5, +12.5] points, Holm p 0.007, stable 100 %)" in under
 
-    paragraphs = recommendation.recommendation(ranking, None, None)
-    best = next(p for p in paragraphs if p.startswith("**More accurate, in-distribution and under shift**"))
-    assert "on the test set reuse5 (reuse) 89.0 %" in best and "on the shifted test set lp_ft5 (lp_ft) 80.0 %" in best
-    assert "A different variant leads under shift." in best
-    assert "Faster" not in best and "sooner" not in best  # more accurate and faster stay apart
+    paragraphs, _ = recommendation.recommendation(ranking, None, None)
+    inside, shifted, safe, use = paragraphs[:4]
+    assert inside.startswith("**Best on the test set:** reuse5 89.0 % [86.5, 91.5]")
+    assert shifted.startswith("**Best on the shifted test set:** lp_ft5 80.0 % [77.5, 82.5], +10.0 [+7.5, +12.5] points")
+    assert safe == "**Safe on both** (not significantly below scratch on any test set): reuse5, lp_ft5."
+    # lp_ft5 is ahead of reuse5 under shift, but the test set's verdict between them is fragile: no firm winner
+    assert use.startswith("**Use:** reuse5 or lp_ft5 (no firm verdict puts one of them ahead of another)")
+    assert conclusions["targets"]["mnist"]["advice"] == {
+        "use": ["lp_ft5", "reuse5"], "safe": ["lp_ft5", "reuse5", "scratch"],
+        "better on the test set": ["lp_ft5", "reuse5"], "better on the shifted test set": ["lp_ft5", "reuse5"]}
+    assert all("Faster" not in p and "sooner" not in p for p in paragraphs)  # more accurate and faster stay apart
     claim = next(p for p in paragraphs if p.startswith("**LP-FT under shift.**"))
-    inside = statistics.paired_difference([0.87, 0.90, 0.88], [0.88, 0.90, 0.89])
-    under_shift = statistics.paired_difference([0.79, 0.81, 0.80], [0.74, 0.75, 0.76])
     widening = statistics.paired_difference(np.subtract([0.79, 0.81, 0.80], [0.74, 0.75, 0.76]),
                                             np.subtract([0.87, 0.90, 0.88], [0.88, 0.90, 0.89]))
-    for diff in (inside, under_shift, widening):
-        assert reporting.difference_text(diff) in claim
+    assert reporting.difference_cell({**widening, "significant": False}) in claim
     assert "lp_ft5 against reuse5" in claim and "the claim holds here" in claim
+    checks = conclusions["targets"]["mnist"]["families"]["mnist: against full fine-tuning"]
+    assert checks == {"lp_ft5 vs reuse5, test set": "–", "lp_ft5 vs reuse5, shifted test set": "✔",
+                      "lp_ft5 vs reuse5, gain under shift minus gain in-distribution": "✔"}
+
+
+def test_a_variant_below_scratch_under_shift_is_never_recommended_without_a_warning() -> None:
+    brittle = made("goodbad_reuse", "reuse", [0.90, 0.92, 0.91], [0.50, 0.52, 0.49])
+    ranking = verdicts.rank([SCRATCH, brittle])
+    advice = recommendation.advise(ranking)
+    assert advice.better[verdicts.TEST] == ["goodbad_reuse"] and advice.use == ["scratch"]
+    assert advice.safe == ["scratch"]
+    text = " ".join(recommendation.advice_text(ranking, advice))
+    assert "goodbad_reuse is above scratch on the test set but significantly below it on the shifted test set" in text
 
 
 def test_lp_ft_says_what_the_intervals_support_and_nothing_without_its_pair_or_a_shifted_set() -> None:
     level = made("lp_ft5", "lp_ft", [0.87, 0.90, 0.88], [0.73, 0.77, 0.75])  # the same gap in and out of distribution
-    text = verdicts.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE, level]))
+    text = families.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE, level]))
     assert text is not None and "neither supports nor refutes the claim" in text
     worse = made("lp_ft5", "lp_ft", [0.90, 0.92, 0.91], [0.70, 0.71, 0.73])
-    assert "the opposite of the claim" in verdicts.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE, worse]))
-    assert verdicts.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE])) is None  # no lp_ft variant: say nothing
+    assert "the opposite of the claim" in families.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE, worse]))
+    assert families.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE])) is None  # no lp_ft variant: say nothing
     other_init = replace(LP_FT, init_from="autoencoder")  # no reuse twin from the same init model
-    assert verdicts.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE, other_init])) is None
+    assert families.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE, other_init])) is None
     plain = [made(r.variant, r.strategy, [x.target_accuracy for x in r.repetitions], None) for r in (SCRATCH, REUSE, LP_FT)]
-    assert verdicts.lp_ft_verdict(verdicts.rank(plain)) is None
-    assert not any("shift" in p for p in recommendation.recommendation(verdicts.rank(plain), None, None))
+    assert families.lp_ft_verdict(verdicts.rank(plain)) is None
+    assert not any("shift" in p for p in recommendation.recommendation(verdicts.rank(plain), None, None)[0])

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
+from transferlab import statistics
 from transferlab.statistics import paired_difference, summarize
 
 T_975_DF3 = 3.182446305284263  # Student's t, two-sided 95 %, from a table
@@ -77,7 +78,7 @@ def test_paired_difference_identical_runs_without_warnings() -> None:
         warnings.simplefilter("error")  # a NaN warning from scipy would fail the test
         result = paired_difference([0.9, 0.8, 0.7], [0.9, 0.8, 0.7])
     assert result == {
-        "n": 3, "mean_difference": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "p_value": 1.0, "significant": False,
+        "n": 3, "mean_difference": 0.0, "std_difference": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "p_value": 1.0, "significant": False,
     }
 
 
@@ -98,3 +99,45 @@ def test_paired_difference_single_pair_and_length_mismatch() -> None:
     assert (single["ci95_low"], single["ci95_high"], single["p_value"], single["significant"]) == (None, None, None, False)
     with pytest.raises(ValueError, match="a has 2, b has 3"):
         paired_difference([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+# -- corrections, the permutation check, power: against the libraries and published values ------------------------
+
+def test_holm_matches_statsmodels_and_a_hand_computed_example() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running maximum 0.02, 0.03, 0.06, 0.06
+    assert statistics.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    p = list(np.random.default_rng(3).random(15) ** 3)
+    assert statistics.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]), abs=1e-15)
+    columns = np.random.default_rng(4).random((15, 50)) ** 4
+    expected = np.stack([multipletests(columns[:, j], method="holm")[1] for j in range(50)], axis=1)
+    np.testing.assert_allclose(statistics.holm_columns(columns), expected, rtol=0, atol=1e-15)
+
+
+def test_permutation_check_on_darwins_zea_mays() -> None:
+    # Fisher (1935), Darwin's 15 pairs of cross- vs self-fertilised plants (eighths of an inch): the exact
+    # randomization test gives two-sided p = 1726 / 32768 = 0.0527 (Manly, Randomization, Bootstrap and Monte Carlo
+    # Methods in Biology, ch. 6)
+    differences = [49, -67, 8, 16, 6, 23, 28, 41, 14, 29, 56, 24, 75, 60, -48]
+    assert statistics.permutation_p(differences) == pytest.approx(1726 / 32768, abs=1e-12)
+    # every difference positive: the smallest p an exact sign-flip test can give, 2 / 2^n
+    assert statistics.permutation_p([0.01, 0.02, 0.015, 0.03, 0.012]) == pytest.approx(2 / 2**5)
+    assert statistics.permutation_p([0.0, 0.0, 0.0]) == 1.0 and statistics.permutation_p([0.3]) is None
+
+
+def test_minimum_detectable_difference_matches_gpower_statsmodels_and_the_textbook_formula() -> None:
+    from scipy import stats
+    from statsmodels.stats.power import TTestPower
+
+    effect = statistics.minimum_detectable_difference(1.0, 10, 0.05, 0.8)
+    assert effect == pytest.approx(0.9959, abs=5e-4)  # G*Power 3.1, one-sample t, n = 10, two-tailed: d = 0.9959
+    assert effect == pytest.approx(TTestPower().solve_power(effect_size=None, nobs=10, alpha=0.05, power=0.8), rel=1e-6)
+    # Zar, Biostatistical Analysis (eq. 9.x): delta = s / sqrt(n) * (t_{alpha(2), n-1} + t_{beta(1), n-1}), an approximation
+    zar = (stats.t.ppf(0.975, 9) + stats.t.ppf(0.8, 9)) / math.sqrt(10)
+    assert effect == pytest.approx(zar, rel=0.01)
+    # by its definition: the two-sided test at alpha has power 0.8 at that difference (noncentral t, SciPy)
+    strict = statistics.minimum_detectable_difference(0.02, 5, 0.05 / 14)
+    critical, shift = stats.t.ppf(1 - 0.05 / 28, 4), strict / 0.02 * math.sqrt(5)
+    assert stats.nct.sf(critical, 4, shift) + stats.nct.cdf(-critical, 4, shift) == pytest.approx(0.8, abs=1e-9)
+    assert statistics.minimum_detectable_difference(None, 5) is None and statistics.minimum_detectable_difference(0.0, 5) == 0.0

@@ -87,14 +87,15 @@ def _edit(repo: Path, name: str, old: str, new: str) -> None:
 def test_identical_tree_passes(repo: Path, capsys: pytest.CaptureFixture) -> None:
     code, out = _verify(capsys)
     assert code == 0, out
-    assert out.strip() == "verify: 4 files under metrics plots reproduce HEAD exactly"
+    assert out.strip() == "verify: 4 files under metrics plots reports/conclusions.json reproduce HEAD exactly"
 
 
 def test_one_accuracy_digit_edited_fails_naming_file_and_key(repo: Path, capsys: pytest.CaptureFixture) -> None:
     _edit(repo, "metrics/transfer/scratch.json", '"target_accuracy": 0.904', '"target_accuracy": 0.905')
     code, out = _verify(capsys)
     assert code == 1
-    assert out.splitlines()[0] == "verify: 1 difference(s) between metrics plots as committed at HEAD and as rebuilt:"
+    assert out.splitlines()[0] == ("verify: 1 difference(s) between metrics plots reports/conclusions.json as committed at HEAD"
+                                   " and as rebuilt:")
     assert "  metrics/transfer/scratch.json: target_accuracy: committed 0.904, rebuilt 0.905" in out.splitlines()
 
 
@@ -251,3 +252,94 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     result = subprocess.run([_actionlint(), "-no-color", str(broken)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert '"runs-on" section is missing' in result.stdout and "tokn" in result.stdout
+
+
+# -- another platform: the conclusions, not the bits -------------------------------------------------------------
+
+CONCLUSIONS = {"targets": {"mnist": {"families": {"mnist: against scratch, test set": {"freeze2": "✘", "reuse5": "–"}},
+                                     "advice": {"use": ["scratch"], "safe": ["reuse5", "scratch"]}}}}
+ELSEWHERE = {"cpu": "Some Other CPU", "simd": ["avx2", "avx512f"]}  # a platform that is not this machine
+
+
+def _cross_platform(repo: Path, committed: dict) -> None:
+    """Commit a conclusions file made on `committed`, and a sweep summary with intervals, beside the metrics; the
+    working tree's (the rebuild's) conclusions are the same, made on this machine."""
+    from transferlab import machine
+
+    summary = "x,series,target_accuracy,std,ci95_low,ci95_high,n,unconverged\n5,scratch,0.53,0.12,0.38,0.68,5,0\n"
+    _write(repo, {"reports/conclusions.json": {"platform": committed, **CONCLUSIONS}, "plots/sweeps/label_budget.csv": summary})
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "a run with its platform and conclusions")
+    _write(repo, {"reports/conclusions.json": {"platform": machine.record(), **CONCLUSIONS}})
+
+
+def test_on_another_platform_last_bits_pass_and_a_flipped_verdict_or_a_mean_outside_its_interval_fails(
+        repo: Path, capsys: pytest.CaptureFixture) -> None:
+    _cross_platform(repo, ELSEWHERE)
+    _edit(repo, "metrics/transfer/scratch.json", '"target_accuracy": 0.904', '"target_accuracy": 0.9041')  # last bits
+    _edit(repo, "metrics/transfer/scratch.json", '"best_epoch": 6', '"best_epoch": 7')  # another stopping epoch
+    code, out = _verify(capsys, "--mode", "exact")
+    assert code == 1 and "target_accuracy: committed 0.904, rebuilt 0.9041" in out
+    code, out = _verify(capsys)
+    assert code == 0, out
+    assert out.startswith("verify: the rebuild's platform is not the one that made the committed run (cpu: ")
+    assert "comparing conclusions, not bits" in out and "reproduce the conclusions of HEAD" in out
+    _edit(repo, "reports/conclusions.json", '"freeze2": "\\u2718"', '"freeze2": "\\u2013"')
+    code, out = _verify(capsys)
+    assert code == 1
+    assert ("  reports/conclusions.json: targets: mnist: families: mnist: against scratch, test set: freeze2: committed ✘,"
+            " rebuilt –") in out.splitlines()
+    _edit(repo, "reports/conclusions.json", '"freeze2": "\\u2013"', '"freeze2": "\\u2718"')
+    _edit(repo, "metrics/transfer/scratch.json", '"target_accuracy": 0.9041', '"target_accuracy": 0.95')
+    _edit(repo, "plots/sweeps/label_budget.csv", "5,scratch,0.53,", "5,scratch,0.70,")
+    code, out = _verify(capsys)
+    assert code == 1 and "verify: 2 conclusion(s) differ" in out
+    assert ("  metrics/transfer/scratch.json: target_accuracy: committed mean in its 95 % interval [88.00, 93.00] %,"
+            " rebuilt 95.00 %") in out.splitlines()
+    assert "  plots/sweeps/label_budget.csv: row 1 (x 5, series scratch).target_accuracy:" in out
+
+
+def test_on_the_same_platform_the_check_stays_exact(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    from transferlab import machine
+
+    _cross_platform(repo, machine.record())
+    assert _verify(capsys)[0] == 0
+    _edit(repo, "reports/conclusions.json", '"freeze2": "\\u2718"', '"freeze2": "\\u2714"')
+    code, out = _verify(capsys)
+    assert code == 1 and "platform is not" not in out
+    assert "reports/conclusions.json: targets.mnist.families.mnist: against scratch, test set.freeze2: committed '✘', rebuilt '✔'" in out
+
+
+@pytest.mark.slow
+def test_a_rebuild_with_other_last_bits_fails_exact_and_passes_on_conclusions(tmp_path: Path) -> None:
+    """A real tiny pipeline, committed; then its races rebuilt with oneDNN's kernels (other last bits on this very CPU,
+    as another CPU's SIMD paths give): the exact check fails, the conclusions check passes, and fails on a flipped verdict."""
+    from conftest import cold_stage_env, make_project, run, tiny_params
+
+    params = tiny_params()
+    params["sweeps"]["transferability"].update(layers=[0, 1], modes=["frozen"])  # small: the variants are the point here
+    params["sweeps"]["label_budget"].update(labels_per_class=[10])  # the variants' own races, read, not raced again
+    params["transfer"]["seeds"] = 3
+    params["transfer"]["stopping"] = {"max_epochs": 40, "patience": 2}  # converged: the report judges it
+    project = make_project(tmp_path / "project", params)
+    run([sys.executable, "-m", "dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "the committed run"], project)
+    perturbed = {**cold_stage_env(project), "TF_ENABLE_ONEDNN_OPTS": "1"}  # cold: the warm server's TensorFlow is already up
+    for stage in ("variants/dvc.yaml:transfer@scratch", "variants/dvc.yaml:transfer@freeze2", "report"):
+        subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "-f", "-s", stage], cwd=project, env=perturbed,
+                       check=True, capture_output=True, text=True, timeout=600)
+    verify_command = [sys.executable, "-m", "transferlab.verify"]
+    exact = subprocess.run([*verify_command, "--mode", "exact"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert exact.returncode == 1 and "metrics/transfer/" in exact.stdout, exact.stdout  # other bits
+    auto = subprocess.run(verify_command, cwd=project, capture_output=True, text=True, timeout=120)
+    assert auto.returncode == 0, auto.stdout + auto.stderr
+    assert "environment: {'TF_ENABLE_ONEDNN_OPTS': '1'" in auto.stdout and "reproduce the conclusions of HEAD" in auto.stdout
+    conclusions = project / "reports/conclusions.json"
+    found = json.loads(conclusions.read_text())
+    family = found["targets"]["mnist"]["families"]["mnist: against scratch, test set"]
+    family["freeze2"] = "✔" if family["freeze2"] != "✔" else "✘"
+    conclusions.write_text(json.dumps(found))
+    flipped = subprocess.run(verify_command, cwd=project, capture_output=True, text=True, timeout=120)
+    assert flipped.returncode == 1, flipped.stdout
+    assert "  reports/conclusions.json: targets: mnist: families: mnist: against scratch, test set: freeze2: committed" in flipped.stdout

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from transferlab import rules
 from transferlab.config import VariantSpec
-from transferlab.reporting import accuracy_text, difference_text
+from transferlab.reporting import accuracy_text
 from transferlab.results import VariantResult
-from transferlab.verdicts import SHIFT, Ranking, fine_tuning_twin, paired_vs, significantly_better, significantly_worse
+from transferlab.verdicts import (CHECKS, SHIFT, TEST, Ranking, check_key, significantly_better, significantly_worse, twin_of,
+                                  verdict_text, widening_key)
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,20 @@ def recipe(spec: VariantSpec) -> str:
     return rules.STRATEGIES[spec.strategy].summary
 
 
-def comparison(result: VariantResult, twin: VariantResult | None) -> str:
+def comparison(result: VariantResult, twin: VariantResult | None, ranking: Ranking) -> str:
     if not result.converged:
         return "it has unconverged repetitions, so no claim"
     if twin is None:
         return "no full fine-tuning variant of the same network (strategy reuse) ran beside it, so no comparison"
     if not twin.converged:
         return f"its full fine-tuning counterpart {twin.variant} has unconverged repetitions, so no claim"
-    diff = paired_vs(result, twin)
+    checks = ranking.families.get(CHECKS)
+    diff = checks.get(check_key(result, twin, TEST)) if checks else None
     if diff is None or diff["ci95_low"] is None:
         return f"against full fine-tuning ({twin.variant}) there is no paired interval (set transfer.seeds > 1)"
-    text = f"against full fine-tuning of the same layers ({twin.variant}): {difference_text(diff)}, {_verdict(diff)}"
-    if result.has_shift and twin.has_shift and (shifted := paired_vs(result, twin, SHIFT)) is not None:
-        text += f"; on the shifted test set {difference_text(shifted)}, {_verdict(shifted)}"
+    text = f"against full fine-tuning of the same layers ({twin.variant}): {verdict_text(diff)}, {_verdict(diff)}"
+    if (shifted := checks.get(check_key(result, twin, SHIFT))) is not None:
+        text += f"; on the shifted test set {verdict_text(shifted)}, {_verdict(shifted)}"
     return text
 
 
@@ -74,9 +76,44 @@ def paragraphs(ranking: Ranking, specs: Mapping[str, VariantSpec]) -> list[tuple
         if not members:
             continue
         lines = [f"{family.reference}."]
+        if (checks := ranking.families.get(CHECKS)) is not None and checks.size:
+            lines[0] += f" Judged together with every other check against full fine-tuning: {checks.describe()}."
         for result in members:
             lines.append(f"**{result.variant}** ({recipe(specs[result.variant])}): "
                          f"{accuracy_text(result.summary('target_accuracy'))}; "
-                         f"{comparison(result, fine_tuning_twin(result, ranking.ranked))}.")
+                         f"{comparison(result, twin_of(result, ranking.claimable), ranking)}.")
         sections.append((family.title, lines))
     return sections
+
+
+def lp_ft_sentence(probed: VariantResult, tuned: VariantResult, ranking: Ranking) -> str:
+    """Kumar et al. 2022's claim on one (lp_ft, reuse) pair: LP-FT's gain over fine-tuning is larger under shift."""
+    name = f"{probed.variant} against {tuned.variant}"
+    checks = ranking.families.get(CHECKS)
+    inside, shifted, widening = (checks.get(key) if checks else None for key in (
+        check_key(probed, tuned, TEST), check_key(probed, tuned, SHIFT), widening_key(probed, tuned)))
+    if inside is None or shifted is None or widening is None:
+        return f"{name}: no shared repetition to compare."
+    text = (f"{name}: {verdict_text(inside)} in-distribution, {verdict_text(shifted)} under shift;"
+            f" the gain under shift minus the gain in-distribution is {verdict_text(widening)}")
+    if widening["ci95_low"] is None:
+        return text + ": one repetition, so no claim either way (set transfer.seeds > 1)."
+    if significantly_better(widening) and significantly_better(shifted):
+        return text + ": the claim holds here (LP-FT is ahead under shift, by more than in-distribution)."
+    if significantly_better(widening):
+        return text + (": the gap moves LP-FT's way under shift, but LP-FT is not significantly ahead under shift,"
+                       " so the claim holds only in part.")
+    if significantly_worse(widening):
+        return text + ": the opposite of the claim (LP-FT loses ground under shift)."
+    return text + ": the corrected test finds no difference, so this run neither supports nor refutes the claim."
+
+
+def lp_ft_verdict(ranking: Ranking) -> str | None:
+    """Whether LP-FT beats full fine-tuning more under shift than in-distribution; None without a pair and a shifted set."""
+    pairs = [(r, twin) for r in ranking.claimable if r.strategy == "lp_ft" and r.has_shift
+             if (twin := twin_of(r, ranking.claimable)) is not None and twin.has_shift]
+    if not pairs:
+        return None
+    return ("Kumar et al. (2022) report that a linear probe then fine-tuning (LP-FT) beats full fine-tuning by more"
+            " under distribution shift than in-distribution. Here (paired, repetition by repetition, corrected with the"
+            " other checks against full fine-tuning): " + " ".join(lp_ft_sentence(a, b, ranking) for a, b in pairs))

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from transferlab import rules  # noqa: E402
 from transferlab.config import BUILTIN_INIT  # noqa: E402
 from transferlab.reporting import Figure  # noqa: E402
 from transferlab.results import VariantResult  # noqa: E402
@@ -31,7 +32,7 @@ SWEEP_AXES = {  # sweep: (title, x axis, log x)
                         " own network (selffer); surgical: all reused, only hidden k trained", False),
     "label_budget": ("Label budget", "labelled images per class", True),
 }
-STRATEGY_COLORS = {"scratch": "#999999", "reuse": "#55a868", "freeze": "#4c72b0", "cache": "#dd8452", "unfreeze": "#8172b3"}
+STRATEGY_COLORS = {name: rule.color for name, rule in rules.STRATEGIES.items()}  # one colour per strategy, from its table
 
 
 def png(fig: plt.Figure) -> bytes:
@@ -187,15 +188,50 @@ def accuracy_bars(results: Sequence[VariantResult], title: str) -> bytes:
     return png(fig)
 
 
+def strategy_legend(ax: plt.Axes, strategies: Sequence[str], **where: Any) -> None:
+    """A legend naming each strategy's colour (the strategy table's), for the strategies drawn."""
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=STRATEGY_COLORS.get(s, "#4c72b0"), label=s) for s in dict.fromkeys(strategies)],
+              fontsize=8, **where)
+
+
 def time_bars(results: Sequence[VariantResult], title: str) -> bytes:
     ordered = sorted(results, key=lambda r: r.mean("seconds_per_epoch"))
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.3))
     ax.barh([_label(r) for r in ordered], [1000 * r.mean("seconds_per_epoch") for r in ordered],
             color=[STRATEGY_COLORS.get(r.strategy, "#4c72b0") for r in ordered])
-    legend = ", ".join(f"{color_name}: {strategy}" for strategy, color_name in
-                       (("cache", "orange"), ("freeze", "blue"), ("reuse", "green"), ("scratch", "grey")))
-    ax.set(xlabel=f"milliseconds per training epoch, mean over repetitions ({legend})", title=title)
+    ax.set(xlabel="milliseconds per training epoch (one core), mean over repetitions", title=title)
+    strategy_legend(ax, [r.strategy for r in ordered], loc="lower right")
     ax.grid(axis="x", alpha=0.3)
+    return png(fig)
+
+
+def forest(rows: Sequence[tuple[str, str, Mapping[str, Mapping[str, Any] | None]]], sets: Mapping[str, str], title: str) -> bytes:
+    """Each variant's gain over scratch with its paired 95 % interval, one panel per test set, sorted by the first set's gain.
+
+    `rows`: (variant, strategy, {set: corrected verdict}); a filled dot is a significant verdict (Holm), a hollow one not.
+    """
+    first = next(iter(sets))
+    ordered = sorted(rows, key=lambda row: row[2][first]["mean_difference"] if row[2].get(first) else -np.inf)
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets) + 1.5, 0.32 * len(ordered) + 1.6), sharey=True, squeeze=False)
+    for ax, (key, name) in zip(axes[0], sets.items(), strict=True):
+        for y, (_, strategy, verdicts) in enumerate(ordered):
+            verdict = verdicts.get(key)
+            if verdict is None:
+                continue
+            mean = 100 * verdict["mean_difference"]
+            color = STRATEGY_COLORS.get(strategy, "#4c72b0")
+            if verdict["ci95_low"] is not None:
+                ax.plot([100 * verdict["ci95_low"], 100 * verdict["ci95_high"]], [y, y], color=color, lw=2)
+            ax.plot([mean], [y], "o", ms=7, color=color, mfc=color if verdict["significant"] else "white", mew=2)
+        ax.axvline(0, color="#555555", lw=1)
+        ax.set(xlabel=f"{name}: gain over scratch (points), paired 95 % CI", title=name)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(ordered)), [row[0] for row in ordered])
+    strategy_legend(axes[0][-1], [row[1] for row in ordered], loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
     return png(fig)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import reporting, statistics, verdicts
+from transferlab import inference, protocol, reporting, statistics, verdicts
 from transferlab.config import OriginalNoteSpec, SourceSpec
 from transferlab.results import VariantResult
 
@@ -109,7 +109,22 @@ def data_sentence(spec: SourceSpec, name: str, source: Mapping[str, Any]) -> str
             " trained on (checked by image content before any stage ran).")
 
 
-def ranking_sentence(note: OriginalNoteSpec, source: Mapping[str, Any], results: Mapping[str, VariantResult]) -> str:
+CACHED, CONTROL = "reuse - frozen + cached", "reuse - control"  # the note section's family of two comparisons
+
+
+def note_family(note: OriginalNoteSpec, results: Mapping[str, VariantResult]) -> inference.Family:
+    """The section's paired comparisons, corrected together: reuse against frozen + cached, and against the control."""
+    reuse = results[note.reuse]
+    pairs = {CACHED: (verdicts.by_repetition(reuse, verdicts.TEST), verdicts.by_repetition(results[note.cached], verdicts.TEST))}
+    if note.control is not None:
+        control = results[note.control]
+        if not verdicts.budget_differences(reuse.budget, control.budget) and reuse.converged and control.converged:
+            pairs[CONTROL] = (verdicts.by_repetition(reuse, verdicts.TEST), verdicts.by_repetition(control, verdicts.TEST))
+    return inference.judge("original note: reuse against frozen + cached and against the more-training control", pairs)
+
+
+def ranking_sentence(note: OriginalNoteSpec, source: Mapping[str, Any], results: Mapping[str, VariantResult],
+                     family: inference.Family) -> str:
     """Does the note's epoch-20 order (reuse > source > frozen + cached) hold for the final test accuracy here?"""
     reuse, cached = results[note.reuse], results[note.cached]
     values = {"reuse": reuse.mean("target_accuracy"), "source": float(source["test_accuracy"]),
@@ -126,21 +141,20 @@ def ranking_sentence(note: OriginalNoteSpec, source: Mapping[str, Any], results:
         inside = reuse_stats["ci95_low"] <= values["source"] <= reuse_stats["ci95_high"]
         text += (" The source model's single value lies " + ("inside" if inside else "outside")
                  + " reuse's 95 % interval" + (", so that step of the order is not resolved." if inside else "."))
-    diff = verdicts.paired_vs(reuse, cached)
-    if diff is not None:
+    if (diff := family.get(CACHED)) is not None:
         resolved = "significant" if diff["significant"] else "not significant"
-        text += f" Reuse − frozen + cached: {reporting.difference_text(diff)}, {resolved}."
+        text += f" Reuse − frozen + cached: {verdicts.verdict_text(diff)}, {resolved} ({family.describe()})."
     return text
 
 
-def control_sentence(note: OriginalNoteSpec, results: Mapping[str, VariantResult]) -> str:
+def control_sentence(note: OriginalNoteSpec, results: Mapping[str, VariantResult], family: inference.Family) -> str:
     """Does reuse beat the source simply trained on for as many epochs?"""
     if note.control is None:
         return "**Reuse or more training?** No control variant is configured (`original_note.control`)."
     reuse, control = results[note.reuse], results[note.control]
     if differ := verdicts.budget_differences(reuse.budget, control.budget):
         return f"**Reuse or more training?** Not compared: the control raced under another budget ({'; '.join(differ)})."
-    diff = verdicts.paired_vs(reuse, control)
+    diff = family.get(CONTROL)
     head = (f"**Reuse or more training?** The control (`{control.variant}`: the source model itself, output layer"
             f" included, trained on under the same race) ends at {reporting.accuracy_text(control.summary('target_accuracy'))};"
             f" reuse at {reporting.accuracy_text(reuse.summary('target_accuracy'))}.")
@@ -154,12 +168,12 @@ def control_sentence(note: OriginalNoteSpec, results: Mapping[str, VariantResult
         verdict = "the more-training control beats reuse"
     else:
         verdict = "reuse and the more-training control are not distinguishable: on the same task the gain of reuse may just be more training"
-    return head + f" Reuse − control: {reporting.difference_text(diff)}; {verdict}."
+    return head + f" Reuse − control: {verdicts.verdict_text(diff)}; {verdict}."
 
 
 def section(report: reporting.Report, note: OriginalNoteSpec, spec: SourceSpec, source: Mapping[str, Any],
-            history: pd.DataFrame, results: Mapping[str, VariantResult]) -> None:
-    """Append the section: what was run, the side-by-side table, and the two generated verdicts."""
+            history: pd.DataFrame, results: Mapping[str, VariantResult]) -> dict[str, dict[str, str]]:
+    """Append the section: what was run, the side-by-side table, and the two generated verdicts (returned as conclusions)."""
     report.heading(HEADING)
     report.paragraph(
         "The study note this project grew out of reused pretrained layers on the *same* task: full MNIST (60,000"
@@ -168,7 +182,7 @@ def section(report: reporting.Report, note: OriginalNoteSpec, spec: SourceSpec, 
         " control for *more training*: reused layers have trained longer than a fresh network has.")
     report.paragraph(data_sentence(spec, note.source, source))
     reference = results[note.reuse]
-    race = verdicts.protocol(reference).removeprefix("**Protocol.** ")
+    race = protocol.protocol(reference).removeprefix("**Protocol.** ")
     report.paragraph(
         f"**Protocol here.** The fair race of the comparison above (target `{reference.target}`), not the note's fixed"
         f" 20 epochs. {race} Columns *here: epoch 1 / 20* are"
@@ -176,5 +190,7 @@ def section(report: reporting.Report, note: OriginalNoteSpec, spec: SourceSpec, 
         " repetitions ran that long), for the source row its logged test accuracy; *here: test accuracy* is scored"
         " once on the selected weights. The note's columns are test accuracy on full MNIST, one run each.")
     report.table(table(note, source, history, results))
-    report.paragraph(ranking_sentence(note, source, results))
-    report.paragraph(control_sentence(note, results))
+    family = note_family(note, results)
+    report.paragraph(ranking_sentence(note, source, results, family))
+    report.paragraph(control_sentence(note, results, family))
+    return {family.name: family.conclusions()}

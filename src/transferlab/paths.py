@@ -11,6 +11,7 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 RUNS = Path("runs")  # how a run went (MLflow ids, timings, registry version): no stage depends on these
 REPORTS = Path("reports")
+CONCLUSIONS = REPORTS / "conclusions.json"  # every verdict and the advice, with the platform that computed them
 
 
 def source_data(source: str) -> Path:

@@ -1,228 +1,151 @@
-"""The recommendation: the target's accuracy verdict, then what the two sweeps support, in paragraphs.
+"""The recommendation: what to use in-distribution, under shift and safely on both, then what the sweeps support.
 
-Sweep points are paired (repetition i of every point shares its labelled images and seed), so
-"more accurate" is a paired interval against the runner-up or against k = 0; points with any
-unconverged run are left out and named. Speed is the mean time to 99 % of a run's own best
-validation accuracy, from the per-run rows. With a shifted test set: which variant is most accurate
-in-distribution and which under shift (each with its interval), and whether LP-FT's claim holds.
+Every claim rests on a family of comparisons corrected together (`inference`): the target's
+variants against scratch on each test set (`Ranking.families`), each sweep's points. A variant is
+recommended only on verdicts that are not fragile, and never without a warning when it is
+significantly worse than scratch under shift. Sweep points are paired (repetition i of every
+point shares its labelled images and seed); points with any unconverged run are left out and named.
+`Advice.conclusions` and `sweep_conclusions` are what a rebuild on another machine must reproduce.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from transferlab import statistics
-from transferlab.reporting import accuracy_short, difference_short, seconds
+from transferlab import inference
+from transferlab.families import lp_ft_verdict
+from transferlab.reporting import accuracy_short
 from transferlab.results import VariantResult
-from transferlab.verdicts import (SHIFT, TEST, Ranking, accuracy_verdict, has_shift, lp_ft_verdict, paired_by_repetition,
-                                  paired_vs, significantly_better, significantly_worse)
-
-Sweep = tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]  # (summary per point, rows per run)
+from transferlab.sweep_verdicts import Conclusions, Sweep, budget_verdict, layers_verdict
+from transferlab.verdicts import EVALUATIONS, SHIFT, TEST, Ranking, accuracy_verdict, by_repetition, scored, verdict_text
 
 
-def _rows_at(rows: Sequence[Mapping[str, Any]], x: int, series: str) -> list[Mapping[str, Any]]:
-    return [row for row in rows if row["x"] == x and row["series"] == series]
+@dataclass(frozen=True)
+class Advice:
+    """What to use, from the corrected verdicts against scratch on every set the target was scored on."""
+
+    better: dict[str, list[str]]  # {set: variants significantly above scratch there, verdict not fragile}, by mean
+    safe: list[str]  # not significantly below scratch on any set (scratch included)
+    use: list[str]  # the recommendation: one variant, or the leaders not distinguishable from each other
+    rests_on: list[dict[str, Any]] = field(default_factory=list)  # the verdicts the recommendation rests on
+    warnings: list[str] = field(default_factory=list)  # above scratch somewhere, below it under shift, or fragile
+
+    @property
+    def stability(self) -> float | None:
+        """The weakest stability among the verdicts the recommendation rests on (None when it rests on none)."""
+        values = [v["stability"] for v in self.rests_on if v.get("stability") is not None]
+        return min(values) if values else None
+
+    def conclusions(self) -> dict[str, Any]:
+        return {"use": sorted(self.use), "safe": sorted(self.safe),
+                **{f"better on the {EVALUATIONS[key]}": sorted(names) for key, names in self.better.items()}}
 
 
-def _paired_points(rows: Sequence[Mapping[str, Any]], a: tuple[int, str], b: tuple[int, str]) -> dict[str, Any] | None:
-    return paired_by_repetition({r["repetition"]: r["target_accuracy"] for r in _rows_at(rows, *a)},
-                                {r["repetition"]: r["target_accuracy"] for r in _rows_at(rows, *b)})
+def advise(ranking: Ranking) -> Advice | None:
+    """Best in-distribution, best under shift, safe on both, and the one to use; None without a converged baseline."""
+    scratch, families = ranking.baseline, ranking.families
+    if scratch is None or not families:
+        return None
+    sets = [key for key in EVALUATIONS if key in families]
+    others = [r for r in ranking.claimable if r is not scratch]
+    verdict = {(r.variant, key): ranking.vs_scratch(r, key) for r in others for key in sets if scored(r, key)}
+    better = {key: [r.variant for r in sorted(others, key=lambda r: -r.mean(key))
+                    if inference.robust(verdict.get((r.variant, key)), inference.BETTER)] for key in sets}
+    worse_somewhere = {name for (name, _), v in verdict.items() if inference.symbol(v) == inference.WORSE}
+    missing = {r.variant for r in others if not all(scored(r, key) for key in sets)}
+    safe = [scratch.variant] + [r.variant for r in others if r.variant not in worse_somewhere | missing]
+    firm = {r.variant for r in others if not any(v["fragile"] for (name, _), v in verdict.items() if name == r.variant)}
+    candidates = [r for r in sorted(others, key=lambda r: -r.mean(TEST))
+                  if r.variant in safe and r.variant in firm and any(r.variant in better[key] for key in sets)]
+    warnings = [f"{name} is above scratch on the {EVALUATIONS[key]} but significantly below it on the"
+                f" {EVALUATIONS[other]}" for key in sets for name in better[key] for other in sets
+                if other != key and inference.symbol(verdict.get((name, other))) == inference.WORSE]
+    warnings += [f"{name} is above scratch on the {EVALUATIONS[key]} but one of its verdicts is fragile, so it is not"
+                 " recommended" for key in sets for name in better[key] if name in safe and name not in firm]
+    if not candidates:
+        rests = [v for v in verdict.values() if v is not None]
+        return Advice(better, safe, [scratch.variant], rests, warnings)
+    # the candidates no other candidate beats: significantly above it on some test set and below it on none
+    pairwise = inference.judge(f"{ranking.target}: the candidates against each other", {
+        f"{a.variant} vs {b.variant}, {EVALUATIONS[key]}": (by_repetition(a, key), by_repetition(b, key))
+        for i, a in enumerate(candidates) for b in candidates[i + 1:] for key in sets})
 
+    def beats(a: VariantResult, b: VariantResult) -> list[dict[str, Any]] | None:
+        """The verdicts by which a is ahead of b (above on a test set, below on none, none of them fragile), or None."""
+        found = []
+        for key in sets:
+            forward = pairwise.get(f"{a.variant} vs {b.variant}, {EVALUATIONS[key]}")
+            verdict = forward or pairwise.get(f"{b.variant} vs {a.variant}, {EVALUATIONS[key]}")
+            if verdict is None or verdict["fragile"]:
+                return None
+            found.append((verdict, inference.symbol(verdict) if forward else
+                          {inference.BETTER: inference.WORSE, inference.WORSE: inference.BETTER}.get(inference.symbol(verdict),
+                                                                                                 inference.NEITHER)))
+        signs = [sign for _, sign in found]
+        return [v for v, _ in found] if inference.BETTER in signs and inference.WORSE not in signs else None
 
-def _point_text(point: Mapping[str, Any]) -> str:
-    return accuracy_short({"mean": point["target_accuracy"], "ci95_low": point["ci95_low"], "ci95_high": point["ci95_high"]})
-
-
-def _mean_near_best(rows: Sequence[Mapping[str, Any]]) -> float:
-    return sum(row["seconds_to_near_best"] for row in rows) / len(rows) if rows else 0.0
-
-
-def budget_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Per label budget: which series ends more accurate (paired against the runner-up), and which gets there sooner."""
-    accurate, sooner, left_out = [], [], []
-    for x in sorted({point["x"] for point in summary}):
-        points = [p for p in summary if p["x"] == x]
-        left_out += [f"{p['series']} at {x}" for p in points if p["unconverged"]]
-        points = sorted((p for p in points if not p["unconverged"]), key=lambda p: -p["target_accuracy"])
-        if not points:
-            continue
-        best = points[0]
-        if len(points) == 1:
-            accurate.append(f"with {x}, only {best['series']} converged ({_point_text(best)})")
+    use, rests = [], []
+    for c in candidates:
+        beaten = [found for other in candidates if other is not c if (found := beats(other, c)) is not None]
+        if beaten:
+            rests += beaten[0]
         else:
-            runner = points[1]
-            diff = _paired_points(rows, (x, best["series"]), (x, runner["series"]))
-            if significantly_better(diff):
-                accurate.append(f"with {x}, {best['series']} ends most accurate, {_point_text(best)},"
-                                f" {difference_short(diff)} over {runner['series']}")
-            else:
-                gap = difference_short(diff) if diff else "no shared repetitions"
-                accurate.append(f"with {x}, {best['series']} {_point_text(best)} and {runner['series']}"
-                                f" {_point_text(runner)} are not distinguishable ({gap})")
-        near = {p["series"]: _mean_near_best(_rows_at(rows, x, p["series"])) for p in points}
-        if len(near) > 1 and all(near.values()):
-            fast, slow = min(near, key=near.get), max(near, key=near.get)
-            against = "scratch" if "scratch" in near and fast != "scratch" else slow
-            sooner.append(f"with {x}, {fast} in {seconds(near[fast])} against {seconds(near[against])} for {against}"
-                          f" ({near[against] / near[fast]:.1f}×)")
-    if not accurate:
-        return [f"**Label budget:** every sweep point has unconverged runs ({', '.join(left_out)}),"
-                " so the sweep supports no claim."]
-    paragraphs = ["**Label budget, more accurate** (labels per class; test accuracy with 95 % CI; paired difference"
-                  f" to the runner-up): {'; '.join(accurate)}."]
-    if sooner:
-        paragraphs.append(f"**Label budget, sooner** to 99 % of its own best validation accuracy: {'; '.join(sooner)}.")
-    if left_out:
-        paragraphs[-1] += f" Left out (unconverged runs): {', '.join(left_out)}."
-    return paragraphs
+            use.append(c.variant)
+    rests += [v for (name, _), v in verdict.items() if name in use and v is not None]
+    return Advice(better, safe, use, rests, warnings)
 
 
-def layers_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> str:
-    """Per mode: the k with the best mean, and whether it beats k = 0 (scratch) on the paired interval."""
-    summary = [p for p in summary if not str(p["series"]).startswith("selffer")]  # controls, not a way to reuse a network
-    parts, left_out = [], [f"{p['series']} k = {p['x']}" for p in summary if p["unconverged"]]
-    for series in dict.fromkeys(p["series"] for p in summary):
-        points = [p for p in summary if p["series"] == series and not p["unconverged"]]
-        if not points:
-            continue
-        best = max(points, key=lambda p: p["target_accuracy"])
-        if best["x"] == 0:
-            parts.append(f"{series}, none: k = 0 (scratch) has the highest mean, {_point_text(best)}")
-            continue
-        diff = _paired_points(rows, (best["x"], series), (0, series))
-        if not any(p["x"] == 0 for p in points):  # k = 0 missing or unconverged: nothing to compare with
-            verdict = "with no converged k = 0 (scratch) point to compare it with"
-        elif diff is None:
-            verdict = "with no k = 0 run to pair it with"
-        elif significantly_better(diff):
-            verdict = f"{difference_short(diff)} over k = 0 (scratch)"
-        else:
-            verdict = f"{difference_short(diff)} against k = 0 (scratch), not a significant gain"
-        parts.append(f"{series}, k = {best['x']}: {_point_text(best)}, {verdict}")
-    if not parts:
-        return (f"**Layers to reuse:** every sweep point has unconverged runs ({', '.join(left_out)}),"
-                " so the sweep supports no claim.")
-    text = f"**Layers to reuse** (transferability sweep, best mean per mode, 95 % CI): {'; '.join(parts)}."
-    if left_out:
-        text += f" Left out (unconverged runs): {', '.join(left_out)}."
-    return text
+def advice_text(ranking: Ranking, advice: Advice) -> list[str]:
+    """The three answers and the recommendation, each with its corrected interval and stability."""
+    by_name = {r.variant: r for r in ranking.ranked}
+
+    def row(name: str, key: str) -> str:
+        return f"{name} {accuracy_short(by_name[name].summary(key))}, {verdict_text(ranking.vs_scratch(by_name[name], key))}"
+
+    lines = []
+    for key, names in advice.better.items():
+        where = EVALUATIONS[key]
+        lines.append(f"**Best on the {where}:** " + ("; ".join(row(n, key) for n in names[:3]) if names else
+                                                      f"no variant is robustly more accurate than scratch on the {where}") + ".")
+    safe = [n for n in advice.safe if n != (ranking.baseline.variant if ranking.baseline else None)]
+    lines.append(f"**Safe on {'both' if len(advice.better) > 1 else 'it'}** (not significantly below scratch on any test"
+                 f" set): {', '.join(safe) if safe else 'no variant but scratch'}.")
+    stability = f" (stability {100 * advice.stability:.0f} %, the weakest verdict it rests on)" if advice.stability is not None else ""
+    scratch = ranking.baseline.variant if ranking.baseline else "scratch"
+    if advice.use == [scratch]:
+        lines.append(f"**Use:** {scratch} — no reuse strategy is robustly more accurate than training from scratch and"
+                     f" safe on every test set{stability}. The safe ones cost no accuracy that this run could detect.")
+    else:
+        tied = (f" or {', '.join(advice.use[1:])} (no firm verdict puts one of them ahead of another)"
+                if len(advice.use) > 1 else "")
+        lines.append(f"**Use:** {advice.use[0]}{tied}: robustly more accurate than scratch on"
+                     f" {'a test set' if len(advice.better) > 1 else 'the test set'}, not below it on any, and beaten by no"
+                     f" other such variant{stability}.")
+    if advice.warnings:
+        lines.append("**Warnings:** " + "; ".join(advice.warnings) + ".")
+    return lines
 
 
-SELFFER_PAIRS = (("frozen", "selffer-frozen", "AnB", "BnB"), ("fine-tuned", "selffer-fine-tuned", "AnB+", "BnB+"))
-
-
-def _by_repetition(rows: Sequence[Mapping[str, Any]], x: int, series: str) -> dict[int, float]:
-    return {row["repetition"]: row["target_accuracy"] for row in _rows_at(rows, x, series)}
-
-
-def _loss_verdict(co: dict[str, Any], specific: dict[str, Any], gap: dict[str, Any]) -> str:
-    """Which loss is the larger, each judged by its paired interval (a loss is a positive difference)."""
-    co_loss, specific_loss = significantly_better(co), significantly_better(specific)
-    if co_loss and specific_loss:
-        if gap["significant"]:
-            return "co-adaptation dominates" if gap["mean_difference"] > 0 else "specificity dominates"
-        return "both, not distinguishable from each other"
-    if co_loss or specific_loss:
-        return "co-adaptation dominates" if co_loss else "specificity dominates"
-    if gains := [name for name, diff in (("co-adaptation", co), ("specificity", specific)) if significantly_worse(diff)]:
-        return f"no loss ({' and '.join(gains)}: a significant gain)"
-    return "neither distinguishable from zero"
-
-
-def selffer_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Yosinski et al. 2014's two effects at each k, from the paired per-repetition differences (95 % intervals).
-
-    Co-adaptation loss = k = 0 (scratch) − BnB: reusing a network's own lowest k layers and
-    re-learning the rest costs this much. Specificity loss = BnB − AnB: what the source's
-    features cost beyond that. One paragraph per pair of modes the grid has (frozen; fine-tuned).
-    """
-    present = {p["series"] for p in summary}
-    unconverged = {(p["x"], p["series"]) for p in summary if p["unconverged"]}
-    paragraphs = []
-    for source, selffer, anb, bnb in SELFFER_PAIRS:
-        if not {source, selffer} <= present:
-            continue
-        ks = sorted({p["x"] for p in summary if p["series"] == selffer and p["x"] > 0})
-        name = (f"**Selffer controls, {source} rows** (Yosinski et al. 2014; {bnb} = {selffer}, {anb} = {source};"
-                " each loss is a paired per-repetition difference with its 95 % CI, positive = a loss)")
-        base = _by_repetition(rows, 0, source)
-        if not base or (0, source) in unconverged:
-            why = "no k = 0 (scratch) point" if not base else "the k = 0 (scratch) point has unconverged runs"
-            paragraphs.append(f"{name}: {why}, so the loss from broken co-adaptation cannot be measured and no claim is made.")
-            continue
-        parts, verdicts = [], {}
-        for k in ks:
-            if {(k, source), (k, selffer)} & unconverged:
-                parts.append(f"k = {k}: no claim (unconverged runs)")
-                continue
-            theirs, mine = _by_repetition(rows, k, source), _by_repetition(rows, k, selffer)
-            common = sorted(set(base) & set(theirs) & set(mine))
-            if not common:
-                parts.append(f"k = {k}: no shared repetitions")
-                continue
-            co = statistics.paired_difference([base[i] for i in common], [mine[i] for i in common])
-            specific = statistics.paired_difference([mine[i] for i in common], [theirs[i] for i in common])
-            gap = statistics.paired_difference([base[i] - mine[i] for i in common], [mine[i] - theirs[i] for i in common])
-            verdicts[k] = _loss_verdict(co, specific, gap)
-            parts.append(f"k = {k}: broken co-adaptation (k = 0 − {bnb}) {difference_short(co)}, specificity"
-                         f" ({bnb} − {anb}) {difference_short(specific)}: {verdicts[k]}")
-        if not parts:
-            continue
-        text = f"{name}: {'; '.join(parts)}."
-        if verdicts:
-            groups: dict[str, list[int]] = {}
-            for k, verdict in verdicts.items():
-                groups.setdefault(verdict, []).append(k)
-            everywhere = len(groups) == 1 and len(verdicts) == len(ks)
-            where = [f"{verdict} at {'every k' if everywhere else 'k = ' + ', '.join(map(str, found))}"
-                     for verdict, found in groups.items()]
-            text += f" **Conclusion ({source} rows):** {'; '.join(where)}."
-        paragraphs.append(text)
-    return paragraphs
-
-
-def _by_mean(ranking: Ranking, key: str) -> list[VariantResult]:
-    """The converged ranked variants scored on that set, highest mean first."""
-    return sorted((r for r in ranking.claimable if key == TEST or r.has_shift), key=lambda r: -r.mean(key))
-
-
-def _most_accurate(ordered: Sequence[VariantResult], key: str) -> str:
-    """`reuse5 (reuse) 91.2 % [90.1, 92.3], +0.4 [-0.3, +1.1] points over the runner-up lp_ft5 (not significant)`."""
-    best = ordered[0]
-    text = f"{best.variant} ({best.strategy}) {accuracy_short(best.summary(key))}"
-    if len(ordered) > 1:
-        runner = ordered[1]
-        diff = paired_vs(best, runner, key)
-        gap = difference_short(diff) if diff else "no shared repetitions"
-        text += f", {gap} over the runner-up {runner.variant}" + ("" if significantly_better(diff) else " (not significant)")
-    return text
-
-
-def shift_recommendation(ranking: Ranking) -> list[str]:
-    """Most accurate on the test set and on the shifted test set, apart; then LP-FT's claim. Empty without a shifted set."""
-    inside, shifted = _by_mean(ranking, TEST), _by_mean(ranking, SHIFT)
-    if not has_shift(ranking) or not shifted:
-        return []
-    same = " The same variant leads on both." if inside[0] is shifted[0] else " A different variant leads under shift."
-    parts = [f"**More accurate, in-distribution and under shift** (highest mean accuracy among the converged ranked"
-             f" variants, 95 % CI; paired difference to the runner-up): on the test set {_most_accurate(inside, TEST)};"
-             f" on the shifted test set {_most_accurate(shifted, SHIFT)}.{same}"]
-    if (claim := lp_ft_verdict(ranking)) is not None:
-        parts.append(f"**LP-FT under shift.** {claim}")
-    return parts
-
-
-def recommendation(ranking: Ranking | None, transfer: Sweep | None, budget: Sweep | None) -> list[str]:
-    """Paragraphs: best strategy vs scratch (the same verdict as the target's summary), label budgets, layers.
+def recommendation(ranking: Ranking | None, transfer: Sweep | None, budget: Sweep | None) -> tuple[list[str], Conclusions]:
+    """Paragraphs (the advice, the verdict against scratch, label budgets, layers) and their conclusions.
 
     `transfer` and `budget` are each a sweep's (summary, per-run rows), or None when it is switched off.
     """
-    parts = []
+    parts: list[str] = []
+    conclusions: Conclusions = {}
     if ranking is not None and ranking.ranked:
+        if (advice := advise(ranking)) is not None:
+            parts += advice_text(ranking, advice)
         parts.append(f"Strategy ({ranking.ranked[0].labels_per_class} labels per class): {accuracy_verdict(ranking)}")
-        parts += shift_recommendation(ranking)
+        if (claim := lp_ft_verdict(ranking)) is not None:
+            parts.append(f"**LP-FT under shift.** {claim}")
     if budget is not None:
-        parts += budget_verdict(*budget)
+        paragraphs, found = budget_verdict(*budget)
+        parts += paragraphs
+        conclusions |= found
     if transfer is not None:
-        parts.append(layers_verdict(*transfer))
-    return parts or ["No variant or sweep to recommend from."]
+        text, found = layers_verdict(*transfer)
+        parts.append(text)
+        conclusions |= found
+    return parts or ["No variant or sweep to recommend from."], conclusions

@@ -47,6 +47,12 @@ class StrategyRule:
     takes: tuple[str, ...] = ()  # variant sections this strategy needs (and only a strategy naming them may set)
     may_take: tuple[str, ...] = ()  # variant sections this strategy may set but does not need
     keeps_output: bool = False  # the init model's output layer is copied too: it trains on, on its own task
+    # The strategy whose variant of the same network (same init, layers and budget) the report compares this one
+    # with: full fine-tuning for a change of how it trains; `freeze` for `cache`, whose results are the same by
+    # construction (`same_as_twin`), so the two count as one comparison wherever they are compared.
+    twin: str | None = None
+    same_as_twin: bool = False
+    color: str = "#4c72b0"  # the strategy's colour in every figure (one per strategy, named in the legend)
 
 
 def _decay(variant: VariantSpec) -> float:
@@ -81,22 +87,25 @@ def _probe_then_fine_tune(variant: VariantSpec) -> list[Phase]:
 
 
 STRATEGIES: dict[str, StrategyRule] = {
-    "scratch": StrategyRule("the same network, new random weights", _one_phase, frozen="none"),
-    "reuse": StrategyRule("reused layers copied, every layer trained", _one_phase, frozen="none"),
-    "freeze": StrategyRule("the lowest reused layers fixed", _one_phase, frozen="some"),
+    "scratch": StrategyRule("the same network, new random weights", _one_phase, frozen="none", color="#999999"),
+    "reuse": StrategyRule("reused layers copied, every layer trained", _one_phase, frozen="none", color="#55a868"),
+    "freeze": StrategyRule("the lowest reused layers fixed", _one_phase, frozen="some", color="#4c72b0"),
     "cache": StrategyRule("as freeze, trained on the fixed layers' outputs computed once", _one_phase, frozen="some",
-                          cached=True),
+                          cached=True, twin="freeze", same_as_twin=True, color="#dd8452"),
     "unfreeze": StrategyRule("as freeze for frozen_epochs, then the top frozen layers trained too", _unfreezing,
-                             frozen="some", takes=("unfreeze",), may_take=("layer_decay",)),
+                             frozen="some", takes=("unfreeze",), may_take=("layer_decay",), color="#8172b3"),
     "lp_ft": StrategyRule("linear probe (reused layers fixed) until early stopping, then all layers at"
-                          f" {LP_FT_RATE_FACTOR:g}x the rate", _probe_then_fine_tune, frozen="none", may_take=("layer_decay",)),
+                          f" {LP_FT_RATE_FACTOR:g}x the rate", _probe_then_fine_tune, frozen="none", may_take=("layer_decay",),
+                          twin="reuse", color="#c44e52"),
     # Lee et al. 2023: which block to tune depends on the shift, and tuning one block can beat tuning all
     "surgical": StrategyRule("only the reused layers train_layers [low, high] trained (and the new layers above); every"
-                             " other reused layer fixed", _one_phase, frozen="none", takes=("train_layers",)),
+                             " other reused layer fixed", _one_phase, frozen="none", takes=("train_layers",),
+                             twin="reuse", color="#937860"),
     # ULMFiT's discriminative fine-tuning; timm's layer_decay, fastai's lr_mult (Keras has no built-in way)
     "discriminative": StrategyRule("as reuse, each dense layer at layer_decay times the rate of the layer above (the"
-                                   " output layer at the tuned rate)", _one_phase, frozen="none", takes=("layer_decay",)),
+                                   " output layer at the tuned rate)", _one_phase, frozen="none", takes=("layer_decay",),
+                                   twin="reuse", color="#da8bc3"),
     # the more-training control: the init model itself, every layer and its output, trained on under the same race
     "continue": StrategyRule("the init model as it is, output layer included, trained on (on its own task)", _one_phase,
-                             frozen="none", keeps_output=True),
+                             frozen="none", keeps_output=True, color="#64b5cd"),
 }

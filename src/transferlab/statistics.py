@@ -7,11 +7,12 @@ not valid JSON, and a made-up zero width would overstate what one run shows.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 CONFIDENCE = 0.95
 
@@ -81,8 +82,98 @@ def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
     return {
         "n": n,
         "mean_difference": mean,
+        "std_difference": None if n == 1 else float(d.std(ddof=1)),
         "ci95_low": low,
         "ci95_high": high,
         "p_value": p_value,
         "significant": bool(significant),
     }
+
+
+# -- corrections, a non-parametric check, power ------------------------------------------------------
+
+ALPHA = 0.05  # family-wise error rate of every family of comparisons (inference.py)
+POWER = 0.8  # the power at which a minimum detectable difference is stated
+EXACT_SIGN_FLIPS = 16  # up to this many pairs the permutation test enumerates all 2^n sign assignments
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (statsmodels `multipletests(method="holm")`): family-wise error ≤ α."""
+    if not p_values:
+        return []
+    from statsmodels.stats.multitest import multipletests  # only the report needs it: ~0.5 s of imports
+
+    return [float(p) for p in multipletests(np.asarray(p_values, dtype=np.float64), alpha=ALPHA, method="holm")[1]]
+
+
+def holm_columns(p_values: np.ndarray) -> np.ndarray:
+    """`holm` of every column of an (m, B) array at once (bootstrap resamples; tests hold it to statsmodels)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = p.shape[0]
+    order = np.argsort(p, axis=0, kind="stable")
+    scaled = np.take_along_axis(p, order, axis=0) * (m - np.arange(m))[:, None]
+    stepped = np.minimum(np.maximum.accumulate(scaled, axis=0), 1.0)
+    adjusted = np.empty_like(stepped)
+    np.put_along_axis(adjusted, order, stepped, axis=0)
+    return adjusted
+
+
+def permutation_p(differences: Sequence[float] | np.ndarray) -> float | None:
+    """Two-sided p of the paired permutation test of the mean difference (Fisher's sign flips, SciPy).
+
+    Exact over all 2^n sign assignments for n ≤ 16 (ties and zero differences need no special rule,
+    unlike Wilcoxon's ranks); its smallest possible value is 2 / 2^n (0.0625 at n = 5). None for n = 1.
+    """
+    d = _as_vector(differences, "differences")
+    if d.size == 1:
+        return None
+    if float(np.ptp(d)) <= _rounding(d, d) and abs(float(d.mean())) <= _rounding(d, d):
+        return 1.0
+    resamples = np.inf if d.size <= EXACT_SIGN_FLIPS else 2 ** EXACT_SIGN_FLIPS
+    result = stats.permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
+                                    n_resamples=resamples, vectorized=True, rng=np.random.default_rng(0))
+    return float(min(result.pvalue, 1.0))
+
+
+def minimum_detectable_difference(std: float | None, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """The smallest true mean paired difference a two-sided paired t-test at `alpha` detects with `power`.
+
+    Solved on the noncentral t (what statsmodels' `TTestPower` and G*Power solve; tests compare them),
+    in the units of `std` (the standard deviation of the paired differences). None when n < 2 or the
+    spread is unknown; 0 when every difference is equal.
+    """
+    if std is None or n < 2:
+        return None
+    return 0.0 if std == 0 else _detectable_effect(n, alpha, power) * std
+
+
+@functools.lru_cache(maxsize=64)
+def _detectable_effect(n: int, alpha: float, power: float) -> float:
+    """Cohen's d_z at which the two-sided one-sample t-test with n pairs has the given power."""
+    df, critical = n - 1, float(stats.t.ppf(1 - alpha / 2, n - 1))
+
+    def shortfall(effect: float) -> float:
+        shift = effect * np.sqrt(n)
+        # SciPy answers NaN far out in a tail, where the upper tail is 1 and the lower 0
+        upper = np.nan_to_num(stats.nct.sf(critical, df, shift), nan=1.0)
+        lower = np.nan_to_num(stats.nct.cdf(-critical, df, shift), nan=0.0)
+        return float(upper + lower) - power
+
+    high = 1.0
+    while shortfall(high) < 0:  # power grows with the effect: bracket the root
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-12))
+
+
+def t_test_p_values(differences: np.ndarray) -> np.ndarray:
+    """Paired t-test p-values along the last axis of an array of differences, with `paired_difference`'s rule
+    for equal differences (0 → 1, a non-zero constant → 0). For many resamples at once (stability)."""
+    d = np.asarray(differences, dtype=np.float64)
+    n = d.shape[-1]
+    mean, std = d.mean(axis=-1), d.std(axis=-1, ddof=1)
+    rounding = 1e-12 * np.maximum(np.abs(d).max(axis=-1), 1.0)
+    constant = std <= rounding
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.abs(mean) / (std / np.sqrt(n))
+    p = 2 * stats.t.sf(np.where(constant, 0.0, t), n - 1)
+    return np.where(constant, np.where(np.abs(mean) <= rounding, 1.0, 0.0), p)

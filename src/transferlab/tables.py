@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import reporting, verdicts
+from transferlab import inference, reporting, speed, verdicts
 from transferlab.results import VariantResult
 
 RunLink = Callable[[VariantResult], str]
@@ -15,17 +15,22 @@ RunLink = Callable[[VariantResult], str]
 LEGEND = (
     "Test accuracy: scored once per repetition on the weights chosen on validation; mean ± half-width of its 95 %"
     " t-interval. `vs scratch`: paired difference in percentage points, repetition by repetition, with its 95 %"
-    " interval; ✔ / ✘ mark variants significantly better / worse than scratch, `p` the paired t-test. `chosen"
-    " setting`: the grid setting validation picked, per repetition. `stop`: why each repetition's chosen run"
-    " stopped. `s to 99 % of best`: training seconds until the run first reached 99 % of its own best validation"
-    " accuracy (seconds are each run's share of the batched training step). `best epoch / epochs run` and the"
-    " seconds: means over repetitions."
+    " interval; ✔ / ✘ mark variants significantly better / worse than scratch after Holm's correction over every"
+    " variant compared on that test set (`Holm p`: the adjusted paired t-test p; the interval itself is not adjusted,"
+    " so it can exclude zero without a mark). `stability`: the share of bootstrap resamples of the repetitions in which"
+    " the verdict holds (*fragile* below 80 %). A variant whose results equal its twin's by construction (cache ≡"
+    " freeze) is one comparison. The details table below has what each variant trained and how long."
+)
+DETAILS_LEGEND = (
+    "`chosen setting`: the grid setting validation picked, per repetition. `stop`: why each repetition's chosen run"
+    " stopped. `epochs to 99 %`: epochs until the run first reached 99 % of its own best validation accuracy;"
+    " `ms / epoch`: one core's wall time per training epoch, median over repetitions. Means over repetitions."
 )
 # Added under the legend when the target has a shifted test set.
 SHIFT_LEGEND = (
     "Shifted %: the same chosen weights scored once on the shifted test set (each test image corrupted, see above), mean"
-    " ± half-width of its 95 % t-interval; `shifted vs scratch`: the paired difference there, as for the test set."
-    " Nothing is chosen on either test set."
+    " ± half-width of its 95 % t-interval; `shifted vs scratch`: the paired difference there, corrected as a family of"
+    " its own. Nothing is chosen on either test set."
 )
 
 
@@ -42,50 +47,69 @@ def stop_cell(result: VariantResult) -> str:
     return text + (f" ⚠ unconverged {missed}/{result.seeds}" if missed else "")
 
 
-def shift_cells(result: VariantResult, baseline: VariantResult | None) -> dict[str, str]:
-    """The shifted test set's accuracy and its paired difference to the baseline, as the test set's cells read."""
-    accuracy = reporting.accuracy_cell(result.summary(verdicts.SHIFT)) if result.has_shift else "–"
-    return {"shifted %": accuracy,
-            "shifted vs scratch (pp)": reporting.difference_cell(verdicts.paired_vs(result, baseline, verdicts.SHIFT))}
+def verdict_cells(ranking: verdicts.Ranking, result: VariantResult, key: str, prefix: str = "") -> dict[str, str]:
+    """Accuracy, the corrected difference to scratch, its Holm p and stability on one test set."""
+    scored = verdicts.scored(result, key)
+    diff = ranking.vs_scratch(result, key) if scored else None
+    return {f"{prefix}accuracy %": reporting.accuracy_cell(result.summary(key)) if scored else "–",
+            f"{prefix}vs scratch (pp)": reporting.difference_cell(diff),
+            f"{prefix}Holm p": inference.p_text(diff.get("p_adjusted")) if diff else "–",
+            f"{prefix}stability": inference.stability_text(diff)}
 
 
-def variant_row(result: VariantResult, baseline: VariantResult | None, link: RunLink, shift: bool = False) -> dict[str, str]:
-    """One row of the comparison; `shift`: with the shifted test set's two columns after the test set's."""
-    diff = verdicts.paired_vs(result, baseline)
+def variant_row(ranking: verdicts.Ranking, result: VariantResult, link: RunLink) -> dict[str, str]:
+    """One row of the main comparison: what the variant is, its verdicts on every test set, its MLflow run."""
+    row = {"variant": result.variant, "strategy": result.strategy + ("" if result.converged else " ⚠")}
+    for key, name in verdicts.EVALUATIONS.items():
+        if key == verdicts.TEST or verdicts.has_shift(ranking):
+            row |= verdict_cells(ranking, result, key, "test " if key == verdicts.TEST else "shifted ")
+    return row | {"MLflow run": link(result)}
+
+
+def detail_row(result: VariantResult) -> dict[str, str]:
+    """What a variant trained and how its race went."""
     return {
         "variant": result.variant,
-        "strategy": result.strategy,
         "init from": result.init_from,
         "reused / frozen / new": f"{result.reuse_layers} / {result.frozen_layers} / {result.new_layers}",
         "params trainable / frozen": f"{result.trainable_params:,} / {result.frozen_params:,}",
-        "test accuracy %": reporting.accuracy_cell(result.summary("target_accuracy")),
-        "vs scratch (pp)": reporting.difference_cell(diff),
-        "p": "–" if diff is None or diff["p_value"] is None else f"{diff['p_value']:.3f}",
-        **(shift_cells(result, baseline) if shift else {}),
         "chosen setting": chosen_cell(result),
         "best epoch / epochs run": f"{result.mean('best_epoch'):.1f} / {result.mean('epochs_run'):.1f}",
         "stop": stop_cell(result),
-        "s to 99 % of best": f"{result.mean('seconds_to_near_best'):.3g}",
-        "train s": f"{result.mean('train_seconds'):.3g}",
-        "ms / epoch": f"{1000 * result.mean('seconds_per_epoch'):.2f}",
-        "MLflow run": link(result),
+        "epochs to 99 %": f"{sum(speed.epochs_to_near_best(r) for r in result.repetitions) / result.seeds:.1f}",
+        "ms / epoch": f"{1000 * speed.epoch_cost(result):.2f}",
     }
+
+
+def constant_columns(frame: pd.DataFrame, keep: tuple[str, ...] = ("variant",)) -> tuple[pd.DataFrame, str]:
+    """The table without columns whose every cell is the same, and one sentence saying what they all were."""
+    if len(frame) < 2:
+        return frame, ""
+    constant = [c for c in frame.columns if c not in keep and frame[c].nunique() == 1]
+    said = "; ".join(f"{c}: {frame[c].iloc[0]}" for c in constant)
+    return frame.drop(columns=constant), (f"The same in every row — {said}." if said else "")
 
 
 def comparison(ranking: verdicts.Ranking, link: RunLink) -> pd.DataFrame:
     """The ranked variants: converged ones by mean test accuracy, then the unconverged (marked ⚠)."""
-    shift = verdicts.has_shift(ranking)
-    return pd.DataFrame([variant_row(r, ranking.baseline, link, shift) for r in ranking.ranked])
+    return pd.DataFrame([variant_row(ranking, r, link) for r in ranking.ranked])
+
+
+def details(ranking: verdicts.Ranking) -> tuple[pd.DataFrame, str]:
+    """The ranked variants' recipe and race, constant columns said once."""
+    return constant_columns(pd.DataFrame([detail_row(r) for r in ranking.ranked]))
 
 
 def not_ranked(ranking: verdicts.Ranking, link: RunLink) -> pd.DataFrame:
     """Variants raced under another tuning budget: their numbers, the reason, and no paired comparison."""
-    rows, shift = [], any(result.has_shift for result, _ in ranking.not_ranked)
+    rows = []
     for result, reason in ranking.not_ranked:
-        row = variant_row(result, None, link, shift)
-        shown = ("variant", "strategy", "init from", "test accuracy %", "shifted %", "chosen setting", "best epoch / epochs run",
-                 "stop")
-        rows.append({key: row[key] for key in shown if key in row} | {"why not ranked": reason, "MLflow run": row["MLflow run"]})
+        detail = detail_row(result)
+        rows.append({"variant": result.variant, "strategy": result.strategy,
+                     "test accuracy %": reporting.accuracy_cell(result.summary(verdicts.TEST)),
+                     **({"shifted accuracy %": reporting.accuracy_cell(result.summary(verdicts.SHIFT))} if result.has_shift else {}),
+                     "chosen setting": detail["chosen setting"], "stop": detail["stop"], "why not ranked": reason,
+                     "MLflow run": link(result)})
     return pd.DataFrame(rows)
 
 

@@ -2,10 +2,10 @@
 
 The rules of the fair race (DESIGN.md): only variants tuned under the same budget are ranked;
 no claim rests on an unconverged variant or sweep point; "more accurate" (final test accuracy,
-with its paired interval against scratch) and "faster" (seconds to 99 % of a variant's own best
-validation accuracy) are separate sentences. `recommendation` reuses these verdicts for the sweeps.
-A target with a shifted test set gets the same paired verdicts on it (`key=SHIFT`), and LP-FT's claim
-(Kumar et al. 2022) is checked against its full fine-tuning twin (`lp_ft_verdict`).
+with its paired interval against scratch) and "faster" (epochs to 99 % of a variant's own best
+validation accuracy) are separate sentences. Every ✔ / ✘ comes from a family of comparisons judged
+together (`inference`): a target's variants against scratch on each test set it was scored on
+(`EVALUATIONS`), and the family checks against full fine-tuning (`Ranking.families`).
 """
 from __future__ import annotations
 
@@ -13,18 +13,23 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from transferlab import statistics
-from transferlab.reporting import accuracy_text, difference_cell, difference_text, percent, seconds
+from transferlab import inference, rules, statistics
+from transferlab.inference import Family
+from transferlab.reporting import accuracy_text, difference_cell, difference_text, percent
 from transferlab.results import VariantResult
 
 # What a variant's race depends on besides its recipe: two results rank together only if all of these agree.
 SPLIT_KEYS = ("labels_per_class", "train_per_class", "validation_per_class")
 MAX_NAMED = 5  # variants named in one sentence before "and N more"
-# What a `cache` variant and its `freeze` twin must share to be the same network trained the same way.
+# What a variant and its twin (`rules.StrategyRule.twin`) must share: the same network trained from the same init.
 TWIN_KEYS = ("init_from", "target", "reuse_layers", "frozen_layers", "new_layers", "trainable_params", "frozen_params")
+SAME_NETWORK = ("init_from", "target", "reuse_layers", "new_layers")  # a full fine-tuning twin: what is fixed may differ
 TEST, SHIFT = "target_accuracy", "shift_accuracy"  # the test set, and the shifted test set (`targets.<name>.shift`)
+EVALUATIONS = {TEST: "test set", SHIFT: "shifted test set"}  # every set a variant is scored on, by its result field
+CHECKS = "checks"  # the family of comparisons with full fine-tuning (LP-FT, surgical, discriminative)
 
 
 def budget_of(result: VariantResult) -> dict[str, Any]:
@@ -67,9 +72,28 @@ def significantly_worse(diff: Mapping[str, Any] | None) -> bool:
     return diff is not None and diff["significant"] and diff["mean_difference"] < 0
 
 
+def scored(result: VariantResult, key: str) -> bool:
+    """Was every repetition of this variant scored on that set?"""
+    return key == TEST or result.has_shift
+
+
+def by_repetition(result: VariantResult, key: str) -> dict[int, float]:
+    return {r.repetition: getattr(r, key) for r in result.repetitions}
+
+
+def twin_of(result: VariantResult, results: Sequence[VariantResult]) -> VariantResult | None:
+    """The variant of the same network that the strategy table pairs this one with, under the same budget (first in order)."""
+    rule = rules.STRATEGIES.get(result.strategy)
+    if rule is None or rule.twin is None:
+        return None
+    shared = TWIN_KEYS if rule.same_as_twin else SAME_NETWORK
+    return next((r for r in results if r.strategy == rule.twin and budget_of(r) == budget_of(result)
+                 and all(getattr(r, key) == getattr(result, key) for key in shared)), None)
+
+
 @dataclass(frozen=True)
 class Ranking:
-    """One target's variants, split by whether they may be ranked against each other."""
+    """One target's variants, split by whether they may be ranked against each other, and the verdicts on them."""
 
     baseline: VariantResult | None  # the scratch variant every row is compared with
     reference: dict[str, Any]  # the tuning budget (and label split) ranked variants share
@@ -85,6 +109,84 @@ class Ranking:
     def left_out(self) -> list[str]:
         return ([f"{r.variant} (unconverged {unconverged(r)}/{r.seeds})" for r in self.ranked if not r.converged]
                 + [f"{r.variant} (other tuning budget)" for r, _ in self.not_ranked])
+
+    @property
+    def target(self) -> str:
+        return (self.baseline or self.ranked[0]).target if self.ranked else "?"
+
+    @cached_property
+    def aliases(self) -> dict[str, str]:
+        """{variant: its twin}: variants whose results equal their twin's by construction (cache ≡ freeze), and do."""
+        same = {}
+        for result in self.claimable:
+            twin = twin_of(result, self.claimable)
+            if (twin is not None and rules.STRATEGIES[result.strategy].same_as_twin
+                    and all(by_repetition(result, key) == by_repetition(twin, key) for key in EVALUATIONS if scored(result, key))):
+                same[result.variant] = twin.variant
+        return same
+
+    @cached_property
+    def families(self) -> dict[str, Family]:
+        """Every family of comparisons this target's statements rest on, judged once: against scratch on each set
+        the baseline was scored on, and the family checks (`CHECKS`). Empty without a converged scratch baseline."""
+        scratch = self.baseline
+        if scratch is None or not scratch.converged:
+            return {}
+        compared = [r for r in self.claimable if r is not scratch and r.variant not in self.aliases]
+        families = {key: inference.judge(f"{self.target}: against scratch, {name}",
+                                         {r.variant: (by_repetition(r, key), by_repetition(scratch, key))
+                                          for r in compared if scored(r, key)})
+                    for key, name in EVALUATIONS.items() if scored(scratch, key)}
+        families[CHECKS] = inference.judge(f"{self.target}: against full fine-tuning", check_pairs(self.claimable))
+        return families
+
+    def vs_scratch(self, result: VariantResult, key: str = TEST) -> dict[str, Any] | None:
+        """The corrected verdict of a variant against scratch on that set; for one outside the family (unconverged,
+        or scratch itself unconverged) the paired difference with no verdict (`significant` False)."""
+        family = self.families.get(key)
+        verdict = family.get(self.aliases.get(result.variant, result.variant)) if family else None
+        if verdict is not None:
+            return verdict
+        diff = paired_vs(result, self.baseline, key)
+        return None if diff is None else {**diff, "significant": False, "p_adjusted": None, "stability": None, "fragile": False}
+
+    def conclusions(self) -> dict[str, dict[str, str]]:
+        """{family: {comparison: ✔ / ✘ / –}} (a variant counted as its twin is listed under both names)."""
+        out = inference.many(list(self.families.values()))
+        for family in (self.families.get(key) for key in EVALUATIONS):
+            if family is not None:
+                out[family.name] |= {alias: out[family.name][twin] for alias, twin in self.aliases.items()
+                                     if twin in out[family.name]}
+        return out
+
+
+def check_pairs(results: Sequence[VariantResult]) -> dict[str, inference.Pair]:
+    """The family checks: each variant with a full fine-tuning twin against it, on every set both were scored on,
+    and for LP-FT (Kumar et al. 2022) whether its gain under shift exceeds its gain in-distribution."""
+    pairs: dict[str, inference.Pair] = {}
+    for result in results:
+        twin = twin_of(result, results)
+        if twin is None or rules.STRATEGIES[result.strategy].same_as_twin:
+            continue
+        for key, name in EVALUATIONS.items():
+            if scored(result, key) and scored(twin, key):
+                pairs[check_key(result, twin, key)] = (by_repetition(result, key), by_repetition(twin, key))
+        if result.strategy == "lp_ft" and result.has_shift and twin.has_shift:
+            pairs[widening_key(result, twin)] = (_gain(result, twin, SHIFT), _gain(result, twin, TEST))
+    return pairs
+
+
+def check_key(result: VariantResult, twin: VariantResult, key: str) -> str:
+    return f"{result.variant} vs {twin.variant}, {EVALUATIONS[key]}"
+
+
+def widening_key(result: VariantResult, twin: VariantResult) -> str:
+    return f"{result.variant} vs {twin.variant}, gain under shift minus gain in-distribution"
+
+
+def _gain(probed: VariantResult, tuned: VariantResult, key: str) -> dict[int, float]:
+    theirs = by_repetition(tuned, key)
+    return {i: value - theirs[i] for i, value in by_repetition(probed, key).items() if i in theirs}
 
 
 def unconverged(result: VariantResult) -> int:
@@ -110,137 +212,72 @@ def rank(results: Sequence[VariantResult]) -> Ranking:
     return Ranking(baseline, reference, ranked, not_ranked)
 
 
-def protocol(result: VariantResult) -> str:
-    """The race every ranked variant ran, stated from its recorded budget."""
-    budget = result.budget
-    grid = budget.get("grid", [])
-    if budget.get("patience"):
-        stopping = (f"early stopping on {budget['monitor']} (patience {budget['patience']} epochs, min_delta"
-                    f" {budget.get('min_delta', 0):g}) with at most {budget['max_epochs']} epochs, best weights restored")
-    else:
-        stopping = f"a fixed {budget['max_epochs']} epochs (no early stopping, last epoch kept)"
-    repetitions = "One repetition draws" if result.seeds == 1 else f"Each of {result.seeds} repetitions draws"
-    return (
-        f"**Protocol.** {repetitions} {result.labels_per_class} labelled images per class"
-        f" and splits them into {result.train_per_class} for training and {result.validation_per_class} for"
-        f" validation (validation share {budget['validation_fraction']:g}); the test set is scored once, on the"
-        f" weights chosen on validation. Every variant tries the same {len(grid)} optimizer setting"
-        f"{'s' if len(grid) != 1 else ''} ({'; '.join(grid)}) in every repetition and keeps the one with the"
-        f" best {budget['monitor']}; {stopping}; batch size {budget['batch_size']}. Repetitions are paired: every variant of"
-        " repetition i sees the same labelled images, the same split and the same seed. A repetition that hit the"
-        " epoch cap while still improving is *unconverged*: its row is marked ⚠ and no statement rests on it."
-    )
+def verdict_text(diff: Mapping[str, Any]) -> str:
+    """`+1.7 [+0.1, +3.3] points, Holm p 0.021, stable 97 %`: a corrected verdict's numbers."""
+    text = f"{difference_cell({**diff, 'significant': False})} points"
+    if diff.get("p_adjusted") is not None:
+        text += f", Holm p {inference.p_text(diff['p_adjusted'])}, {inference.stability_text(diff)}"
+    return text
 
 
-def protocols(rankings: Mapping[str, Ranking]) -> list[str]:
-    """One protocol paragraph when every target ran the same race, else one per target, named."""
-    texts = {target: protocol(r.baseline or r.ranked[0]) for target, r in rankings.items() if r.ranked}
-    if len(set(texts.values())) <= 1:
-        return list(dict.fromkeys(texts.values()))
-    return [text.replace("**Protocol.**", f"**Protocol, target `{target}`.**") for target, text in texts.items()]
+def undetected_text(diffs: Sequence[Mapping[str, Any]]) -> str:
+    """`a difference of ±2.1 points (median; 1.4–3.9) would have been detected with power 0.8`."""
+    mdes = sorted(d["mde"] for d in diffs if d.get("mde") is not None)
+    if not mdes:
+        return "one repetition: no power to detect any difference"
+    median = mdes[len(mdes) // 2]
+    spread = f"; {100 * mdes[0]:.1f}–{100 * mdes[-1]:.1f} over comparisons" if len(mdes) > 1 else ""
+    return (f"a true difference of ±{100 * median:.1f} points (median{spread}) would have been detected with power"
+            f" {statistics.POWER:g}")
 
 
 def accuracy_verdict(ranking: Ranking, key: str = TEST) -> str:
-    """Which variant ends more accurate than scratch: the paired interval must exclude zero.
-
-    `key=SHIFT`: the same verdict on the shifted test set (the same chosen weights, scored there once).
-    """
+    """Which variants end more or less accurate than scratch on that set, by the family's corrected verdicts."""
     scratch = ranking.baseline
     if scratch is None:
         return "There is no scratch baseline for this target, so no variant is called more accurate."
     if not scratch.converged:
         return (f"No accuracy claim: the scratch baseline {scratch.variant} did not converge"
                 f" ({unconverged(scratch)}/{scratch.seeds} repetitions hit the epoch cap while improving).")
-    if key == SHIFT and not scratch.has_shift:
+    if not scored(scratch, key):
         return f"The scratch baseline {scratch.variant} was not scored on a shifted test set, so no claim under shift."
-    others = [r for r in ranking.claimable if r is not scratch and (key != SHIFT or r.has_shift)]
+    others = [r for r in ranking.claimable if r is not scratch and scored(r, key)]
     base = f"scratch ({scratch.variant}) ends at {accuracy_text(scratch.summary(key))}"
+    against = f"scratch ({scratch.variant}, {accuracy_text(scratch.summary(key))})"
     if not others:
         return f"No converged variant under the same tuning budget to compare with scratch; {base}."
-    diffs = {r.variant: paired_vs(r, scratch, key) for r in others}
-    better = [r for r in others if significantly_better(diffs[r.variant])]
+    family = ranking.families[key]
+    diffs = {r.variant: ranking.vs_scratch(r, key) for r in others}
+    if all(d is None or d["p_value"] is None for d in diffs.values()):
+        return (f"No variant is called more or less accurate than scratch: with one shared repetition there is no paired"
+                f" interval (set transfer.seeds > 1); {base}.")
+    better = sorted((r for r in others if significantly_better(diffs[r.variant])), key=lambda r: -r.mean(key))
     worse = [r for r in others if significantly_worse(diffs[r.variant])]
+    text = f"Against {against}; {family.describe()}. "
     if better:
-        best = max(better, key=lambda r: r.mean(key))
-        text = (f"{best.variant} ({best.strategy} from {best.init_from}) ends at"
-                f" {accuracy_text(best.summary(key))}, {difference_text(diffs[best.variant])} over scratch")
-        if len(better) > 1:
-            text += f"; also significantly more accurate than scratch: {named([r for r in better if r is not best], diffs)}"
-        text += "."
-        higher = [r for r in others if r not in better and r.mean(key) > best.mean(key)]
-        if higher:
-            text += f" Higher means, but not significantly above scratch: {named(higher, diffs)}."
+        text += f"Significantly more accurate: {named(better, diffs, verdict_text)}."
     else:
-        top = max(others, key=lambda r: r.mean(key))
-        diff = diffs[top.variant]
-        if diff is None or diff["ci95_low"] is None:
-            return (f"No variant is called more accurate than scratch: with one shared repetition there is no paired"
-                    f" interval (set transfer.seeds > 1); {base}.")
-        where = ("an interval below zero" if significantly_worse(diff) else "an interval that includes zero")
-        text = (f"No variant ends significantly more accurate than scratch, which reaches"
-                f" {accuracy_text(scratch.summary(key))}; the highest mean among the others,"
-                f" {top.variant} ({top.strategy}), is {difference_text(diff)} from it, {where}.")
+        text += "No variant is significantly more accurate."
     if worse:
-        text += f" Significantly less accurate than scratch: {len(worse)} of {len(others)} ({named(worse)})."
+        text += f" Significantly less accurate: {len(worse)} of {len(others)} ({named(worse, diffs, verdict_text)})."
+    neither = [r for r in others if r not in better and r not in worse]
+    if neither:
+        text += (f" Not distinguishable from scratch: {len(neither)} ({named(neither)}); "
+                 f"{undetected_text([diffs[r.variant] for r in neither])}.")
+    if fragile := [r.variant for r in others if diffs[r.variant]["fragile"]]:
+        text += (f" Fragile (the verdict holds in under {100 * inference.STABLE:.0f} % of bootstrap resamples of the"
+                 f" repetitions): {', '.join(fragile)}.")
+    if same := {a: t for a, t in ranking.aliases.items() if any(r.variant == a for r in others)}:
+        text += " " + "; ".join(f"{a} is counted once with {t} (the same results by construction)" for a, t in same.items()) + "."
     return text
 
 
-def named(results: Sequence[VariantResult], diffs: Mapping[str, Mapping[str, Any] | None] | None = None) -> str:
-    """`a, b, c and 4 more` (each with its paired difference cell when `diffs` is given): readable with 20+ variants."""
-    shown = ", ".join(r.variant + (f" ({difference_cell(diffs[r.variant])})" if diffs else "")
-                      for r in results[:MAX_NAMED])
-    return shown + (f" and {len(results) - MAX_NAMED} more" if len(results) > MAX_NAMED else "")
-
-
-def cache_twins(results: Sequence[VariantResult]) -> list[tuple[VariantResult, VariantResult]]:
-    """(cache variant, its freeze twin): the same network from the same init under the same budget."""
-    pairs = []
-    for cached in (r for r in results if r.strategy == "cache"):
-        twins = [r for r in results if r.strategy == "freeze" and budget_of(r) == budget_of(cached)
-                 and all(getattr(r, key) == getattr(cached, key) for key in TWIN_KEYS)]
-        # several identical freeze variants: prefer the namesake (cache2 -> freeze2)
-        twins.sort(key=lambda r: r.variant != cached.variant.replace("cache", "freeze", 1))
-        if twins:
-            pairs.append((cached, twins[0]))
-    return pairs
-
-
-def cache_sentence(cached: VariantResult, frozen: VariantResult) -> str:
-    ratio = frozen.mean("seconds_per_epoch") / max(cached.mean("seconds_per_epoch"), 1e-12)  # a timer can read 0
-    diff = paired_vs(cached, frozen)
-    if diff is not None and diff["mean_difference"] == 0 and diff["ci95_low"] in (0.0, None):
-        same = "the same test accuracy in every repetition"
-    else:
-        same = f"test accuracy {difference_text(diff)} against it" if diff else "no shared repetition to compare accuracy"
-    return (f"Caching the frozen layers ({cached.variant}) trains an epoch in {1000 * cached.mean('seconds_per_epoch'):.2f} ms"
-            f" against {1000 * frozen.mean('seconds_per_epoch'):.2f} ms for its freeze twin {frozen.variant}"
-            f" ({ratio:.1f}× as fast per epoch) and reaches 99 % of its own best validation accuracy after"
-            f" {seconds(cached.mean('seconds_to_near_best'))} against {seconds(frozen.mean('seconds_to_near_best'))},"
-            f" with {same}.")
-
-
-def speed_verdict(ranking: Ranking) -> str:
-    """Which variant reaches 99 % of its own best validation accuracy soonest, what reuse and caching buy."""
-    claimable = ranking.claimable
-    if not claimable:
-        return "No converged variant under the reference tuning budget to time."
-    near = {r.variant: r.mean("seconds_to_near_best") for r in claimable}
-    fastest = min(claimable, key=lambda r: near[r.variant])
-    text = (f"{fastest.variant} ({fastest.strategy}) reaches 99 % of its own best validation accuracy soonest,"
-            f" after {seconds(near[fastest.variant])} of training on average")
-    scratch = ranking.baseline if ranking.baseline in claimable else None
-    if scratch is not None and fastest is not scratch:
-        others = [r for r in claimable if r is not scratch]
-        sooner = [r for r in others if near[r.variant] < near[scratch.variant]]
-        ratio = near[scratch.variant] / max(near[fastest.variant], 1e-12)  # reached on the first epoch: a timer can read 0
-        text += (f", against {seconds(near[scratch.variant])} for scratch ({ratio:.1f}×"
-                 f" sooner); {len(sooner)} of {len(others)} other variants get there sooner than scratch")
-    elif scratch is not None:
-        text += ": no reuse variant gets there sooner than training from scratch"
-    text += "."
-    for cached, frozen in cache_twins(claimable):
-        text += " " + cache_sentence(cached, frozen)
-    return text
+def named(results: Sequence[VariantResult], diffs: Mapping[str, Mapping[str, Any] | None] | None = None,
+          shown=None) -> str:
+    """`a, b, c and 4 more` (each with its difference in brackets when `diffs` is given): readable with 20+ variants."""
+    show = shown or difference_cell
+    text = ", ".join(r.variant + (f" ({show(diffs[r.variant])})" if diffs else "") for r in results[:MAX_NAMED])
+    return text + (f" and {len(results) - MAX_NAMED} more" if len(results) > MAX_NAMED else "")
 
 
 def best_claimable(ranking: Ranking) -> str:
@@ -254,64 +291,3 @@ def best_claimable(ranking: Ranking) -> str:
 def has_shift(ranking: Ranking) -> bool:
     """Whether this target's ranked variants were also scored on a shifted test set."""
     return any(r.has_shift for r in ranking.ranked)
-
-
-# What a variant and its full fine-tuning twin share: the same layers from the same init (what is fixed may differ).
-SAME_NETWORK = ("init_from", "target", "reuse_layers", "new_layers")
-
-
-def fine_tuning_twin(result: VariantResult, results: Sequence[VariantResult]) -> VariantResult | None:
-    """The `reuse` variant that trains the same layers from the same init model, every one at the tuned rate, same budget.
-
-    What LP-FT, surgical fine-tuning and discriminative rates change is how that network trains, so
-    this twin is what says whether the change helps. One with a matching name (lp_ft5 -> reuse5) comes first.
-    """
-    twins = [r for r in results if r.strategy == "reuse" and budget_of(r) == budget_of(result)
-             and all(getattr(r, key) == getattr(result, key) for key in SAME_NETWORK)]
-    twins.sort(key=lambda r: r.variant != result.variant.replace(result.strategy, "reuse", 1))
-    return twins[0] if twins else None
-
-
-def lp_ft_twins(results: Sequence[VariantResult]) -> list[tuple[VariantResult, VariantResult]]:
-    """(lp_ft variant, its full fine-tuning twin) for every lp_ft variant that has one."""
-    return [(probed, twin) for probed in results if probed.strategy == "lp_ft"
-            if (twin := fine_tuning_twin(probed, results)) is not None]
-
-
-def _gain(probed: VariantResult, tuned: VariantResult, key: str) -> dict[int, float]:
-    theirs = {r.repetition: getattr(r, key) for r in tuned.repetitions}
-    return {r.repetition: getattr(r, key) - theirs[r.repetition] for r in probed.repetitions if r.repetition in theirs}
-
-
-def lp_ft_sentence(probed: VariantResult, tuned: VariantResult) -> str:
-    """Kumar et al. 2022's claim on one (lp_ft, reuse) pair: LP-FT's gain over fine-tuning is larger under shift."""
-    name = f"{probed.variant} against {tuned.variant}"
-    if not (probed.converged and tuned.converged):
-        late = [f"{r.variant} ({unconverged(r)}/{r.seeds})" for r in (probed, tuned) if not r.converged]
-        return f"{name}: no claim, unconverged repetitions in {', '.join(late)}."
-    inside, shifted = paired_vs(probed, tuned), paired_vs(probed, tuned, SHIFT)
-    widening = paired_by_repetition(_gain(probed, tuned, SHIFT), _gain(probed, tuned, TEST))
-    if inside is None or shifted is None or widening is None:
-        return f"{name}: no shared repetition to compare."
-    text = (f"{name}: {difference_text(inside)} in-distribution, {difference_text(shifted)} under shift;"
-            f" the gain under shift minus the gain in-distribution is {difference_text(widening)}")
-    if widening["ci95_low"] is None:
-        return text + ": one repetition, so no claim either way (set transfer.seeds > 1)."
-    if significantly_better(widening) and significantly_better(shifted):
-        return text + ": the claim holds here (LP-FT is ahead under shift, by more than in-distribution)."
-    if significantly_better(widening):
-        return text + (": the gap moves LP-FT's way under shift, but LP-FT is not significantly ahead under shift,"
-                       " so the claim holds only in part.")
-    if significantly_worse(widening):
-        return text + ": the opposite of the claim (LP-FT loses ground under shift)."
-    return text + ": the interval includes zero, so this run neither supports nor refutes the claim."
-
-
-def lp_ft_verdict(ranking: Ranking) -> str | None:
-    """Whether LP-FT beats full fine-tuning more under shift than in-distribution; None without a pair and a shifted set."""
-    pairs = [(a, b) for a, b in lp_ft_twins(ranking.ranked) if a.has_shift and b.has_shift]
-    if not pairs:
-        return None
-    return ("Kumar et al. (2022) report that a linear probe then fine-tuning (LP-FT) beats full fine-tuning by more"
-            " under distribution shift than in-distribution. Here (paired, repetition by repetition): "
-            + " ".join(lp_ft_sentence(a, b) for a, b in pairs))

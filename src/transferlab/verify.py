@@ -1,12 +1,23 @@
-"""Does a rebuild reproduce the committed numbers? The check behind `make verify` and CI.
+"""Does a rebuild reproduce the committed run? The check behind `make verify` and CI.
 
-    python -m transferlab.verify [--ref HEAD] [--tolerance 0] [metrics plots]
+    python -m transferlab.verify [--ref HEAD] [--mode auto|exact|conclusions] [--tolerance 0] [metrics plots …]
 
-Compares every metrics and history file as committed at a git ref with the working tree's
-(freshly rebuilt) copy: each JSON value by its key path, each CSV cell by row and column.
-Every accuracy, loss, count, epoch, chosen setting and stop reason must be equal (exactly, unless
-`--tolerance` allows a relative difference); a file only on one side is a difference too. Exit 0
-when everything reproduced, 1 with one line per difference, 2 on bad input (no git, a bad ref).
+Bits are per platform; conclusions must not be. `--mode auto` (the default) reads the platform
+the committed run recorded (`reports/conclusions.json`, `transferlab.machine`) and compares it
+with this machine's:
+
+- **exact** (the same platform): every metrics and history file as committed at a git ref against
+  the working tree's (freshly rebuilt) copy, each JSON value by its key path, each CSV cell by row and
+  column, and the conclusions file. Every accuracy, loss, count, epoch, chosen setting and stop reason
+  must be equal (exactly, unless `--tolerance` allows a relative difference); a file only on one side
+  is a difference too.
+- **conclusions** (another platform): every verdict (✔ / ✘ / –) of every family, every "best" list
+  and the recommendation in `reports/conclusions.json` must be the same, and every mean accuracy
+  with a committed 95 % interval (`target_accuracy_ci95`, `shift_accuracy_ci95`, each sweep point's
+  `ci95_low`/`ci95_high`) must lie inside that interval. Numbers of one run with no interval
+  (a source model's accuracy, the histories) are not compared there, and it says so.
+
+Exit 0 when the run reproduced, 1 with one line per difference, 2 on bad input (no git, a bad ref).
 
 What may differ between two honest runs is excluded by key name, here and only here
 (`is_volatile`): wall-clock timings, MLflow run and experiment ids and links, registry version
@@ -31,13 +42,14 @@ from transferlab import paths
 from transferlab.cli import run_main
 from transferlab.errors import TransferlabError
 
-DEFAULT_ROOTS = (paths.METRICS, paths.PLOTS)  # per-variant numbers and their per-epoch histories
+DEFAULT_ROOTS = (paths.METRICS, paths.PLOTS, paths.CONCLUSIONS)  # per-variant numbers, their histories, the verdicts
 # A key is volatile when one of its words (split at `_`, `-`, `.`, spaces) is one of these ...
 VOLATILE_WORDS = frozenset({
     "seconds", "elapsed", "time", "timestamp", "duration", "date",  # timings and dates
     "sha256", "md5", "hash", "digest",  # file hashes
     "url", "uri", "link",  # links into a tracking server
     "version",  # registry version numbers (`registered_version`)
+    "platform",  # the machine that computed a run (`machine.record`): what decides the mode, not a result
 })
 VOLATILE_FIRST_WORDS = frozenset({"mlflow"})  # ... or its first word is one of these (mlflow_run_id, mlflow_experiment_id)
 VOLATILE_ENDINGS = (("run", "id"),)  # ... or it ends with these words (run_id, parent_run_id)
@@ -182,13 +194,10 @@ def committed_tree(ref: str, roots: Sequence[Path], repo: Path) -> dict[str, str
 
 
 def rebuilt_tree(roots: Sequence[Path], repo: Path) -> dict[str, str]:
-    """{path: text} of the files under `roots` in the working tree."""
-    return {
-        file.relative_to(repo).as_posix(): file.read_text()
-        for root in roots
-        for file in sorted((repo / root).rglob("*"))
-        if file.is_file() and file.suffix in (".json", ".csv")
-    }
+    """{path: text} of the files under `roots` (folders or files) in the working tree."""
+    found = [file for root in roots for file in ([repo / root] if (repo / root).is_file() else sorted((repo / root).rglob("*")))]
+    return {file.relative_to(repo).as_posix(): file.read_text()
+            for file in found if file.is_file() and file.suffix in (".json", ".csv")}
 
 
 def verify(ref: str = "HEAD", roots: Sequence[Path] = DEFAULT_ROOTS, repo: Path = Path("."), tolerance: float = 0.0) -> tuple[int, list[Difference]]:
@@ -200,19 +209,55 @@ def verify(ref: str = "HEAD", roots: Sequence[Path] = DEFAULT_ROOTS, repo: Path 
     return len(set(committed) | set(rebuilt)), compare_trees(committed, rebuilt, tolerance)
 
 
+def tolerance_value(text: str) -> float:
+    """`--tolerance`: a finite relative difference ≥ 0 (argparse prints the one line)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite relative difference >= 0 (0: exact)")
+    return value
+
+
 def main(argv: list[str]) -> None:
+    from transferlab import crosscheck, machine
+
     parser = argparse.ArgumentParser(prog="python -m transferlab.verify", description=__doc__.split("\n\n")[0])
-    parser.add_argument("roots", nargs="*", type=Path, default=list(DEFAULT_ROOTS), help="folders to compare (default: metrics plots)")
-    parser.add_argument("--ref", default="HEAD", help="the git ref holding the committed metrics (default: HEAD)")
-    parser.add_argument("--tolerance", type=float, default=0.0, help="relative difference allowed in numbers (default: 0, exact)")
+    parser.add_argument("roots", nargs="*", type=Path, default=list(DEFAULT_ROOTS),
+                        help="folders or files to compare (default: metrics plots reports/conclusions.json)")
+    parser.add_argument("--ref", default="HEAD", help="the git ref holding the committed run (default: HEAD)")
+    parser.add_argument("--mode", choices=("auto", "exact", "conclusions"), default="auto",
+                        help="exact on the committed run's platform, conclusions elsewhere (default: auto, by the platform)")
+    parser.add_argument("--tolerance", type=tolerance_value, default=0.0,
+                        help="exact mode: relative difference allowed in numbers (default: 0, exact)")
     args = parser.parse_args(argv)
+    mode = args.mode
+    if mode == "auto":
+        committed = crosscheck.committed_platform(args.ref, Path("."))  # None: a run from before platforms were recorded
+        rebuilt = crosscheck.rebuilt_platform(Path(".")) or machine.record()  # where the rebuild's report ran, else here
+        moved = machine.differences(committed, rebuilt) if committed is not None else []
+        mode = "exact" if not moved else "conclusions"
+        if moved:
+            print(f"verify: the rebuild's platform is not the one that made the committed run ({'; '.join(moved)}):"
+                  " comparing conclusions, not bits")
+    if mode == "conclusions":
+        compared, differences, skipped = crosscheck.check(args.ref, Path("."))
+        if differences:
+            print(f"verify: {len(differences)} conclusion(s) differ between the run committed at {args.ref} and the rebuild:")
+            for difference in differences:
+                print(f"  {difference}")
+            sys.exit(1)
+        print(f"verify: {compared} verdicts, lists and means reproduce the conclusions of {args.ref} ({skipped})")
+        return
     files, differences = verify(args.ref, args.roots, Path("."), args.tolerance)
     where = " ".join(map(str, args.roots))
     if differences:
         print(f"verify: {len(differences)} difference(s) between {where} as committed at {args.ref} and as rebuilt:")
         for difference in differences:
             print(f"  {difference}")
-        print("(timings, MLflow ids and links, registry versions, hashes and dates are not compared: transferlab.verify.is_volatile)")
+        print("(timings, MLflow ids and links, registry versions, hashes, dates and the platform are not compared:"
+              " transferlab.verify.is_volatile)")
         sys.exit(1)
     print(f"verify: {files} files under {where} reproduce {args.ref} exactly" + (f" (tolerance {args.tolerance})" if args.tolerance else ""))
 
