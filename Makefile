@@ -34,7 +34,7 @@ ui: $(STAMP)
 	@echo "Runs tables: choose 'Model training' at the sidebar's top (MLflow 3 opens on its GenAI view); the report's run links open there"
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port $(UI_PORT) --workers 1  # one local user: MLflow's default 4 workers only take longer to start
 
-verify: $(STAMP)  # rebuild (a fresh clone rebuilds everything), then fail if a committed metric differs
+verify: $(STAMP)  # rebuild (a fresh clone rebuilds everything), then fail if the committed run does not reproduce (bits on its platform, conclusions elsewhere)
 	$(BIN)/python -m transferlab.warm -- $(BIN)/dvc repro $(REPRO_FLAGS)  # as `make run` does
 	$(BIN)/python -m transferlab.verify
 

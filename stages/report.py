@@ -25,6 +25,7 @@ from transferlab.errors import DataError
 from transferlab.results import VariantResult
 
 STAGE = "report"
+ANSWER = "The answer"  # the first section: what the README quotes (`transferlab.readme`)
 TITLE = "transferlab: which way of reusing a pretrained network works best?"
 HISTORY_COLUMNS = ("epoch", "val_accuracy", "elapsed")
 SELFFER_LEGEND = (
@@ -182,6 +183,12 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
     rankings = {target: verdicts.rank([r for r in results if r.target == target]) for target in params.targets}
     rankings = {target: ranking for target, ranking in rankings.items() if ranking.ranked}
     conclusions: dict[str, Any] = {"targets": {}}
+    platform = machine.record()
+    experiment = next((r.mlflow_experiment_id for r in results if r.mlflow_experiment_id), "")
+    report.paragraph(f"Computed on {platform['cpu']} ({platform['machine']}, {', '.join(platform['simd']) or 'no SIMD flags read'});"
+                     f" MLflow experiment `{params.mlflow.experiment}`"
+                     + (f" ([open]({ui}/#/experiments/{experiment}{reporting.UI_VIEW}))." if experiment else "."))
+    report.heading(ANSWER)
     for target, ranking in rankings.items():
         conclusions["targets"][target] = answer(report, params, target, ranking)
     report.heading("Protocol")

@@ -102,7 +102,8 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
         assert f"| {variant} " in markdown and f"<td>{variant}</td>" in html
     parser = Images()
     parser.feed(html)
-    assert len(parser.sources) == 5 + 2  # per target: tuning, accuracy vs time, per epoch, accuracy, time; both sweeps
+    # per target: gain over scratch, tuning, accuracy vs time, per epoch, accuracy, time; both sweeps
+    assert len(parser.sources) == 6 + 2
     from PIL import Image
 
     for source in parser.sources:
@@ -110,7 +111,9 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
         image = Image.open(BytesIO(base64.b64decode(source.split(",", 1)[1])))
         image.load()
         assert image.size[0] > 300
-    assert "What this run shows" in markdown and "**Recommendation.**" in markdown
+    assert "**The question.**" in markdown and "**Use:**" in markdown and "**More accurate:**" in markdown
+    conclusions = json.loads((project / "reports/conclusions.json").read_text())
+    assert conclusions["platform"]["environment"]["TF_ENABLE_ONEDNN_OPTS"] == "0" and "mnist" in conclusions["targets"]
     plots = json.loads(run([*DVC, "plots", "show", "--json"], project).stdout)
     assert not plots.get("errors")
     assert {"reports/accuracy_per_epoch.csv", "plots/sweeps/transferability.csv"} <= set(plots["data"])

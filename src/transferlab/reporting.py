@@ -94,6 +94,8 @@ STYLE = (
     "table.results th{background:#f4f4f4;text-align:center}"
     "table.results td{white-space:nowrap}table.results td.long{white-space:normal;min-width:9em}"
     "table.results td:first-child{text-align:left;font-weight:600}"
+    "table.results td:first-child,table.results th:first-child{position:sticky;left:0;background:#fff;z-index:1}"
+    "table.results th:first-child{background:#f4f4f4}"
     "img{max-width:100%;height:auto}figure{margin:1.2em 0}figcaption{color:#555;font-size:0.9em}"
     "code{background:#f4f4f4;padding:0 3px;border-radius:3px}a{color:#1f5fa8}"
 )

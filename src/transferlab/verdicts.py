@@ -213,10 +213,16 @@ def rank(results: Sequence[VariantResult]) -> Ranking:
 
 
 def verdict_text(diff: Mapping[str, Any]) -> str:
-    """`+1.7 [+0.1, +3.3] points, Holm p 0.021, stable 97 %`: a corrected verdict's numbers."""
+    """`+1.7 [+0.1, +3.3] points, Holm p 0.021 (permutation 0.25), stable 97 %`: a corrected verdict's numbers; one
+    that is not significant also says what it could have detected (`±2.1 detectable`)."""
     text = f"{difference_cell({**diff, 'significant': False})} points"
     if diff.get("p_adjusted") is not None:
-        text += f", Holm p {inference.p_text(diff['p_adjusted'])}, {inference.stability_text(diff)}"
+        text += f", Holm p {inference.p_text(diff['p_adjusted'])}"
+        if diff.get("check_p_adjusted") is not None:
+            text += f" (permutation {inference.p_text(diff['check_p_adjusted'])})"
+        if not diff["significant"] and diff.get("mde") is not None:
+            text += f", ±{100 * diff['mde']:.1f} detectable"
+        text += f", {inference.stability_text(diff)}"
     return text
 
 
