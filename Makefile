@@ -35,7 +35,7 @@ ui: $(STAMP)
 	@echo "Runs tables: choose 'Model training' at the sidebar's top (MLflow 3 opens on its GenAI view); the report's run links open there"
 	# one local user: one worker (MLflow's default 4 only take longer to start), and no job runner (MLflow 3's
 	# GenAI jobs: 10 processes and 2.6 GiB with it, 2 processes and about 550 MiB without)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec $(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 verify: $(STAMP)  # rebuild (a fresh clone rebuilds everything), then fail if a committed metric differs
