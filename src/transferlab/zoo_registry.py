@@ -42,12 +42,16 @@ _URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/@]+)|@(?P<alias>[^/@]
 EXAMPLE_ROWS = 2  # rows of input kept as the model's input example
 
 
-def signature(model: Any, example: np.ndarray) -> Any:
-    """Input and output tensor specs (an MLflow `ModelSignature`), batch dimension free (-1), from one
-    prediction on `example`."""
-    from mlflow.models import infer_signature
+def signature(model: Any) -> Any:
+    """Input and output tensor specs (an MLflow `ModelSignature`), float32, batch dimension free (-1),
+    read from the model's shapes: no prediction (tracing `predict` costs about half a second)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
-    return infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+    def spec(shape: tuple) -> Any:
+        return Schema([TensorSpec(np.dtype(np.float32), (-1, *(int(dim) for dim in shape[1:])))])
+
+    return ModelSignature(inputs=spec(model.input_shape), outputs=spec(model.output_shape))
 
 
 def _save_keras(path: str, validate_serving_input: bool = False, **kwargs: Any) -> None:
@@ -76,7 +80,7 @@ def log_keras(model: Any, example: np.ndarray, name: str = "model", tags: dict[s
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # MLflow's notes on the environment it records, once per model
     try:
-        return Model.log(artifact_path=None, name=name, flavor=flavour, model=model, signature=signature(model, example),
+        return Model.log(artifact_path=None, name=name, flavor=flavour, model=model, signature=signature(model),
                          input_example=example, pip_requirements=mlflow.keras.get_default_pip_requirements(), tags=tags,
                          validate_serving_input=False)
     finally:
