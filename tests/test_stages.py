@@ -160,7 +160,7 @@ def with_model_file(prepared: Path, tmp_path: Path, entry: dict) -> Path:
     return clone(prepared, tmp_path, params)
 
 
-def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp_path: Path) -> None:
+def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transferlab import zoo
 
     workdir = clone(prepared, tmp_path)
@@ -177,6 +177,9 @@ def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp
     source_metrics = json.loads((workdir / "metrics/source.json").read_text())
     assert metrics["hidden_layers"] == {"hidden1": 32, "hidden2": 16, "hidden3": 16}
     assert metrics["source_test_accuracy"] == pytest.approx(source_metrics["test_accuracy"], abs=1e-9)
+    monkeypatch.chdir(workdir)  # artifacts at `mlartifacts/`, relative to the repository
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")  # its artifact named as in every run with a model file
+    assert [a.path for a in client.list_artifacts(metrics["mlflow_run_id"])] == ["model.keras"]
     stage(workdir, "transfer", "from_theirs")
     assert json.loads((workdir / "metrics/transfer/from_theirs.json").read_text())["init_from"] == "theirs"
 
