@@ -91,7 +91,7 @@ def main(argv: list[str]) -> None:
         tracking.log_history(history)
         tracking.log_final(headline(metrics))
         tracking.log_files({"model.keras": paths.variant_model(name), "history.csv": paths.variant_history(name)})
-        zoo_registry.log_keras(outcome.models[0], arrays["x_test"])  # once per variant: the Models tab, not the grid
+        zoo_registry.log_keras(paths.variant_model(name), arrays["x_test"], model=outcome.models[0])  # once per variant
         tracking.describe(describe(name, metrics))
         artifacts.write_json(paths.variant_metrics(name), metrics)
     low, high = metrics["target_accuracy_ci95"]

@@ -261,6 +261,8 @@ def test_registered_version_is_an_mlflow_model(registry: str, tmp_path: Path, x:
     loaded = mlflow.pyfunc.load_model("models:/tiny/1")
     assert loaded.metadata.get_input_schema() is not None
     np.testing.assert_allclose(np.asarray(loaded.predict(x)), predict(tiny_model(1), x), atol=1e-6)
+    fetched = zoo_registry.fetch_registered("models:/tiny/1", tmp_path / "fetched.keras")
+    assert fetched.read_bytes() == (tmp_path / "model1.keras").read_bytes(), "the registered file, byte for byte"
 
 
 MISSING = [

@@ -54,7 +54,7 @@ def signature(model: Any) -> Any:
     return ModelSignature(inputs=spec(model.input_shape), outputs=spec(model.output_shape))
 
 
-def _save_keras(path: str, validate_serving_input: bool = False, **kwargs: Any) -> None:
+def _save_keras(path: str, keras_file: Path, validate_serving_input: bool = False, **kwargs: Any) -> None:
     # MLflow's Keras flavour writes the input example before it creates the model folder
     # (FileNotFoundError on `input_example.json`): create it first.
     os.makedirs(path, exist_ok=True)
@@ -62,11 +62,16 @@ def _save_keras(path: str, validate_serving_input: bool = False, **kwargs: Any) 
     import mlflow.keras
 
     mlflow.keras.save_model(path=path, **kwargs)
+    # Keras' own save stamps the time into the zip: keep the stage's deterministic file, byte for byte,
+    # so a model fetched from the registry is the file the stage wrote (same sha256, no needless reruns).
+    shutil.copyfile(keras_file, Path(path) / "data" / "model.keras")
 
 
-def log_keras(model: Any, example: np.ndarray, name: str = "model", tags: dict[str, str] | None = None) -> Any:
-    """Log `model` to the active run as an MLflow model called `name`, with a signature and the first
-    rows of `example` as its input example. Requirements are stated (keras, pinned), not inferred:
+def log_keras(keras_file: Path, example: np.ndarray, name: str = "model", tags: dict[str, str] | None = None,
+              model: Any = None) -> Any:
+    """Log the `.keras` file (loaded in safe mode unless `model` is that file's model) to the active run
+    as an MLflow model called `name`, with a signature and the first rows of `example` as its input
+    example. The MLflow model holds the file itself. Requirements are stated (keras, pinned), not inferred:
     inference would load the model again in a subprocess, seconds per stage. Nor does MLflow serve the
     example to check it (`validate_serving_input=False`): a second load of the model and a Keras
     progress bar on stdout; the test suite loads a logged model with `mlflow.pyfunc` instead.
@@ -74,6 +79,9 @@ def log_keras(model: Any, example: np.ndarray, name: str = "model", tags: dict[s
     import mlflow.keras
     from mlflow.models import Model
 
+    from transferlab.zoo import load_keras
+
+    model = load_keras(Path(keras_file)) if model is None else model
     flavour = types.SimpleNamespace(__name__=mlflow.keras.__name__, save_model=_save_keras)
     example = np.asarray(example[:EXAMPLE_ROWS], dtype=np.float32)
     quiet = logging.getLogger("mlflow")
@@ -82,7 +90,7 @@ def log_keras(model: Any, example: np.ndarray, name: str = "model", tags: dict[s
     try:
         return Model.log(artifact_path=None, name=name, flavor=flavour, model=model, signature=signature(model),
                          input_example=example, pip_requirements=mlflow.keras.get_default_pip_requirements(), tags=tags,
-                         validate_serving_input=False)
+                         validate_serving_input=False, keras_file=Path(keras_file))
     finally:
         quiet.setLevel(level)
 
@@ -108,9 +116,7 @@ def publish_model(model_path: Path, name: str, register: bool, tags: Mapping[str
     `mlflow.register_models: false`, only log it; `example`: input rows (the input example and
     the signature's source); returns what the stage's metrics record of it."""
     if not register:
-        from transferlab.zoo import load_keras
-
-        log_keras(load_keras(Path(model_path)), example)
+        log_keras(model_path, example)
         return {}
     version = register_keras(model_path, name, {key: str(value) for key, value in tags.items()}, example)
     return {"registered_model": name, "registered_version": version}
@@ -141,7 +147,7 @@ def register_keras(model_path: Path, name: str, tags: Mapping[str, str], example
     run_id = run.info.run_id
     if client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
         raise ModelError(f"zoo name {name!r}: this run already registered a model under that name")
-    logged = log_keras(model, example, name=name)
+    logged = log_keras(model_path, example, name=name, model=model)
     try:
         client.get_registered_model(name)
     except MlflowException as error:
