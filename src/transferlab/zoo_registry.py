@@ -67,8 +67,7 @@ def _save_keras(path: str, keras_file: Path, validate_serving_input: bool = Fals
     shutil.copyfile(keras_file, Path(path) / "data" / "model.keras")
 
 
-def log_keras(keras_file: Path, example: np.ndarray, name: str = "model", tags: dict[str, str] | None = None,
-              model: Any = None) -> Any:
+def log_keras(keras_file: Path, example: np.ndarray, name: str = "model", model: Any = None) -> Any:
     """Log the `.keras` file (loaded in safe mode unless `model` is that file's model) to the active run
     as an MLflow model called `name`, with a signature and the first rows of `example` as its input
     example. The MLflow model holds the file itself. Requirements are stated (keras, pinned), not inferred:
@@ -89,7 +88,7 @@ def log_keras(keras_file: Path, example: np.ndarray, name: str = "model", tags: 
     quiet.setLevel(logging.ERROR)  # MLflow's notes on the environment it records, once per model
     try:
         return Model.log(artifact_path=None, name=name, flavor=flavour, model=model, signature=signature(model),
-                         input_example=example, pip_requirements=mlflow.keras.get_default_pip_requirements(), tags=tags,
+                         input_example=example, pip_requirements=mlflow.keras.get_default_pip_requirements(),
                          validate_serving_input=False, keras_file=Path(keras_file))
     finally:
         quiet.setLevel(level)
