@@ -106,7 +106,7 @@ def main(argv: list[str]) -> None:
         check_reuse_depth(params, name, len(described["hidden_layers"]), dest)
         metrics = {**recorded, **described, **run_ids}
         tracking.log_final(metrics)
-        tracking.log_files([dest])
+        tracking.log_files({"model.keras": dest})  # named as in every run that logs a model file
         artifacts.write_json(paths.init_metrics(name), metrics)
     accuracy = metrics.get("source_test_accuracy")
     print(f"imported {name} from {metrics['source']}: hidden {metrics['hidden_layers']}"

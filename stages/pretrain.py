@@ -73,7 +73,10 @@ def main(argv: list[str]) -> None:
     training.make_deterministic(spec.seed)
     tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": spec.method, "init_from": "random",
             "data_fingerprint": data.fingerprint(pool)}
-    with tracking.stage_run(params.mlflow.experiment, name, tags, {"pretrain": spec.model_dump(), "pool_images": len(pool)}) as run_ids:
+    description = (f"Pretraining `{name}` ({spec.method}) on {len(pool)} unlabelled images (source + `{spec.target}`); "
+                   "variants with `init_from: " + name + "` start from its layers. Its model is in the Models tab.")
+    with tracking.stage_run(params.mlflow.experiment, name, tags, {"pretrain": spec.model_dump(), "pool_images": len(pool)},
+                            description) as run_ids:
         tracking.log_dataset(f"unlabelled pool (source + {spec.target})", paths.target_data(spec.target), {"train": (pool, None)})
         result = pretrain(name, spec, pool, on_epoch=None)
         rows = step_rows(result.rows)
@@ -83,9 +86,10 @@ def main(argv: list[str]) -> None:
         artifacts.write_rows(paths.init_history(name), rows)
         tracking.log_history(rows, step_key="step")
         tracking.log_final(metrics)
-        tracking.log_files([paths.init_history(name)])
+        tracking.log_files({"history.csv": paths.init_history(name)})
         metrics.update(zoo_registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
-                                                  params.mlflow.register_models, {"stage": f"{STAGE}@{name}", **result.metrics}))
+                                                  params.mlflow.register_models, {"stage": f"{STAGE}@{name}", **result.metrics},
+                                                  example=pool))
         artifacts.write_json(paths.init_metrics(name), metrics)
     print(f"pretrain {name} ({spec.method}): " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
 

@@ -30,7 +30,9 @@ def main(argv: list[str]) -> None:
     layers = networks.dnn_layers(spec.network.hidden_units, spec.network.activation, n_classes)
     tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": "source", "init_from": "random",
             "data_fingerprint": data.fingerprint(*arrays.values())}
-    with tracking.stage_run(params.mlflow.experiment, name, tags, {"source": spec.model_dump()}) as run_ids:
+    description = (f"Source network `{name}`: {'-'.join(map(str, spec.network.hidden_units))} {spec.network.activation} "
+                   f"units on classes {spec.data.classes}; variants copy its layers. Its model is in the Models tab.")
+    with tracking.stage_run(params.mlflow.experiment, name, tags, {"source": spec.model_dump()}, description) as run_ids:
         model = networks.build(arrays["x_train"].shape[1], layers, spec.network.initializer, spec.train.seed)
         x, y, validation = arrays["x_train"], arrays["y_train"], None
         if spec.train.patience is not None:  # early stopping on a held-out share of the source training images
@@ -54,9 +56,10 @@ def main(argv: list[str]) -> None:
         artifacts.write_rows(paths.init_history(name), [{k: v for k, v in row.items() if k != "seconds"} for row in history.rows])
         tracking.log_history(history.rows)
         tracking.log_final({**metrics, **record})
-        tracking.log_files([paths.init_history(name)])
+        tracking.log_files({"history.csv": paths.init_history(name)})
         record.update(zoo_registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
-                                                 params.mlflow.register_models, {"stage": f"{STAGE}@{name}", "test_accuracy": scores["accuracy"]}))
+                                                 params.mlflow.register_models, {"stage": f"{STAGE}@{name}", "test_accuracy": scores["accuracy"]},
+                                                 example=arrays["x_test"]))
         artifacts.write_json(paths.init_metrics(name), metrics)
         artifacts.write_json(paths.init_run(name), record)
     print(f"source model {name}: test accuracy {scores['accuracy']:.4f} at epoch {history.best_epoch} of {history.epochs}"

@@ -64,7 +64,9 @@ def main(argv: list[str]) -> None:
     twins, notes = sweeps.twin_races(points, params, plan, pipeline.stage_deps(f"{STAGE}_{name}"))
     for note in notes:
         print(f"sweep_{name}: {note}", file=sys.stderr)
-    with tracking.stage_run(params.mlflow.experiment, f"{STAGE}_{name}", tags, logged) as run_ids, \
+    description = (f"Sweep `{name}` on target `{spec.target}`: {len(points)} points, one nested run each "
+                   f"({params.transfer.seeds} repetitions per point); its tables are the artifacts `rows.csv` and `summary.csv`.")
+    with tracking.stage_run(params.mlflow.experiment, f"{STAGE}_{name}", tags, logged, description) as run_ids, \
             tqdm(total=len(points), desc=f"sweep_{name}", unit="point", file=sys.stderr) as bar:
         budgets = sorted({point.labels_per_class for point in points})
         tracking.log_target(spec.target, paths.target_data(spec.target), arrays,
@@ -94,7 +96,7 @@ def main(argv: list[str]) -> None:
         metrics = {"sweep": name, "target": spec.target, "seeds": params.transfer.seeds, "points": len(points),
                    "runs": len(rows), "unconverged_runs": sum(row["unconverged"] for row in summary),
                    "budget": params.protocol().budget(), "skipped": skipped, **run_ids}
-        tracking.log_files([paths.sweep_rows(name), paths.sweep_summary(name)])
+        tracking.log_files({"rows.csv": paths.sweep_rows(name), "summary.csv": paths.sweep_summary(name)})
         artifacts.write_json(paths.sweep_metrics(name), metrics)
     best = max(summary, key=lambda row: row["target_accuracy"])
     reused = f", {len(twins)} raced by their transfer stages ({', '.join(t.variant for t in twins.values())})" if twins else ""

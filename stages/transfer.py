@@ -7,10 +7,13 @@ Reads `variants.<variant>`, `transfer` (the protocol: validation share, early st
 target and its init model. Each repetition's labelled images are split into training and
 validation; every grid setting is trained with early stopping on validation, the best setting is
 chosen on validation, and only its weights are scored on the test set.
-MLflow: one parent run for the stage, one nested run per repetition (chosen setting, best epoch,
-stop reason, per-epoch curves of the chosen run).
+MLflow: one parent run for the stage (the variant's headline metrics, its mean curves, `history.csv`,
+`model.keras` and the first repetition's model as an MLflow model), one nested run per repetition
+(chosen setting, best epoch, stop reason, per-epoch curves of the chosen run).
 """
 from __future__ import annotations
+
+from typing import Any
 
 from transferlab import artifacts, data, paths, repetitions, rules, tracking
 from transferlab.cli import run_main
@@ -21,13 +24,35 @@ STAGE = "transfer"
 LISTS = ("settings", "val_accuracy_per_epoch")  # per-repetition lists, in the metrics file, not MLflow metrics
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The parent run's summary metrics: the metrics file's scalars, each interval as its two ends."""
+    scalars = {key: value for key, value in metrics.items() if key != "repetitions"}
+    for test in ("target_accuracy", "shift_accuracy"):
+        low, high = scalars.pop(f"{test}_ci95", None) or (None, None)
+        scalars |= {f"{test}_ci95_low": low, f"{test}_ci95_high": high} if low is not None else {}
+    return scalars
+
+
+def describe(name: str, metrics: dict[str, Any]) -> str:
+    """The parent run's note: what the variant does, and what it scored."""
+    found = f"test accuracy {100 * metrics['target_accuracy']:.1f} %"
+    if metrics.get("target_accuracy_ci95", [None])[0] is not None:
+        found += " [{:.1f}, {:.1f}]".format(*(100 * value for value in metrics["target_accuracy_ci95"]))
+    if "shift_accuracy" in metrics:
+        found += f", shifted test {100 * metrics['shift_accuracy']:.1f} %"
+    return (f"Variant `{name}`: strategy `{metrics['strategy']}`, {metrics['reuse_layers']} layer(s) reused from "
+            f"`{metrics['init_from']}` ({metrics['frozen_layers']} kept fixed), target `{metrics['target']}` with "
+            f"{metrics['labels_per_class']} labels per class; {metrics['seeds']} repetition(s), one nested run each, "
+            f"each the best setting on validation. Found: {found}.")
+
+
 def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
     _, name = stage_entry(argv, params, "variants", usage="python -m stages.transfer <variant name>")
     variant, target = params.variants[name], params.targets[params.variants[name].target]
     protocol = params.protocol(variant)
     arrays = data.load_target(variant.target)
-    from transferlab import strategies, zoo  # TensorFlow starts only once the inputs are known to be good
+    from transferlab import strategies, zoo, zoo_registry  # TensorFlow starts only once the inputs are known to be good
 
     init_model = zoo.load_keras(paths.init_model(variant.init_from))
     data.check_input_size(arrays, int(init_model.input_shape[-1]), variant.init_from, variant.target)
@@ -37,7 +62,8 @@ def main(argv: list[str]) -> None:
               "target": target.model_dump()}
     plan = repetitions.plan(params.transfer.seeds, params.transfer.seed, target.seed, params.transfer.resample_labels)
     train_per_class, validation_per_class = data.split_per_class(arrays["y_pool"], target.labels(), protocol.validation_fraction)
-    with tracking.stage_run(params.mlflow.experiment, name, tags, logged) as run_ids:
+    with tracking.stage_run(params.mlflow.experiment, name, tags, logged,
+                            f"Variant `{name}` ({variant.strategy} from `{variant.init_from}` on `{variant.target}`): racing.") as run_ids:
         sizes = {"labelled_per_class": target.labels_per_class, "train_per_class": train_per_class,
                  "validation_per_class": validation_per_class}
         tracking.log_target(variant.target, paths.target_data(variant.target), arrays, sizes)
@@ -63,8 +89,10 @@ def main(argv: list[str]) -> None:
         artifacts.save_with(paths.variant_model(name), outcome.models[0].save)
         artifacts.write_rows(paths.variant_history(name), history)
         tracking.log_history(history)
-        tracking.log_final({key: value for key, value in metrics.items() if key != "repetitions"})
-        tracking.log_files([paths.variant_model(name), paths.variant_history(name)])
+        tracking.log_final(headline(metrics))
+        tracking.log_files({"model.keras": paths.variant_model(name), "history.csv": paths.variant_history(name)})
+        zoo_registry.log_keras(paths.variant_model(name), arrays["x_test"], model=outcome.models[0])  # once per variant
+        tracking.describe(describe(name, metrics))
         artifacts.write_json(paths.variant_metrics(name), metrics)
     low, high = metrics["target_accuracy_ci95"]
     interval = f" [{low:.4f}, {high:.4f}]" if low is not None else ""

@@ -160,7 +160,7 @@ def with_model_file(prepared: Path, tmp_path: Path, entry: dict) -> Path:
     return clone(prepared, tmp_path, params)
 
 
-def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp_path: Path) -> None:
+def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transferlab import zoo
 
     workdir = clone(prepared, tmp_path)
@@ -177,6 +177,9 @@ def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp
     source_metrics = json.loads((workdir / "metrics/source.json").read_text())
     assert metrics["hidden_layers"] == {"hidden1": 32, "hidden2": 16, "hidden3": 16}
     assert metrics["source_test_accuracy"] == pytest.approx(source_metrics["test_accuracy"], abs=1e-9)
+    monkeypatch.chdir(workdir)  # artifacts at `mlartifacts/`, relative to the repository
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")  # its artifact named as in every run with a model file
+    assert [a.path for a in client.list_artifacts(metrics["mlflow_run_id"])] == ["model.keras"]
     stage(workdir, "transfer", "from_theirs")
     assert json.loads((workdir / "metrics/transfer/from_theirs.json").read_text())["init_from"] == "theirs"
 
@@ -238,3 +241,44 @@ def test_dvc_outside_the_venv_hands_over_to_it_or_says_what_to_do(tmp_path: Path
     done = repro()
     assert done.returncode == 0, done.stderr
     assert "params.yaml: valid" in done.stdout
+
+
+def test_mlflow_runs_read_right_in_the_ui(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22: no metric key holds both a step-0 summary and per-epoch values; the parent carries the
+    headline; artifacts are named alike; the models are MLflow models with a signature; runs are described."""
+    import mlflow
+
+    workdir = clone(prepared, tmp_path)
+    stage(workdir, "transfer", "freeze2")
+    monkeypatch.chdir(workdir)  # the store keeps artifacts at `mlartifacts/`, relative to the repository
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tests")
+    assert experiment.tags["mlflow.note.content"]
+    runs = client.search_runs([experiment.experiment_id])
+    for run_ in runs:
+        for key in run_.data.metrics:
+            steps = {m.step for m in client.get_metric_history(run_.info.run_id, key)}
+            assert steps == {0} or 0 not in steps, (run_.info.run_name, key, sorted(steps))
+    by_stage = {r.data.tags["stage"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    parent, source = by_stage["transfer@freeze2"], by_stage["pretrain_source@source"]
+    metrics = json.loads((workdir / "metrics/transfer/freeze2.json").read_text())
+    assert parent.data.metrics["target_accuracy"] == pytest.approx(metrics["target_accuracy"])
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(metrics["val_accuracy"])
+    assert "freeze2" in parent.data.tags["mlflow.note.content"] and "Found: test accuracy" in parent.data.tags["mlflow.note.content"]
+    assert source.data.tags["mlflow.note.content"] and source.data.metrics["test_accuracy"] > 0.5
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"model.keras", "history.csv"}
+    assert {a.path for a in client.list_artifacts(source.info.run_id)} == {"history.csv"}
+    (child,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert {"best_val_accuracy", "best_val_loss", "val_accuracy", "target_accuracy"} <= set(child.data.metrics)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # both restored after the test
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", uri)
+    (logged,) = client.search_logged_models([experiment.experiment_id], filter_string=f"source_run_id = '{parent.info.run_id}'")
+    version = json.loads((workdir / "runs/source.json").read_text())["registered_version"]
+    with np.load(workdir / "data/prepared/target_mnist.npz", allow_pickle=False) as target:
+        x = target["x_test"][:3].astype(np.float32)
+    for model_uri, classes in [(f"models:/{logged.model_id}", 5), (f"models:/transferlab-source/{version}", 5)]:
+        info = mlflow.models.get_model_info(model_uri)
+        assert "keras" in info.flavors and info.signature is not None and info.saved_input_example_info, model_uri
+        assert np.asarray(mlflow.pyfunc.load_model(model_uri).predict(x)).shape == (3, classes)

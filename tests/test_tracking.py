@@ -46,7 +46,7 @@ def test_finished_run_has_params_tags_history_and_files(store: str, tmp_path: Pa
     assert run.data.params["variant.frozen_layers"] == "2"
     assert run.data.tags["stage"] == "transfer@freeze2" and "git_commit" in run.data.tags
     assert run.data.metrics["target_accuracy"] == 0.7
-    curve = MlflowClient(store).get_metric_history(run.info.run_id, "test_accuracy")
+    curve = MlflowClient(store).get_metric_history(run.info.run_id, "monitor_test_accuracy")  # monitoring, labelled so
     assert [(m.step, m.value) for m in curve] == [(1, 0.5), (2, 0.7)]
     assert [a.path for a in MlflowClient(store).list_artifacts(run.info.run_id)] == ["model.keras"]
 
@@ -121,3 +121,27 @@ def test_datasets_logged_per_split(store: str) -> None:
         assert dataset.name == "mnist" and dataset.source == '{"uri": "data/prepared/target_mnist.npz"}'
         assert dataset.digest == fingerprint(arrays[f"x_{split}"], arrays[f"y_{split}"])
         assert tags["rows"] == str(len(arrays[f"x_{split}"])) and tags["train_per_class"] == "3"
+
+
+def test_summaries_never_share_a_key_with_a_per_epoch_series(store: str) -> None:
+    """A summary under a series' key would be a fake point at step 0 and the series' "latest" value in the UI."""
+    with tracking.stage_run("t", "freeze2", {}, {}, description="what it does") as ids:
+        tracking.log_history([{"epoch": 1, "val_accuracy": 0.5, "loss": 0.9, "test_accuracy": 0.4},
+                              {"epoch": 2, "val_accuracy": 0.7, "loss": 0.5, "test_accuracy": 0.6}])
+        tracking.log_final({"val_accuracy": 0.7, "loss": 0.5, "test_accuracy": 0.6, "best_epoch": 2})
+        tracking.describe("what it does, and what it found")
+    client = MlflowClient(store)
+    run = client.get_run(ids["mlflow_run_id"])
+    steps = {key: [m.step for m in client.get_metric_history(run.info.run_id, key)] for key in run.data.metrics}
+    assert steps == {"val_accuracy": [1, 2], "loss": [1, 2], "monitor_test_accuracy": [1, 2], "best_val_accuracy": [0],
+                     "final_loss": [0], "test_accuracy": [0], "best_epoch": [0]}
+    assert run.data.tags[tracking.NOTE] == "what it does, and what it found"
+    assert client.get_experiment(run.info.experiment_id).tags[tracking.NOTE] == tracking.EXPERIMENT_NOTE
+
+
+def test_artifacts_named_alike_in_every_run(store: str, tmp_path: Path) -> None:
+    (tmp_path / "freeze2.csv").write_text("epoch\n1\n")
+    with tracking.stage_run("t", "freeze2", {}, {}) as ids:
+        tracking.log_files({"history.csv": tmp_path / "freeze2.csv"})
+    assert [a.path for a in MlflowClient(store).list_artifacts(ids["mlflow_run_id"])] == ["history.csv"]
+    assert (tmp_path / "freeze2.csv").is_file()

@@ -1,4 +1,4 @@
-"""`make ui` serves the MLflow UI on the loopback interface only, over the configured store."""
+"""`make ui` serves the MLflow UI on the loopback interface only, over the configured store, in few processes."""
 from __future__ import annotations
 
 import json
@@ -44,6 +44,11 @@ def test_make_ui_listens_on_loopback_only(tmp_path: Path) -> None:
             c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.laddr.port == port
         }
         assert listening == {"127.0.0.1"}
+        # lean: no job runner (MLflow 3 starts ~10 processes and 2.6 GiB with MLflow's GenAI job execution)
+        started = psutil.Process(process.pid).children(recursive=True)  # under make: the mlflow CLI and its server
+        resident = sum(p.memory_info().rss for p in started if p.is_running()) / 2**20
+        print(f"make ui: {len(started)} processes, {resident:.0f} MiB resident", [p.name() for p in started])
+        assert len(started) <= 2, [p.cmdline()[:3] for p in started]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

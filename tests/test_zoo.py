@@ -218,11 +218,14 @@ def registry(tmp_path: Path) -> Iterator[str]:
         mlflow.set_tracking_uri(previous)
 
 
+EXAMPLE = np.linspace(0, 1, 3 * INPUTS, dtype=np.float32).reshape(3, INPUTS)
+
+
 def register(tmp_path: Path, seed: int, accuracy: str) -> str:
     path = tmp_path / f"model{seed}.keras"
     tiny_model(seed).save(path)
     with mlflow.start_run():
-        return zoo_registry.register_keras(path, "tiny", {"test_accuracy": accuracy})
+        return zoo_registry.register_keras(path, "tiny", {"test_accuracy": accuracy}, EXAMPLE)
 
 
 def test_registry_round_trip(registry: str, tmp_path: Path, x: np.ndarray, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,6 +247,22 @@ def test_registry_round_trip(registry: str, tmp_path: Path, x: np.ndarray, capsy
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["name", "version", "aliases", "input", "hidden", "units", "test_accuracy"]
     assert table[1].split() == ["tiny", "1", "champion", "8", "6-5", "0.9100"]
+
+
+def test_registered_version_is_an_mlflow_model(registry: str, tmp_path: Path, x: np.ndarray) -> None:
+    """The Models tab and the registry show a real MLflow model: MLmodel, signature, input example, loadable."""
+    register(tmp_path, seed=1, accuracy="0.9")
+    version = MlflowClient().get_model_version("tiny", "1")
+    assert version.source.startswith("models:/m-")  # a logged model (MLflow 3), not a folder of run artifacts
+    info = mlflow.models.get_model_info("models:/tiny/1")
+    assert "keras" in info.flavors and info.saved_input_example_info is not None
+    inputs, outputs = info.signature.inputs.inputs, info.signature.outputs.inputs
+    assert [tuple(spec.shape) for spec in inputs] == [(-1, INPUTS)] and [tuple(spec.shape) for spec in outputs] == [(-1, 3)]
+    loaded = mlflow.pyfunc.load_model("models:/tiny/1")
+    assert loaded.metadata.get_input_schema() is not None
+    np.testing.assert_allclose(np.asarray(loaded.predict(x)), predict(tiny_model(1), x), atol=1e-6)
+    fetched = zoo_registry.fetch_registered("models:/tiny/1", tmp_path / "fetched.keras")
+    assert fetched.read_bytes() == (tmp_path / "model1.keras").read_bytes(), "the registered file, byte for byte"
 
 
 MISSING = [
@@ -268,7 +287,7 @@ def test_unsafe_model_never_enters_the_registry(registry: str, tmp_path: Path) -
     tiny_model().save(path)
     cut_in_half(path)
     with mlflow.start_run(), pytest.raises(ModelError, match=r"broken\.keras"):
-        zoo_registry.register_keras(path, "broken", {})
+        zoo_registry.register_keras(path, "broken", {}, EXAMPLE)
     assert zoo_registry.catalogue() == []
 
 

@@ -13,11 +13,13 @@ of the same stage, never left RUNNING.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -59,6 +61,15 @@ PROCESS_TAG = "transferlab.process"  # host:pid:start time of the process that o
 # MLflow 3's UI opens an experiment by its kind; without the tag it guesses and shows the GenAI
 # overview (traces, tokens). These are model-training runs: open on the runs table.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+NOTE = "mlflow.note.content"  # the description the UI shows above a run or an experiment (Markdown)
+EXPERIMENT_NOTE = (
+    "transferlab: which way of reusing a pretrained network works best on a small target task, and what it costs. "
+    "One parent run per DVC stage: `pretrain_source@…` and `pretrain@…` make the models variants start from "
+    "(registered in the Models tab), `transfer@<variant>` races one variant (its nested runs: one per repetition), "
+    "`sweep_…` runs a sweep (nested: one per point), `report` holds the comparison. "
+    "Per-epoch series are `val_accuracy`, `val_loss`, …; summaries have their own keys "
+    "(`target_accuracy`, `best_val_accuracy`, `test_accuracy`)."
+)
 
 
 def default_uri() -> str:
@@ -178,12 +189,13 @@ def set_experiment(name: str) -> str:
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            experiment_id = client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
+            experiment_id = client.create_experiment(name, tags=dict([EXPERIMENT_KIND, (NOTE, EXPERIMENT_NOTE)]))
             if _uses_default_store():
                 _relative_artifacts(experiment_id)
             return experiment_id
-        if EXPERIMENT_KIND[0] not in experiment.tags:  # a store made before the tag: never overrides a kind the user chose
-            client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
+        for key, value in (EXPERIMENT_KIND, (NOTE, EXPERIMENT_NOTE)):  # a store made before the tag: never overrides the user's
+            if key not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
 
 
@@ -284,8 +296,10 @@ def _ended_honestly() -> Iterator[None]:
 
 
 @contextmanager
-def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> Iterator[dict[str, str]]:
-    """Start a run that ends FINISHED, FAILED on an exception, KILLED on SIGTERM/SIGINT.
+def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any],
+              description: str = "") -> Iterator[dict[str, str]]:
+    """Start a run that ends FINISHED, FAILED on an exception, KILLED on SIGTERM/SIGINT; `description`
+    is the run's note in the UI (`describe` adds to it once results are known).
 
     Yields `{"mlflow_run_id": …, "mlflow_experiment_id": …}`, for the stage's metrics file.
     """
@@ -297,7 +311,8 @@ def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: M
             if tags.get("stage"):
                 mark_stale_runs(experiment_id, tags["stage"])
             run = mlflow.start_run(
-                experiment_id=experiment_id, run_name=run_name, tags={**context_tags(), **tags, PROCESS_TAG: process_tag()}
+                experiment_id=experiment_id, run_name=run_name,
+                tags={**context_tags(), **tags, PROCESS_TAG: process_tag(), **({NOTE: description} if description else {})},
             )
             with _ended_honestly():
                 log_params(params)
@@ -326,23 +341,46 @@ def log_params(params: Mapping[str, Any]) -> None:
         MlflowClient().log_batch(run_id, params=items[start : start + 100])
 
 
+# A summary value never shares a key with a per-epoch series: the UI would draw it as a point at
+# step 0 and show it as the series' "latest" value. Values at the selected epoch get these names;
+# any other clash gets FINAL_PREFIX.
+SUMMARY_KEYS = {"val_accuracy": "best_val_accuracy", "val_loss": "best_val_loss"}
+FINAL_PREFIX = "final_"
+# Per-epoch test-set curves are monitoring only (the test set is scored once, on the selected
+# weights): their series are labelled so, and the scored value keeps the plain name (`test_accuracy`).
+MONITOR_PREFIX = "monitor_"
+_series: dict[str, set[str]] = {}  # run id -> the metric keys it holds as per-epoch series
+
+
+def series_key(key: str) -> str:
+    return f"{MONITOR_PREFIX}{key}" if key.startswith("test_") else key
+
+
+def summary_key(key: str, series: set[str] | frozenset[str] = frozenset()) -> str:
+    key = SUMMARY_KEYS.get(key, key)
+    return f"{FINAL_PREFIX}{key}" if key in series else key
+
+
 def log_history(rows: Sequence[Mapping[str, float]], step_key: str = "epoch", prefix: str = "") -> None:
     """Per-epoch metrics with `step=epoch`, so the MLflow UI overlays curves of compared runs."""
     run_id = mlflow.active_run().info.run_id
     timestamp = int(1000 * time.time())
     metrics = [
-        Metric(f"{prefix}{key}", float(value), timestamp, int(row[step_key]))
+        Metric(f"{prefix}{series_key(key)}", float(value), timestamp, int(row[step_key]))
         for row in rows
         for key, value in row.items()
         if key not in {step_key, "epoch", "step", "layer"} and isinstance(value, (int, float))
     ]
+    _series.setdefault(run_id, set()).update(metric.key for metric in metrics)
     for start in range(0, len(metrics), 1000):
         MlflowClient().log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
 def log_final(metrics: Mapping[str, Any]) -> None:
-    """Final scalar metrics (non-numeric values are skipped)."""
-    mlflow.log_metrics({key: float(value) for key, value in metrics.items() if isinstance(value, (int, float)) and not isinstance(value, bool)})
+    """Final scalar metrics (non-numeric values are skipped), under keys no per-epoch series of the run uses."""
+    series = _series.get(mlflow.active_run().info.run_id, set())
+    mlflow.log_metrics({summary_key(key, series): float(value) for key, value in metrics.items()
+                        if isinstance(value, (int, float)) and not isinstance(value, bool)})
 
 
 def log_dataset(name: str, source: Path, splits: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
@@ -369,6 +407,17 @@ def log_target(name: str, source: Path, arrays: Mapping[str, np.ndarray], tags: 
     log_dataset(name, source, splits, tags)
 
 
-def log_files(paths: Sequence[Path], artifact_path: str | None = None) -> None:
-    for path in paths:
-        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+def describe(text: str) -> None:
+    """Set the active run's description (its note in the UI)."""
+    mlflow.set_tag(NOTE, text)
+
+
+def log_files(paths: Sequence[Path] | Mapping[str, Path], artifact_path: str | None = None) -> None:
+    """Log files as artifacts; a mapping names them (`{"history.csv": plots/transfer/freeze2.csv}`), so
+    every run of a kind holds the same artifact names and MLflow's compare view can compare them."""
+    named = paths.items() if isinstance(paths, Mapping) else ((Path(path).name, path) for path in paths)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in named:
+            if Path(path).name != name:
+                path = shutil.copyfile(path, Path(tmp) / name)
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)

@@ -1,8 +1,9 @@
 """The model zoo is the MLflow Model Registry: register `.keras` files, fetch them back, list them.
 
-A version's artifact is the `.keras` file itself (logged under `zoo/<name>/` of the run that
-registered it), never a pickled MLflow flavour: fetching only downloads a file, and loading it
-goes through `zoo.load_keras` with `safe_mode`. Each version is tagged with what a variant needs
+A version is an MLflow model in the Keras flavour, logged by the run that registered it (a
+signature, an input example, the native `.keras` file under `data/`; `mlflow.pyfunc.load_model`
+loads it), never a pickle: fetching only downloads its one `.keras` file, and loading it goes
+through `zoo.load_keras` with `safe_mode`. Each version is tagged with what a variant needs
 to pick an init model: `input_shape`, `hidden_layers` (`hidden1:300,hidden2:50`) and the
 caller's tags (`test_accuracy`, …).
 
@@ -11,14 +12,18 @@ caller's tags (`test_accuracy`, …).
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import re
 import shutil
 import tempfile
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -26,9 +31,67 @@ from mlflow.exceptions import MlflowException
 from transferlab.artifacts import atomic_path
 from transferlab.errors import ModelError
 
-ARTIFACT_DIR = "zoo"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # also a safe artifact folder name
 _URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/@]+)|@(?P<alias>[^/@]+))")
+
+
+# --- Keras models as MLflow models (the Keras flavour): the UI's Models tab lists them, a registry
+# version is a real MLflow model (`MLmodel`, signature, input example). The flavour stores the
+# native `.keras` file (`data/model.keras`), which `zoo.load_keras` (safe mode) reads as before.
+# `mlflow.keras` imports TensorFlow: imported where a model is logged, so `list` stays light.
+EXAMPLE_ROWS = 2  # rows of input kept as the model's input example
+
+
+def signature(model: Any) -> Any:
+    """Input and output tensor specs (an MLflow `ModelSignature`), float32, batch dimension free (-1),
+    read from the model's shapes: no prediction (tracing `predict` costs about half a second)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    def spec(shape: tuple) -> Any:
+        return Schema([TensorSpec(np.dtype(np.float32), (-1, *(int(dim) for dim in shape[1:])))])
+
+    return ModelSignature(inputs=spec(model.input_shape), outputs=spec(model.output_shape))
+
+
+def _save_keras(path: str, keras_file: Path, validate_serving_input: bool = False, **kwargs: Any) -> None:
+    # MLflow's Keras flavour writes the input example before it creates the model folder
+    # (FileNotFoundError on `input_example.json`): create it first.
+    os.makedirs(path, exist_ok=True)
+    del validate_serving_input  # an option of `Model.log`, not of the flavour
+    import mlflow.keras
+
+    mlflow.keras.save_model(path=path, **kwargs)
+    # Keras' own save stamps the time into the zip: keep the stage's deterministic file, byte for byte,
+    # so a model fetched from the registry is the file the stage wrote (same sha256, no needless reruns).
+    shutil.copyfile(keras_file, Path(path) / "data" / "model.keras")
+
+
+def log_keras(keras_file: Path, example: np.ndarray, name: str = "model", model: Any = None) -> Any:
+    """Log the `.keras` file (loaded in safe mode unless `model` is that file's model) to the active run
+    as an MLflow model called `name`, with a signature and the first rows of `example` as its input
+    example. The MLflow model holds the file itself. Requirements are stated (keras, pinned), not inferred:
+    inference would load the model again in a subprocess, seconds per stage. Nor does MLflow serve the
+    example to check it (`validate_serving_input=False`): a second load of the model and a Keras
+    progress bar on stdout; the test suite loads a logged model with `mlflow.pyfunc` instead.
+    Returns MLflow's `ModelInfo` (`model_uri`, `model_id`)."""
+    import mlflow.keras
+    from mlflow.models import Model
+
+    from transferlab.zoo import load_keras
+
+    model = load_keras(Path(keras_file)) if model is None else model
+    flavour = types.SimpleNamespace(__name__=mlflow.keras.__name__, save_model=_save_keras)
+    example = np.asarray(example[:EXAMPLE_ROWS], dtype=np.float32)
+    quiet = logging.getLogger("mlflow")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # MLflow's notes on the environment it records, once per model
+    try:
+        return Model.log(artifact_path=None, name=name, flavor=flavour, model=model, signature=signature(model),
+                         input_example=example, pip_requirements=mlflow.keras.get_default_pip_requirements(),
+                         validate_serving_input=False, keras_file=Path(keras_file))
+    finally:
+        quiet.setLevel(level)
 
 
 def _tracking_uri() -> str:
@@ -46,21 +109,21 @@ def _missing(error: MlflowException) -> bool:
     return error.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
-def publish_model(model_path: Path, name: str, register: bool, tags: Mapping[str, Any]) -> dict[str, str]:
+def publish_model(model_path: Path, name: str, register: bool, tags: Mapping[str, Any], example: Any) -> dict[str, str]:
     """The epilogue of a stage that makes a model (`pretrain_source@…`, `pretrain@…`): register the file
-    as a new version of `name` in the zoo (which also logs it as the run's artifact), or, with
-    `mlflow.register_models: false`, only log it; returns what the stage's metrics record of it."""
+    as a new version of `name` in the zoo (which also logs it as the run's MLflow model), or, with
+    `mlflow.register_models: false`, only log it; `example`: input rows (the input example and
+    the signature's source); returns what the stage's metrics record of it."""
     if not register:
-        from transferlab import tracking
-
-        tracking.log_files([model_path])
+        log_keras(model_path, example)
         return {}
-    version = register_keras(model_path, name, {key: str(value) for key, value in tags.items()})
+    version = register_keras(model_path, name, {key: str(value) for key, value in tags.items()}, example)
     return {"registered_model": name, "registered_version": version}
 
 
-def register_keras(model_path: Path, name: str, tags: Mapping[str, str]) -> str:
-    """Log a `.keras` file to the active run and register it as a new version of `name`; returns the version.
+def register_keras(model_path: Path, name: str, tags: Mapping[str, str], example: Any) -> str:
+    """Log a `.keras` file to the active run as an MLflow model (Keras flavour, signature and input
+    example from `example`) and register it as a new version of `name`; returns the version.
 
     The file is loaded first (safe mode), so nothing unusable enters the zoo; `tags` (e.g.
     `test_accuracy`) are added to the computed `input_shape` and `hidden_layers` tags.
@@ -81,17 +144,16 @@ def register_keras(model_path: Path, name: str, tags: Mapping[str, str]) -> str:
     }
     client = MlflowClient()  # the fluent API's tracking URI: the same store as the active run
     run_id = run.info.run_id
-    folder = f"{ARTIFACT_DIR}/{name}"
-    if client.list_artifacts(run_id, folder):  # fetching expects exactly one .keras file per version
+    if client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
         raise ModelError(f"zoo name {name!r}: this run already registered a model under that name")
-    mlflow.log_artifact(str(model_path), artifact_path=folder)
+    logged = log_keras(model_path, example, name=name, model=model)
     try:
         client.get_registered_model(name)
     except MlflowException as error:
         if not _missing(error):
             raise
         client.create_registered_model(name)
-    version = client.create_model_version(name, source=f"runs:/{run_id}/{folder}", run_id=run_id, tags=version_tags)
+    version = client.create_model_version(name, source=logged.model_uri, run_id=run_id, tags=version_tags, model_id=logged.model_id)
     return str(version.version)
 
 
