@@ -50,6 +50,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from transferlab.cli import raise_killed as _raise_killed  # noqa: E402
 from transferlab.data import fingerprint  # noqa: E402
 from transferlab.errors import StageKilled, TrackingError  # noqa: E402,F401  (StageKilled: re-exported)
+from transferlab.errors import first_line as _first_line, scrub as _shown  # noqa: E402  (messages never carry a secret)
 
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -73,21 +74,6 @@ def _uses_default_store() -> bool:
     """Is the store this repository's `mlflow.db`? Compared by value: `mlflow.set_tracking_uri`
     exports MLFLOW_TRACKING_URI, so "the variable is unset" stops being true after the first call."""
     return tracking_uri() == default_uri()
-
-
-def _shown(uri: str) -> str:
-    """The URI without a password, for messages."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return uri
-
-
-def _first_line(error: BaseException) -> str:
-    error = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error (and appends the SQL)
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]
 
 
 def _tls_context(scheme: str) -> ssl.SSLContext | None:

@@ -1,0 +1,121 @@
+"""No secret in a report or an error line, no hang on a hostile file (issue 26).
+
+Each test reproduced its defect first. Credentials are checked against a real MLflow client
+talking to a real HTTP server on 127.0.0.1 (one that answers `/health` and fails every API call,
+as a misconfigured proxy does), and against the CLI's own printing.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from transferlab import reporting
+from transferlab.cli import EXIT_BAD_INPUT, run_main
+from transferlab.errors import TransferlabError, scrub
+
+SECRET = "S3cr3tPW"
+TOKEN = "tok3nXYZ"
+
+
+# ---------------------------------------------------------------- defect 1: report links
+
+
+@pytest.mark.parametrize("uri", [
+    f"http://alice:{SECRET}@127.0.0.1:5941",
+    f"http://alice:{SECRET}@127.0.0.1:5941/",
+    f"https://{SECRET}@mlflow.example/?token={TOKEN}",
+    f"http://127.0.0.1:5941/?access_token={TOKEN}#frag",
+])
+def test_report_links_never_carry_credentials(uri: str) -> None:
+    ui = reporting.ui_address(uri)
+    link = reporting.run_link(ui, "3", "abcdef0123456789")
+    for secret in (SECRET, TOKEN, "alice", "@"):
+        assert secret not in ui and secret not in link, link
+    assert ui in ("http://127.0.0.1:5941", "https://mlflow.example")
+    assert link.endswith("/#/experiments/3/runs/abcdef0123456789?workflowType=machine_learning)")
+
+
+def test_run_link_scrubs_a_credentialed_ui_given_directly() -> None:
+    link = reporting.run_link(f"http://alice:{SECRET}@host:1/?token={TOKEN}", "1", "abcdef0123456789")
+    assert SECRET not in link and TOKEN not in link and link.startswith("[abcdef01](http://host:1/#/")
+
+
+# ---------------------------------------------------------------- defect 2: error lines
+
+
+@pytest.mark.parametrize("text", [
+    f"API request to http://alice:{SECRET}@127.0.0.1:5941/api/2.0/x failed",
+    f"postgresql://bob:{SECRET}@db:5432/mlflow refused; retry http://u:{SECRET}@h/?token={TOKEN}",
+    f"see https://h/p?api_key={TOKEN}&x=1 and sqlite:////tmp/m.db",
+])
+def test_scrub_removes_userinfo_and_query_anywhere_in_a_line(text: str) -> None:
+    clean = scrub(text)
+    assert SECRET not in clean and TOKEN not in clean, clean
+    assert "sqlite:////tmp/m.db" in scrub("sqlite:////tmp/m.db")
+
+
+class _HealthyButBroken(BaseHTTPRequestHandler):
+    """`/health` answers 200; every MLflow API call answers 500 (a proxy in front of a broken server)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        ok = self.path.endswith("/health")
+        self.send_response(200 if ok else 500)
+        self.end_headers()
+        self.wfile.write(b"OK" if ok else b"internal error")
+
+    do_POST = do_GET  # noqa: N815
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def broken_server() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthyButBroken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_mlflow_error_text_is_scrubbed(broken_server: int, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture) -> None:
+    """A real MLflow call fails against the server; the error line it becomes names the address, not the password."""
+    from transferlab import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{SECRET}@127.0.0.1:{broken_server}/?token={TOKEN}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+    def main(argv: list[str]) -> None:
+        with tracking.stage_run("t", "x", {"stage": "probe"}, {}):
+            pass
+
+    with pytest.raises(SystemExit) as stopped:
+        run_main(main, [])
+    assert stopped.value.code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{broken_server}" in err and "failed" in err, err
+    assert SECRET not in err and TOKEN not in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unreachable_server_line_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferlab import tracking
+
+    with pytest.raises(TransferlabError) as error:
+        tracking.check_store(f"http://alice:{SECRET}@127.0.0.1:1/?token={TOKEN}")
+    assert "127.0.0.1:1" in str(error.value) and SECRET not in str(error.value) and TOKEN not in str(error.value)
+
+
+def test_cli_scrubs_any_error_it_prints(capsys: pytest.CaptureFixture) -> None:
+    def main(argv: list[str]) -> None:
+        raise TransferlabError(f"models:/m/1: cannot download http://u:{SECRET}@h/a?sig={TOKEN} (boom)")
+
+    with pytest.raises(SystemExit):
+        run_main(main, [])
+    err = capsys.readouterr().err
+    assert SECRET not in err and TOKEN not in err and "models:/m/1: cannot download http://" in err
