@@ -6,16 +6,22 @@ as a misconfigured proxy does), and against the CLI's own printing.
 """
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from transferlab import reporting
 from transferlab.cli import EXIT_BAD_INPUT, run_main
-from transferlab.errors import TransferlabError, scrub
+from transferlab.config import load_params
+from transferlab.data import check_images
+from transferlab.errors import ConfigError, DataError, TrackingError, TransferlabError, scrub
 
 SECRET = "S3cr3tPW"
 TOKEN = "tok3nXYZ"
@@ -119,3 +125,46 @@ def test_cli_scrubs_any_error_it_prints(capsys: pytest.CaptureFixture) -> None:
         run_main(main, [])
     err = capsys.readouterr().err
     assert SECRET not in err and TOKEN not in err and "models:/m/1: cannot download http://" in err
+
+
+# ---------------------------------------------------------------- defect 8: small ones
+
+
+def test_stray_label_in_a_5_class_pool_is_not_called_6_classes(tmp_path: Path) -> None:
+    y = np.repeat(np.arange(5), 4)
+    y[3] = 7
+    arrays = {"x_pool": np.zeros((20, 784), np.float32), "y_pool": y,
+              "x_test": np.zeros((5, 784), np.float32), "y_test": np.arange(5)}
+    with pytest.raises(DataError) as unnamed:
+        check_images(arrays, tmp_path / "t.npz")
+    assert "6 classes" not in str(unnamed.value) and "label 7" in str(unnamed.value), unnamed.value
+    assert "0, 1, 2, 3, 4, 7" in str(unnamed.value)
+    with pytest.raises(DataError, match=r"y_pool has label 7 outside 0\.\.4 \(5 classes\)"):
+        check_images(arrays, tmp_path / "t.npz", n_classes=5)
+
+
+def test_store_folder_that_does_not_exist_is_not_called_read_only(tmp_path: Path) -> None:
+    """MLflow creates a missing store folder: fine under a writable one, and a refusal names the read-only one."""
+    from transferlab import tracking
+
+    tracking.check_store(f"sqlite:///{tmp_path / 'missing' / 'deeper' / 'mlflow.db'}")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as root: no folder is read-only")
+    with pytest.raises(TrackingError) as error:
+        tracking.check_store(f"sqlite:///{locked / 'missing' / 'mlflow.db'}")
+    assert f"({locked} is read-only)" in str(error.value), error.value
+
+
+def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    """Nine levels of ten aliases each: 10^9 values once expanded (pydantic, MLflow params); refused in milliseconds."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    (tmp_path / "params.yaml").write_text("\n".join(lines) + "\n")
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as error:
+        load_params(tmp_path / "params.yaml")
+    assert time.monotonic() - start < 5
+    assert str(error.value).startswith("params.yaml: (file): ") and "aliases" in str(error.value), error.value
+    assert len(str(error.value).splitlines()) == 1

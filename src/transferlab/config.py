@@ -691,10 +691,32 @@ def read_yaml(path: Path | str = "params.yaml") -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError("(file)", f"{path} cannot be read ({error})") from None
     try:
-        return YAML(typ="safe").load(text)
+        data = YAML(typ="safe").load(text)
     except YAMLError as error:  # also duplicate keys, which PyYAML silently resolved to the last one
         reason = " ".join(str(error).split())[:300]
         raise ConfigError("(file)", f"{path} is not valid YAML: {reason}") from None
+    if _expanded_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise ConfigError("(file)", f"{path} expands to more than {MAX_YAML_VALUES:,} values through YAML aliases"
+                                    " (&anchor / *alias): write the values out")
+    return data
+
+
+# A YAML alias shares a node; schema checks, MLflow params and DVC's hashing expand it. Nested
+# aliases grow exponentially ("billion laughs"): count what they expand to, stopping at the cap.
+MAX_YAML_VALUES = 100_000  # the default params.yaml holds about 400
+
+
+def _expanded_values(data: Any, cap: int) -> int:
+    """How many values `data` holds once every alias is expanded, counted up to just past `cap`."""
+    count, stack = 0, [data]
+    while stack and count <= cap:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

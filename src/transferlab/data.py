@@ -319,6 +319,9 @@ def check_images(arrays: dict[str, np.ndarray], path: Path, input_size: int | No
             raise DataError(f"{path}: {key} is empty {array.shape}")
         if key.startswith("y_") and np.issubdtype(array.dtype, np.integer) and array.size:
             bad = array[(array < 0) | (array >= classes)]
+            if bad.size and n_classes is None:  # the count is unknown here: a stray label is not one more class
+                raise DataError(f"{path}: {key} has label {int(bad[0])}; the labels present"
+                                f" ({', '.join(map(str, present.tolist()))}) are not 0..K-1")
             if bad.size:
                 raise DataError(f"{path}: {key} has label {int(bad[0])} outside 0..{classes - 1} ({classes} classes)")
         if key.startswith("x_"):

@@ -107,8 +107,9 @@ def check_store(uri: str) -> None:
         path = Path(uri[len("sqlite:///"):])
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):
             raise TrackingError(f"MLflow store {path} is read-only: make it writable or set MLFLOW_TRACKING_URI")
-        if not path.exists() and not os.access(path.parent, os.W_OK):
-            raise TrackingError(f"MLflow store {path} cannot be created ({path.parent} is read-only): set MLFLOW_TRACKING_URI")
+        folder = next(p for p in path.parents if p.exists())  # MLflow creates the missing folders below it
+        if not path.exists() and not os.access(folder, os.W_OK):
+            raise TrackingError(f"MLflow store {path} cannot be created ({folder} is read-only): set MLFLOW_TRACKING_URI")
 
 
 def _tracking_failures() -> tuple[type[BaseException], ...]:
