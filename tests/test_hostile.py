@@ -7,6 +7,7 @@ as a misconfigured proxy does), and against the CLI's own printing.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from test_failfast import _mnist, _set, assert_one_line, call_main, write_params
 from transferlab import reporting
 from transferlab.cli import EXIT_BAD_INPUT, run_main
 from transferlab.config import load_params
@@ -168,3 +170,103 @@ def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
     assert time.monotonic() - start < 5
     assert str(error.value).startswith("params.yaml: (file): ") and "aliases" in str(error.value), error.value
     assert len(str(error.value).splitlines()) == 1
+
+
+# ---------------------------------------------------------------- defect 5: FIFOs and symlinks in data/raw
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """A blocked open() of a FIFO fails the test in 20 s instead of hanging it (SIGALRM interrupts the call)."""
+    def stop(*_: Any) -> None:
+        raise TimeoutError("blocked: the call hung on a hostile file")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _npz_params(workdir: Path, path: str = "data/raw/mnist.npz", dataset: str = "mnist_npz") -> None:
+    write_params(workdir, _set("sources.source.data", {"dataset": dataset, "path": path, "classes": [0, 1, 2, 3, 4]}))
+
+
+def _hostile(path: Path, kind: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(kind)
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("fifo", "not a regular file (a FIFO)"),
+    ("/dev/zero", "outside data/raw"),
+    ("/etc/passwd", "outside data/raw"),
+])
+def test_validate_refuses_hostile_npz_before_reading_it(workdir: Path, capsys: pytest.CaptureFixture, no_hang: None,
+                                                         kind: str, fragment: str) -> None:
+    from stages import validate
+
+    _hostile(workdir / "data/raw/mnist.npz", kind)
+    _npz_params(workdir)
+    assert_one_line(call_main(validate.main, [], capsys), "sources.source.data.path", "data/raw/mnist.npz", fragment)
+    assert not (workdir / "data/prepared/params_ok.json").exists()
+
+
+@pytest.mark.parametrize("kind, fragment", [("fifo", "not a regular file (a FIFO)"), ("/dev/zero", "outside data/raw")])
+def test_validate_refuses_hostile_idx_file(workdir: Path, capsys: pytest.CaptureFixture, no_hang: None,
+                                           kind: str, fragment: str) -> None:
+    from stages import validate
+    from transferlab.data import IDX_FILES
+
+    for name in IDX_FILES.values():
+        (workdir / "data/raw/idx").mkdir(parents=True, exist_ok=True)
+        (workdir / "data/raw/idx" / name).write_bytes(b"")
+    (workdir / "data/raw/idx" / IDX_FILES["x_test"]).unlink()
+    _hostile(workdir / "data/raw/idx" / IDX_FILES["x_test"], kind)
+    _npz_params(workdir, "data/raw/idx", "mnist_idx")
+    assert_one_line(call_main(validate.main, [], capsys), "sources.source.data.path", IDX_FILES["x_test"], fragment)
+
+
+def test_validate_refuses_a_fifo_anywhere_in_data_raw(workdir: Path, capsys: pytest.CaptureFixture, no_hang: None) -> None:
+    """DVC hashes all of data/raw (a dependency of validate and the prepare stages): a FIFO there blocks it."""
+    from stages import validate
+
+    _hostile(workdir / "data/raw/sub/pipe", "fifo")
+    assert_one_line(call_main(validate.main, [], capsys), "data/raw/sub/pipe", "not a regular file (a FIFO)")
+
+
+def test_symlink_inside_data_raw_is_followed(workdir: Path) -> None:
+    """The containment check is on the resolved path: a link within data/raw passes, one leaving it does not."""
+    from stages import validate
+
+    (workdir / "data/raw").mkdir(parents=True)
+    (workdir / "outside.npz").write_bytes(b"")
+    (workdir / "data/raw/real.npz").write_bytes(b"")
+    (workdir / "data/raw/mnist.npz").symlink_to("real.npz")
+    (workdir / "data/raw/away.npz").symlink_to("../../outside.npz")
+    validate.check_data_path("k", "data/raw/mnist.npz", "mnist_npz")
+    with pytest.raises(ConfigError, match=r"k: data/raw/away.npz is a link to .*outside.npz, outside data/raw/"):
+        validate.check_data_path("k", "data/raw/away.npz", "mnist_npz")
+
+
+@pytest.mark.parametrize("reader", ["npz", "idx"])
+def test_loaders_refuse_a_fifo_without_blocking(tmp_path: Path, no_hang: None, reader: str) -> None:
+    from transferlab import data
+
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(DataError, match=r"pipe: not a regular file \(a FIFO\)"):
+        if reader == "npz":
+            data.load_npz(tmp_path / "pipe", ("x_train",))
+        else:
+            data._read_idx(tmp_path / "pipe")
+
+
+def test_validate_refuses_a_fifo_model_file(workdir: Path, capsys: pytest.CaptureFixture, no_hang: None) -> None:
+    from stages import validate
+
+    os.mkfifo(workdir / "theirs.npz")
+    write_params(workdir, _set("model_files", {"theirs": {"format": "npz", "path": "theirs.npz"}}))
+    assert_one_line(call_main(validate.main, [], capsys), "model_files.theirs.path", "theirs.npz", "not a regular file (a FIFO)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +139,7 @@ def _mnist_parts(arrays: dict[str, np.ndarray], name: str) -> tuple[Images, Imag
 
 def _read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (the format MNIST ships in): big-endian header, then uint8 data."""
+    regular_file(path)
     try:
         with gzip.open(path, "rb") as handle:
             raw = handle.read()
@@ -154,8 +157,32 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+
+
+def file_kind(path: Path) -> str | None:
+    """None for a regular file (symlinks followed), else what it is: reading a FIFO blocks, a device never ends."""
+    mode = os.stat(path).st_mode
+    return None if stat.S_ISREG(mode) else _KINDS.get(stat.S_IFMT(mode), "not a file")
+
+
+def regular_file(path: Path) -> Path:
+    """`path`, checked before anything opens it: it exists and is a regular file."""
+    try:
+        kind = file_kind(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    if kind is not None:
+        raise DataError(f"{path}: not a regular file ({kind}); refused, reading it could block or never end")
+    return path
+
+
 def load_npz(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Read the named arrays (and those of `optional` the file has) from an `.npz` without unpickling anything."""
+    regular_file(Path(path))
     if Path(path).is_file() and not zipfile.is_zipfile(path):
         # np.load would take any other file for a pickle and say "pickled data": name the real problem
         with Path(path).open("rb") as handle:
