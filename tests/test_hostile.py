@@ -6,10 +6,13 @@ as a misconfigured proxy does), and against the CLI's own printing.
 """
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import signal
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -270,3 +273,65 @@ def test_validate_refuses_a_fifo_model_file(workdir: Path, capsys: pytest.Captur
     os.mkfifo(workdir / "theirs.npz")
     write_params(workdir, _set("model_files", {"theirs": {"format": "npz", "path": "theirs.npz"}}))
     assert_one_line(call_main(validate.main, [], capsys), "model_files.theirs.path", "theirs.npz", "not a regular file (a FIFO)")
+
+
+# ---------------------------------------------------------------- defect 6: a size cap read from array headers
+
+
+def _npz_claiming(path: Path, shape: tuple[int, ...]) -> None:
+    """An .npz whose x_train header claims `shape` (uint8) but holds no data: what a hostile file needs to be."""
+    arrays = _mnist()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, value in arrays.items():
+            if key == "x_train":
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+                archive.writestr("x_train.npy", header.getvalue())
+            else:
+                member = io.BytesIO()
+                np.save(member, value)
+                archive.writestr(f"{key}.npy", member.getvalue())
+
+
+def test_npz_header_claiming_terabytes_is_refused_before_loading(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    from stages import prepare_source
+
+    _npz_claiming(workdir / "data/raw/mnist.npz", (10**10, 28, 28))
+    _npz_params(workdir)
+    assert_one_line(call_main(prepare_source.main, ["source"], capsys), "data/raw/mnist.npz", "x_train",
+                    "(10000000000, 28, 28)", "sources.source.data.max_array_mb 512")
+
+
+def test_npz_bomb_over_a_stated_cap_is_refused_in_validate(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    """A compressed member that inflates past the cap: refused from its header, before it is inflated."""
+    from stages import validate
+
+    arrays = _mnist(x_train=np.zeros((3000, 28, 28), np.uint8), y_train=np.zeros(3000, np.uint8))
+    (workdir / "data/raw").mkdir(parents=True)
+    with (workdir / "data/raw/mnist.npz").open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    assert (workdir / "data/raw/mnist.npz").stat().st_size < 100_000
+    write_params(workdir, _set("sources.source.data", {"dataset": "mnist_npz", "path": "data/raw/mnist.npz",
+                                                       "classes": [0, 1, 2, 3, 4], "max_array_mb": 1}))
+    assert_one_line(call_main(validate.main, [], capsys), "data/raw/mnist.npz", "x_train", "2.4 MB",
+                    "sources.source.data.max_array_mb 1")
+
+
+def test_idx_header_claiming_terabytes_is_refused_before_reading(tmp_path: Path) -> None:
+    from transferlab import data
+
+    with gzip.open(tmp_path / "x.gz", "wb") as handle:
+        handle.write(b"\x00\x00\x08\x03" + (10**9).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
+    with pytest.raises(DataError, match=r"x.gz: .*\(1000000000, 28, 28\).*over .*max_array_mb 512"):
+        data._read_idx(tmp_path / "x.gz", data.Cap(512 * 10**6, "sources.source.data.max_array_mb"))
+
+
+def test_max_array_mb_is_a_positive_param() -> None:
+    from conftest import tiny_params
+    from transferlab.config import parse_params
+
+    params = tiny_params()
+    params["sources"]["source"]["data"]["max_array_mb"] = 0
+    with pytest.raises(ConfigError, match=r"sources.source.data.max_array_mb"):
+        parse_params(params)

@@ -93,6 +93,9 @@ class SourceDataSpec(Strict):
     split: Literal["official", "seeded"] | None = None
     test_fraction: Fraction = 0.2  # seeded split only
     seed: Seed = 42
+    # the most MB (10^6 bytes) one array of the data file may take as stored; read from the array's
+    # header before anything is inflated (full MNIST's x_train: 47 MB; a zip bomb: gigabytes)
+    max_array_mb: PositiveInt = 512
 
     @property
     def official(self) -> bool:
@@ -141,6 +144,7 @@ class TargetSpec(Strict):
     image_size: ImageSide | None = 28  # resize images to this side length (None: keep their size)
     seed: Seed = 42
     shift: ShiftSpec | None = None  # a second, shifted test set every variant is also scored on (None: none)
+    max_array_mb: PositiveInt = 512  # as sources.<name>.data.max_array_mb, for this target's own data file
 
     def labels(self) -> int | None:
         """Labelled images per class; None: all of the pool."""
