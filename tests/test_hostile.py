@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from test_failfast import _mnist, _set, assert_one_line, call_main, write_params
+from test_failfast import _mnist, _rename, _set, assert_one_line, call_main, write_params
 from transferlab import reporting
 from transferlab.cli import EXIT_BAD_INPUT, run_main
 from transferlab.config import load_params
@@ -335,3 +335,29 @@ def test_max_array_mb_is_a_positive_param() -> None:
     params["sources"]["source"]["data"]["max_array_mb"] = 0
     with pytest.raises(ConfigError, match=r"sources.source.data.max_array_mb"):
         parse_params(params)
+
+
+# ---------------------------------------------------------------- defect 7: failures that used to wait for run time
+
+
+def test_overlong_variant_name_is_refused_by_validate(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    """A 246-character name passed validate, trained for 22 s, then failed with "File name too long"."""
+    from stages import validate
+
+    long_name = "v" * 246
+    write_params(workdir, _rename("variants", "freeze2", long_name))
+    line = assert_one_line(call_main(validate.main, [], capsys), f"variants.{long_name}", "246 characters", "at most 64")
+    assert len(line) < 600
+    assert not (workdir / "data/prepared/params_ok.json").exists()
+
+
+def test_every_name_that_fits_makes_files_that_fit(tmp_path: Path) -> None:
+    """The longest allowed name, through every path it becomes (and the temp file beside it), is a valid file name."""
+    from transferlab import artifacts, paths
+    from transferlab.config import MAX_NAME_LENGTH
+
+    name = "n" * MAX_NAME_LENGTH
+    for make in (paths.source_data, paths.target_data, paths.init_model, paths.variant_model, paths.variant_history):
+        with artifacts.atomic_path(tmp_path / make(name)) as tmp:
+            tmp.write_text("x")
+        assert (tmp_path / make(name)).is_file()

@@ -28,6 +28,9 @@ MAX_IMAGE_SIZE = 1024  # a side length; 100000 would ask for terabytes when resi
 ImageSide = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE, strict=True)]
 # Entry names become file names (models/<name>.keras) and stage names (transfer@<name>).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A name becomes file names (`models/transfer/<name>.keras` and its `.<name>.XXXXXXXX.keras` temp
+# twin), DVC stage names and MLflow names: 255-byte file names ran out at ~240 characters, at run time.
+MAX_NAME_LENGTH = 64
 ENTRY_SECTIONS = ("sources", "targets", "variants", "pretrain", "zoo", "model_files")
 
 # The default source: pretraining pools, the scikit-learn zoo entry and the sweeps' default start from it.
@@ -435,6 +438,8 @@ def check_name(key: str, name: str) -> None:
     """An entry name must be a plain identifier: it becomes a file name and a DVC stage name."""
     if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
         raise ConfigError(key, f"{name!r} is not a plain name (letters, digits, _; not starting with a digit)")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(key, f"a name of {len(name)} characters: at most {MAX_NAME_LENGTH} (it becomes file and stage names)")
 
 
 def _check_consistency(params: Params) -> None:
