@@ -10,6 +10,8 @@ import gzip
 import io
 import os
 import signal
+import socket
+import sys
 import threading
 import time
 import zipfile
@@ -20,7 +22,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
+from conftest import address
 from test_failfast import _mnist, _rename, _set, assert_one_line, call_main, write_params
 from transferlab import reporting
 from transferlab.cli import EXIT_BAD_INPUT, run_main
@@ -361,3 +365,32 @@ def test_every_name_that_fits_makes_files_that_fit(tmp_path: Path) -> None:
         with artifacts.atomic_path(tmp_path / make(name)) as tmp:
             tmp.write_text("x")
         assert (tmp_path / make(name)).is_file()
+
+
+def test_a_run_time_failure_leaves_committed_outputs_restorable(tmp_path: Path) -> None:
+    """DVC deletes a stage's outputs before running it; a run-time failure (here: the tracking server gone)
+    then leaves them deleted and dvc.lock unchanged. What the README promises: `dvc checkout` brings back
+    the cached outputs and `git checkout -- metrics plots runs` the committed ones, byte for byte."""
+    from conftest import make_project, run, tiny_params
+
+    project = make_project(tmp_path / "project", tiny_params())
+    run([sys.executable, "-m", "dvc", "repro", "-q", address("pretrain_source@source")], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "source trained"], project)
+    outputs = ["models/source.keras", "metrics/source.json", "plots/source.csv", "runs/source.json"]
+    before = {name: (project / name).read_bytes() for name in [*outputs, "inputs/dvc.lock"]}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["sources"]["source"]["train"]["epochs"] += 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    failed = run([sys.executable, "-m", "dvc", "repro", address("pretrain_source@source")], project, check=False,
+                 env={"MLFLOW_TRACKING_URI": gone})
+    assert failed.returncode != 0 and f"MLflow tracking server {gone} is not reachable" in failed.stderr
+    assert not any((project / name).exists() for name in outputs)  # DVC's doing, before the stage ran
+    assert (project / "inputs/dvc.lock").read_bytes() == before["inputs/dvc.lock"]  # nothing recorded as done
+    run(["git", "checkout", "-q", "--", "params.yaml", "metrics", "plots", "runs"], project)
+    run([sys.executable, "-m", "dvc", "checkout", address("pretrain_source@source")], project)
+    assert {name: (project / name).read_bytes() for name in before} == before
+    assert "up to date" in run([sys.executable, "-m", "dvc", "status", address("pretrain_source@source")], project).stdout
