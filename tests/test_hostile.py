@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -394,3 +395,34 @@ def test_a_run_time_failure_leaves_committed_outputs_restorable(tmp_path: Path) 
     run([sys.executable, "-m", "dvc", "checkout", address("pretrain_source@source")], project)
     assert {name: (project / name).read_bytes() for name in before} == before
     assert "up to date" in run([sys.executable, "-m", "dvc", "status", address("pretrain_source@source")], project).stdout
+
+
+# ---------------------------------------------------------------- defect 4: queued experiments keep their artifacts
+
+
+def test_a_run_from_a_temp_copy_keeps_its_artifacts_in_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dvc exp run --queue` runs stages in a temporary copy of the repository, tracking to the main store
+    (the README's MLFLOW_TRACKING_URI=sqlite:///$PWD/mlflow.db). A relative artifact location resolved
+    inside that copy, which DVC deletes: the run's artifacts must land beside the store instead."""
+    from mlflow.tracking import MlflowClient
+
+    from transferlab import tracking
+
+    main, copy = tmp_path / "main", tmp_path / "main/.dvc/tmp/exps/tmp123"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(main)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with tracking.stage_run("t", "in the repository", {"stage": "probe"}, {}):
+        pass  # the experiment exists, with its relative location, as after any `make run`
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{main / 'mlflow.db'}")
+    monkeypatch.chdir(copy)
+    (copy / "model.keras").write_text("weights")
+    with tracking.stage_run("t", "queued", {"stage": "probe"}, {}) as ids, tracking.child_run("rep1", {}) as child:
+        tracking.log_files([copy / "model.keras"])
+    monkeypatch.chdir(main)
+    shutil.rmtree(main / ".dvc")  # what DVC does with the temp copy once the experiment is done
+    client = MlflowClient(f"sqlite:///{main / 'mlflow.db'}")
+    for run_id in (ids["mlflow_run_id"], child):
+        assert client.get_run(run_id).info.artifact_uri.startswith(str(main / "mlartifacts")), client.get_run(run_id).info.artifact_uri
+    fetched = client.download_artifacts(child, "model.keras", str(tmp_path))
+    assert Path(fetched).read_text() == "weights"

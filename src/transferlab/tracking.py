@@ -156,6 +156,31 @@ def _relative_artifacts(experiment_id: str) -> None:
     db.close()
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a local SQLite store (None for a server or another database)."""
+    if not uri.startswith("sqlite:///") or "?" in uri:
+        return None
+    return Path(uri[len("sqlite:///"):]).resolve()
+
+
+def _anchor_artifacts(run_id: str) -> None:
+    """Keep a run's artifacts beside its store when the run starts outside the store's folder.
+
+    A relative location (`_relative_artifacts`) resolves against the working directory: for a
+    `dvc exp run --queue` experiment that is a temporary copy of the repository, which DVC deletes
+    with the run's models and histories in it. Such a run gets the absolute location under the
+    store's folder, where `make ui` and `models:/` find it.
+    """
+    store = _sqlite_file(tracking_uri())
+    if store is None or store.parent == Path.cwd().resolve():
+        return
+    with sqlite3.connect(store) as db:
+        row = db.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        if row and row[0] and "://" not in row[0] and not row[0].startswith("/"):
+            db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (str(store.parent / row[0]), run_id))
+    db.close()
+
+
 def set_experiment(name: str) -> str:
     """Point MLflow at the store and experiment; a new local experiment keeps artifacts in `mlartifacts/`."""
     uri = tracking_uri()
@@ -286,6 +311,7 @@ def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: M
             run = mlflow.start_run(
                 experiment_id=experiment_id, run_name=run_name, tags={**context_tags(), **tags, PROCESS_TAG: process_tag()}
             )
+            _anchor_artifacts(run.info.run_id)
             with _ended_honestly():
                 log_params(params)
                 yield {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id}
@@ -300,6 +326,7 @@ def child_run(run_name: str, tags: Mapping[str, str], params: Mapping[str, Any] 
     run = mlflow.start_run(
         experiment_id=parent.experiment_id, run_name=run_name, nested=True, tags={**tags, PROCESS_TAG: process_tag()}
     )
+    _anchor_artifacts(run.info.run_id)
     with _ended_honestly():
         if params:
             log_params(params)
