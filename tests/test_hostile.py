@@ -6,13 +6,16 @@ as a misconfigured proxy does), and against the CLI's own printing.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 
@@ -426,3 +430,56 @@ def test_a_run_from_a_temp_copy_keeps_its_artifacts_in_the_store(tmp_path: Path,
         assert client.get_run(run_id).info.artifact_uri.startswith(str(main / "mlartifacts")), client.get_run(run_id).info.artifact_uri
     fetched = client.download_artifacts(child, "model.keras", str(tmp_path))
     assert Path(fetched).read_text() == "weights"
+
+
+# ---------------------------------------------------------------- defect 3: a Ray head is not an open door
+
+
+def _own_processes(marker: str) -> list[psutil.Process]:
+    """This test's Ray processes: those that inherited its unique token, and their children (Ray's agents
+    rename themselves, which hides their environment) — never another session's head."""
+    mine: dict[int, psutil.Process] = {}
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("RAY_AUTH_TOKEN") == marker:
+                mine.update({p.pid: p for p in (process, *process.children(recursive=True))})
+        except (psutil.Error, OSError):
+            pass
+    return list(mine.values())
+
+
+@pytest.mark.slow
+def test_ray_head_with_token_auth_refuses_a_driver_without_the_token(tmp_path: Path) -> None:
+    """Ray listens on every interface whatever --node-ip-address says (measured: the GCS port and the raylet's
+    ports on `::`, its agents on the machine's address), so the README's recipe turns on Ray's token
+    authentication: a driver without the token is refused, one with it runs tasks."""
+    import secrets
+
+    ray = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    token = secrets.token_hex(32)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    started = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1",
+                              "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", folder],
+                             env=env, capture_output=True, text=True, timeout=180)
+    driver = f"import ray; ray.init(address='127.0.0.1:{port}', log_to_driver=False); print(ray.get(ray.remote(lambda: 41 + 1).remote()))"
+    try:
+        assert started.returncode == 0, started.stderr
+        outsider = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
+        refused = subprocess.run([sys.executable, "-c", driver], env=outsider, capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and "42" not in refused.stdout
+        admitted = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=120)
+        assert admitted.returncode == 0 and admitted.stdout.strip().endswith("42"), admitted.stderr[-2000:]
+    finally:
+        processes = _own_processes(token)
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+        _, alive = psutil.wait_procs(processes, timeout=15)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        shutil.rmtree(folder, ignore_errors=True)
