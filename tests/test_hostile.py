@@ -78,6 +78,14 @@ def test_scrub_removes_userinfo_and_query_anywhere_in_a_line(text: str) -> None:
     assert "sqlite:////tmp/m.db" in scrub("sqlite:////tmp/m.db")
 
 
+def test_scrub_hides_credentials_from_the_environment_but_not_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://{TOKEN}@mlflow.example")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    assert scrub(f"user {TOKEN} said {SECRET}: true") == "user *** said ***: true"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///file:/tmp/ro.db?mode=ro&uri=true")
+    assert scrub("readonly: true, mode ro") == "readonly: true, mode ro"
+
+
 class _HealthyButBroken(BaseHTTPRequestHandler):
     """`/health` answers 200; every MLflow API call answers 500 (a proxy in front of a broken server)."""
 

@@ -21,6 +21,7 @@ SECRET_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_T
 
 
 def _known_secrets() -> list[str]:
+    """The credential values in MLflow's variables, longest first (short ones would hide ordinary words)."""
     found = []
     for name in SECRET_VARIABLES:
         value = os.environ.get(name, "")
@@ -28,11 +29,12 @@ def _known_secrets() -> list[str]:
             found.append(value)
             continue
         parts = urllib.parse.urlsplit(value)
-        found += [parts.password or "", parts.query]
-        found += [v for _, v in urllib.parse.parse_qsl(parts.query)]
+        if parts.scheme in ("sqlite", "file", ""):  # a local store's `?mode=ro&uri=true` holds no secret
+            continue
+        found += [parts.password or "", parts.query, *(v for _, v in urllib.parse.parse_qsl(parts.query))]
         if parts.username and parts.password is None:  # `https://<token>@host`
             found.append(parts.username)
-    return sorted({secret for secret in found if len(secret) >= 4}, key=len, reverse=True)
+    return sorted({secret for secret in found if len(secret) >= 6}, key=len, reverse=True)
 
 
 def scrub(text: str) -> str:
