@@ -491,3 +491,29 @@ def test_ray_head_with_token_auth_refuses_a_driver_without_the_token(tmp_path: P
             with contextlib.suppress(psutil.Error):
                 process.kill()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_reuse_layers_deeper_than_a_registry_model_names_the_key(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    """A registry entry's depth is known only once it is fetched: the import stage (before any variant
+    trains, so before DVC deletes a variant's outputs) names the variant's key and keeps no file."""
+    import mlflow
+
+    from stages import import_model
+    from transferlab import networks, paths, tracking, zoo_registry
+
+    model = networks.build(784, networks.dnn_layers([8, 8], "relu", 5), "he_normal", 1)
+    model.save(workdir / "two.keras")
+    with tracking.stage_run("tests", "publish", {"stage": "probe"}, {}):
+        zoo_registry.register_keras(workdir / "two.keras", "two", {})
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.random((20, 784), np.float32), "y_train": np.arange(20) % 5,
+              "x_test": rng.random((5, 784), np.float32), "y_test": np.arange(5)}
+    from transferlab.data import save_npz
+
+    save_npz(workdir / paths.source_data("source"), **arrays)
+    write_params(workdir, lambda p: (p["zoo"].update(two={"kind": "registry", "uri": "models:/two/1"}),
+                                     p["variants"]["freeze2"].update(init_from="two", reuse_layers=3, frozen_layers=2)))
+    assert_one_line(call_main(import_model.main, ["two"], capsys), "params.yaml: variants.freeze2.reuse_layers",
+                    "3 > 2 hidden layers of 'two'")
+    assert not (workdir / paths.init_model("two")).exists() and not (workdir / paths.init_metrics("two")).exists()
+    assert mlflow.active_run() is None
