@@ -517,3 +517,39 @@ def test_reuse_layers_deeper_than_a_registry_model_names_the_key(workdir: Path, 
                     "3 > 2 hidden layers of 'two'")
     assert not (workdir / paths.init_model("two")).exists() and not (workdir / paths.init_metrics("two")).exists()
     assert mlflow.active_run() is None
+
+
+def test_a_full_disk_is_one_line_and_a_failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """Writing to /dev/full fails as a full disk does (ENOSPC): one line naming the file, the run FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    from transferlab import tracking
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    from transferlab import artifacts
+
+    started: dict[str, str] = {}
+
+    def fill(_: Path) -> None:
+        with open("/dev/full", "w") as handle:  # noqa: PTH123
+            handle.write("x" * 10000)
+            handle.flush()
+
+    def main(argv: list[str]) -> None:
+        with tracking.stage_run("t", "full", {"stage": "probe"}, {}) as ids:
+            started.update(ids)
+            if argv == ["output"]:  # the project's own writer names the output it could not write
+                with artifacts.atomic_path(tmp_path / "metrics" / "m.json") as tmp:
+                    fill(tmp)
+            fill(tmp_path)  # anyone else's write: one line all the same
+
+    for argv, where in ((["output"], f"{tmp_path}/metrics/m.json: cannot be written (No space left on device)"),
+                        ([], "error: writing an output: No space left on device")):
+        with pytest.raises(SystemExit) as stopped:
+            run_main(main, argv)
+        assert stopped.value.code == EXIT_BAD_INPUT
+        assert_one_line(capsys.readouterr().err, where, "nothing was recorded as done")
+        assert MlflowClient().get_run(started["mlflow_run_id"]).info.status == "FAILED"
+        assert not (tmp_path / "metrics" / "m.json").exists() and not list((tmp_path / "metrics").glob(".*"))

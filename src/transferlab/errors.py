@@ -5,6 +5,7 @@ token in its query string, and an error line quotes URIs, its own and the text a
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import urllib.parse
@@ -72,6 +73,14 @@ class DataError(TransferlabError):
 
 class ModelError(TransferlabError):
     """A model file or registry entry is missing, unsafe or does not fit; the message names it."""
+
+
+class OutputError(TransferlabError):
+    """An output cannot be written (a full disk, a quota, a read-only file system); the message names it."""
+
+
+# what a write fails with when the storage, not the program, is at fault
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
 class TrackingError(TransferlabError):
