@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import zipfile
@@ -553,3 +554,57 @@ def test_a_full_disk_is_one_line_and_a_failed_run(tmp_path: Path, monkeypatch: p
         assert_one_line(capsys.readouterr().err, where, "nothing was recorded as done")
         assert MlflowClient().get_run(started["mlflow_run_id"]).info.status == "FAILED"
         assert not (tmp_path / "metrics" / "m.json").exists() and not list((tmp_path / "metrics").glob(".*"))
+
+
+@pytest.mark.slow
+def test_two_queued_experiments_keep_their_models(tmp_path: Path) -> None:
+    """The README's recipe: `dvc exp run --queue` twice, `dvc queue start -j 2`; both runs' models load from MLflow
+    after DVC has removed the temporary workspaces they ran in."""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import make_project, run, tiny_params
+
+    project = make_project(tmp_path / "project", tiny_params())
+    dvc = [sys.executable, "-m", "dvc"]
+    for seed in (1, 2):
+        run([*dvc, "exp", "run", "--queue", "-S", f"sources.source.train.seed={seed}", address("pretrain_source@source")], project)
+    run([*dvc, "queue", "start", "-j", "2"], project)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run([*dvc, "queue", "status"], project).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        time.sleep(5)
+    logs = [run([*dvc, "queue", "logs", line.split()[0]], project, check=False) for line in status.splitlines()[1:3]]
+    assert status.count("Success") == 2, status + "".join(log.stdout[-3000:] + log.stderr[-1000:] for log in logs)
+    run([*dvc, "queue", "stop"], project, check=False)
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    versions = client.search_model_versions("name = 'transferlab-source'")
+    assert len(versions) == 2
+    assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*"))  # the temporary workspaces are gone
+    for version in versions:
+        run_info = client.get_run(version.run_id).info
+        assert run_info.artifact_uri.startswith(str(project / "mlartifacts")), run_info.artifact_uri
+        fetched = client.download_artifacts(version.run_id, "", str(tmp_path / f"v{version.version}"))
+        assert list(Path(fetched).rglob("*.keras")), fetched
+
+
+def test_two_stages_starting_on_a_fresh_store_both_record(tmp_path: Path) -> None:
+    """Two queued experiments start at once on a store not yet made: MLflow's table creation raced
+    ("duplicate column name: step") and one stage failed."""
+    script = textwrap.dedent("""
+        from transferlab import tracking
+        from transferlab.cli import run_main
+
+        def main(argv):
+            with tracking.stage_run("t", "x", {"stage": "probe"}, {}):
+                pass
+
+        run_main(main)
+        """)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    env.pop("TRANSFERLAB_WARM_SOCKET", None)
+    stages = [subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+              for _ in range(3)]
+    errors = [stage.communicate(timeout=120)[1] for stage in stages]
+    assert [stage.returncode for stage in stages] == [0, 0, 0], errors

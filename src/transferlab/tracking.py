@@ -12,6 +12,7 @@ of the same stage, never left RUNNING.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -68,12 +69,6 @@ def default_uri() -> str:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
-
-
-def _uses_default_store() -> bool:
-    """Is the store this repository's `mlflow.db`? Compared by value: `mlflow.set_tracking_uri`
-    exports MLFLOW_TRACKING_URI, so "the variable is unset" stops being true after the first call."""
-    return tracking_uri() == default_uri()
 
 
 def _tls_context(scheme: str) -> ssl.SSLContext | None:
@@ -140,15 +135,15 @@ def _store_errors(uri: str) -> Iterator[None]:
         raise TrackingError(f"MLflow store {_shown(uri)} failed ({_first_line(error)}); nothing was recorded as done") from None
 
 
-def _relative_artifacts(experiment_id: str) -> None:
+def _relative_artifacts(store: Path, experiment_id: str) -> None:
     """Store `mlartifacts/<id>` as the experiment's artifact location, relative to the repository.
 
     MLflow makes any location it is given absolute (`resolve_uri_if_local`), so a copy of the
-    repository (a `dvc exp` temp workspace, a colleague's clone) would write back into this one.
-    A relative location resolves against the working directory, the repository root for stages.
+    repository (a colleague's clone) would write back into this one. A relative location resolves
+    against the working directory, the repository root for stages; a run started elsewhere (a
+    `dvc exp` temp workspace) is pinned beside the store by `_anchor_artifacts`.
     """
-    path = Path(DEFAULT_STORE).resolve()
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(store) as db:
         db.execute(
             "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
             (f"{DEFAULT_ARTIFACTS}/{experiment_id}", int(experiment_id)),
@@ -181,18 +176,37 @@ def _anchor_artifacts(run_id: str) -> None:
     db.close()
 
 
+@contextmanager
+def _one_at_a_time(uri: str) -> Iterator[None]:
+    """Serialize opening a local SQLite store across processes: MLflow creates and migrates its tables on
+    first use, and two stages doing that at once (queued experiments on a fresh store) collide
+    ("duplicate column name", "table _alembic_tmp_… already exists"). A lock on the store's folder,
+    so no lock file is left behind."""
+    store = _sqlite_file(uri)
+    if store is None or not store.parent.is_dir():
+        yield
+        return
+    folder = os.open(store.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
 def set_experiment(name: str) -> str:
     """Point MLflow at the store and experiment; a new local experiment keeps artifacts in `mlartifacts/`."""
     uri = tracking_uri()
     check_store(uri)
-    with _store_errors(uri):
+    with _store_errors(uri), _one_at_a_time(uri):
         mlflow.set_tracking_uri(uri)
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             experiment_id = client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
-            if _uses_default_store():
-                _relative_artifacts(experiment_id)
+            store = _sqlite_file(uri)
+            if store is not None and store.name == DEFAULT_STORE:  # a repository's store, wherever the stage runs
+                _relative_artifacts(store, experiment_id)
             return experiment_id
         if EXPERIMENT_KIND[0] not in experiment.tags:  # a store made before the tag: never overrides a kind the user chose
             client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
