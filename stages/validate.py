@@ -100,6 +100,7 @@ def model_file_depth(key: str, spec: ModelFile) -> int:
     if spec.format == "keras":
         return _keras_depth(path)
     try:
+        data.check_npz_cap(path, data.Cap(spec.max_array_mb * 10**6, f"{key}.max_array_mb"))  # before np.load inflates it
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (KeyError, ValueError, OSError, zipfile.BadZipFile):

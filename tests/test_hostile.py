@@ -608,3 +608,16 @@ def test_two_stages_starting_on_a_fresh_store_both_record(tmp_path: Path) -> Non
               for _ in range(3)]
     errors = [stage.communicate(timeout=120)[1] for stage in stages]
     assert [stage.returncode for stage in stages] == [0, 0, 0], errors
+
+
+def test_model_npz_header_over_its_cap_is_refused_in_validate(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    """Weights files are read whole by validate (their depth) and by the import: their headers are checked first."""
+    from stages import validate
+
+    with zipfile.ZipFile(workdir / "theirs.npz", "w") as archive:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**5)})
+        archive.writestr("hidden1/kernel.npy", header.getvalue())
+    write_params(workdir, _set("model_files", {"theirs": {"format": "npz", "path": "theirs.npz"}}))
+    assert_one_line(call_main(validate.main, [], capsys), "theirs.npz", "hidden1/kernel", "(1000000, 100000)",
+                    "model_files.theirs.max_array_mb 512")

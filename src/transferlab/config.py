@@ -280,6 +280,7 @@ class ModelFile(Strict):
     path: str
     name_map: dict[str, str] = {}  # npz: their layer name -> ours (hidden1 …, outputs)
     activation: Literal["relu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear"] = "relu"  # npz hidden layers
+    max_array_mb: PositiveInt = 512  # npz: the most MB one weights array may take, read from its header first
 
 
 class TransferabilitySweep(Strict):

@@ -107,6 +107,18 @@ def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     return headers
 
 
+def check_npz_cap(path: Path, cap: Cap, names: tuple[str, ...] | None = None) -> None:
+    """Refuse an array of `path` (of `names`, default all) over `cap`, from its header; a file whose
+    headers cannot be read is left to its loader, which names what is wrong with it."""
+    try:
+        headers = npz_headers(path)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+        return
+    for name, (shape, dtype) in headers.items():
+        if names is None or name in names:
+            cap.check(path, name, shape, dtype)
+
+
 def load_parts(dataset: str, path: str | None, cap: Cap | None = None) -> tuple[Images, Images | None]:
     """(training part, test part) of a dataset; the test part is None where the dataset ships none.
 
@@ -232,9 +244,7 @@ def load_npz(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = (), 
         raise DataError(f"{path}: not a readable .npz file: {what}")
     try:
         if cap is not None:
-            for name, (shape, dtype) in npz_headers(path).items():
-                if name in (*keys, *optional):
-                    cap.check(path, name, shape, dtype)
+            check_npz_cap(path, cap, (*keys, *optional))
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in keys if key not in archive.files]
             if missing:
