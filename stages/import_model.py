@@ -59,6 +59,8 @@ def import_model(entry: RegistryEntry | SklearnMlpEntry | ModelFile, source: dic
         with artifacts.atomic_path(dest) as tmp:
             shutil.copyfile(entry.path, tmp)
         return {"source": entry.path}
+    # before np.load inflates it (validate checked it too, but the file may have changed since)
+    data.check_npz_cap(Path(entry.path), data.Cap(entry.max_array_mb * 10**6, f"model_files.{dest.stem}.max_array_mb"))
     artifacts.save_with(dest, zoo.from_npz(Path(entry.path), entry.name_map or None, entry.activation).save)
     return {"source": entry.path}
 

@@ -12,16 +12,17 @@ It also proves that no target test image is a training image of a model it is te
 from __future__ import annotations
 
 import json
+import os
 import re
 import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from transferlab import artifacts, leakage, paths
+from transferlab import artifacts, data, leakage, paths
 from transferlab.cli import run_main
 from transferlab.config import ModelFile, Params, load_params
-from transferlab.errors import ConfigError, ModelError
+from transferlab.errors import ConfigError, DataError, ModelError
 
 # The prepare stages depend on this folder (dvc.yaml): a data file DVC does not see could change
 # without `dvc status` noticing, and the prepared data would silently differ from dvc.lock.
@@ -31,7 +32,8 @@ _HIDDEN = re.compile(r"hidden([1-9][0-9]*)")
 
 
 def check_data_path(key: str, path: str | None, dataset: str) -> None:
-    """A dataset file must exist and lie under data/raw/, the folder the prepare stages depend on."""
+    """A dataset file must exist and lie under data/raw/, the folder the prepare stages depend on:
+    its real path (symlinks resolved), and a regular file (a FIFO blocks a reader, a device never ends)."""
     if path is None or dataset not in ("mnist_npz", "mnist_idx"):
         return  # the other datasets ship with their packages (or download): there is no file to watch
     relative = PurePosixPath(Path(path).as_posix())
@@ -39,6 +41,36 @@ def check_data_path(key: str, path: str | None, dataset: str) -> None:
         raise ConfigError(key, f"{path} is outside {RAW_DATA}/, so DVC would not see it change: put the {dataset} data there")
     if not Path(path).exists():
         raise ConfigError(key, f"{path}: no such file or folder")
+    files = [Path(path)] if dataset == "mnist_npz" else [Path(path), *(Path(path) / name for name in data.IDX_FILES.values())]
+    for file in files:
+        if file.exists():
+            leaving = _leaves_raw(file)
+            if leaving:
+                raise ConfigError(key, f"{file.as_posix()} {leaving}: put the {dataset} data there")
+            kind = data.file_kind(file)
+            if kind != ("a folder" if file == Path(path) and dataset == "mnist_idx" else None):
+                raise ConfigError(key, f"{file.as_posix()}: not a regular file ({kind}); refused, reading it could block or never end")
+
+
+def _leaves_raw(path: Path) -> str | None:
+    """Why `path`'s real location is outside data/raw/ (a symlink out of it), or None."""
+    real, root = path.resolve(), Path(RAW_DATA).resolve()
+    return None if real == root or root in real.parents else f"is a link to {real}, outside {RAW_DATA}/"
+
+
+def check_raw_folder() -> None:
+    """Nothing in data/raw/ may block or escape a reader: DVC hashes the whole folder (a dependency of
+    this stage and of the prepare stages), and the stages read what params name in it."""
+    for folder, names, files in os.walk(RAW_DATA):  # symlinks are listed, not followed
+        for name in (*names, *files):
+            path = Path(folder) / name
+            leaving = _leaves_raw(path) if path.is_symlink() else None
+            if leaving:
+                raise DataError(f"{path.as_posix()} {leaving}: DVC hashes every file in {RAW_DATA}/; remove the link")
+            kind = data.file_kind(path) if path.exists() else "a broken link"
+            if kind not in (None, "a folder"):
+                raise DataError(f"{path.as_posix()}: not a regular file ({kind}) in {RAW_DATA}/, which DVC hashes;"
+                                " refused, reading it could block or never end: remove it")
 
 
 def _depth(names: set[str]) -> int:
@@ -59,13 +91,16 @@ def _keras_layer_names(path: Path) -> set[str]:
 def model_file_depth(key: str, spec: ModelFile) -> int:
     """Hidden layers of a model file, read without TensorFlow; the file must exist and be an archive."""
     path = Path(spec.path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{key}.path", f"{spec.path}: no such file")
+    if data.file_kind(path) is not None:
+        raise ConfigError(f"{key}.path", f"{spec.path}: not a regular file ({data.file_kind(path)}); refused, reading it could block")
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{key}.path", f"{spec.path}: not a .{spec.format} archive")
     if spec.format == "keras":
         return _keras_depth(path)
     try:
+        data.check_npz_cap(path, data.Cap(spec.max_array_mb * 10**6, f"{key}.max_array_mb"))  # before np.load inflates it
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (KeyError, ValueError, OSError, zipfile.BadZipFile):
@@ -102,6 +137,7 @@ def validate(params: Params) -> None:
         check_data_path(f"sources.{name}.data.path", source.data.path, source.data.dataset)
     for name, target in params.targets.items():
         check_data_path(f"targets.{name}.path", target.path, target.dataset)
+    check_raw_folder()
     check_init_depths(params)
     leakage.check(params)  # loads the datasets: last, once every file is known to be there
 

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from transferlab.errors import STORAGE_ERRNOS, OutputError
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -22,6 +24,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        raise OutputError(f"{path}: cannot be written ({error.strerror}); nothing was recorded as done") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 

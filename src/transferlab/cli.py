@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from transferlab.errors import StageKilled, TransferlabError
+from transferlab.errors import STORAGE_ERRNOS, StageKilled, TransferlabError, scrub
 
 EXIT_BAD_INPUT = 2
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -54,7 +54,13 @@ def run_main(main: Callable[[list[str]], None], argv: list[str] | None = None) -
     try:
         main(sys.argv[1:] if argv is None else argv)
     except TransferlabError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {scrub(' '.join(str(error).split()))}", file=sys.stderr)  # one line, no secret, whoever wrote it
+        sys.exit(EXIT_BAD_INPUT)
+    except OSError as error:  # a write outside `artifacts` (MLflow's artifact copy, a library's file) on a full disk
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        where = scrub(str(error.filename)) if error.filename else "writing an output"
+        print(f"error: {where}: {error.strerror}; nothing was recorded as done", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except StageKilled as killed:
         print(f"error: stopped by {killed.signal_name}; nothing was recorded as done", file=sys.stderr)

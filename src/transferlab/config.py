@@ -28,6 +28,9 @@ MAX_IMAGE_SIZE = 1024  # a side length; 100000 would ask for terabytes when resi
 ImageSide = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE, strict=True)]
 # Entry names become file names (models/<name>.keras) and stage names (transfer@<name>).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A name becomes file names (`models/transfer/<name>.keras` and its `.<name>.XXXXXXXX.keras` temp
+# twin), DVC stage names and MLflow names: 255-byte file names ran out at ~240 characters, at run time.
+MAX_NAME_LENGTH = 64
 ENTRY_SECTIONS = ("sources", "targets", "variants", "pretrain", "zoo", "model_files")
 
 # The default source: pretraining pools, the scikit-learn zoo entry and the sweeps' default start from it.
@@ -93,6 +96,9 @@ class SourceDataSpec(Strict):
     split: Literal["official", "seeded"] | None = None
     test_fraction: Fraction = 0.2  # seeded split only
     seed: Seed = 42
+    # the most MB (10^6 bytes) one array of the data file may take as stored; read from the array's
+    # header before anything is inflated (full MNIST's x_train: 47 MB; a zip bomb: gigabytes)
+    max_array_mb: PositiveInt = 512
 
     @property
     def official(self) -> bool:
@@ -141,6 +147,7 @@ class TargetSpec(Strict):
     image_size: ImageSide | None = 28  # resize images to this side length (None: keep their size)
     seed: Seed = 42
     shift: ShiftSpec | None = None  # a second, shifted test set every variant is also scored on (None: none)
+    max_array_mb: PositiveInt = 512  # as sources.<name>.data.max_array_mb, for this target's own data file
 
     def labels(self) -> int | None:
         """Labelled images per class; None: all of the pool."""
@@ -273,6 +280,7 @@ class ModelFile(Strict):
     path: str
     name_map: dict[str, str] = {}  # npz: their layer name -> ours (hidden1 …, outputs)
     activation: Literal["relu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear"] = "relu"  # npz hidden layers
+    max_array_mb: PositiveInt = 512  # npz: the most MB one weights array may take, read from its header first
 
 
 class TransferabilitySweep(Strict):
@@ -431,6 +439,8 @@ def check_name(key: str, name: str) -> None:
     """An entry name must be a plain identifier: it becomes a file name and a DVC stage name."""
     if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
         raise ConfigError(key, f"{name!r} is not a plain name (letters, digits, _; not starting with a digit)")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(key, f"a name of {len(name)} characters: at most {MAX_NAME_LENGTH} (it becomes file and stage names)")
 
 
 def _check_consistency(params: Params) -> None:
@@ -691,10 +701,32 @@ def read_yaml(path: Path | str = "params.yaml") -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError("(file)", f"{path} cannot be read ({error})") from None
     try:
-        return YAML(typ="safe").load(text)
+        data = YAML(typ="safe").load(text)
     except YAMLError as error:  # also duplicate keys, which PyYAML silently resolved to the last one
         reason = " ".join(str(error).split())[:300]
         raise ConfigError("(file)", f"{path} is not valid YAML: {reason}") from None
+    if _expanded_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise ConfigError("(file)", f"{path} expands to more than {MAX_YAML_VALUES:,} values through YAML aliases"
+                                    " (&anchor / *alias): write the values out")
+    return data
+
+
+# A YAML alias shares a node; schema checks, MLflow params and DVC's hashing expand it. Nested
+# aliases grow exponentially ("billion laughs"): count what they expand to, stopping at the cap.
+MAX_YAML_VALUES = 100_000  # the default params.yaml holds about 400
+
+
+def _expanded_values(data: Any, cap: int) -> int:
+    """How many values `data` holds once every alias is expanded, counted up to just past `cap`."""
+    count, stack = 0, [data]
+    while stack and count <= cap:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transferlab.errors import ClusterError, TransferlabError
+from transferlab.errors import first_line as _first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,8 +139,3 @@ def race_on_cluster(jobs: Sequence[Job], plan: Sequence[Repetition], init_files:
                                    f" ({type(error).__name__}: {_first_line(error)}); nothing was written") from None
     finally:
         ray.shutdown()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import pandas as pd
 
@@ -199,10 +199,20 @@ def seconds(value: float) -> str:
 
 
 def ui_address(tracking_uri: str | None) -> str:
-    """The MLflow UI the run links point at: the tracking server itself when it is one, else the local `make ui`."""
+    """The MLflow UI the run links point at: the tracking server itself when it is one, else the local `make ui`.
+
+    Never with credentials: the report is committed and posted on pull requests, so a password
+    (`user:pass@`), a token in the query string and a fragment are dropped.
+    """
     if tracking_uri and urlparse(tracking_uri).scheme in ("http", "https"):
-        return tracking_uri.rstrip("/")
+        return _public(tracking_uri)
     return DEFAULT_UI
+
+
+def _public(url: str) -> str:
+    """`url` without userinfo, query string or fragment, and without a trailing slash."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="")).rstrip("/")
 
 
 # MLflow 3's UI shows a run as a GenAI "evaluation" unless the page asks for the model-training
@@ -213,7 +223,7 @@ UI_VIEW = "?workflowType=machine_learning"
 def run_link(ui: str, experiment_id: str, run_id: str) -> str:
     if not run_id:
         return "–"
-    return f"[{run_id[:8]}]({ui}/#/experiments/{experiment_id or '0'}/runs/{run_id}{UI_VIEW})"
+    return f"[{run_id[:8]}]({_public(ui)}/#/experiments/{experiment_id or '0'}/runs/{run_id}{UI_VIEW})"
 
 
 def write(report: Report, markdown_path: Path, html_path: Path) -> list[Path]:

@@ -22,15 +22,19 @@ Arrays = dict[str, np.ndarray]
 
 
 @lru_cache(maxsize=8)
-def _parts(dataset: str, path: str | None) -> tuple[data.Images, data.Images | None]:
+def _parts(dataset: str, path: str | None, cap: data.Cap) -> tuple[data.Images, data.Images | None]:
     """Each dataset is read once per process (validate computes every task)."""
-    return data.load_parts(dataset, path)
+    return data.load_parts(dataset, path, cap)
+
+
+def _cap(max_array_mb: int, key: str) -> data.Cap:
+    return data.Cap(max_array_mb * 10**6, f"{key}.max_array_mb")
 
 
 def source_arrays(name: str, spec: SourceSpec) -> Arrays:
     """A source's training and test sets, its classes relabelled 0 .. K-1 in the listed order."""
     spec_data, key = spec.data, f"sources.{name}.data ({spec.data.dataset})"
-    train, test = _parts(spec_data.dataset, spec_data.path)
+    train, test = _parts(spec_data.dataset, spec_data.path, _cap(spec_data.max_array_mb, f"sources.{name}.data"))
     if spec_data.official and test is not None:
         train, test = data.select_classes(train, spec_data.classes, key), data.select_classes(test, spec_data.classes, key)
         return {"x_train": train.x, "y_train": train.y, "x_test": test.x, "y_test": test.y}
@@ -92,7 +96,9 @@ def _target_split(params: Params, name: str) -> Arrays:
         return {"x_pool": pool.x, "y_pool": pool.y, "x_test": test.x, "y_test": test.y}
     dataset, path = target_dataset(params, name)
     classes, described = target_classes(params, name), f"{key} ({dataset})"
-    train, test = _parts(dataset, path)
+    own = target.dataset != "source"  # `dataset: source` reads the source's file, under the source's cap
+    cap = _cap(target.max_array_mb, key) if own else _cap(params.sources[target.source].data.max_array_mb, f"sources.{target.source}.data")
+    train, test = _parts(dataset, path, cap)
     official = target.split == "official" or (target.split is None and test is not None)
     if official and test is not None:
         pool = _resized(data.select_classes(train, classes, described), target.image_size, size_key)

@@ -12,6 +12,7 @@ of the same stage, never left RUNNING.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -52,6 +53,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from transferlab.cli import raise_killed as _raise_killed  # noqa: E402
 from transferlab.data import fingerprint  # noqa: E402
 from transferlab.errors import StageKilled, TrackingError  # noqa: E402,F401  (StageKilled: re-exported)
+from transferlab.errors import first_line as _first_line, scrub as _shown  # noqa: E402  (messages never carry a secret)
 
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -78,27 +80,6 @@ def default_uri() -> str:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
-
-
-def _uses_default_store() -> bool:
-    """Is the store this repository's `mlflow.db`? Compared by value: `mlflow.set_tracking_uri`
-    exports MLFLOW_TRACKING_URI, so "the variable is unset" stops being true after the first call."""
-    return tracking_uri() == default_uri()
-
-
-def _shown(uri: str) -> str:
-    """The URI without a password, for messages."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return uri
-
-
-def _first_line(error: BaseException) -> str:
-    error = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error (and appends the SQL)
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]
 
 
 def _tls_context(scheme: str) -> ssl.SSLContext | None:
@@ -132,8 +113,9 @@ def check_store(uri: str) -> None:
         path = Path(uri[len("sqlite:///"):])
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):
             raise TrackingError(f"MLflow store {path} is read-only: make it writable or set MLFLOW_TRACKING_URI")
-        if not path.exists() and not os.access(path.parent, os.W_OK):
-            raise TrackingError(f"MLflow store {path} cannot be created ({path.parent} is read-only): set MLFLOW_TRACKING_URI")
+        folder = next(p for p in path.parents if p.exists())  # MLflow creates the missing folders below it
+        if not path.exists() and not os.access(folder, os.W_OK):
+            raise TrackingError(f"MLflow store {path} cannot be created ({folder} is read-only): set MLFLOW_TRACKING_URI")
 
 
 def _tracking_failures() -> tuple[type[BaseException], ...]:
@@ -164,15 +146,15 @@ def _store_errors(uri: str) -> Iterator[None]:
         raise TrackingError(f"MLflow store {_shown(uri)} failed ({_first_line(error)}); nothing was recorded as done") from None
 
 
-def _relative_artifacts(experiment_id: str) -> None:
+def _relative_artifacts(store: Path, experiment_id: str) -> None:
     """Store `mlartifacts/<id>` as the experiment's artifact location, relative to the repository.
 
     MLflow makes any location it is given absolute (`resolve_uri_if_local`), so a copy of the
-    repository (a `dvc exp` temp workspace, a colleague's clone) would write back into this one.
-    A relative location resolves against the working directory, the repository root for stages.
+    repository (a colleague's clone) would write back into this one. A relative location resolves
+    against the working directory, the repository root for stages; a run started elsewhere (a
+    `dvc exp` temp workspace) is pinned beside the store by `_anchor_artifacts`.
     """
-    path = Path(DEFAULT_STORE).resolve()
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(store) as db:
         db.execute(
             "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
             (f"{DEFAULT_ARTIFACTS}/{experiment_id}", int(experiment_id)),
@@ -180,18 +162,62 @@ def _relative_artifacts(experiment_id: str) -> None:
     db.close()
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a local SQLite store (None for a server or another database)."""
+    if not uri.startswith("sqlite:///") or "?" in uri:
+        return None
+    return Path(uri[len("sqlite:///"):]).resolve()
+
+
+def _anchor_artifacts(run_id: str) -> None:
+    """Keep a run's artifacts beside its store when the run starts outside the store's folder.
+
+    A relative location (`_relative_artifacts`) resolves against the working directory: for a
+    `dvc exp run --queue` experiment that is a temporary copy of the repository, which DVC deletes
+    with the run's models and histories in it. Such a run gets the absolute location under the
+    store's folder, where `make ui` and `models:/` find it.
+    """
+    store = _sqlite_file(tracking_uri())
+    if store is None or store.parent == Path.cwd().resolve():
+        return
+    with sqlite3.connect(store) as db:
+        row = db.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        if row and row[0] and "://" not in row[0] and not row[0].startswith("/"):
+            db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (str(store.parent / row[0]), run_id))
+    db.close()
+
+
+@contextmanager
+def _one_at_a_time(uri: str) -> Iterator[None]:
+    """Serialize opening a local SQLite store across processes: MLflow creates and migrates its tables on
+    first use, and two stages doing that at once (queued experiments on a fresh store) collide
+    ("duplicate column name", "table _alembic_tmp_… already exists"). A lock on the store's folder,
+    so no lock file is left behind."""
+    store = _sqlite_file(uri)
+    if store is None or not store.parent.is_dir():
+        yield
+        return
+    folder = os.open(store.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
 def set_experiment(name: str) -> str:
     """Point MLflow at the store and experiment; a new local experiment keeps artifacts in `mlartifacts/`."""
     uri = tracking_uri()
     check_store(uri)
-    with _store_errors(uri):
+    with _store_errors(uri), _one_at_a_time(uri):
         mlflow.set_tracking_uri(uri)
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             experiment_id = client.create_experiment(name, tags=dict([EXPERIMENT_KIND, (NOTE, EXPERIMENT_NOTE)]))
-            if _uses_default_store():
-                _relative_artifacts(experiment_id)
+            store = _sqlite_file(uri)
+            if store is not None and store.name == DEFAULT_STORE:  # a repository's store, wherever the stage runs
+                _relative_artifacts(store, experiment_id)
             return experiment_id
         for key, value in (EXPERIMENT_KIND, (NOTE, EXPERIMENT_NOTE)):  # a store made before the tag: never overrides the user's
             if key not in experiment.tags:
@@ -314,6 +340,7 @@ def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: M
                 experiment_id=experiment_id, run_name=run_name,
                 tags={**context_tags(), **tags, PROCESS_TAG: process_tag(), **({NOTE: description} if description else {})},
             )
+            _anchor_artifacts(run.info.run_id)
             with _ended_honestly():
                 log_params(params)
                 yield {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id}
@@ -328,6 +355,7 @@ def child_run(run_name: str, tags: Mapping[str, str], params: Mapping[str, Any] 
     run = mlflow.start_run(
         experiment_id=parent.experiment_id, run_name=run_name, nested=True, tags={**tags, PROCESS_TAG: process_tag()}
     )
+    _anchor_artifacts(run.info.run_id)
     with _ended_honestly():
         if params:
             log_params(params)

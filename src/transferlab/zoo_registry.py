@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 
 from transferlab.artifacts import atomic_path
 from transferlab.errors import ModelError
+from transferlab.errors import first_line as _first_line
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # also a safe artifact folder name
 _URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/@]+)|@(?P<alias>[^/@]+))")
@@ -98,11 +99,6 @@ def _tracking_uri() -> str:
     from transferlab.tracking import tracking_uri  # the one default store, stated once
 
     return tracking_uri()
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _missing(error: MlflowException) -> bool:
