@@ -102,8 +102,11 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
         assert f"| {variant} " in markdown and f"<td>{variant}</td>" in html
     parser = Images()
     parser.feed(html)
-    # per target: gain over scratch, tuning, accuracy vs time, per epoch, accuracy, time; both sweeps
-    assert len(parser.sources) == 6 + 2
+    # per target: tuning, accuracy vs time, per epoch, accuracy, time, and the gain over scratch where scratch converged
+    # (the tiny race's cap of 4 epochs may leave it unconverged: then no verdicts, no forest plot); both sweeps
+    conclusions = json.loads((project / "reports/conclusions.json").read_text())
+    judged = bool(conclusions["targets"]["mnist"]["families"])
+    assert len(parser.sources) == 5 + judged + 2
     from PIL import Image
 
     for source in parser.sources:
@@ -111,8 +114,8 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
         image = Image.open(BytesIO(base64.b64decode(source.split(",", 1)[1])))
         image.load()
         assert image.size[0] > 300
-    assert "**The question.**" in markdown and "**Use:**" in markdown and "**More accurate:**" in markdown
-    conclusions = json.loads((project / "reports/conclusions.json").read_text())
+    assert "**The question.**" in markdown and "**How sure.**" in markdown and "**More accurate:**" in markdown
+    assert ("**Use:**" in markdown) == judged
     assert conclusions["platform"]["environment"]["TF_ENABLE_ONEDNN_OPTS"] == "0" and "mnist" in conclusions["targets"]
     plots = json.loads(run([*DVC, "plots", "show", "--json"], project).stdout)
     assert not plots.get("errors")

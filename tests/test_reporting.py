@@ -74,7 +74,7 @@ def test_paired_difference_against_scratch_cell_by_cell_and_in_the_text() -> Non
     assert detail["chosen setting"] == "sgd 0.1 ×3" and detail["stop"] == "patience ×3" and detail["epochs to 99 %"] == "21.0"
     text = verdicts.accuracy_verdict(ranking)
     assert text.startswith("Against scratch (scratch, 81.0 % (95 % CI [78.5, 83.5])); 2 comparisons, Holm-adjusted;")
-    assert "Significantly more accurate: reuse5 (+5.3 [+3.9, +6.8] points, Holm p 0.004, stable 100 %)." in text
+    assert "Significantly more accurate: reuse5 (+5.3 [+3.9, +6.8] points, Holm p 0.004 (permutation 0.500), stable 100 %)." in text
     assert "Significantly less accurate: 1 of 2 (freeze2 (" in text
     noisy = verdicts.accuracy_verdict(verdicts.rank([SCRATCH, result("freeze3", "freeze", [0.70, 0.95, 0.85])]))
     assert "No variant is significantly more accurate. Not distinguishable from scratch: 1 (freeze3);" in noisy
@@ -199,19 +199,22 @@ def test_recommendation_claims_only_what_paired_intervals_and_converged_points_s
     paragraphs, conclusions = recommendation.recommendation(
         verdicts.rank([SCRATCH, REUSE]), (sweeps.summarize_rows(transfer), transfer), (sweeps.summarize_rows(budget), budget))
     best, safe, use, strategy, accurate, sooner, layers = paragraphs
-    assert best == "**Best on the test set:** reuse5 86.3 % [82.5, 90.1], +5.3 [+3.9, +6.8] points, Holm p 0.004, stable 100 %."
+    # n = 3: the exact permutation check cannot go below 2/2^3 = 0.25, and says so by its value
+    assert best == ("**Best on the test set:** reuse5 86.3 % [82.5, 90.1], +5.3 [+3.9, +6.8] points, Holm p 0.004 (permutation"
+                    " 0.250), stable 100 %.")
     assert safe.endswith("reuse5.") and use.startswith("**Use:** reuse5: robustly more accurate than scratch")
     assert strategy.startswith("Strategy (100 labels per class): Against scratch (scratch, 81.0 %")
     assert ("with 5, reuse5 38.0 % [33.7, 42.3] and scratch 37.3 % [31.1, 43.6] are not distinguishable (+0.7 [-3.1, +4.5]"
-            " points, Holm p 0.529, fragile 78 %)") in accurate
-    assert ("with 100, scratch ends most accurate, 91.0 % [88.5, 93.5], +5.3 [+3.9, +6.8] points, Holm p 0.008, stable 100 %"
-            " over reuse5") in accurate
+            " points, Holm p 0.529 (permutation 0.750), ±7.1 detectable, fragile 78 %)") in accurate
+    assert ("with 100, scratch ends most accurate, 91.0 % [88.5, 93.5], +5.3 [+3.9, +6.8] points, Holm p 0.008 (permutation"
+            " 0.500), stable 100 % over reuse5") in accurate
     assert "freeze2" not in accurate and sooner.endswith("Left out (unconverged runs): freeze2 at 5.")
     assert "with 5, reuse5 in 0.200 s against 0.600 s for scratch (3.0×, mean wall time, not a tested claim)" in sooner
     assert "every k tested against k = 0, 3 comparisons, Holm-adjusted" in layers
-    assert "frozen, k = 2: 86.3 % [84.9, 87.8], +5.3 [+2.5, +8.2] points, Holm p 0.031, stable 100 % over k = 0 (scratch)" in layers
-    assert ("fine-tuned, k = 3: 81.3 % [77.5, 85.1], +0.3 [-3.5, +4.1] points, Holm p 0.742, stable 93 % against k = 0 (scratch),"
-            " not a significant gain") in layers
+    assert ("frozen, k = 2: 86.3 % [84.9, 87.8], +5.3 [+2.5, +8.2] points, Holm p 0.031 (permutation 0.750), stable 100 % over"
+            " k = 0 (scratch)") in layers
+    assert ("fine-tuned, k = 3: 81.3 % [77.5, 85.1], +0.3 [-3.5, +4.1] points, Holm p 0.742 (permutation 1.000), ±8.7 detectable,"
+            " stable 93 % against k = 0 (scratch), not a significant gain") in layers
     assert layers.endswith("Significantly below k = 0: frozen, k = 5.")
     assert conclusions == {"label budget: best series against the runner-up": {"5": "–", "100": "scratch ✔"},
                            "transferability: every k against k = 0 (scratch)": {"frozen, k = 2": "✔", "frozen, k = 5": "✘",

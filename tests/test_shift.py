@@ -333,7 +333,7 @@ def test_the_report_says_who_is_best_in_distribution_and_under_shift_and_whether
     assert tables.SHIFT_LEGEND in page.markdown("figures")
     under = next(text for kind, text in page.blocks if kind == "p" and text.startswith("**Under shift**"))
     assert "noise 0.2, erase 0.2, shuffle_patches 0.25, blend 0.3; seed 11" in under
-    assert "Significantly more accurate: lp_ft5 (+10.0 [+7.5, +12.5] points, Holm p 0.007, stable 100 %)" in under
+    assert "Significantly more accurate: lp_ft5 (+10.0 [+7.5, +12.5] points, Holm p 0.007 (permutation 0.500), stable 100 %)" in under
 
     paragraphs, _ = recommendation.recommendation(ranking, None, None)
     inside, shifted, safe, use = paragraphs[:4]

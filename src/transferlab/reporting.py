@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -199,14 +200,15 @@ def seconds(value: float) -> str:
 
 
 def ui_address(tracking_uri: str | None) -> str:
-    """The MLflow UI the run links point at: the tracking server itself when it is one, else the local `make ui`.
+    """The MLflow UI the run links point at: the tracking server itself when it is one, else the local `make ui`
+    (`TRANSFERLAB_UI_ADDRESS`, which the Makefile sets from `UI_PORT`; an environment variable DVC does not track).
 
     Never with credentials: the report is committed and posted on pull requests, so a password
     (`user:pass@`), a token in the query string and a fragment are dropped.
     """
     if tracking_uri and urlparse(tracking_uri).scheme in ("http", "https"):
         return _public(tracking_uri)
-    return DEFAULT_UI
+    return _public(os.environ.get("TRANSFERLAB_UI_ADDRESS") or DEFAULT_UI)
 
 
 def _public(url: str) -> str:
