@@ -145,15 +145,21 @@ def task_sentence(params: Params, target: str, ranking: verdicts.Ranking) -> str
 def how_sure(ranking: verdicts.Ranking) -> str:
     """Repetitions, the families and what they could detect, and what the non-parametric check can reach."""
     n = (ranking.baseline or ranking.ranked[0]).seeds
-    parts = [f"{family.name.split(': ', 1)[1]}: {family.describe()}" for family in ranking.families.values() if family.size]
-    if not parts:
-        return f"**How sure.** {n} paired repetitions per variant, but no converged scratch baseline: no verdicts."
+    if ranking.baseline is None:
+        return (f"**How sure.** {n} paired repetitions per variant, but no scratch variant on this target: nothing is judged"
+                " against scratch here.")
+    sizes = [f"{family.size} {family.name.split(': ', 1)[1]}"
+             + (f" (±{100 * mde:.1f} points detectable)" if (mde := family.mde()) is not None else "")
+             for family in ranking.families.values() if family.size]
+    if not sizes:
+        return f"**How sure.** {n} paired repetitions per variant, but the scratch baseline did not converge: no verdicts."
     floor = 2 / 2 ** n
-    return (f"**How sure.** {n} paired repetitions per variant. {'; '.join(parts)}. Every ✔ / ✘ needs a Holm-adjusted"
-            f" paired t-test p below {statistics.ALPHA:g}; the exact permutation check beside it cannot go below"
-            f" 2/2^{n} = {floor:.3g} with {n} repetitions{' (so it cannot confirm any verdict here)' if floor >= statistics.ALPHA else ''}."
-            f" A verdict that holds in under {100 * inference.STABLE:.0f} % of bootstrap resamples of the repetitions is"
-            " *fragile*, and no recommendation rests on one.")
+    return (f"**How sure.** {n} paired repetitions per variant. Comparisons, each family Holm-corrected at α ="
+            f" {statistics.ALPHA:g}: {'; '.join(sizes)} — the detectable difference is the median, at power"
+            f" {statistics.POWER:g} and the family's strictest threshold. The exact permutation check printed beside each p"
+            f" cannot go below 2/2^{n} = {floor:.3g}"
+            f"{', so at this n it confirms nothing' if floor >= statistics.ALPHA else ''}. *Fragile*: a verdict that holds in"
+            f" under {100 * inference.STABLE:.0f} % of bootstrap resamples of the repetitions; no recommendation rests on one.")
 
 
 def answer(report: reporting.Report, params: Params, target: str, ranking: verdicts.Ranking) -> dict[str, Any]:
@@ -163,7 +169,6 @@ def answer(report: reporting.Report, params: Params, target: str, ranking: verdi
     if advice is not None:
         for line in recommendation.advice_text(ranking, advice):
             report.paragraph(line)
-    report.paragraph(how_sure(ranking))
     sets = {key: name for key, name in verdicts.EVALUATIONS.items() if key in ranking.families}
     rows = [(r.variant, r.strategy, {key: ranking.vs_scratch(r, key) for key in sets if verdicts.scored(r, key)})
             for r in ranking.claimable if r is not ranking.baseline]
@@ -172,6 +177,7 @@ def answer(report: reporting.Report, params: Params, target: str, ranking: verdi
         report.figure(reporting.Figure(f"gain_over_scratch_{target}", "Each variant's gain over scratch with its paired 95 %"
                                        " interval; a filled dot is significant after Holm's correction, colours are strategies.",
                                        png))
+    report.paragraph(how_sure(ranking))
     return {"families": ranking.conclusions(), "advice": advice.conclusions() if advice is not None else None}
 
 

@@ -214,7 +214,7 @@ def forest(rows: Sequence[tuple[str, str, Mapping[str, Mapping[str, Any] | None]
     """
     first = next(iter(sets))
     ordered = sorted(rows, key=lambda row: row[2][first]["mean_difference"] if row[2].get(first) else -np.inf)
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets) + 1.5, 0.32 * len(ordered) + 1.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets) + 1.5, 0.21 * len(ordered) + 1.3), sharey=True, squeeze=False)
     for ax, (key, name) in zip(axes[0], sets.items(), strict=True):
         for y, (_, strategy, verdicts) in enumerate(ordered):
             verdict = verdicts.get(key)
@@ -226,7 +226,7 @@ def forest(rows: Sequence[tuple[str, str, Mapping[str, Mapping[str, Any] | None]
                 ax.plot([100 * verdict["ci95_low"], 100 * verdict["ci95_high"]], [y, y], color=color, lw=2)
             ax.plot([mean], [y], "o", ms=7, color=color, mfc=color if verdict["significant"] else "white", mew=2)
         ax.axvline(0, color="#555555", lw=1)
-        ax.set(xlabel=f"{name}: gain over scratch (points), paired 95 % CI", title=name)
+        ax.set(xlabel="gain over scratch (points), paired 95 % CI", title=name)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(ordered)), [row[0] for row in ordered])
     strategy_legend(axes[0][-1], [row[1] for row in ordered], loc="lower right")
