@@ -229,7 +229,7 @@ def forest(rows: Sequence[tuple[str, str, Mapping[str, Mapping[str, Any] | None]
         ax.set(xlabel="gain over scratch (points), paired 95 % CI", title=name)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(ordered)), [row[0] for row in ordered])
-    strategy_legend(axes[0][-1], [row[1] for row in ordered], loc="lower right")
+    strategy_legend(axes[0][-1], [row[1] for row in ordered], loc="center left", bbox_to_anchor=(1.02, 0.5))  # off the dots
     fig.suptitle(title)
     fig.tight_layout()
     return png(fig)
