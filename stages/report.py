@@ -249,7 +249,8 @@ def main(argv: list[str]) -> None:
         artifacts.write_rows(paths.REPORTS / "accuracy_per_epoch.csv", curves)
         tracking.log_files([*written, paths.CONCLUSIONS], artifact_path="report")
     bests = "; ".join(f"{target}: {verdicts.best_claimable(ranking)}" for target, ranking in rankings.items())
-    print(f"report: {sum(len(r.ranked) + len(r.not_ranked) for r in rankings.values())} variants (best converged on {bests})"
+    print(f"report: {sum(len(r.ranked) + len(r.not_ranked) for r in rankings.values())} variants (highest mean, converged: {bests};"
+          " what is significant is in the report)"
           f" -> {paths.REPORTS / 'comparison.md'}, {paths.REPORTS / 'comparison.html'}")
 
 
