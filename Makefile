@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 UI_PORT ?= 5000
-export TRANSFERLAB_UI_ADDRESS ?= http://127.0.0.1:$(UI_PORT)  # where the report's MLflow run links point (with a local store)
+# where the report's MLflow run links point (with a local store); a comment on the line itself would end up in the value
+export TRANSFERLAB_UI_ADDRESS ?= http://127.0.0.1:$(UI_PORT)
 REPRO_FLAGS ?= -f  # make verify reruns every stage: a stage whose outputs are all in git (the sweeps) is otherwise skipped
 SERVER_DIR ?= .server
 SERVER_PORT ?= 5001

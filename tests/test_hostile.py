@@ -505,7 +505,7 @@ def test_reuse_layers_deeper_than_a_registry_model_names_the_key(workdir: Path, 
     model = networks.build(784, networks.dnn_layers([8, 8], "relu", 5), "he_normal", 1)
     model.save(workdir / "two.keras")
     with tracking.stage_run("tests", "publish", {"stage": "probe"}, {}):
-        zoo_registry.register_keras(workdir / "two.keras", "two", {})
+        zoo_registry.register_keras(workdir / "two.keras", "two", {}, np.zeros((2, 784), np.float32))
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.random((20, 784), np.float32), "y_train": np.arange(20) % 5,
               "x_test": rng.random((5, 784), np.float32), "y_test": np.arange(5)}
@@ -557,9 +557,10 @@ def test_a_full_disk_is_one_line_and_a_failed_run(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.slow
-def test_two_queued_experiments_keep_their_models(tmp_path: Path) -> None:
+def test_two_queued_experiments_keep_their_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's recipe: `dvc exp run --queue` twice, `dvc queue start -j 2`; both runs' models load from MLflow
     after DVC has removed the temporary workspaces they ran in."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from conftest import make_project, run, tiny_params
@@ -585,7 +586,14 @@ def test_two_queued_experiments_keep_their_models(tmp_path: Path) -> None:
     for version in versions:
         run_info = client.get_run(version.run_id).info
         assert run_info.artifact_uri.startswith(str(project / "mlartifacts")), run_info.artifact_uri
-        fetched = client.download_artifacts(version.run_id, "", str(tmp_path / f"v{version.version}"))
+        # the registered MLflow model beside the store too (its location is relative to the repository, as the runs')
+        location = client.get_model_version_download_uri("transferlab-source", version.version)
+        assert (project / location).is_dir(), location
+        monkeypatch.chdir(project)
+        fetched = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/transferlab-source/{version.version}",
+                                                      dst_path=str(tmp_path / f"v{version.version}"),
+                                                      tracking_uri=f"sqlite:///{project / 'mlflow.db'}",
+                                                      registry_uri=f"sqlite:///{project / 'mlflow.db'}")
         assert list(Path(fetched).rglob("*.keras")), fetched
 
 

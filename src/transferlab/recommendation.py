@@ -76,11 +76,11 @@ def advise(ranking: Ranking) -> Advice | None:
         found = []
         for key in sets:
             forward = pairwise.get(f"{a.variant} vs {b.variant}, {EVALUATIONS[key]}")
-            verdict = forward or pairwise.get(f"{b.variant} vs {a.variant}, {EVALUATIONS[key]}")
-            if verdict is None or verdict["fragile"]:
+            between = forward or pairwise.get(f"{b.variant} vs {a.variant}, {EVALUATIONS[key]}")
+            if between is None or between["fragile"]:
                 return None
-            found.append((verdict, inference.symbol(verdict) if forward else
-                          {inference.BETTER: inference.WORSE, inference.WORSE: inference.BETTER}.get(inference.symbol(verdict),
+            found.append((between, inference.symbol(between) if forward else
+                          {inference.BETTER: inference.WORSE, inference.WORSE: inference.BETTER}.get(inference.symbol(between),
                                                                                                  inference.NEITHER)))
         signs = [sign for _, sign in found]
         return [v for v, _ in found] if inference.BETTER in signs and inference.WORSE not in signs else None
@@ -96,6 +96,9 @@ def advise(ranking: Ranking) -> Advice | None:
     return Advice(better, safe, use, rests, warnings)
 
 
+SHOWN = 3  # variants named with their numbers in one "best on" line, highest mean first
+
+
 def advice_text(ranking: Ranking, advice: Advice) -> list[str]:
     """The three answers and the recommendation, each with its corrected interval and stability."""
     by_name = {r.variant: r for r in ranking.ranked}
@@ -106,7 +109,8 @@ def advice_text(ranking: Ranking, advice: Advice) -> list[str]:
     lines = []
     for key, names in advice.better.items():
         where = EVALUATIONS[key]
-        lines.append(f"**Best on the {where}:** " + ("; ".join(row(n, key) for n in names[:3]) if names else
+        shown = "; ".join(row(n, key) for n in names[:SHOWN]) + (f"; and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+        lines.append(f"**Best on the {where}:** " + (shown if names else
                                                       f"no variant is robustly more accurate than scratch on the {where}") + ".")
     safe = [n for n in advice.safe if n != (ranking.baseline.variant if ranking.baseline else None)]
     lines.append(f"**Safe on {'both' if len(advice.better) > 1 else 'it'}** (not significantly below scratch on any test"

@@ -208,7 +208,7 @@ def ui_address(tracking_uri: str | None) -> str:
     """
     if tracking_uri and urlparse(tracking_uri).scheme in ("http", "https"):
         return _public(tracking_uri)
-    return _public(os.environ.get("TRANSFERLAB_UI_ADDRESS") or DEFAULT_UI)
+    return _public(os.environ.get("TRANSFERLAB_UI_ADDRESS", "").strip() or DEFAULT_UI)
 
 
 def _public(url: str) -> str:

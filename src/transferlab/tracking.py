@@ -188,6 +188,27 @@ def _anchor_artifacts(run_id: str) -> None:
 
 
 @contextmanager
+def beside_the_store() -> Iterator[None]:
+    """Write what is logged in this block where the store's relative artifact locations point: its folder.
+
+    An MLflow model (MLflow 3's logged model) takes its location from the experiment's, relative to the
+    working directory, and its files are written as it is created, so `_anchor_artifacts` cannot move it
+    afterwards. A stage run in a temporary copy of the repository (`dvc exp run --queue`) would write it
+    into that copy, which DVC deletes; in this block the working directory is the store's folder instead.
+    """
+    store = _sqlite_file(tracking_uri())
+    here = Path.cwd()
+    if store is None or store.parent == here.resolve():
+        yield
+        return
+    os.chdir(store.parent)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+@contextmanager
 def _one_at_a_time(uri: str) -> Iterator[None]:
     """Serialize opening a local SQLite store across processes: MLflow creates and migrates its tables on
     first use, and two stages doing that at once (queued experiments on a fresh store) collide

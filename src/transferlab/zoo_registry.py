@@ -81,16 +81,20 @@ def log_keras(keras_file: Path, example: np.ndarray, name: str = "model", model:
 
     from transferlab.zoo import load_keras
 
-    model = load_keras(Path(keras_file)) if model is None else model
+    from transferlab.tracking import beside_the_store
+
+    keras_file = Path(keras_file).resolve()  # the block below may change the working directory
+    model = load_keras(keras_file) if model is None else model
     flavour = types.SimpleNamespace(__name__=mlflow.keras.__name__, save_model=_save_keras)
     example = np.asarray(example[:EXAMPLE_ROWS], dtype=np.float32)
     quiet = logging.getLogger("mlflow")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # MLflow's notes on the environment it records, once per model
     try:
-        return Model.log(artifact_path=None, name=name, flavor=flavour, model=model, signature=signature(model),
-                         input_example=example, pip_requirements=mlflow.keras.get_default_pip_requirements(),
-                         validate_serving_input=False, keras_file=Path(keras_file))
+        with beside_the_store():
+            return Model.log(artifact_path=None, name=name, flavor=flavour, model=model, signature=signature(model),
+                             input_example=example, pip_requirements=mlflow.keras.get_default_pip_requirements(),
+                             validate_serving_input=False, keras_file=keras_file)
     finally:
         quiet.setLevel(level)
 
