@@ -6,7 +6,6 @@ as a misconfigured proxy does), and against the CLI's own printing.
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import os
@@ -15,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -26,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pytest
 import yaml
 
@@ -441,57 +438,8 @@ def test_a_run_from_a_temp_copy_keeps_its_artifacts_in_the_store(tmp_path: Path,
     assert Path(fetched).read_text() == "weights"
 
 
-# ---------------------------------------------------------------- defect 3: a Ray head is not an open door
-
-
-def _own_processes(marker: str) -> list[psutil.Process]:
-    """This test's Ray processes: those that inherited its unique token, and their children (Ray's agents
-    rename themselves, which hides their environment) — never another session's head."""
-    mine: dict[int, psutil.Process] = {}
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("RAY_AUTH_TOKEN") == marker:
-                mine.update({p.pid: p for p in (process, *process.children(recursive=True))})
-        except (psutil.Error, OSError):
-            pass
-    return list(mine.values())
-
-
-@pytest.mark.slow
-def test_ray_head_with_token_auth_refuses_a_driver_without_the_token(tmp_path: Path) -> None:
-    """Ray listens on every interface whatever --node-ip-address says (measured: the GCS port and the raylet's
-    ports on `::`, its agents on the machine's address), so the README's recipe turns on Ray's token
-    authentication: a driver without the token is refused, one with it runs tasks."""
-    import secrets
-
-    ray = str(Path(sys.executable).parent / "ray")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    token = secrets.token_hex(32)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    started = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1",
-                              "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", folder],
-                             env=env, capture_output=True, text=True, timeout=180)
-    driver = f"import ray; ray.init(address='127.0.0.1:{port}', log_to_driver=False); print(ray.get(ray.remote(lambda: 41 + 1).remote()))"
-    try:
-        assert started.returncode == 0, started.stderr
-        outsider = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
-        refused = subprocess.run([sys.executable, "-c", driver], env=outsider, capture_output=True, text=True, timeout=120)
-        assert refused.returncode != 0 and "42" not in refused.stdout
-        admitted = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=120)
-        assert admitted.returncode == 0 and admitted.stdout.strip().endswith("42"), admitted.stderr[-2000:]
-    finally:
-        processes = _own_processes(token)
-        for process in processes:
-            with contextlib.suppress(psutil.Error):
-                process.terminate()
-        _, alive = psutil.wait_procs(processes, timeout=15)
-        for process in alive:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        shutil.rmtree(folder, ignore_errors=True)
+# defect 3, a Ray head is not an open door: tests/test_ray.py starts its head with the README's token auth and checks
+# that a driver without the token is refused
 
 
 def test_reuse_layers_deeper_than_a_registry_model_names_the_key(workdir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -557,13 +505,13 @@ def test_a_full_disk_is_one_line_and_a_failed_run(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.slow
-def test_two_queued_experiments_keep_their_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_queued_experiments_keep_their_models(tmp_path: Path) -> None:
     """The README's recipe: `dvc exp run --queue` twice, `dvc queue start -j 2`; both runs' models load from MLflow
     after DVC has removed the temporary workspaces they ran in."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     from conftest import make_project, run, tiny_params
+    from transferlab.zoo import load_keras
 
     project = make_project(tmp_path / "project", tiny_params())
     dvc = [sys.executable, "-m", "dvc"]
@@ -586,15 +534,12 @@ def test_two_queued_experiments_keep_their_models(tmp_path: Path, monkeypatch: p
     for version in versions:
         run_info = client.get_run(version.run_id).info
         assert run_info.artifact_uri.startswith(str(project / "mlartifacts")), run_info.artifact_uri
-        # the registered MLflow model beside the store too (its location is relative to the repository, as the runs')
-        location = client.get_model_version_download_uri("transferlab-source", version.version)
-        assert (project / location).is_dir(), location
-        monkeypatch.chdir(project)
-        fetched = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/transferlab-source/{version.version}",
-                                                      dst_path=str(tmp_path / f"v{version.version}"),
-                                                      tracking_uri=f"sqlite:///{project / 'mlflow.db'}",
-                                                      registry_uri=f"sqlite:///{project / 'mlflow.db'}")
-        assert list(Path(fetched).rglob("*.keras")), fetched
+        # the registered MLflow model beside the store too (its location is relative to the repository, as the runs'),
+        # read through the client of this store (a `models:/` URI would go through the process-wide registry URI)
+        location = project / client.get_model_version_download_uri("transferlab-source", version.version)
+        kept = sorted(location.rglob("*.keras"))
+        assert kept, location
+        assert load_keras(kept[0]).count_params() > 0  # loads, in safe mode, as the zoo loads it
 
 
 def test_two_stages_starting_on_a_fresh_store_both_record(tmp_path: Path) -> None:

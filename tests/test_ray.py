@@ -1,12 +1,15 @@
 """Fan-out on a real local Ray cluster: a sweep stage run through it writes what it writes in-process.
 
-The head is started here (`ray start --head --num-cpus 2` on a free 127.0.0.1 port) and stopped
-afterwards. Also: an address where no cluster answers fails in seconds with one line, and a worker
-killed mid-stage fails the stage with one line and writes nothing.
+The head is started here as the README's recipe starts it (`ray start --head` on a free 127.0.0.1 port,
+with Ray's token authentication: Ray listens on every interface whatever `--node-ip-address` says) and
+stopped afterwards. Also: a driver without the token is refused, an address where no cluster answers
+fails in seconds with one line, and a worker killed mid-stage fails the stage with one line and writes nothing.
 """
 from __future__ import annotations
 
 import csv
+import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,19 +41,33 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_address() -> Iterator[str]:
+def ray_address() -> Iterator[dict[str, str]]:
+    """The environment a driver needs: the head's address and its token."""
     port = free_port()
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    env = stage_env(Path(folder))
+    cluster = {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {**stage_env(Path(folder)), **cluster}
+    env.pop("RAY_ADDRESS")
     start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
              "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", folder]
     started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
     assert started.returncode == 0, started.stderr
     try:
-        yield f"127.0.0.1:{port}"
+        yield cluster
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_driver_without_the_token_is_refused(ray_address: dict[str, str]) -> None:
+    driver = "import ray; ray.init(log_to_driver=False); print(ray.get(ray.remote(lambda: 41 + 1).remote()))"
+    outsider = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
+    refused = subprocess.run([sys.executable, "-c", driver], env={**outsider, "RAY_ADDRESS": ray_address["RAY_ADDRESS"]},
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "42" not in refused.stdout
+    admitted = subprocess.run([sys.executable, "-c", driver], env={**os.environ, **ray_address}, capture_output=True,
+                              text=True, timeout=120)
+    assert admitted.returncode == 0 and admitted.stdout.strip().endswith("42"), admitted.stderr[-2000:]
 
 
 def rows_without_timings(path: Path) -> list[dict[str, str]]:
@@ -69,7 +86,7 @@ def point_runs(project: Path) -> list[tuple[str, str]]:
     return [(child.info.run_name, f"{child.data.metrics['target_accuracy']:.6f}") for child in children]
 
 
-def test_sweep_on_ray_matches_in_process(project: Path, ray_address: str) -> None:
+def test_sweep_on_ray_matches_in_process(project: Path, ray_address: dict[str, str]) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     # with a selffer control: its tasks take the k = 0 task's chosen models (B_r) as a Ray object
     # (one source mode and one selffer mode: as many races as the two source modes took, the suite stays fast)
@@ -80,7 +97,7 @@ def test_sweep_on_ray_matches_in_process(project: Path, ray_address: str) -> Non
     in_process, in_process_runs = rows_without_timings(rows), point_runs(project)
     rows.unlink()
     result = run([*DVC, "repro", "-f", "-s", "sweep_transferability"], project,
-                 env={"RAY_ADDRESS": ray_address})
+                 env=ray_address)
     assert "Traceback" not in result.stderr
     assert rows_without_timings(rows) == in_process
     assert point_runs(project) == in_process_runs
@@ -101,13 +118,13 @@ def test_no_cluster_at_the_address_fails_fast_with_one_line(project: Path) -> No
     assert not (project / "metrics" / "sweeps" / "transferability.csv").exists()
 
 
-def test_a_killed_worker_fails_the_stage_and_writes_nothing(project: Path, ray_address: str) -> None:
+def test_a_killed_worker_fails_the_stage_and_writes_nothing(project: Path, ray_address: dict[str, str]) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["transfer"]["stopping"] = {"max_epochs": 3000, "patience": None}  # long enough to be caught mid-task
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run([*DVC, "repro", *addresses("prepare_target@mnist", "pretrain_source@source")], project)
     stage = subprocess.Popen([*DVC, "repro", "-s", "sweep_transferability"], cwd=project,
-                             env={**stage_env(project), "RAY_ADDRESS": ray_address},
+                             env={**stage_env(project), **ray_address},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = 0
     deadline = time.monotonic() + 240

@@ -9,7 +9,7 @@ No claim rests on an unconverged variant; accuracy only, speed is said elsewhere
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from transferlab import rules

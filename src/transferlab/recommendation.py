@@ -9,7 +9,6 @@ point shares its labelled images and seed); points with any unconverged run are 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,7 @@ from transferlab.families import lp_ft_verdict
 from transferlab.reporting import accuracy_short
 from transferlab.results import VariantResult
 from transferlab.sweep_verdicts import Conclusions, Sweep, budget_verdict, layers_verdict
-from transferlab.verdicts import EVALUATIONS, SHIFT, TEST, Ranking, accuracy_verdict, by_repetition, scored, verdict_text
+from transferlab.verdicts import EVALUATIONS, TEST, Ranking, accuracy_verdict, by_repetition, scored, verdict_text
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from transferlab import inference, rules, statistics
 from transferlab.inference import Family
-from transferlab.reporting import accuracy_text, difference_cell, difference_text, percent
+from transferlab.reporting import accuracy_text, difference_cell, percent
 from transferlab.results import VariantResult
 
 # What a variant's race depends on besides its recipe: two results rank together only if all of these agree.
