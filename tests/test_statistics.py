@@ -110,8 +110,8 @@ def test_holm_matches_statsmodels_and_a_hand_computed_example() -> None:
     assert statistics.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
     p = list(np.random.default_rng(3).random(15) ** 3)
     assert statistics.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]), abs=1e-15)
-    columns = np.random.default_rng(4).random((15, 50)) ** 4
-    expected = np.stack([multipletests(columns[:, j], method="holm")[1] for j in range(50)], axis=1)
+    columns = np.random.default_rng(4).random((15, 8)) ** 4
+    expected = np.stack([multipletests(columns[:, j], method="holm")[1] for j in range(8)], axis=1)
     np.testing.assert_allclose(statistics.holm_columns(columns), expected, rtol=0, atol=1e-15)
 
 

@@ -326,7 +326,7 @@ def test_a_rebuild_with_other_last_bits_fails_exact_and_passes_on_conclusions(tm
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "the committed run"], project)
     perturbed = {**cold_stage_env(project), "TF_ENABLE_ONEDNN_OPTS": "1"}  # cold: the warm server's TensorFlow is already up
-    for stage in ("variants/dvc.yaml:transfer@scratch", "variants/dvc.yaml:transfer@freeze2", "report"):
+    for stage in ("variants/dvc.yaml:transfer@freeze2", "report"):  # one race rebuilt is enough to move bits
         subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "-f", "-s", stage], cwd=project, env=perturbed,
                        check=True, capture_output=True, text=True, timeout=600)
     verify_command = [sys.executable, "-m", "transferlab.verify"]
