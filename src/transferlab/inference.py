@@ -90,12 +90,12 @@ def judge(name: str, pairs: Mapping[str, Pair], resamples: int = RESAMPLES) -> F
     aligned = {key: value for key, value in aligned.items() if value[0]}  # no shared repetition: no comparison
     raw = {key: statistics.paired_difference(x, y) for key, (_, x, y) in aligned.items()}
     testable = [key for key, diff in raw.items() if diff["p_value"] is not None]
+    differences = {key: aligned[key][1] - aligned[key][2] for key in testable}
     adjusted = dict(zip(testable, statistics.holm([raw[key]["p_value"] for key in testable])))
-    checks = {key: statistics.permutation_p(aligned[key][1] - aligned[key][2]) for key in testable}
+    checks = {key: statistics.permutation_p(differences[key]) for key in testable}
     checked = dict(zip(testable, statistics.holm([checks[key] for key in testable])))
     strictest = statistics.ALPHA / max(len(testable), 1)
-    stability = _stability({key: aligned[key][1] - aligned[key][2] for key in testable},
-                           {key: adjusted[key] for key in testable}, resamples)
+    stability = _stability(differences, adjusted, resamples)
     verdicts = {}
     for key, diff in raw.items():
         p = adjusted.get(key)

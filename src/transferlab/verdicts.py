@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -279,7 +279,7 @@ def accuracy_verdict(ranking: Ranking, key: str = TEST) -> str:
 
 
 def named(results: Sequence[VariantResult], diffs: Mapping[str, Mapping[str, Any] | None] | None = None,
-          shown=None) -> str:
+          shown: Callable[[Mapping[str, Any] | None], str] | None = None) -> str:
     """`a, b, c and 4 more` (each with its difference in brackets when `diffs` is given): readable with 20+ variants."""
     show = shown or difference_cell
     text = ", ".join(r.variant + (f" ({show(diffs[r.variant])})" if diffs else "") for r in results[:MAX_NAMED])
