@@ -18,6 +18,12 @@ from transferlab import statistics
 NEAR_BEST = 0.99  # "time to reach 99 % of its own best validation accuracy"
 
 
+def first_near_best(values: Sequence[float]) -> int:
+    """The index of the first value at least `NEAR_BEST` of the best one: when a run got near its own best."""
+    top = max(values)
+    return next(i for i, value in enumerate(values) if value >= NEAR_BEST * top)
+
+
 @dataclass(frozen=True)
 class SettingResult:
     """One grid setting tried in one repetition, judged on validation only."""

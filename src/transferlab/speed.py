@@ -20,16 +20,13 @@ from transferlab import inference
 from transferlab import rules
 from transferlab.reporting import difference_text
 from transferlab.verdicts import Ranking, paired_vs, twin_of
-from transferlab.results import NEAR_BEST, RepetitionResult, VariantResult
+from transferlab.results import RepetitionResult, VariantResult, first_near_best
 
 
 def epochs_to_near_best(run: RepetitionResult) -> int:
     """The first epoch (1-based) whose validation accuracy is at least 99 % of the run's best."""
     curve = run.val_accuracy_per_epoch
-    if not curve:
-        return run.best_epoch
-    best = max(curve)
-    return next(i for i, value in enumerate(curve, start=1) if value >= NEAR_BEST * best)
+    return first_near_best(curve) + 1 if curve else run.best_epoch
 
 
 def epoch_cost(result: VariantResult) -> float:
@@ -37,17 +34,16 @@ def epoch_cost(result: VariantResult) -> float:
     return float(np.median([r.seconds_per_epoch for r in result.repetitions]))
 
 
-def seconds_to_quality(result: VariantResult) -> dict[int, float]:
-    """{repetition: epochs to 99 % of its best × the variant's per-epoch cost}."""
+def log_seconds_to_quality(result: VariantResult) -> dict[int, float]:
+    """{repetition: log(epochs to 99 % of its best × the variant's per-epoch cost)} (a timer that read 0: 1 ns)."""
     cost = epoch_cost(result)
-    return {r.repetition: epochs_to_near_best(r) * cost for r in result.repetitions}
+    return {r.repetition: math.log(max(epochs_to_near_best(r) * cost, 1e-9)) for r in result.repetitions}
 
 
 def family(name: str, results: list[VariantResult], baseline: VariantResult) -> inference.Family:
     """Log time-to-quality ratios against the baseline, judged together (negative = faster)."""
-    theirs = {i: math.log(max(t, 1e-9)) for i, t in seconds_to_quality(baseline).items()}
-    return inference.judge(name, {r.variant: ({i: math.log(max(t, 1e-9)) for i, t in seconds_to_quality(r).items()}, theirs)
-                                  for r in results if r is not baseline})
+    theirs = log_seconds_to_quality(baseline)
+    return inference.judge(name, {r.variant: (log_seconds_to_quality(r), theirs) for r in results if r is not baseline})
 
 
 def ratio_text(verdict: Mapping[str, Any]) -> str:

@@ -10,7 +10,7 @@ its weights into the repetition's network and scores that once on the test set.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -20,7 +20,7 @@ from transferlab import batched, data, networks, rules, training
 from transferlab.config import NetworkSpec, Protocol, VariantSpec, split_sizes
 from transferlab.errors import ModelError
 from transferlab.repetitions import Repetition
-from transferlab.results import NEAR_BEST, RepetitionResult, SettingResult
+from transferlab.results import RepetitionResult, SettingResult, first_near_best
 from transferlab.stopping import DIVERGED, StopRule
 
 
@@ -155,8 +155,7 @@ def race(
         best, scores = chosen[r], tests[r]
         rows, (best_epoch, reason, converged, _) = histories[best], stopped[best]
         best_row = next(row for row in rows if row["epoch"] == best_epoch)
-        top = max(row["val_accuracy"] for row in rows)
-        near = next(row for row in rows if row["val_accuracy"] >= NEAR_BEST * top)
+        near = rows[first_near_best([row["val_accuracy"] for row in rows])]
         results.append(RepetitionResult(
             repetition=rep.index, seed=rep.seed, labels_seed=rep.labels_seed, setting=settings[mine.index(best)].setting,
             target_accuracy=scores["accuracy"], target_loss=scores["loss"], val_accuracy=float(best_row["val_accuracy"]),
