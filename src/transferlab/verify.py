@@ -4,7 +4,7 @@
 
 Bits are per platform; conclusions must not be. `--mode auto` (the default) reads the platform
 the committed run recorded (`reports/conclusions.json`, `transferlab.machine`) and compares it
-with this machine's:
+with the rebuild's (the working tree's conclusions file; this machine's where there is none):
 
 - **exact** (the same platform): every metrics and history file as committed at a git ref against
   the working tree's (freshly rebuilt) copy, each JSON value by its key path, each CSV cell by row and
