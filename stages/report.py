@@ -182,14 +182,15 @@ def answer(report: reporting.Report, params: Params, target: str, ranking: verdi
 
 
 def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts.Ranking], list[dict[str, Any]], dict[str, Any]]:
-    """The report, each target's ranking, the long-format per-epoch validation rows for `dvc plots`, and the conclusions."""
+    """The report, each target's ranking, the long-format per-epoch validation rows for `dvc plots`, and the conclusions
+    (with the platform that computed them)."""
     sources = {name: read_metrics(paths.init_metrics(name)) for name in params.sources}
     report = reporting.Report(TITLE)
     results = [read_result(paths.variant_metrics(name)) for name in params.variants]
     rankings = {target: verdicts.rank([r for r in results if r.target == target]) for target in params.targets}
     rankings = {target: ranking for target, ranking in rankings.items() if ranking.ranked}
-    conclusions: dict[str, Any] = {"targets": {}}
     platform = machine.record()
+    conclusions: dict[str, Any] = {"platform": platform, "targets": {}}
     experiment = next((r.mlflow_experiment_id for r in results if r.mlflow_experiment_id), "")
     report.paragraph(f"Computed on {platform['cpu']} ({platform['machine']}, {', '.join(platform['simd']) or 'no SIMD flags read'});"
                      f" MLflow experiment `{params.mlflow.experiment}`"
@@ -245,7 +246,7 @@ def main(argv: list[str]) -> None:
     tags = {"stage": STAGE, "variant": "report", "strategy": "report", "init_from": "-"}
     with tracking.stage_run(params.mlflow.experiment, "report", tags, {"variants": ",".join(params.variants)}):
         written = reporting.write(report, paths.REPORTS / "comparison.md", paths.REPORTS / "comparison.html")
-        artifacts.write_json(paths.CONCLUSIONS, {"platform": machine.record(), **conclusions})
+        artifacts.write_json(paths.CONCLUSIONS, conclusions)
         artifacts.write_rows(paths.REPORTS / "accuracy_per_epoch.csv", curves)
         tracking.log_files([*written, paths.CONCLUSIONS], artifact_path="report")
     bests = "; ".join(f"{target}: {verdicts.best_claimable(ranking)}" for target, ranking in rankings.items())
