@@ -1,7 +1,8 @@
 """Stages `zoo@<name>` and `model_file@<name>`: bring a model from elsewhere into `models/<name>.keras`.
 
     python -m stages.import_model registered_source   # writes models/registered_source.keras,
-                                                      # metrics/registered_source.json
+                                                      # metrics/registered_source.json (its accuracy),
+                                                      # runs/registered_source.json (origin, layers, digest, MLflow run)
 
 Sources (params.yaml): `zoo.<name>` — a registry entry (`models:/name/version|alias|latest`) or a
 scikit-learn MLP trained here on the source task; `model_files.<name>` — a `.keras` file or an
@@ -20,6 +21,8 @@ from transferlab.cli import run_main
 from transferlab.config import (BUILTIN_INIT, ModelFile, Params, RegistryEntry, SklearnMlpEntry, default_source, load_params,
                                 stage_entry)
 from transferlab.errors import ConfigError
+
+RESULTS = ("source_test_accuracy", "sklearn_source_test_accuracy")  # the metrics file; the rest goes to the run record
 
 
 def train_sklearn_mlp(entry: SklearnMlpEntry, source: dict[str, Any]):
@@ -106,12 +109,14 @@ def main(argv: list[str]) -> None:
         recorded = {"kind": getattr(entry, "kind", None) or entry.format, **import_model(entry, source, dest)}
         described = describe(dest, source)
         check_reuse_depth(params, name, len(described["hidden_layers"]), dest)
-        metrics = {**recorded, **described, **run_ids}
-        tracking.log_final(metrics)
+        found = {**recorded, **described, **run_ids}
+        metrics = {key: value for key, value in found.items() if key in RESULTS}
+        tracking.log_final(found)
         tracking.log_files({"model.keras": dest})  # named as in every run that logs a model file
         artifacts.write_json(paths.init_metrics(name), metrics)
+        artifacts.write_json(paths.init_run(name), {key: value for key, value in found.items() if key not in RESULTS})
     accuracy = metrics.get("source_test_accuracy")
-    print(f"imported {name} from {metrics['source']}: hidden {metrics['hidden_layers']}"
+    print(f"imported {name} from {found['source']}: hidden {found['hidden_layers']}"
           + (f", source test accuracy {accuracy:.4f}" if accuracy is not None else ""))
 
 

@@ -1,7 +1,8 @@
 """Stage `pretrain@<name>`: pretrain lower layers without target labels, for variants to start from.
 
-    python -m stages.pretrain autoencoder   # writes models/autoencoder.keras, metrics/autoencoder.json,
-                                            # plots/autoencoder.csv
+    python -m stages.pretrain autoencoder   # writes models/autoencoder.keras, metrics/autoencoder.json
+                                            # (its final losses), runs/autoencoder.json (method, pool, MLflow
+                                            # run, registry version), plots/autoencoder.csv
 
 Reads `pretrain.<name>` from params.yaml. The unlabelled pool is every image of the default source
 (`sources.source`) plus the
@@ -80,17 +81,17 @@ def main(argv: list[str]) -> None:
         tracking.log_dataset(f"unlabelled pool (source + {spec.target})", paths.target_data(spec.target), {"train": (pool, None)})
         result = pretrain(name, spec, pool, on_epoch=None)
         rows = step_rows(result.rows)
-        metrics = {"method": spec.method, "depth": len(spec.hidden_units), "pool_images": int(len(pool)),
-                   **result.metrics, **run_ids}
+        record = {"method": spec.method, "depth": len(spec.hidden_units), "pool_images": int(len(pool)), **run_ids}
         artifacts.save_with(paths.init_model(name), result.model.save)
         artifacts.write_rows(paths.init_history(name), rows)
         tracking.log_history(rows, step_key="step")
-        tracking.log_final(metrics)
+        tracking.log_final({**result.metrics, **record})
         tracking.log_files({"history.csv": paths.init_history(name)})
-        metrics.update(zoo_registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
-                                                  params.mlflow.register_models, {"stage": f"{STAGE}@{name}", **result.metrics},
-                                                  example=pool))
-        artifacts.write_json(paths.init_metrics(name), metrics)
+        record.update(zoo_registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
+                                                 params.mlflow.register_models, {"stage": f"{STAGE}@{name}", **result.metrics},
+                                                 example=pool))
+        artifacts.write_json(paths.init_metrics(name), result.metrics)
+        artifacts.write_json(paths.init_run(name), record)
     print(f"pretrain {name} ({spec.method}): " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
 
 

@@ -4,7 +4,7 @@
                                            # reports/figures/*.png, reports/accuracy_per_epoch.csv,
                                            # reports/conclusions.json (what `make verify` compares elsewhere)
 
-Reads only metrics and history files written by upstream stages (never retrains, never needs
+Reads only the metrics, run records (`runs/`) and history files written by upstream stages (never retrains, never needs
 an MLflow server), and only for the variants and pretraining entries params.yaml configures
 now, so a removed entry leaves no stale row. Run links point at `MLFLOW_TRACKING_URI` when it
 is an http(s) server, else at the local UI. No TensorFlow import.
@@ -43,12 +43,18 @@ def read_metrics(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not valid JSON ({error})") from None
 
 
-def read_result(path: Path) -> VariantResult:
+def read_result(path: Path, record: Path) -> VariantResult:
+    """A variant from its metrics file (results) and its run record (recipe, budget, MLflow run)."""
     try:
-        return VariantResult.from_json(read_metrics(path))
+        return VariantResult.from_json(read_metrics(path), read_metrics(record))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise DataError(f"{path}: not a variant result of this version ({type(error).__name__}: {error});"
+        raise DataError(f"{path}, {record}: not a variant result of this version ({type(error).__name__}: {error});"
                         " rerun its stage: dvc repro") from None
+
+
+def read_entry(name: str) -> dict[str, Any]:
+    """A pretraining or imported model's run record (method, origin, MLflow run) with its results."""
+    return {**read_metrics(paths.init_run(name)), **read_metrics(paths.init_metrics(name))}
 
 
 def read_history(path: Path, columns: tuple[str, ...] = HISTORY_COLUMNS) -> pd.DataFrame:
@@ -111,7 +117,7 @@ def sweep_section(report: reporting.Report, params: Params, rankings: dict[str, 
     ranking = rankings.get(target)
     reference = (ranking.baseline or ranking.ranked[0]).budget if ranking is not None else None
     for name in loaded:
-        budget = read_metrics(paths.sweep_metrics(name)).get("budget", {})
+        budget = read_metrics(paths.sweep_run(name)).get("budget", {})
         if reference is not None and (differ := verdicts.budget_differences(budget, reference)):
             report.paragraph(f"The {name} sweep ran under another tuning budget than the variants: {'; '.join(differ)}.")
         elif reference is not None:
@@ -186,7 +192,7 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
     (with the platform that computed them)."""
     sources = {name: read_metrics(paths.init_metrics(name)) for name in params.sources}
     report = reporting.Report(TITLE)
-    results = [read_result(paths.variant_metrics(name)) for name in params.variants]
+    results = [read_result(paths.variant_metrics(name), paths.variant_run(name)) for name in params.variants]
     rankings = {target: verdicts.rank([r for r in results if r.target == target]) for target in params.targets}
     rankings = {target: ranking for target, ranking in rankings.items() if ranking.ranked}
     platform = machine.record()
@@ -233,10 +239,10 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
                               {name: by_name[name] for name in note.rows().values()})
     if params.pretrain:
         report.heading("Pretraining without target labels")
-        report.table(tables.pretraining({name: read_metrics(paths.init_metrics(name)) for name in params.pretrain}, ui))
+        report.table(tables.pretraining({name: read_entry(name) for name in params.pretrain}, ui))
     if imported := [*params.zoo, *params.model_files]:
         report.heading("Models from the zoo and other frameworks")
-        report.table(tables.imported({name: read_metrics(paths.init_metrics(name)) for name in imported}))
+        report.table(tables.imported({name: read_entry(name) for name in imported}))
     return report, rankings, curves, conclusions
 
 

@@ -2,7 +2,8 @@
 
     python -m stages.sweep transferability   # writes metrics/sweeps/<name>.csv (one row per run),
     python -m stages.sweep label_budget      # plots/sweeps/<name>.csv (mean and 95% CI per point),
-                                             # metrics/sweeps/<name>.json
+                                             # metrics/sweeps/<name>.json (counts), runs/sweeps/<name>.json
+                                             # (target, budget, skipped points, MLflow run)
 
 Reads `sweeps.<name>`, `transfer` (the protocol every point is raced under: validation split,
 early stopping, tuning grid), the sweep's target and (label_budget) the named variants; label_budget
@@ -11,7 +12,7 @@ MLflow: one parent run for the stage, one nested run per grid point with its mea
 Progress: a tqdm bar on stderr, one step per grid point.
 Selffer modes (`selffer-frozen`, `selffer-fine-tuned`) reuse the k = 0 race's chosen network of each
 repetition instead of the init model (`sweeps.run_sweep`). A point whose race is a `transfer@<variant>`
-stage's (`sweeps.twins`), and whose metrics file this stage depends on in dvc.yaml, takes that stage's
+stage's (`sweeps.twins`), and whose metrics file and run record this stage depends on in dvc.yaml, takes that stage's
 repetitions instead of racing them again; its MLflow run names the run it came from (`raced_in`). With `RAY_ADDRESS` naming a Ray cluster, the points' races run there as tasks (`transferlab.fanout`);
 the rows, MLflow runs and outputs are the same as in-process.
 """
@@ -93,11 +94,12 @@ def main(argv: list[str]) -> None:
         summary = sweeps.summarize_rows(rows)
         artifacts.write_rows(paths.sweep_rows(name), rows)
         artifacts.write_rows(paths.sweep_summary(name), summary)
-        metrics = {"sweep": name, "target": spec.target, "seeds": params.transfer.seeds, "points": len(points),
-                   "runs": len(rows), "unconverged_runs": sum(row["unconverged"] for row in summary),
-                   "budget": params.protocol().budget(), "skipped": skipped, **run_ids}
+        metrics = {"points": len(points), "runs": len(rows), "unconverged_runs": sum(row["unconverged"] for row in summary)}
+        record = {"sweep": name, "target": spec.target, "seeds": params.transfer.seeds, "budget": params.protocol().budget(),
+                  "skipped": skipped, **run_ids}
         tracking.log_files({"rows.csv": paths.sweep_rows(name), "summary.csv": paths.sweep_summary(name)})
         artifacts.write_json(paths.sweep_metrics(name), metrics)
+        artifacts.write_json(paths.sweep_run(name), record)
     best = max(summary, key=lambda row: row["target_accuracy"])
     reused = f", {len(twins)} raced by their transfer stages ({', '.join(t.variant for t in twins.values())})" if twins else ""
     print(f"sweep_{name}: {len(points)} points x {params.transfer.seeds} seed(s), {len(skipped)} skipped{reused}; best"

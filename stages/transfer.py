@@ -1,7 +1,8 @@
 """Stage `transfer@<variant>`: race one transfer variant, `transfer.seeds` repetitions x the tuning grid, in one process.
 
-    python -m stages.transfer freeze2      # writes models/transfer/freeze2.keras,
-                                           # metrics/transfer/freeze2.json, plots/transfer/freeze2.csv
+    python -m stages.transfer freeze2      # writes models/transfer/freeze2.keras, metrics/transfer/freeze2.json
+                                           # (results), runs/transfer/freeze2.json (recipe, choices, MLflow run),
+                                           # plots/transfer/freeze2.csv
 
 Reads `variants.<variant>`, `transfer` (the protocol: validation share, early stopping, grid), its
 target and its init model. Each repetition's labelled images are split into training and
@@ -25,7 +26,7 @@ LISTS = ("settings", "val_accuracy_per_epoch")  # per-repetition lists, in the m
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The parent run's summary metrics: the metrics file's scalars, each interval as its two ends."""
+    """The parent run's summary metrics: the metrics file's numbers, each interval as its two ends."""
     scalars = {key: value for key, value in metrics.items() if key != "repetitions"}
     for test in ("target_accuracy", "shift_accuracy"):
         low, high = scalars.pop(f"{test}_ci95", None) or (None, None)
@@ -33,16 +34,16 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return scalars
 
 
-def describe(name: str, metrics: dict[str, Any]) -> str:
+def describe(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> str:
     """The parent run's note: what the variant does, and what it scored."""
     found = f"test accuracy {100 * metrics['target_accuracy']:.1f} %"
     if metrics.get("target_accuracy_ci95", [None])[0] is not None:
         found += " [{:.1f}, {:.1f}]".format(*(100 * value for value in metrics["target_accuracy_ci95"]))
     if "shift_accuracy" in metrics:
         found += f", shifted test {100 * metrics['shift_accuracy']:.1f} %"
-    return (f"Variant `{name}`: strategy `{metrics['strategy']}`, {metrics['reuse_layers']} layer(s) reused from "
-            f"`{metrics['init_from']}` ({metrics['frozen_layers']} kept fixed), target `{metrics['target']}` with "
-            f"{metrics['labels_per_class']} labels per class; {metrics['seeds']} repetition(s), one nested run each, "
+    return (f"Variant `{name}`: strategy `{record['strategy']}`, {record['reuse_layers']} layer(s) reused from "
+            f"`{record['init_from']}` ({record['frozen_layers']} kept fixed), target `{record['target']}` with "
+            f"{record['labels_per_class']} labels per class; {record['seeds']} repetition(s), one nested run each, "
             f"each the best setting on validation. Found: {found}.")
 
 
@@ -84,7 +85,7 @@ def main(argv: list[str]) -> None:
             labels_per_class=target.labels_per_class, train_per_class=train_per_class,
             validation_per_class=validation_per_class, budget=protocol.budget(), repetitions=outcome.results, **run_ids,
         )
-        metrics = result.to_json()
+        metrics, record = result.to_json(), result.record()
         history = repetitions.mean_rows(outcome.histories)
         artifacts.save_with(paths.variant_model(name), outcome.models[0].save)
         artifacts.write_rows(paths.variant_history(name), history)
@@ -92,14 +93,15 @@ def main(argv: list[str]) -> None:
         tracking.log_final(headline(metrics))
         tracking.log_files({"model.keras": paths.variant_model(name), "history.csv": paths.variant_history(name)})
         zoo_registry.log_keras(paths.variant_model(name), arrays["x_test"], model=outcome.models[0])  # once per variant
-        tracking.describe(describe(name, metrics))
+        tracking.describe(describe(name, metrics, record))
         artifacts.write_json(paths.variant_metrics(name), metrics)
+        artifacts.write_json(paths.variant_run(name), record)
     low, high = metrics["target_accuracy_ci95"]
     interval = f" [{low:.4f}, {high:.4f}]" if low is not None else ""
     flag = "" if result.converged else f" ({metrics['unconverged_repetitions']} unconverged)"
     shifted = f", shifted test {metrics['shift_accuracy']:.4f}" if "shift_accuracy" in metrics else ""
     print(f"{name}: target accuracy {metrics['target_accuracy']:.4f}{interval}{shifted} over {result.seeds} seed(s),"
-          f" chosen {metrics['chosen_settings']}, best epoch {metrics['best_epoch']:.0f}{flag}")
+          f" chosen {record['chosen_settings']}, best epoch {metrics['best_epoch']:.0f}{flag}")
 
 
 if __name__ == "__main__":

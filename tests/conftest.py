@@ -75,6 +75,14 @@ def addresses(*names: str) -> list[str]:
     return sorted(address(name) for name in names)
 
 
+def write_result(root: Path, result: Any) -> None:
+    """A variant's two files as its transfer stage writes them: results in metrics/, its recipe and run in runs/."""
+    from transferlab import artifacts, paths
+
+    artifacts.write_json(root / paths.variant_metrics(result.variant), result.to_json())
+    artifacts.write_json(root / paths.variant_run(result.variant), result.record())
+
+
 def tiny_params(**overrides: Any) -> dict[str, Any]:
     """A deep copy of TINY with top-level sections replaced."""
     params = copy.deepcopy(TINY)
@@ -134,7 +142,7 @@ def fit_sweep_stages(project: Path) -> None:
         stage = spec["stages"].get(f"sweep_{name}")
         if stage is None or getattr(params.sweeps, name) is None:
             continue
-        stage["deps"] = [entry for entry in stage["deps"] if not entry.startswith("metrics/transfer/")]
+        stage["deps"] = [entry for entry in stage["deps"] if not entry.startswith(("metrics/transfer/", "runs/transfer/"))]
         stage["deps"] += sweeps.twin_metrics(name, params)
         if name == "label_budget":
             keys, models = pipeline.label_budget_needs(params)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from conftest import tiny_params
+from conftest import tiny_params, write_result
 from test_reporting import result, stage  # noqa: F401  (stage: the report stage fixture)
 from transferlab import artifacts, original_note, reporting
 from transferlab.config import OriginalNoteSpec, SourceSpec, TrainSpec
@@ -76,7 +76,7 @@ def test_the_report_stage_adds_the_section_from_the_metrics_files(stage, tmp_pat
         artifacts.write_json(tmp_path / f"metrics/{name}.json", SOURCE)
     artifacts.write_rows(tmp_path / "plots/digits10.csv", HISTORY.to_dict("records"))
     for name, variant in results([0.94, 0.95, 0.945]).items():
-        artifacts.write_json(tmp_path / f"metrics/transfer/{name}.json", variant.to_json())
+        write_result(tmp_path, variant)
         artifacts.write_rows(tmp_path / f"plots/transfer/{name}.csv", [
             {"epoch": e, "val_accuracy": 0.5 + 0.01 * e, "elapsed": 0.01 * e, "n": 3} for e in range(1, 6)])
     report, _, _, conclusions = stage.build(stage.load_params(Path("params.yaml")), "http://127.0.0.1:5000")

@@ -140,7 +140,7 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
             logged = client.search_logged_models([experiment.experiment_id], filter_string=f"source_run_id = '{parent.info.run_id}'")
             assert len(logged) == 1, (tags["stage"], logged)
     metrics = json.loads((project / "metrics/transfer/freeze2.json").read_text())
-    run_ = client.get_run(metrics["mlflow_run_id"])
+    run_ = client.get_run(json.loads((project / "runs/transfer/freeze2.json").read_text())["mlflow_run_id"])
     assert run_.data.tags["strategy"] == "freeze" and run_.data.tags["variant"] == "freeze2"
     assert run_.data.tags["data_fingerprint"] and run_.data.tags["git_commit"] != "unknown"
     assert run_.data.params["variant.new_hidden"] == "[12]"

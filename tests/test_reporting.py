@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_params
+from conftest import ROOT, tiny_params, write_result
 from transferlab import (artifacts, figures, protocol, recommendation, reporting, speed, statistics, sweep_results, sweep_verdicts,
                          sweeps, tables, verdicts)
 from transferlab.errors import DataError
@@ -306,11 +306,15 @@ def stage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 def test_stage_reads_only_this_versions_files_and_names_the_bad_one(stage, tmp_path: Path) -> None:
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"variant": "reuse3", "target_accuracy": 0.9, "target_accuracy_ci95_low": 0.8}))
-    with pytest.raises(DataError, match=r"old.json: not a variant result of this version \(KeyError: 'repetitions'\)"):
-        stage.read_result(path)
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps(REUSE.record()))
+    with pytest.raises(DataError, match=r"old.json, .*record.json: not a variant result of this version \(KeyError: 'repetitions'\)"):
+        stage.read_result(path, record)
     path.write_text("{not json")
     with pytest.raises(DataError, match="old.json: not valid JSON"):
-        stage.read_result(path)
+        stage.read_result(path, record)
+    with pytest.raises(DataError, match="missing.json: metrics file not found"):  # a variant run before the record split
+        stage.read_result(tmp_path / "record.json", tmp_path / "missing.json")
     (tmp_path / "h.csv").write_text("epoch,loss,test_accuracy\n1,0.5,0.8\n")
     with pytest.raises(DataError, match="h.csv: needs columns epoch, val_accuracy, elapsed"):
         stage.read_history(tmp_path / "h.csv")
@@ -328,14 +332,14 @@ def test_stage_builds_the_report_from_hand_made_results(stage, tmp_path: Path) -
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     artifacts.write_json(tmp_path / "metrics/source.json", {"test_accuracy": 0.96, "epochs": 31, "train_seconds": 7.0})
     for variant in (SCRATCH, REUSE, FREEZE, CACHE):
-        artifacts.write_json(tmp_path / f"metrics/transfer/{variant.variant}.json", variant.to_json())
+        write_result(tmp_path, variant)
         artifacts.write_rows(tmp_path / f"plots/transfer/{variant.variant}.csv", [
             {"epoch": e, "val_accuracy": 0.5 + 0.01 * e, "elapsed": 0.01 * e, "n": 3} for e in range(1, 6)])
     rows = sweep_rows("label_budget", {(3, "scratch"): [0.3, 0.35, 0.32]}, unconverged=(3, "scratch"))
     artifacts.write_rows(tmp_path / "metrics/sweeps/label_budget.csv", [
         {**row, "best_epoch": 4, "epochs_run": 4, "stop_reason": "max_epochs", "setting": "sgd 0.05"} for row in rows])
     artifacts.write_rows(tmp_path / "plots/sweeps/label_budget.csv", sweeps.summarize_rows(rows))
-    artifacts.write_json(tmp_path / "metrics/sweeps/label_budget.json", {"budget": {**BUDGET, "max_epochs": 4}})
+    artifacts.write_json(tmp_path / "runs/sweeps/label_budget.json", {"budget": {**BUDGET, "max_epochs": 4}})
     params = stage.load_params(Path("params.yaml"))
     report, rankings, curves, conclusions = stage.build(params, "http://127.0.0.1:5000")
     markdown, page = report.markdown("figures"), report.html()

@@ -91,10 +91,10 @@ def test_stages_track_to_mlflow_on_postgresql(tmp_path: Path, layout: server.Lay
     parents = {r.data.tags["stage"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
     assert set(parents) == {"pretrain_source@source", "zoo@registered_source", "transfer@registry_freeze2"}
 
-    # the variant's run: its id in the metrics file, one nested run per repetition, per-epoch curves, its model
+    # the variant's run: its id in the run record, one nested run per repetition, per-epoch curves, its model
     metrics = json.loads((project / "metrics/transfer/registry_freeze2.json").read_text())
     transfer = parents["transfer@registry_freeze2"]
-    assert metrics["mlflow_run_id"] == transfer.info.run_id
+    assert json.loads((project / "runs/transfer/registry_freeze2.json").read_text())["mlflow_run_id"] == transfer.info.run_id
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == transfer.info.run_id]
     assert len(children) == len(metrics["repetitions"]) == _params()["transfer"]["seeds"]
     assert children[0].data.params["stop_reason"] == metrics["repetitions"][0]["stop_reason"]

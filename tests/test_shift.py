@@ -11,7 +11,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_params
+from conftest import ROOT, tiny_params, write_result
 from transferlab import (artifacts, corruptions, data, families, networks, recommendation, reporting, repetitions, statistics, tables,
                          tasks, training, verdicts)
 from transferlab.config import (NetworkSpec, OptimizerSpec, Protocol, ShiftSpec, StoppingSpec, TrainSpec, VariantSpec,
@@ -224,7 +224,8 @@ def test_the_race_scores_the_chosen_weights_on_the_shifted_set_and_chooses_nothi
     assert pooled["shift_accuracy"] == pytest.approx(np.mean(values))
     assert pooled["shift_accuracy_ci95"] == [summary["ci95_low"], summary["ci95_high"]]
     assert "shift_accuracy" not in variant_result(name, plain.results).to_json()
-    assert VariantResult.from_json(json.loads(json.dumps(pooled))).repetitions == with_shift.results
+    record = variant_result(name, with_shift.results).record()
+    assert VariantResult.from_json(json.loads(json.dumps(pooled)), record).repetitions == with_shift.results
 
 
 BUDGET = {"grid": ["sgd 0.1 clip 1"], "max_epochs": 300, "patience": 10, "min_delta": 0.0, "monitor": "val_loss",
@@ -257,7 +258,7 @@ def test_the_transfer_stage_writes_and_logs_the_shifted_accuracy_per_repetition(
     assert all(0 <= run["shift_accuracy"] <= 1 for run in runs)
     assert metrics["shift_accuracy"] == pytest.approx(np.mean([run["shift_accuracy"] for run in runs]))
     client = MlflowClient()
-    parent = client.get_run(metrics["mlflow_run_id"])
+    parent = client.get_run(json.loads((workdir / "runs/transfer/scratch.json").read_text())["mlflow_run_id"])
     assert parent.data.metrics["shift_accuracy"] == pytest.approx(metrics["shift_accuracy"])
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     logged = {int(c.data.tags["repetition"]): c.data.metrics for c in children}
@@ -323,7 +324,7 @@ def test_the_report_says_who_is_best_in_distribution_and_under_shift_and_whether
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     artifacts.write_json(tmp_path / "metrics/source.json", {"test_accuracy": 0.96, "epochs": 31, "train_seconds": 7.0})
     for variant in (SCRATCH, REUSE, LP_FT):
-        artifacts.write_json(tmp_path / f"metrics/transfer/{variant.variant}.json", variant.to_json())
+        write_result(tmp_path, variant)
         artifacts.write_rows(tmp_path / f"plots/transfer/{variant.variant}.csv",
                              [{"epoch": e, "val_accuracy": 0.5 + 0.01 * e, "elapsed": 0.01 * e, "n": 3} for e in (1, 2)])
     page, rankings, _, conclusions = report_stage.build(report_stage.load_params(Path("params.yaml")), "http://127.0.0.1:5000")

@@ -47,9 +47,9 @@ def test_two_sources_coexist_and_a_leak_is_refused(tmp_path: Path) -> None:
     with np.load(project / "data/prepared/target_note.npz") as target, np.load(project / "data/prepared/sources/digits10.npz") as source:
         np.testing.assert_array_equal(target["x_pool"], source["x_train"])
         np.testing.assert_array_equal(target["x_test"], source["x_test"])
-    metrics = json.loads((project / "metrics/transfer/note_continue.json").read_text())
-    assert metrics["strategy"] == "continue" and metrics["labels_per_class"] == "all" and metrics["budget"]["batch_size"] == 200
-    assert metrics["train_per_class"] == 320 and metrics["validation_per_class"] == 80  # 400 per digit, 20 % validates
+    record = json.loads((project / "runs/transfer/note_continue.json").read_text())
+    assert record["strategy"] == "continue" and record["labels_per_class"] == "all" and record["budget"]["batch_size"] == 200
+    assert record["train_per_class"] == 320 and record["validation_per_class"] == 80  # 400 per digit, 20 % validates
 
     # digits10 trains longer: its own stages rerun, the 0-4 comparison does not
     edit_params(project, lambda p: p["sources"]["digits10"]["train"].update(epochs=3))

@@ -73,7 +73,8 @@ def test_transfer_stage_twice_gives_identical_metrics(prepared: Path, tmp_path: 
 
     def metrics() -> dict:
         stage(workdir, "transfer", "freeze2")
-        found = json.loads((workdir / "metrics/transfer/freeze2.json").read_text())
+        found = {**json.loads((workdir / "runs/transfer/freeze2.json").read_text()),
+                 **json.loads((workdir / "metrics/transfer/freeze2.json").read_text())}
         for run_ in found["repetitions"]:
             for key in varying:
                 run_.pop(key, None)
@@ -83,13 +84,17 @@ def test_transfer_stage_twice_gives_identical_metrics(prepared: Path, tmp_path: 
     assert first == second
     assert first["strategy"] == "freeze" and first["frozen_layers"] == 2 and first["new_layers"] == 2
     assert first["trainable_params"] > 0 and first["frozen_params"] == 784 * 32 + 32 + 32 * 16 + 16
+    # the metrics file holds results only (what `dvc metrics show` prints); the recipe and run ids are the run record's
+    results = json.loads((workdir / "metrics/transfer/freeze2.json").read_text())
+    assert {"target_accuracy", "target_accuracy_ci95", "repetitions"} <= set(results)
+    assert not {"strategy", "init_from", "reuse_layers", "budget", "chosen_settings", "seeds", "mlflow_run_id"} & set(results)
     history = (workdir / "plots/transfer/freeze2.csv").read_text().splitlines()
     assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds,elapsed,n"
     assert len(history) == 1 + max(run_["epochs_run"] for run_ in first["repetitions"])
     assert first["budget"]["grid"] == ["sgd 0.05 clip 1"] and first["train_per_class"] + first["validation_per_class"] == 10
     # every run of the stage records its data (the MLflow runs table's Dataset column): pool and test set
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    parent = json.loads((workdir / "metrics/transfer/freeze2.json").read_text())["mlflow_run_id"]
+    parent = json.loads((workdir / "runs/transfer/freeze2.json").read_text())["mlflow_run_id"]
     children = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     with np.load(workdir / "data/prepared/target_mnist.npz", allow_pickle=False) as target:
         rows = {"train": str(len(target["y_pool"])), "test": str(len(target["y_test"]))}
@@ -174,14 +179,16 @@ def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp
     })
     stage(workdir, "import_model", "theirs")
     metrics = json.loads((workdir / "metrics/theirs.json").read_text())
+    record = json.loads((workdir / "runs/theirs.json").read_text())
     source_metrics = json.loads((workdir / "metrics/source.json").read_text())
-    assert metrics["hidden_layers"] == {"hidden1": 32, "hidden2": 16, "hidden3": 16}
+    assert record["hidden_layers"] == {"hidden1": 32, "hidden2": 16, "hidden3": 16}
+    assert list(metrics) == ["source_test_accuracy"]  # results only; where it came from is the run record's
     assert metrics["source_test_accuracy"] == pytest.approx(source_metrics["test_accuracy"], abs=1e-9)
     monkeypatch.chdir(workdir)  # artifacts at `mlartifacts/`, relative to the repository
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")  # its artifact named as in every run with a model file
-    assert [a.path for a in client.list_artifacts(metrics["mlflow_run_id"])] == ["model.keras"]
+    assert [a.path for a in client.list_artifacts(record["mlflow_run_id"])] == ["model.keras"]
     stage(workdir, "transfer", "from_theirs")
-    assert json.loads((workdir / "metrics/transfer/from_theirs.json").read_text())["init_from"] == "theirs"
+    assert json.loads((workdir / "runs/transfer/from_theirs.json").read_text())["init_from"] == "theirs"
 
 
 def test_unsafe_model_files_are_refused(prepared: Path, tmp_path: Path) -> None:

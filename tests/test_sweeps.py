@@ -142,13 +142,16 @@ def test_a_point_that_is_a_variant_stage_race_is_read_from_it_not_raced_again(se
     assert [row["target_accuracy"] for row in raced] == [r.target_accuracy for r in outcome.results]
     assert [row["best_epoch"] for row in raced] == [r.best_epoch for r in outcome.results]
 
-    # the stage's metrics file, declared as a dep, stands in for the race; undeclared or of another race, it does not
+    # the stage's metrics file and run record, declared as deps, stand in for the race; undeclared or of another race, they do not
     monkeypatch.chdir(tmp_path)
     result = VariantResult("reuse2", "reuse", "source", "mnist", 2, 0, 1, 0, 0, 10, 8, 2,
                            params.protocol(variant).budget(), outcome.results, "run-id")
     artifacts.write_json(Path("metrics/transfer/reuse2.json"), result.to_json())
-    found, notes = sweeps.twin_races(points, params, plan, {"metrics/transfer/reuse2.json"})
+    artifacts.write_json(Path("runs/transfer/reuse2.json"), result.record())
+    both = {"metrics/transfer/reuse2.json", "runs/transfer/reuse2.json"}
+    found, notes = sweeps.twin_races(points, params, plan, both)
     assert notes == [] and [asdict(r) for r in found[sweeps.race_key(point)].repetitions] == [asdict(r) for r in outcome.results]
+    assert found[sweeps.race_key(point)].run_id == "run-id"  # read from the run record, beside the results
     rows = sweeps.run_sweep(points, plan, models, {"source": params.network_for("source")}, arrays,
                             known={key: twin.repetitions for key, twin in found.items()})
     drop = ("train_seconds", "seconds_to_near_best")
@@ -156,9 +159,11 @@ def test_a_point_that_is_a_variant_stage_race_is_read_from_it_not_raced_again(se
         [{k: v for k, v in r.items() if k not in drop} for r in transferability_rows]
     _, notes = sweeps.twin_races(points, params, plan, set())
     assert notes == ["fine-tuned x=2 is reuse2's race, raced again here: metrics/transfer/reuse2.json is not among this stage's deps in dvc.yaml (add it to read that race instead)"]
-    other = VariantResult.from_json({**result.to_json(), "labels_per_class": 5})
-    artifacts.write_json(Path("metrics/transfer/reuse2.json"), other.to_json())
-    found, notes = sweeps.twin_races(points, params, plan, {"metrics/transfer/reuse2.json"})
+    _, notes = sweeps.twin_races(points, params, plan, {"metrics/transfer/reuse2.json"})
+    assert notes == ["fine-tuned x=2 is reuse2's race, raced again here: runs/transfer/reuse2.json is not among this stage's deps in dvc.yaml (add it to read that race instead)"]
+    other = VariantResult.from_json(result.to_json(), {**result.record(), "labels_per_class": 5})
+    artifacts.write_json(Path("runs/transfer/reuse2.json"), other.record())
+    found, notes = sweeps.twin_races(points, params, plan, both)
     assert found == {} and notes == ["fine-tuned x=2 is reuse2's race, raced again here: metrics/transfer/reuse2.json holds another race"]
 
 
@@ -233,11 +238,12 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     summary = sweep_results.load_summary(tmp_path / "plots/sweeps/label_budget.csv")
     assert [(row["series"], row["x"], row["n"]) for row in summary] == [(s, n, 2) for s in ("scratch", "reuse2", "freeze1") for n in (2, 5)]
     metrics = json.loads((tmp_path / "metrics/sweeps/label_budget.json").read_text())
-    assert (metrics["sweep"], metrics["points"], metrics["runs"]) == ("label_budget", 6, 12)
-    assert [s["x"] for s in metrics["skipped"]] == [1000]
+    record = json.loads((tmp_path / "runs/sweeps/label_budget.json").read_text())
+    assert metrics == {"points": 6, "runs": 12, "unconverged_runs": metrics["unconverged_runs"]}  # results only
+    assert record["sweep"] == "label_budget" and [s["x"] for s in record["skipped"]] == [1000]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([metrics["mlflow_experiment_id"]])
-    parent = next(r for r in runs if r.info.run_id == metrics["mlflow_run_id"])
+    runs = client.search_runs([record["mlflow_experiment_id"]])
+    parent = next(r for r in runs if r.info.run_id == record["mlflow_run_id"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and parent.data.tags["stage"] == "sweep_label_budget"
     assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)

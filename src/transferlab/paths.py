@@ -9,7 +9,7 @@ PARAMS_OK = PREPARED / "params_ok.json"  # written by the validate stage, a depe
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
-RUNS = Path("runs")  # how a run went (MLflow ids, timings, registry version): no stage depends on these
+RUNS = Path("runs")  # what each stage ran and its MLflow run (configuration, ids, registry version): metrics/ holds results only
 REPORTS = Path("reports")
 CONCLUSIONS = REPORTS / "conclusions.json"  # every verdict and the advice, with the platform that computed them
 
@@ -48,6 +48,11 @@ def variant_metrics(variant: str) -> Path:
     return METRICS / "transfer" / f"{variant}.json"
 
 
+def variant_run(variant: str) -> Path:
+    """The variant's record: its recipe, budget and choices, and its MLflow run (results are in `variant_metrics`)."""
+    return RUNS / "transfer" / f"{variant}.json"
+
+
 def variant_history(variant: str) -> Path:
     return PLOTS / "transfer" / f"{variant}.csv"
 
@@ -64,3 +69,8 @@ def sweep_summary(sweep: str) -> Path:
 
 def sweep_metrics(sweep: str) -> Path:
     return METRICS / "sweeps" / f"{sweep}.json"
+
+
+def sweep_run(sweep: str) -> Path:
+    """The sweep's record: its target, budget, skipped points and MLflow run."""
+    return RUNS / "sweeps" / f"{sweep}.json"

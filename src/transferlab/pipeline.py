@@ -6,7 +6,7 @@ stage names each variant it runs (`variants.<name>` in its params) and each of t
 `sweeps.label_budget.variants`: the sweep stage calls it before training and tests/test_deps.py
 on the committed files, so a sweep can never run a variant whose edits would not rerun it.
 
-A sweep stage also lists the metrics files of the `transfer@<variant>` stages whose race one of its
+A sweep stage also lists the metrics files and run records of the `transfer@<variant>` stages whose race one of its
 points is (`sweeps.twin_metrics`): DVC then runs those first and reruns the sweep when they change,
 and the sweep reads their repetitions instead of racing them again. A twin left out only costs
 time (the sweep races it itself and says so); tests/test_deps.py keeps the committed list exact.

@@ -2,8 +2,10 @@
 
 `RepetitionResult` is one repetition (labelled draw + seed) after every grid setting was tried
 and one was chosen on validation; `VariantResult` pools the repetitions of a variant with their
-intervals. Both round-trip through JSON (`metrics/transfer/<variant>.json`), so the report reads
-exactly what the stage wrote. Plain Python and the statistics module: no TensorFlow.
+intervals. A variant round-trips through two JSON files, so the report reads exactly what the stage
+wrote: its results (`metrics/transfer/<variant>.json`, what `dvc metrics show` prints) and its record
+(`runs/transfer/<variant>.json`: what was raced and under which MLflow run). Plain Python and the
+statistics module: no TensorFlow.
 """
 from __future__ import annotations
 
@@ -140,7 +142,7 @@ class VariantResult:
         return rows
 
     def to_json(self) -> dict[str, Any]:
-        """The metrics file: pooled numbers first (what `dvc metrics show` lists), then every repetition."""
+        """The metrics file, results only: pooled numbers first (what `dvc metrics show` lists), then every repetition."""
         accuracy = self.summary("target_accuracy")
         pooled = {
             "target_accuracy": accuracy["mean"], "target_accuracy_std": accuracy["std"],
@@ -150,18 +152,21 @@ class VariantResult:
             "converged": self.converged, "unconverged_repetitions": sum(not r.converged for r in self.repetitions),
             "train_seconds": self.mean("train_seconds"), "seconds_to_best": self.mean("seconds_to_best"),
             "seconds_to_near_best": self.mean("seconds_to_near_best"), "seconds_per_epoch": self.mean("seconds_per_epoch"),
-            "chosen_settings": self.chosen_settings(), "seeds": self.seeds,
         }
         if self.has_shift:  # beside the test set's numbers, in the same form (absent without a shifted test set)
             shifted = self.summary("shift_accuracy")
             pooled |= {"shift_accuracy": shifted["mean"], "shift_accuracy_std": shifted["std"],
                        "shift_accuracy_ci95": [shifted["ci95_low"], shifted["ci95_high"]], "shift_loss": self.mean("shift_loss")}
+        return {**pooled, "repetitions": [asdict(r) for r in self.repetitions]}
+
+    def record(self) -> dict[str, Any]:
+        """The run record: what was raced (the recipe, its budget, its repetitions and choices) and its MLflow run."""
         described = {key: value for key, value in asdict(self).items() if key != "repetitions"}
-        return {**described, **pooled, "repetitions": [asdict(r) for r in self.repetitions]}
+        return {**described, "seeds": self.seeds, "chosen_settings": self.chosen_settings()}
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> VariantResult:
-        names = {f.name for f in fields(cls)}
-        values = {key: value for key, value in raw.items() if key in names}
-        values["repetitions"] = [RepetitionResult.from_dict(r) for r in raw["repetitions"]]
-        return cls(**values)
+    def from_json(cls, metrics: Mapping[str, Any], record: Mapping[str, Any]) -> VariantResult:
+        """The variant back from its metrics file (`to_json`) and its run record (`record`)."""
+        names = {f.name for f in fields(cls)} - {"repetitions"}
+        values = {key: value for key, value in record.items() if key in names}
+        return cls(**values, repetitions=[RepetitionResult.from_dict(r) for r in metrics["repetitions"]])

@@ -141,9 +141,10 @@ def twins(points: Sequence[Point], params: Params) -> dict[RaceKey, str]:
 
 
 def twin_metrics(name: str, params: Params) -> list[str]:
-    """The metrics files of the variants whose race sweep `name` would otherwise race again, as dvc.yaml deps."""
+    """The metrics files and run records of the variants whose race sweep `name` would otherwise race again, as dvc.yaml deps."""
     points, _ = grid(name, params, pool_per_class=sys.maxsize)  # every budget of the grid: a skipped one costs nothing
-    return [paths.variant_metrics(variant).as_posix() for variant in dict.fromkeys(twins(points, params).values())]
+    return [path.as_posix() for variant in dict.fromkeys(twins(points, params).values())
+            for path in (paths.variant_metrics(variant), paths.variant_run(variant))]
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,9 @@ def twin_races(points: Sequence[Point], params: Params, plan: Sequence[Repetitio
                declared: set[str]) -> tuple[dict[RaceKey, Twin], list[str]]:
     """The races of `twins` a sweep need not run, and one note per twin it must race itself, saying why.
 
-    `declared`: the sweep stage's deps in dvc.yaml. A twin counts only when its metrics file is one of
-    them (DVC then ran the variant's stage first, with these params and this code) and the file
-    describes this race (protocol, labels per class, repetition plan).
+    `declared`: the sweep stage's deps in dvc.yaml. A twin counts only when its metrics file and run
+    record are among them (DVC then ran the variant's stage first, with these params and this code)
+    and they describe this race (protocol, labels per class, repetition plan).
     """
     from transferlab import artifacts
     from transferlab.results import VariantResult
@@ -170,12 +171,11 @@ def twin_races(points: Sequence[Point], params: Params, plan: Sequence[Repetitio
     found: dict[RaceKey, Twin] = {}
     notes = []
     for key, variant in twins(points, params).items():
-        path, point = paths.variant_metrics(variant), by_key[key]
-        if path.as_posix() not in declared or not path.is_file():
-            notes.append(f"{point.series} x={point.x} is {variant}'s race, raced again here: {path} is not among this stage's deps in dvc.yaml (add it to read that race instead)")
+        path, record, point = paths.variant_metrics(variant), paths.variant_run(variant), by_key[key]
+        if missing := [p for p in (path, record) if p.as_posix() not in declared or not p.is_file()]:
+            notes.append(f"{point.series} x={point.x} is {variant}'s race, raced again here: {missing[0]} is not among this stage's deps in dvc.yaml (add it to read that race instead)")
             continue
-        raw = artifacts.read_json(path)
-        result = VariantResult.from_json(raw)
+        result = VariantResult.from_json(artifacts.read_json(path), artifacts.read_json(record))
         labels = "all" if point.labels_per_class is None else point.labels_per_class
         if (result.budget != point.protocol.budget() or result.labels_per_class != labels
                 or [(r.repetition, r.seed, r.labels_seed) for r in result.repetitions]

@@ -42,7 +42,8 @@ from transferlab import paths
 from transferlab.cli import run_main
 from transferlab.errors import TransferlabError
 
-DEFAULT_ROOTS = (paths.METRICS, paths.PLOTS, paths.CONCLUSIONS)  # per-variant numbers, their histories, the verdicts
+# per-variant numbers, what each run raced and chose (its recipe, budget, chosen settings), their histories, the verdicts
+DEFAULT_ROOTS = (paths.METRICS, paths.RUNS, paths.PLOTS, paths.CONCLUSIONS)
 # A key is volatile when one of its words (split at `_`, `-`, `.`, spaces) is one of these ...
 VOLATILE_WORDS = frozenset({
     "seconds", "elapsed", "time", "timestamp", "duration", "date",  # timings and dates
@@ -225,7 +226,7 @@ def main(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m transferlab.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", nargs="*", type=Path, default=list(DEFAULT_ROOTS),
-                        help="folders or files to compare (default: metrics plots reports/conclusions.json)")
+                        help="folders or files to compare (default: metrics runs plots reports/conclusions.json)")
     parser.add_argument("--ref", default="HEAD", help="the git ref holding the committed run (default: HEAD)")
     parser.add_argument("--mode", choices=("auto", "exact", "conclusions"), default="auto",
                         help="exact on the committed run's platform, conclusions elsewhere (default: auto, by the platform)")
