@@ -279,6 +279,23 @@ def test_per_epoch_panels_stay_readable_with_22_variants() -> None:
     assert figures.curve_panels(results, histories, "epoch", "epoch", "t").startswith(b"\x89PNG")
 
 
+def test_the_curves_run_forward_in_epochs_and_each_legend_names_the_median_cost_of_an_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No curve against seconds: each legend entry carries the median ms per epoch (one slow repetition does not move it)."""
+    drawn: list[Any] = []
+    monkeypatch.setattr(figures, "png", lambda fig: drawn.append(fig) or b"")
+    slow_once = replace(REUSE, repetitions=[replace(r, seconds_per_epoch=0.5 if i == 0 else 0.012)
+                                            for i, r in enumerate(REUSE.repetitions)])
+    histories = {r.variant: pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": [0.5, 0.6, 0.55], "elapsed": [0.1, 0.3, 0.2]})
+                 for r in (SCRATCH, slow_once)}
+    figures.curve_panels([SCRATCH, slow_once], histories, "epoch", "epoch", "t")
+    (fig,) = drawn
+    labels = [text.get_text() for ax in fig.axes if ax.get_legend() for text in ax.get_legend().get_texts()]
+    assert "reuse5 · 12.0 ms" in labels and "scratch (baseline) · 10.0 ms" in labels
+    assert all(list(line.get_xdata()) == [1, 2, 3] for ax in fig.axes for line in ax.get_lines())
+    names = [figure.name for figure in figures.target_figures("mnist", [SCRATCH, slow_once], [], histories)]
+    assert not any("per_second" in name for name in names) and "time_per_epoch_mnist" in names
+
+
 def test_figures_drawn_in_forked_processes_are_the_bytes_drawn_here(monkeypatch: pytest.MonkeyPatch) -> None:
     results = [replace(REUSE, variant=f"v{i}") for i in range(3)]
     histories = {r.variant: pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.6], "elapsed": [0.1, 0.2]}) for r in results}
@@ -362,7 +379,7 @@ def test_stage_builds_the_report_from_hand_made_results(stage, tmp_path: Path) -
     assert "**Label budget:** every sweep point has unconverged runs (scratch at 3), so the sweep supports no claim." in markdown
     assert "](" not in page and 'href="http://127.0.0.1:5000/#/experiments/1/runs/scratch0123456789abcdef?workflowType=machine_learning"' in page
     assert [figure.name for figure in report.figures] == [
-        "gain_over_scratch_mnist", "tuning_mnist", "val_accuracy_per_second_mnist", "val_accuracy_per_epoch_mnist", "accuracy_mnist",
+        "gain_over_scratch_mnist", "tuning_mnist", "val_accuracy_per_epoch_mnist", "accuracy_mnist",
         "time_per_epoch_mnist", "sweep_label_budget"]
     assert all(figure.png.startswith(b"\x89PNG") for figure in report.figures)
     assert curves[0] == {"epoch": 1, "series": "reuse5", "target": "mnist", "val_accuracy": 0.51, "elapsed": 0.01}

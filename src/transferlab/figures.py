@@ -1,8 +1,10 @@
 """The report's figures as PNG bytes (matplotlib, Agg): readable with 20+ variants, validation never called test.
 
-Per-epoch and per-second curves are small multiples by strategy (split by init source when a
-strategy has many variants), at most four curves a panel, each with the scratch baseline drawn
-grey for reference on a shared accuracy axis.
+Per-epoch curves are small multiples by strategy (split by init source when a strategy has many
+variants), at most four curves a panel, each with the scratch baseline drawn grey for reference on
+a shared accuracy axis. There is no curve against seconds: on a monotone time axis (epoch × the
+variant's median seconds per epoch) it is the per-epoch curve stretched by one constant per variant,
+so each legend entry names that constant instead and `time_bars` draws it.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from transferlab import rules  # noqa: E402
+from transferlab import rules, speed  # noqa: E402
 from transferlab.config import BUILTIN_INIT  # noqa: E402
 from transferlab.reporting import Figure  # noqa: E402
 from transferlab.results import VariantResult  # noqa: E402
@@ -68,22 +70,23 @@ def _label(result: VariantResult) -> str:
     return result.variant + ("" if result.converged else UNCONVERGED)
 
 
+
 def target_figures(target: str, ranked: Sequence[VariantResult], not_ranked: Sequence[VariantResult],
                    histories: Mapping[str, pd.DataFrame]) -> list[Figure]:
-    """A target's five figures: tuning grid, validation accuracy over time and per epoch, test accuracy, time per epoch."""
+    """A target's four figures: tuning grid, validation accuracy per epoch, test accuracy, time per epoch."""
     where = f"{target}, mean over repetitions still running"
     figures = [
         (f"tuning_{target}",
          f"Validation accuracy at every grid setting ({target}, mean over repetitions; ×k: chosen in k repetitions)",
          tuning_heatmap, (ranked, not_ranked, f"target {target}: tuning grid")),
-        (f"val_accuracy_per_second_{target}", f"Validation accuracy against cumulative training seconds ({where})",
-         curve_panels, (ranked, histories, "elapsed", "training seconds", f"target {target}: validation accuracy over time")),
         (f"val_accuracy_per_epoch_{target}",
-         f"Validation accuracy per epoch, small multiples by strategy and init source ({where})",
-         curve_panels, (ranked, histories, "epoch", "epoch", f"target {target}: validation accuracy per epoch")),
+         f"Validation accuracy per epoch, small multiples by strategy and init source ({where}); each legend entry gives"
+         " the variant's median milliseconds per epoch, so epoch × that is its training time",
+         curve_panels, (ranked, histories, "epoch", "epoch (× the legend's ms per epoch = training time)",
+                       f"target {target}: validation accuracy per epoch")),
         (f"accuracy_{target}", f"Final test accuracy with 95% CI ({target}; hatched: unconverged)",
          accuracy_bars, (ranked, f"target {target}: test accuracy")),
-        (f"time_per_epoch_{target}", f"Training time per epoch ({target})", time_bars, (ranked, f"target {target}: time per epoch")),
+        (f"time_per_epoch_{target}", f"Training time per epoch ({target}, median over repetitions)", time_bars, (ranked, f"target {target}: time per epoch")),
     ]
     images = rendered([(function, args) for _, _, function, args in figures])
     return [Figure(name, caption, image) for (name, caption, _, _), image in zip(figures, images, strict=True)]
@@ -137,7 +140,8 @@ def panels(results: Sequence[VariantResult], most: int = MAX_CURVES) -> list[tup
 
 def curve_panels(results: Sequence[VariantResult], histories: Mapping[str, pd.DataFrame], x: str, xlabel: str,
                  title: str) -> bytes:
-    """Validation accuracy against `x` (a history column: `epoch` or `elapsed`), small multiples from `panels`.
+    """Validation accuracy against `x` (a history column, `epoch`), small multiples from `panels`; each legend entry
+    names the variant's median milliseconds per epoch (`speed.epoch_cost`), what turns its epochs into training time.
 
     Each panel draws at most `MAX_CURVES` variants plus the scratch baseline in grey, on its own x range
     (a frozen variant's 250 epochs would squeeze a fine-tuned one's 20 into a sliver) and a shared y axis."""
@@ -149,11 +153,12 @@ def curve_panels(results: Sequence[VariantResult], histories: Mapping[str, pd.Da
     for ax, (name, members) in zip(axes.flat, chosen, strict=False):
         if baseline is not None and baseline not in members:
             frame = histories[baseline.variant]
-            ax.plot(frame[x], 100 * frame["val_accuracy"], color="#aaaaaa", linewidth=1.2, label=f"{baseline.variant} (baseline)")
+            ax.plot(frame[x], 100 * frame["val_accuracy"], color="#aaaaaa", linewidth=1.2,
+                    label=f"{baseline.variant} (baseline) · {1000 * speed.epoch_cost(baseline):.1f} ms")
         for i, result in enumerate(members):
             frame = histories[result.variant]
             origin = "" if result.init_from == BUILTIN_INIT else f" ({result.init_from})"
-            ax.plot(frame[x], 100 * frame["val_accuracy"], linewidth=1.4, label=_label(result) + origin,
+            ax.plot(frame[x], 100 * frame["val_accuracy"], linewidth=1.4, label=f"{_label(result)}{origin} · {1000 * speed.epoch_cost(result):.1f} ms",
                     color=plt.cm.tab10.colors[i])
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
@@ -197,11 +202,12 @@ def strategy_legend(ax: plt.Axes, strategies: Sequence[str], **where: Any) -> No
 
 
 def time_bars(results: Sequence[VariantResult], title: str) -> bytes:
-    ordered = sorted(results, key=lambda r: r.mean("seconds_per_epoch"))
+    """Each variant's cost of an epoch, the median over repetitions (`speed.epoch_cost`, as the speed verdicts use it)."""
+    ordered = sorted(results, key=speed.epoch_cost)
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.3))
-    ax.barh([_label(r) for r in ordered], [1000 * r.mean("seconds_per_epoch") for r in ordered],
+    ax.barh([_label(r) for r in ordered], [1000 * speed.epoch_cost(r) for r in ordered],
             color=[STRATEGY_COLORS.get(r.strategy, "#4c72b0") for r in ordered])
-    ax.set(xlabel="milliseconds per training epoch (one core), mean over repetitions", title=title)
+    ax.set(xlabel="milliseconds per training epoch (one core), median over repetitions", title=title)
     strategy_legend(ax, [r.strategy for r in ordered], loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     return png(fig)
