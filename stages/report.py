@@ -254,7 +254,9 @@ def main(argv: list[str]) -> None:
         written = reporting.write(report, paths.REPORTS / "comparison.md", paths.REPORTS / "comparison.html")
         artifacts.write_json(paths.CONCLUSIONS, conclusions)
         artifacts.write_rows(paths.REPORTS / "accuracy_per_epoch.csv", curves)
-        tracking.log_files([*written, paths.CONCLUSIONS], artifact_path="report")
+        pages = [path for path in written if path.suffix != ".png"]
+        tracking.log_files([*pages, paths.CONCLUSIONS], artifact_path="report")
+        tracking.log_files([path for path in written if path not in pages], artifact_path="report/figures")  # as the pages link them
     bests = "; ".join(f"{target}: {verdicts.best_claimable(ranking)}" for target, ranking in rankings.items())
     print(f"report: {sum(len(r.ranked) + len(r.not_ranked) for r in rankings.values())} variants (highest mean, converged: {bests};"
           " what is significant is in the report)"

@@ -254,8 +254,10 @@ def test_html_renders_markdown_links_and_bold_and_keeps_tables_in_a_scroll_box()
     assert "<strong>What this run shows.</strong> <code>k = 2</code> beats <em>scratch</em>" in page
     parser = Links()
     parser.feed(page)
-    assert parser.hrefs == ["https://example.org/a?b=1&c=2", "http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789?workflowType=machine_learning"]
+    assert parser.hrefs == ["https://example.org/a?b=1&c=2", "http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789?workflowType=machine_learning",
+                            "figures/f.png", "figures/f.png"]  # a figure enlarges on click: the image and its caption link its PNG
     assert parser.images == ["data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()]
+    assert '<a href="figures/f.png" title="open at full size"><img alt="a figure"' in page
     assert '<div class="table-wrap"><table class="results">' in page and ".table-wrap{max-width:100%;overflow-x:auto" in page
     assert "[abcdef01](http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789?workflowType=machine_learning) |" in report.markdown("figures")
     assert reporting.ui_address("sqlite:////tmp/mlflow.db") == reporting.ui_address(None) == "http://127.0.0.1:5000"

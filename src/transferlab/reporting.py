@@ -64,7 +64,9 @@ class Report:
                 out += [f"![{value.caption}]({figure_dir}/{value.name}.png)", "", f"*{value.caption}*", ""]
         return "\n".join(out)
 
-    def html(self) -> str:
+    def html(self, figure_dir: str = "figures") -> str:
+        """The page, figures inline; each figure links to its full-size PNG in `figure_dir` (what `write` puts there),
+        so a click (or a tap on a phone) opens it at full size to zoom."""
         body = [f"<h1>{inline_html(self.title)}</h1>"]
         for kind, value in self.blocks:
             if kind.startswith("h"):
@@ -75,9 +77,11 @@ class Report:
                 body.append(html_table(value))
             else:
                 data = base64.b64encode(value.png).decode()
+                full = html.escape(f"{figure_dir}/{value.name}.png")
                 body.append(
-                    f'<figure><img alt="{html.escape(value.caption)}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{inline_html(value.caption)}</figcaption></figure>"
+                    f'<figure><a href="{full}" title="open at full size"><img alt="{html.escape(value.caption)}"'
+                    f' src="data:image/png;base64,{data}"></a>'
+                    f"<figcaption>{inline_html(value.caption)} (<a href=\"{full}\">full size</a>)</figcaption></figure>"
                 )
         return (
             f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
@@ -97,7 +101,8 @@ STYLE = (
     "table.results td:first-child{text-align:left;font-weight:600}"
     "table.results td:first-child,table.results th:first-child{position:sticky;left:0;background:#fff;z-index:1}"
     "table.results th:first-child{background:#f4f4f4}"
-    "img{max-width:100%;height:auto}figure{margin:1.2em 0}figcaption{color:#555;font-size:0.9em}"
+    "img{max-width:100%;height:auto}figure{margin:1.2em 0}figure>a{display:block;cursor:zoom-in}"
+    "figcaption{color:#555;font-size:0.9em}"
     "code{background:#f4f4f4;padding:0 3px;border-radius:3px}a{color:#1f5fa8}"
 )
 
@@ -242,7 +247,7 @@ def write(report: Report, markdown_path: Path, html_path: Path) -> list[Path]:
         written.append(path)
     for stale in set(figure_dir.glob("*.png")) - set(written):  # a figure this report no longer draws
         stale.unlink()
-    for path, text in ((markdown_path, report.markdown("figures")), (html_path, report.html())):
+    for path, text in ((markdown_path, report.markdown("figures")), (html_path, report.html("figures"))):
         with atomic_path(path) as tmp:
             tmp.write_text(text)
         written.append(path)
