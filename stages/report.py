@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import (artifacts, families, figures, inference, machine, original_note, paths, protocol, recommendation,
+from transferlab import (artifacts, changes, families, figures, inference, machine, original_note, paths, protocol, recommendation,
                          reporting, speed, statistics, sweep_results, sweep_verdicts, tables, tracking, verdicts)
 from transferlab.cli import run_main
 from transferlab.config import Params, ShiftSpec, load_params
@@ -243,6 +243,7 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
     if imported := [*params.zoo, *params.model_files]:
         report.heading("Models from the zoo and other frameworks")
         report.table(tables.imported({name: read_entry(name) for name in imported}))
+    changes.section(report, results)  # against the git history, so in the report only, never in the conclusions
     return report, rankings, curves, conclusions
 
 

@@ -316,6 +316,7 @@ def stage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """The report stage module, importable in-process, working in an empty project folder."""
     monkeypatch.syspath_prepend(str(ROOT))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repository around it, wherever TMPDIR is
     sys.modules.pop("stages.report", None)
     from stages import report
 
@@ -386,3 +387,7 @@ def test_stage_builds_the_report_from_hand_made_results(stage, tmp_path: Path) -
     assert all(figure.png.startswith(b"\x89PNG") for figure in report.figures)
     assert curves[0] == {"epoch": 1, "series": "reuse5", "target": "mnist", "val_accuracy": 0.51, "elapsed": 0.01}
     assert "test_accuracy" not in curves[0] and verdicts.best_claimable(rankings["mnist"]) == "reuse5 86.3 %"
+    # what changed since the last commit closes the report (here: no repository) and stays out of the conclusions
+    assert markdown.rstrip().endswith("## What changed since the previous committed run\n\n"
+                                      "No previous run to compare with: git or its commit `HEAD` is not available here.")
+    assert "changed" not in json.dumps(conclusions) and "HEAD" not in json.dumps(conclusions)
