@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
+import subprocess
 import re
 import sys
 from dataclasses import replace
@@ -343,7 +345,9 @@ def test_stage_reads_only_this_versions_files_and_names_the_bad_one(stage, tmp_p
         sweep_results.load_rows(tmp_path / "rows.csv")
 
 
-def test_stage_builds_the_report_from_hand_made_results(stage, tmp_path: Path) -> None:
+@pytest.fixture()
+def hand_made(stage, tmp_path: Path):
+    """A project folder holding what the report reads, written by hand: four variants, a source, a label-budget sweep."""
     raw = tiny_params()
     raw["variants"] = {name: {"strategy": strategy, "init_from": "source", "target": "mnist", "reuse_layers": 3,
                               "frozen_layers": 2 if strategy in ("freeze", "cache") else 0}
@@ -360,6 +364,11 @@ def test_stage_builds_the_report_from_hand_made_results(stage, tmp_path: Path) -
         {**row, "best_epoch": 4, "epochs_run": 4, "stop_reason": "max_epochs", "setting": "sgd 0.05"} for row in rows])
     artifacts.write_rows(tmp_path / "plots/sweeps/label_budget.csv", sweeps.summarize_rows(rows))
     artifacts.write_json(tmp_path / "runs/sweeps/label_budget.json", {"budget": {**BUDGET, "max_epochs": 4}})
+    return stage
+
+
+def test_stage_builds_the_report_from_hand_made_results(hand_made) -> None:
+    stage = hand_made
     params = stage.load_params(Path("params.yaml"))
     report, rankings, curves, conclusions = stage.build(params, "http://127.0.0.1:5000")
     markdown, page = report.markdown("figures"), report.html()
@@ -391,3 +400,52 @@ def test_stage_builds_the_report_from_hand_made_results(stage, tmp_path: Path) -
     assert markdown.rstrip().endswith("## What changed since the previous committed run\n\n"
                                       "No previous run to compare with: git or its commit `HEAD` is not available here.")
     assert "changed" not in json.dumps(conclusions) and "HEAD" not in json.dumps(conclusions)
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it when missing)
+# Walks the laid-out report once it has loaded and posts what it found to the page framing it: the right edge of
+# every element outside the tables' own scroll boxes, and where the answer, the forest plot and the first table begin.
+PROBE = """<script>addEventListener("load", () => {
+  let right = 0, widest = "";
+  for (const element of document.body.querySelectorAll("*")) {
+    if (element.parentElement.closest(".table-wrap")) continue;  // inside a table's own scroll box
+    const box = element.getBoundingClientRect();
+    if (box.right > right) { right = box.right; widest = element.tagName + "." + element.className; }
+  }
+  const top = (element) => element ? element.getBoundingClientRect().top + scrollY : null;
+  const answer = [...document.querySelectorAll("h2")].find((h) => h.textContent === "The answer");
+  parent.postMessage(JSON.stringify({right, widest, page: document.documentElement.scrollWidth,
+    screen: document.documentElement.clientWidth, answer: top(answer), table: top(document.querySelector("table")),
+    forest: top(document.querySelector("img[alt^='Each variant']"))}), "*");
+});</script>"""
+# A desktop Chromium window is never narrower than 500 px, so the phone's 400 px screen is a frame of that width;
+# --dump-dom prints the framing page, whose title the probe's message becomes.
+FRAME = ('<!DOCTYPE html><html><head><title>no message</title><style>body{{margin:0}}iframe{{border:0}}</style></head><body>'
+         '<iframe src="{src}" width="{width}" height="{height}"></iframe>'
+         '<script>addEventListener("message", (event) => {{ document.title = event.data; }});</script></body></html>')
+
+
+def in_chromium(page: Path, width: int, height: int = 800) -> dict[str, Any]:
+    """What PROBE measured on `page` in headless Chromium, in a `width` × `height` CSS-pixel viewport."""
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)"
+    probed = page.with_name(f"probed_{width}.html")
+    probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    frame = page.with_name(f"frame_{width}.html")
+    frame.write_text(FRAME.format(src=probed.name, width=width, height=height))
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={page.parent / 'profile'}",
+                           f"--window-size={max(width, 500) + 40},{height + 40}", "--virtual-time-budget=5000", "--dump-dom",
+                           frame.as_uri()], capture_output=True, text=True, timeout=120)
+    title = re.search(r"<title>(.*?)</title>", done.stdout, re.S)
+    assert done.returncode == 0 and title and title.group(1) != "no message", done.stderr[-2000:]
+    return json.loads(html.unescape(title.group(1)))
+
+
+def test_in_a_browser_nothing_but_a_table_scrolls_sideways_on_a_phone_and_the_answer_comes_first(hand_made, tmp_path: Path) -> None:
+    report, *_ = hand_made.build(hand_made.load_params(Path("params.yaml")), "http://127.0.0.1:5000")
+    reporting.write(report, tmp_path / "reports/comparison.md", tmp_path / "reports/comparison.html")
+    phone = in_chromium(tmp_path / "reports/comparison.html", 400)
+    assert 370 <= phone["screen"] <= 400 and phone["page"] == phone["screen"], phone  # the page never scrolls sideways
+    assert phone["right"] <= phone["screen"], phone
+    desk = in_chromium(tmp_path / "reports/comparison.html", 1280)
+    assert desk["answer"] < desk["forest"] < desk["table"], desk  # the answer and its forest plot before any table
+    assert desk["answer"] < 800, desk  # on the first screen
