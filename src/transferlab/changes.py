@@ -52,7 +52,7 @@ def commit_of(ref: str = "HEAD", repo: Path = Path(".")) -> Commit | None:
 
 def committed_metrics(ref: str, variant: str, repo: Path = Path(".")) -> dict[str, Any] | None:
     """The variant's metrics file as committed at `ref`, or None where that commit has none (or holds no JSON)."""
-    text = _git("show", f"{ref}:./{paths.variant_metrics(variant).as_posix()}", repo=repo)
+    text = _git("show", f"{ref}:{paths.variant_metrics(variant).as_posix()}", repo=repo)  # paths are the repository root's
     try:
         return json.loads(text) if text is not None else None
     except ValueError:
@@ -61,7 +61,7 @@ def committed_metrics(ref: str, variant: str, repo: Path = Path(".")) -> dict[st
 
 def committed_variants(ref: str, repo: Path = Path(".")) -> list[str]:
     """The variants whose metrics files the commit holds."""
-    listed = _git("ls-tree", "--name-only", f"{ref}:./{paths.variant_metrics('x').parent.as_posix()}", repo=repo) or ""
+    listed = _git("ls-tree", "--name-only", f"{ref}:{paths.variant_metrics('x').parent.as_posix()}", repo=repo) or ""
     return [Path(name).stem for name in listed.split() if name.endswith(".json")]
 
 
@@ -108,7 +108,9 @@ def section(report: reporting.Report, results: Sequence[VariantResult], ref: str
                          f" to the report's 0.1 point.")
         return
     shown = [name for key, name in SETS if any(row[name] != (None, None) for row in rows)]
-    report.paragraph(f"Against {against}: {len(rows)} variant(s) moved by at least {100 * MOVED:.2f} points on a test set"
+    moved = (f"{len(rows)} variant(s) moved by at least {100 * MOVED:.2f} points on a test set" if rows
+             else "no variant's test or shifted accuracy moved")
+    report.paragraph(f"Against {against}: {moved}"
                      + (f"; new since then: {', '.join(new)}" if new else "")
                      + (f"; no longer in this run: {', '.join(gone)}" if gone else "") + ".")
     if rows:
