@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from transferlab import artifacts, data, paths, tracking
+from transferlab import artifacts, data, datafiles, images, paths, tracking
 from transferlab.cli import run_main
 from transferlab.config import (BUILTIN_INIT, ModelFile, Params, RegistryEntry, SklearnMlpEntry, default_source, load_params,
                                 stage_entry)
@@ -63,7 +63,7 @@ def import_model(entry: RegistryEntry | SklearnMlpEntry | ModelFile, source: dic
             shutil.copyfile(entry.path, tmp)
         return {"source": entry.path}
     # before np.load inflates it (validate checked it too, but the file may have changed since)
-    data.check_npz_cap(Path(entry.path), data.Cap(entry.max_array_mb * 10**6, f"model_files.{dest.stem}.max_array_mb"))
+    datafiles.check_npz_cap(Path(entry.path), datafiles.Cap(entry.max_array_mb * 10**6, f"model_files.{dest.stem}.max_array_mb"))
     artifacts.save_with(dest, zoo.from_npz(Path(entry.path), entry.name_map or None, entry.activation).save)
     return {"source": entry.path}
 
@@ -100,8 +100,10 @@ def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
     section, name = stage_entry(argv, params, "zoo", "model_files", usage="python -m stages.import_model <zoo or model_files entry>")
     key, entry = f"{section}.{name}", getattr(params, section)[name]
-    source = data.load_npz(paths.source_data(BUILTIN_INIT), ("x_train", "y_train", "x_test", "y_test"))
+    source = datafiles.load_npz(paths.source_data(BUILTIN_INIT), ("x_train", "y_train", "x_test", "y_test"))
     data.check_images(source, paths.source_data(BUILTIN_INIT), n_classes=len(default_source(params, key).data.classes))
+    # imported networks are flat Dense stacks (scikit-learn, weight files): they read images as vectors
+    source = {k: images.flat(v) if k.startswith("x_") else v for k, v in source.items()}
     tags = {"stage": f"{key.split('.')[0]}@{name}", "variant": name, "strategy": "import",
             "init_from": getattr(entry, "uri", None) or getattr(entry, "path", None) or getattr(entry, "kind", "")}
     with tracking.stage_run(params.mlflow.experiment, name, tags, {key: entry.model_dump()}) as run_ids:

@@ -7,7 +7,7 @@ mnist_idx, keras; `split: seeded` re-splits), else a seeded stratified split. No
 """
 from __future__ import annotations
 
-from transferlab import data, paths, tasks
+from transferlab import datafiles, paths, tasks
 from transferlab.cli import run_main
 from transferlab.config import load_params, stage_entry
 
@@ -17,10 +17,11 @@ def main(argv: list[str]) -> None:
     _, name = stage_entry(argv, params, "sources", usage="python -m stages.prepare_source <source name>")
     spec = params.sources[name]
     split = tasks.source_arrays(name, spec)
-    data.save_npz(paths.source_data(name), **split)
+    datafiles.save_npz(paths.source_data(name), **split)
     how = "official" if spec.data.official else f"seeded, test_fraction {spec.data.test_fraction:g}"
-    print(f"source {name}: {len(split['y_train'])} train / {len(split['y_test'])} test images ({how} split)"
-          f" of classes {spec.data.classes}")
+    height, width, channels = split["x_test"].shape[1:]
+    print(f"source {name}: {len(split['y_train'])} train / {len(split['y_test'])} test images, {height}x{width}x{channels}"
+          f" ({how} split) of classes {spec.data.classes}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from transferlab import artifacts, data, paths, tracking, zoo_registry
+from transferlab import artifacts, data, datafiles, images, paths, tracking, zoo_registry
 from transferlab.cli import run_main
 from transferlab.config import BUILTIN_INIT, PretrainSpec, load_params, stage_entry
 from transferlab.errors import DataError
@@ -24,9 +24,13 @@ STAGE = "pretrain"
 
 
 def unlabelled_pool(source: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> np.ndarray:
-    """Source train and test images and the target pool, labels dropped; checked disjoint from the target test set."""
-    pool = np.concatenate([source["x_train"], source["x_test"], target["x_pool"]])
-    test_rows = {row.tobytes() for row in target["x_test"]}
+    """Source train and test images and the target pool, labels dropped, flattened (the pretraining methods read
+    vectors); checked disjoint from the target test set."""
+    if source["x_train"].shape[1:] != target["x_pool"].shape[1:]:
+        raise DataError(f"unlabelled pool: source images are {source['x_train'].shape[1:]} but the target's"
+                        f" {target['x_pool'].shape[1:]}; set the target's image_size and channels to the source's")
+    pool = images.flat(np.concatenate([source["x_train"], source["x_test"], target["x_pool"]]))
+    test_rows = {row.tobytes() for row in images.flat(target["x_test"])}
     if any(row.tobytes() in test_rows for row in pool):
         raise DataError("unlabelled pool: contains a target test image (is the target split overlapping its pool?)")
     return pool
@@ -64,8 +68,8 @@ def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
     _, name = stage_entry(argv, params, "pretrain", usage="python -m stages.pretrain <pretrain entry>")
     spec = params.pretrain[name]
-    source = data.load_npz(paths.source_data(BUILTIN_INIT), ("x_train", "x_test"))
-    target = data.load_npz(paths.target_data(spec.target), ("x_pool", "x_test"))
+    source = datafiles.load_npz(paths.source_data(BUILTIN_INIT), ("x_train", "x_test"))
+    target = datafiles.load_npz(paths.target_data(spec.target), ("x_pool", "x_test"))
     data.check_images(source, paths.source_data(BUILTIN_INIT))
     data.check_images(target, paths.target_data(spec.target))
     pool = unlabelled_pool(source, target)

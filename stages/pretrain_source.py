@@ -10,7 +10,7 @@ only runs/, which no stage depends on, so nothing downstream reruns, not even th
 """
 from __future__ import annotations
 
-from transferlab import artifacts, data, paths, tracking, zoo_registry
+from transferlab import artifacts, data, datafiles, paths, tracking, zoo_registry
 from transferlab.cli import run_main
 from transferlab.config import load_params, stage_entry
 
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
     _, name = stage_entry(argv, params, "sources", usage="python -m stages.pretrain_source <source name>")
     spec = params.sources[name]
-    arrays = data.load_npz(paths.source_data(name), ("x_train", "y_train", "x_test", "y_test"))
+    arrays = datafiles.load_npz(paths.source_data(name), ("x_train", "y_train", "x_test", "y_test"))
     data.check_images(arrays, paths.source_data(name), n_classes=len(spec.data.classes))
     from transferlab import networks, training  # TensorFlow starts only once the inputs are known to be good
 
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
     description = (f"Source network `{name}`: {'-'.join(map(str, spec.network.hidden_units))} {spec.network.activation} "
                    f"units on classes {spec.data.classes}; variants copy its layers. Its model is in the Models tab.")
     with tracking.stage_run(params.mlflow.experiment, name, tags, {"source": spec.model_dump()}, description) as run_ids:
-        model = networks.build(arrays["x_train"].shape[1], layers, spec.network.initializer, spec.train.seed)
+        model = networks.build(arrays["x_train"].shape[1:], layers, spec.network.initializer, spec.train.seed)
         x, y, validation = arrays["x_train"], arrays["y_train"], None
         if spec.train.patience is not None:  # early stopping on a held-out share of the source training images
             kept, held = data.holdout_rows(len(y), spec.train.validation_fraction, spec.train.seed, labels=y)

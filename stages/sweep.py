@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
     init_models = {}
     for init_from in dict.fromkeys(point.variant.init_from for point in points):
         init_models[init_from] = zoo.load_keras(paths.init_model(init_from))
-        data.check_input_size(arrays, int(init_models[init_from].input_shape[-1]), init_from, spec.target)
+        data.check_input_size(arrays, init_models[init_from].input_shape, init_from, spec.target)
     tags = {"stage": f"{STAGE}_{name}", "sweep": name, "variant": f"{STAGE}_{name}", "strategy": STAGE,
             "init_from": ",".join(init_models), "target": spec.target, "data_fingerprint": data.fingerprint(*arrays.values())}
     logged: dict[str, Any] = {"sweep": spec.model_dump(), "transfer": params.transfer.model_dump(), "target": target.model_dump()}

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
     from transferlab import strategies, zoo, zoo_registry  # TensorFlow starts only once the inputs are known to be good
 
     init_model = zoo.load_keras(paths.init_model(variant.init_from))
-    data.check_input_size(arrays, int(init_model.input_shape[-1]), variant.init_from, variant.target)
+    data.check_input_size(arrays, init_model.input_shape, variant.init_from, variant.target)
     tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": variant.strategy, "init_from": variant.init_from,
             "target": variant.target, "data_fingerprint": data.fingerprint(*arrays.values())}
     logged = {"variant": variant.model_dump(), "protocol": protocol.model_dump(), "transfer": params.transfer.model_dump(),

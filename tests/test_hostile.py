@@ -153,8 +153,8 @@ def test_cli_scrubs_any_error_it_prints(capsys: pytest.CaptureFixture) -> None:
 def test_stray_label_in_a_5_class_pool_is_not_called_6_classes(tmp_path: Path) -> None:
     y = np.repeat(np.arange(5), 4)
     y[3] = 7
-    arrays = {"x_pool": np.zeros((20, 784), np.float32), "y_pool": y,
-              "x_test": np.zeros((5, 784), np.float32), "y_test": np.arange(5)}
+    arrays = {"x_pool": np.zeros((20, 28, 28, 1), np.float32), "y_pool": y,
+              "x_test": np.zeros((5, 28, 28, 1), np.float32), "y_test": np.arange(5)}
     with pytest.raises(DataError) as unnamed:
         check_images(arrays, tmp_path / "t.npz")
     assert "6 classes" not in str(unnamed.value) and "label 7" in str(unnamed.value), unnamed.value
@@ -272,14 +272,14 @@ def test_symlink_inside_data_raw_is_followed(workdir: Path) -> None:
 
 @pytest.mark.parametrize("reader", ["npz", "idx"])
 def test_loaders_refuse_a_fifo_without_blocking(tmp_path: Path, no_hang: None, reader: str) -> None:
-    from transferlab import data
+    from transferlab import datafiles
 
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(DataError, match=r"pipe: not a regular file \(a FIFO\)"):
         if reader == "npz":
-            data.load_npz(tmp_path / "pipe", ("x_train",))
+            datafiles.load_npz(tmp_path / "pipe", ("x_train",))
         else:
-            data._read_idx(tmp_path / "pipe")
+            datafiles.read_idx(tmp_path / "pipe")
 
 
 def test_validate_refuses_a_fifo_model_file(workdir: Path, capsys: pytest.CaptureFixture, no_hang: None) -> None:
@@ -334,12 +334,12 @@ def test_npz_bomb_over_a_stated_cap_is_refused_in_validate(workdir: Path, capsys
 
 
 def test_idx_header_claiming_terabytes_is_refused_before_reading(tmp_path: Path) -> None:
-    from transferlab import data
+    from transferlab import datafiles
 
     with gzip.open(tmp_path / "x.gz", "wb") as handle:
         handle.write(b"\x00\x00\x08\x03" + (10**9).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
     with pytest.raises(DataError, match=r"x.gz: .*\(1000000000, 28, 28\).*over .*max_array_mb 512"):
-        data._read_idx(tmp_path / "x.gz", data.Cap(512 * 10**6, "sources.source.data.max_array_mb"))
+        datafiles.read_idx(tmp_path / "x.gz", datafiles.Cap(512 * 10**6, "sources.source.data.max_array_mb"))
 
 
 def test_max_array_mb_is_a_positive_param() -> None:

@@ -17,7 +17,7 @@ import yaml
 
 from conftest import ROOT, run
 from test_sweeps import source_model, sweep_params, target_arrays
-from transferlab import artifacts, data, figures, networks, repetitions, statistics, sweep_results, sweep_verdicts, sweeps
+from transferlab import artifacts, data, datafiles, figures, networks, repetitions, statistics, sweep_results, sweep_verdicts, sweeps
 from transferlab.config import parse_params
 from transferlab.errors import ConfigError, ModelError
 
@@ -81,7 +81,7 @@ def test_selffer_network_is_trained_on_the_repetitions_training_images_only(sett
         # every image but repetition r's labelled training images is noise (validation, the rest of the pool, test)
         others = np.setdiff1d(np.arange(len(arrays["y_pool"])), train)
         noisy = {**arrays, "x_pool": arrays["x_pool"].copy(), "x_test": rng.uniform(size=arrays["x_test"].shape).astype(np.float32)}
-        noisy["x_pool"][others] = rng.uniform(size=(len(others), arrays["x_pool"].shape[1]))
+        noisy["x_pool"][others] = rng.uniform(size=(len(others), *arrays["x_pool"].shape[1:]))
         again = strategies.race(point.variant, models["source"], params.network_for("source"), point.protocol, noisy,
                                 point.labels_per_class, plan)
         assert [np.array_equal(a, b) for a, b in zip(again.models[r].get_weights(), outcome.models[r].get_weights(), strict=True)] \
@@ -186,7 +186,7 @@ def test_sweep_stage_writes_selffer_rows_the_report_reads(tmp_path: Path, monkey
     (tmp_path / "stages").mkdir()
     for name in ("__init__.py", "sweep.py"):
         (tmp_path / "stages" / name).write_bytes((ROOT / "stages" / name).read_bytes())
-    data.save_npz(tmp_path / "data/prepared/target_mnist.npz", **target_arrays())
+    datafiles.save_npz(tmp_path / "data/prepared/target_mnist.npz", **target_arrays())
     artifacts.save_with(tmp_path / "models/source.keras", source_model().save)
     result = run([sys.executable, "-m", "stages.sweep", "transferability"], tmp_path)
     assert "sweep_transferability: 8 points x 2 seed(s)" in result.stdout

