@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/python -m transferlab.warm -- $(BIN)/dvc repro  # stages fork from one process that imported TensorFlow and MLflow
+	$(BIN)/python -m transferlab.launch.warm -- $(BIN)/dvc repro  # stages fork from one process that imported TensorFlow and MLflow
 	@echo
 	@echo "Report:       reports/comparison.md and reports/comparison.html"
 	@echo "Metrics:      dvc metrics show"
@@ -40,14 +40,14 @@ ui: $(STAMP)
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 verify: $(STAMP)  # rebuild (a fresh clone rebuilds everything), then fail if the committed run does not reproduce (bits on its platform, conclusions elsewhere)
-	$(BIN)/python -m transferlab.warm -- $(BIN)/dvc repro $(REPRO_FLAGS)  # as `make run` does
-	$(BIN)/python -m transferlab.verify
+	$(BIN)/python -m transferlab.launch.warm -- $(BIN)/dvc repro $(REPRO_FLAGS)  # as `make run` does
+	$(BIN)/python -m transferlab.tools.verify
 
-server: $(STAMP)  # MLflow on a local PostgreSQL cluster, both on 127.0.0.1 (src/transferlab/server.py)
-	$(BIN)/python -m transferlab.server start --dir $(SERVER_DIR) --port $(SERVER_PORT) --pg-port $(PG_PORT)
+server: $(STAMP)  # MLflow on a local PostgreSQL cluster, both on 127.0.0.1 (src/transferlab/tools/server.py)
+	$(BIN)/python -m transferlab.tools.server start --dir $(SERVER_DIR) --port $(SERVER_PORT) --pg-port $(PG_PORT)
 
 server-stop: $(STAMP)
-	$(BIN)/python -m transferlab.server stop --dir $(SERVER_DIR)
+	$(BIN)/python -m transferlab.tools.server stop --dir $(SERVER_DIR)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.training_speed

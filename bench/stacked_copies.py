@@ -36,9 +36,9 @@ def matmul_gflops(size: int = 2048, repeats: int = 7) -> float:
     """The machine's float32 matmul rate on every core: measured in a child process, since this one runs
     each TensorFlow op on one thread (transferlab/__init__.py) and would report one core's rate."""
     code = f"from bench.stacked_copies import _matmul_gflops; print(_matmul_gflops({size}, {repeats}))"
-    from transferlab import batched
+    from transferlab.training import engine
 
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(batched.lanes())}
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(engine.lanes())}
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -63,27 +63,29 @@ def weights_per_model() -> int:
 
 
 def solo_ms(epochs: int, optimizer) -> float:
-    from transferlab import networks, training
     from transferlab.config import TrainSpec
+    from transferlab.models import networks
+    from transferlab.training import single
 
     rng = np.random.default_rng(0)
     x, y = rng.random((IMAGES, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, IMAGES)
     model = networks.build(FEATURES, networks.dnn_layers(HIDDEN, "relu", CLASSES), "he_normal", 0)
-    history = training.fit(model, x, y, TrainSpec(epochs=epochs + 1, batch_size=BATCH, optimizer=optimizer, seed=1))
+    history = single.fit(model, x, y, TrainSpec(epochs=epochs + 1, batch_size=BATCH, optimizer=optimizer, seed=1))
     return 1000 * float(np.median([row["seconds"] for row in history.rows[1:]]))
 
 
 def stacked_ms(k: int, epochs: int, optimizer, frozen: int = 0) -> float:
-    from transferlab import batched, networks
-    from transferlab.stopping import StopRule
+    from transferlab.models import networks
+    from transferlab.training import engine
+    from transferlab.training.stopping import StopRule
 
     rng = np.random.default_rng(0)
     x, y = rng.random((IMAGES + 100, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, IMAGES + 100)
     layers = networks.dnn_layers(HIDDEN, "relu", CLASSES)
     models = [networks.build(FEATURES, layers, "he_normal", 0 if frozen else s) for s in range(k)]
-    copies = [batched.Copy(np.arange(IMAGES), np.arange(IMAGES, IMAGES + 100), s, optimizer) for s in range(k)]
-    stack = batched.Copies(models, x, y, copies, BATCH, StopRule(max_epochs=epochs + 1, patience=None))
-    trained = [layer.name for layer in batched.dense_layers(models[0])][frozen:]
+    copies = [engine.Copy(np.arange(IMAGES), np.arange(IMAGES, IMAGES + 100), s, optimizer) for s in range(k)]
+    stack = engine.Copies(models, x, y, copies, BATCH, StopRule(max_epochs=epochs + 1, patience=None))
+    trained = [layer.name for layer in engine.dense_layers(models[0])][frozen:]
     stack.train(trained)
     return 1000 * float(np.median([row["seconds"] for row in stack.histories[0].rows[1:]]))  # per copy already
 
@@ -93,24 +95,25 @@ def side_by_side_ms(k: int, lanes: int, epochs: int, optimizer) -> tuple[float, 
 
     Returns (wall ms per model-epoch over all stacks, one copy's own `seconds` per epoch in ms).
     """
-    from transferlab import batched, networks
-    from transferlab.stopping import StopRule
+    from transferlab.models import networks
+    from transferlab.training import engine
+    from transferlab.training.stopping import StopRule
 
     rng = np.random.default_rng(0)
     x, y = rng.random((IMAGES + 100, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, IMAGES + 100)
     layers = networks.dnn_layers(HIDDEN, "relu", CLASSES)
 
-    def stack(lane: int) -> batched.Copies:
+    def stack(lane: int) -> engine.Copies:
         models = [networks.build(FEATURES, layers, "he_normal", 100 * lane + s) for s in range(k)]
-        copies = [batched.Copy(np.arange(IMAGES), np.arange(IMAGES, IMAGES + 100), s, optimizer) for s in range(k)]
-        return batched.Copies(models, x, y, copies, BATCH, StopRule(max_epochs=epochs, patience=None))
+        copies = [engine.Copy(np.arange(IMAGES), np.arange(IMAGES, IMAGES + 100), s, optimizer) for s in range(k)]
+        return engine.Copies(models, x, y, copies, BATCH, StopRule(max_epochs=epochs, patience=None))
 
     warm = stack(0)  # traces the shared program and runs its first (optimising) call
-    warm.train([layer.name for layer in batched.dense_layers(warm.models[0])], epochs=1)
+    warm.train([layer.name for layer in engine.dense_layers(warm.models[0])], epochs=1)
     stacks = [stack(lane) for lane in range(lanes)]
-    names = [layer.name for layer in batched.dense_layers(stacks[0].models[0])]
+    names = [layer.name for layer in engine.dense_layers(stacks[0].models[0])]
     start = time.perf_counter()
-    batched.train_concurrently([lambda s=s: s.train(names) for s in stacks], lanes)
+    engine.train_concurrently([lambda s=s: s.train(names) for s in stacks], lanes)
     wall = time.perf_counter() - start
     own = 1000 * float(np.median([row["seconds"] for row in stacks[0].histories[0].rows]))
     return 1000 * wall / (lanes * k * epochs), own
@@ -131,19 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("`training.fit`, one model, SGD", 1, solo_ms(args.epochs, sgd)),
             ("`training.fit`, one model, Adam", 1, solo_ms(args.epochs, adam))]
     for k in args.copies:
-        rows.append((f"`batched.Copies`, {k} copies, SGD", k, stacked_ms(k, args.epochs, sgd)))
+        rows.append((f"`engine.Copies`, {k} copies, SGD", k, stacked_ms(k, args.epochs, sgd)))
     for k in args.copies[-2:]:
-        rows.append((f"`batched.Copies`, {k} copies, Adam", k, stacked_ms(k, args.epochs, adam)))
-    from transferlab import batched
+        rows.append((f"`engine.Copies`, {k} copies, Adam", k, stacked_ms(k, args.epochs, adam)))
+    from transferlab.training import engine
 
-    lanes = batched.lanes()
+    lanes = engine.lanes()
     for k in args.copies[1:3]:
         wall, own = side_by_side_ms(k, lanes, args.epochs, sgd)
         rows.append((f"{lanes} stacks of {k} copies side by side, SGD (wall time over all copies; one copy's own"
                      f" share of its core: {own:.1f} ms)", lanes * k, wall))
     full = list(rows)  # every weight trained: the rows the FLOP limit is for
     k = args.copies[-2]
-    rows.append((f"`batched.Copies`, {k} copies, SGD, hidden1-2 frozen (freeze2; limit is the full network's)", k,
+    rows.append((f"`engine.Copies`, {k} copies, SGD, hidden1-2 frozen (freeze2; limit is the full network's)", k,
                  stacked_ms(k, args.epochs, sgd, frozen=2)))
     gflops_after = matmul_gflops()
     solo = rows[0][2]

@@ -7,7 +7,7 @@ WORKSPACE is a throw-away copy of a checkout where `dvc repro` has run (prepared
 present): each measurement runs the stage's real command (`python -m stages.<module> <entry>`)
 there, against a throw-away MLflow store, and rewrites that stage's outputs (new run ids and
 timings, so the copy's `dvc status` no longer matches its dvc.lock). Cold: a plain process, as `dvc repro` starts
-it. Warm: through a `transferlab.warm` stage server started once. Ray: the sweep with RAY_ADDRESS
+it. Warm: through a `transferlab.launch.warm` stage server started once. Ray: the sweep with RAY_ADDRESS
 naming a head started here with `--num-cpus 2` (2 workers on this machine's 2 cores). Rounds are
 interleaved (cold, warm, cold, warm, …) so a burst of load hits both; medians are quoted.
 """
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from transferlab import warm
+from transferlab.launch import warm
 
 
 def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -88,7 +88,7 @@ def main() -> None:
         f" {os.getloadavg()[0]:.2f}", "",
         "| measurement | wall s (median) | all runs | ratio |", "|---|---:|---|---:|",
         f"| `stages.{module} {entry}`, cold process | {c:.1f} | {' / '.join(f'{t:.1f}' for t in cold)} | 1.00 |",
-        f"| `stages.{module} {entry}`, warm (forked from `transferlab.warm`) | {w:.1f} | {' / '.join(f'{t:.1f}' for t in hot)}"
+        f"| `stages.{module} {entry}`, warm (forked from `transferlab.launch.warm`) | {w:.1f} | {' / '.join(f'{t:.1f}' for t in hot)}"
         f" | {w / c:.2f} |",
         f"| `stages.sweep {args.sweep}`, in-process | {in_process[0]:.1f} | {in_process[0]:.1f} | 1.00 |",
         f"| `stages.sweep {args.sweep}`, Ray head with 2 CPUs | {on_ray[0]:.1f} | {on_ray[0]:.1f} | {on_ray[0] / in_process[0]:.2f} |",

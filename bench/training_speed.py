@@ -72,7 +72,7 @@ def timed_calls(step, repeats: int) -> list[float]:
 
 def _tf_setup():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from transferlab import training
+    from transferlab.training import single as training
 
     training.make_deterministic(SEED)
     return training
@@ -85,7 +85,7 @@ def _train_spec():
 
 
 def _dnn5(seed: int = 0):
-    from transferlab import networks
+    from transferlab.models import networks
 
     return networks.build(INPUTS, networks.dnn_layers(HIDDEN, "relu", CLASSES), "he_normal", seed)
 
@@ -146,10 +146,10 @@ def _variant(strategy: str, frozen: int):
 
 
 def _variant_model(strategy: str, frozen: int):
-    from transferlab import strategies
     from transferlab.config import NetworkSpec
+    from transferlab.training import race
 
-    return strategies.build_variant_network(_variant(strategy, frozen), _dnn5(0), NetworkSpec(), CLASSES, SEED)
+    return race.build_variant_network(_variant(strategy, frozen), _dnn5(0), NetworkSpec(), CLASSES, SEED)
 
 
 def freeze(rows: int, repeats: int, frozen: int) -> dict:
@@ -163,7 +163,7 @@ def freeze(rows: int, repeats: int, frozen: int) -> dict:
 
 def cache(rows: int, repeats: int, frozen: int) -> dict:
     training = _tf_setup()
-    from transferlab import networks
+    from transferlab.models import networks
 
     x, y = make_data(rows)
     lower, upper = networks.split_at(_variant_model("cache", frozen), frozen)

@@ -36,6 +36,6 @@ if missing := _missing():
 
 # Under `make run` a warm stage server holds TensorFlow and MLflow already imported: hand the whole
 # stage over to it now, before the stage module's own imports (MLflow, pandas: seconds) load here.
-from transferlab import warm  # noqa: E402
+from transferlab.launch import warm  # noqa: E402
 
 warm.handover()

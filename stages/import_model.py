@@ -16,11 +16,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from transferlab import artifacts, data, datafiles, images, paths, tracking
-from transferlab.cli import run_main
-from transferlab.config import (BUILTIN_INIT, ModelFile, Params, RegistryEntry, SklearnMlpEntry, default_source, load_params,
-                                stage_entry)
+from transferlab import artifacts, data, paths, tracking
+from transferlab.config import (
+    BUILTIN_INIT,
+    ModelFile,
+    Params,
+    RegistryEntry,
+    SklearnMlpEntry,
+    default_source,
+    load_params,
+    stage_entry,
+)
+from transferlab.data import datafiles, images
 from transferlab.errors import ConfigError
+from transferlab.launch.cli import run_main
 
 RESULTS = ("source_test_accuracy", "sklearn_source_test_accuracy")  # the metrics file; the rest goes to the run record
 
@@ -44,13 +53,13 @@ def train_sklearn_mlp(entry: SklearnMlpEntry, source: dict[str, Any]):
 
 def import_model(entry: RegistryEntry | SklearnMlpEntry | ModelFile, source: dict[str, Any], dest: Path) -> dict[str, Any]:
     """Write the entry's model to `dest` (a `.keras` file); returns what to record about it."""
-    from transferlab import zoo
+    from transferlab.models import zoo
 
     if isinstance(entry, RegistryEntry):
-        from transferlab import zoo_registry
+        from transferlab.tracking import registry
 
         with artifacts.atomic_path(dest) as tmp:
-            zoo_registry.fetch_registered(entry.uri, tmp)
+            registry.fetch_registered(entry.uri, tmp)
             zoo.load_keras(tmp)  # validate before it counts as done; the bytes are kept as registered
         return {"source": entry.uri}
     if isinstance(entry, SklearnMlpEntry):
@@ -70,7 +79,8 @@ def import_model(entry: RegistryEntry | SklearnMlpEntry | ModelFile, source: dic
 
 def describe(dest: Path, source: dict[str, Any]) -> dict[str, Any]:
     """Layers, input size, file hash, and the imported network's own accuracy on the source test set."""
-    from transferlab import networks, training, zoo
+    from transferlab.models import networks, zoo
+    from transferlab.training import single
 
     model = zoo.load_keras(dest)
     described: dict[str, Any] = {
@@ -81,7 +91,7 @@ def describe(dest: Path, source: dict[str, Any]) -> dict[str, Any]:
     n_classes = int(source["y_test"].max()) + 1
     names = {layer.name for layer in model.layers}
     if "outputs" in names and model.output_shape[-1] == n_classes and described["input_size"] == source["x_test"].shape[1]:
-        described["source_test_accuracy"] = training.evaluate(model, source["x_test"], source["y_test"])["accuracy"]
+        described["source_test_accuracy"] = single.evaluate(model, source["x_test"], source["y_test"])["accuracy"]
     return described
 
 

@@ -7,9 +7,10 @@ mnist_idx, keras; `split: seeded` re-splits), else a seeded stratified split. No
 """
 from __future__ import annotations
 
-from transferlab import datafiles, paths, tasks
-from transferlab.cli import run_main
+from transferlab import paths
 from transferlab.config import load_params, stage_entry
+from transferlab.data import datafiles, tasks
+from transferlab.launch.cli import run_main
 
 
 def main(argv: list[str]) -> None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 
-from transferlab import data, datafiles, paths, tasks
-from transferlab.cli import run_main
+from transferlab import data, paths
 from transferlab.config import load_params, stage_entry, target_classes
+from transferlab.data import datafiles, tasks
+from transferlab.launch.cli import run_main
 
 
 def main(argv: list[str]) -> None:

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from transferlab import artifacts, data, datafiles, images, paths, tracking, zoo_registry
-from transferlab.cli import run_main
+from transferlab import artifacts, data, paths, tracking
 from transferlab.config import BUILTIN_INIT, PretrainSpec, load_params, stage_entry
+from transferlab.data import datafiles, images
 from transferlab.errors import DataError
+from transferlab.launch.cli import run_main
+from transferlab.tracking import registry
 
 STAGE = "pretrain"
 
@@ -40,14 +42,14 @@ def pretrain(name: str, spec: PretrainSpec, x: np.ndarray, on_epoch) -> Any:
     """Dispatch to the method named by `spec.method` (imports TensorFlow)."""
     key = f"pretrain.{name}"
     if spec.method == "autoencoder":
-        from transferlab.pretraining.autoencoder import pretrain_autoencoders
+        from transferlab.training.pretraining.autoencoder import pretrain_autoencoders
 
         return pretrain_autoencoders(x, spec.hidden_units, spec.activation, spec.initializer, spec.train, spec.noise, spec.seed, on_epoch)
     if spec.method == "rbm":
-        from transferlab.pretraining.rbm import pretrain_rbms
+        from transferlab.training.pretraining.rbm import pretrain_rbms
 
         return pretrain_rbms(x, spec.hidden_units, spec.learning_rate, spec.epochs, spec.batch_size, spec.seed, on_epoch)
-    from transferlab.pretraining import auxiliary
+    from transferlab.training.pretraining import auxiliary
 
     corruptions = [(c.kind, c.amount) for c in spec.corruptions]
     if spec.method == "auxiliary_goodbad":
@@ -73,9 +75,11 @@ def main(argv: list[str]) -> None:
     data.check_images(source, paths.source_data(BUILTIN_INIT))
     data.check_images(target, paths.target_data(spec.target))
     pool = unlabelled_pool(source, target)
-    from transferlab import training  # TensorFlow starts only once the inputs are known to be good
+    from transferlab.training import (
+        single,  # TensorFlow starts only once the inputs are known to be good
+    )
 
-    training.make_deterministic(spec.seed)
+    single.make_deterministic(spec.seed)
     tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": spec.method, "init_from": "random",
             "data_fingerprint": data.fingerprint(pool)}
     description = (f"Pretraining `{name}` ({spec.method}) on {len(pool)} unlabelled images (source + `{spec.target}`); "
@@ -91,7 +95,7 @@ def main(argv: list[str]) -> None:
         tracking.log_history(rows, step_key="step")
         tracking.log_final({**result.metrics, **record})
         tracking.log_files({"history.csv": paths.init_history(name)})
-        record.update(zoo_registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
+        record.update(registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
                                                  params.mlflow.register_models, {"stage": f"{STAGE}@{name}", **result.metrics},
                                                  example=pool))
         artifacts.write_json(paths.init_metrics(name), result.metrics)

@@ -10,9 +10,11 @@ only runs/, which no stage depends on, so nothing downstream reruns, not even th
 """
 from __future__ import annotations
 
-from transferlab import artifacts, data, datafiles, paths, tracking, zoo_registry
-from transferlab.cli import run_main
+from transferlab import artifacts, data, paths, tracking
 from transferlab.config import load_params, stage_entry
+from transferlab.data import datafiles
+from transferlab.launch.cli import run_main
+from transferlab.tracking import registry
 
 STAGE = "pretrain_source"
 
@@ -23,9 +25,12 @@ def main(argv: list[str]) -> None:
     spec = params.sources[name]
     arrays = datafiles.load_npz(paths.source_data(name), ("x_train", "y_train", "x_test", "y_test"))
     data.check_images(arrays, paths.source_data(name), n_classes=len(spec.data.classes))
-    from transferlab import networks, training  # TensorFlow starts only once the inputs are known to be good
+    from transferlab.models import (
+        networks,  # TensorFlow starts only once the inputs are known to be good
+    )
+    from transferlab.training import single
 
-    training.make_deterministic(spec.train.seed)
+    single.make_deterministic(spec.train.seed)
     n_classes = len(spec.data.classes)
     layers = networks.dnn_layers(spec.network.hidden_units, spec.network.activation, n_classes)
     tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": "source", "init_from": "random",
@@ -40,8 +45,8 @@ def main(argv: list[str]) -> None:
             x, y, validation = x[kept], y[kept], (x[held], y[held])
         tracking.log_dataset(name, paths.source_data(name), {"train": (x, y), **({"validation": validation} if validation else {}),
                                                              "test": (arrays["x_test"], arrays["y_test"])})
-        history = training.fit(model, x, y, spec.train, validation=validation, eval_data=(arrays["x_test"], arrays["y_test"]))
-        scores = training.evaluate(model, arrays["x_test"], arrays["y_test"])
+        history = single.fit(model, x, y, spec.train, validation=validation, eval_data=(arrays["x_test"], arrays["y_test"]))
+        scores = single.evaluate(model, arrays["x_test"], arrays["y_test"])
         metrics = {
             "test_accuracy": scores["accuracy"],
             "test_loss": scores["loss"],
@@ -57,7 +62,7 @@ def main(argv: list[str]) -> None:
         tracking.log_history(history.rows)
         tracking.log_final({**metrics, **record})
         tracking.log_files({"history.csv": paths.init_history(name)})
-        record.update(zoo_registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
+        record.update(registry.publish_model(paths.init_model(name), params.mlflow.model_prefix + name,
                                                  params.mlflow.register_models, {"stage": f"{STAGE}@{name}", "test_accuracy": scores["accuracy"]},
                                                  example=arrays["x_test"]))
         artifacts.write_json(paths.init_metrics(name), metrics)

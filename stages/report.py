@@ -17,15 +17,30 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import (artifacts, changes, families, figures, inference, machine, original_note, paths, protocol, recommendation,
-                         reporting, speed, statistics, sweep_results, sweep_verdicts, tables, tracking, verdicts)
-from transferlab.cli import run_main
+from transferlab import artifacts, paths, statistics, tracking
 from transferlab.config import Params, ShiftSpec, load_params
 from transferlab.errors import DataError
-from transferlab.results import VariantResult
+from transferlab.launch.cli import run_main
+from transferlab.report import (
+    changes,
+    families,
+    figures,
+    inference,
+    original_note,
+    protocol,
+    recommendation,
+    render,
+    speed,
+    sweep_verdicts,
+    tables,
+    verdicts,
+)
+from transferlab.tools import machine
+from transferlab.training import sweep_results
+from transferlab.training.results import VariantResult
 
 STAGE = "report"
-ANSWER = "The answer"  # the first section: what the README quotes (`transferlab.readme`)
+ANSWER = "The answer"  # the first section: what the README quotes (`transferlab.tools.readme`)
 TITLE = "transferlab: which way of reusing a pretrained network works best?"
 HISTORY_COLUMNS = ("epoch", "val_accuracy", "elapsed")
 SELFFER_LEGEND = (
@@ -76,7 +91,7 @@ def shift_text(shift: ShiftSpec | None) -> str:
             f" seed {shift.seed})")
 
 
-def target_section(report: reporting.Report, target: str, ranking: verdicts.Ranking,
+def target_section(report: render.Report, target: str, ranking: verdicts.Ranking,
                    histories: dict[str, pd.DataFrame], link: tables.RunLink, shift: ShiftSpec | None = None) -> None:
     results = ranking.ranked + [result for result, _ in ranking.not_ranked]
     report.heading(f"Target `{target}`: {len(results)} variants, {results[0].labels_per_class} labels per class")
@@ -102,7 +117,7 @@ def target_section(report: reporting.Report, target: str, ranking: verdicts.Rank
         report.figure(figure)
 
 
-def sweep_section(report: reporting.Report, params: Params, rankings: dict[str, verdicts.Ranking]) -> dict[str, Any]:
+def sweep_section(report: render.Report, params: Params, rankings: dict[str, verdicts.Ranking]) -> dict[str, Any]:
     """Both sweep figures and what they support; returns their conclusions."""
     spec = params.sweeps
     loaded = {name: (sweep_results.load_summary(paths.sweep_summary(name)), sweep_results.load_rows(paths.sweep_rows(name)))
@@ -168,7 +183,7 @@ def how_sure(ranking: verdicts.Ranking) -> str:
             f" under {100 * inference.STABLE:.0f} % of bootstrap resamples of the repetitions; no recommendation rests on one.")
 
 
-def answer(report: reporting.Report, params: Params, target: str, ranking: verdicts.Ranking) -> dict[str, Any]:
+def answer(report: render.Report, params: Params, target: str, ranking: verdicts.Ranking) -> dict[str, Any]:
     """The first screen for one target: the task, the answers with intervals and stability, the forest plot."""
     report.paragraph(f"**The question.** {task_sentence(params, target, ranking)}")
     advice = recommendation.advise(ranking)
@@ -180,18 +195,18 @@ def answer(report: reporting.Report, params: Params, target: str, ranking: verdi
             for r in ranking.claimable if r is not ranking.baseline]
     if rows and sets:
         png = figures.rendered([(figures.forest, (rows, sets, f"Target {target}: gain over scratch, every converged variant"))])[0]
-        report.figure(reporting.Figure(f"gain_over_scratch_{target}", "Each variant's gain over scratch with its paired 95 %"
+        report.figure(render.Figure(f"gain_over_scratch_{target}", "Each variant's gain over scratch with its paired 95 %"
                                        " interval; a filled dot is significant after Holm's correction, colours are strategies.",
                                        png))
     report.paragraph(how_sure(ranking))
     return {"families": ranking.conclusions(), "advice": advice.conclusions() if advice is not None else None}
 
 
-def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts.Ranking], list[dict[str, Any]], dict[str, Any]]:
+def build(params: Params, ui: str) -> tuple[render.Report, dict[str, verdicts.Ranking], list[dict[str, Any]], dict[str, Any]]:
     """The report, each target's ranking, the long-format per-epoch validation rows for `dvc plots`, and the conclusions
     (with the platform that computed them)."""
     sources = {name: read_metrics(paths.init_metrics(name)) for name in params.sources}
-    report = reporting.Report(TITLE)
+    report = render.Report(TITLE)
     results = [read_result(paths.variant_metrics(name), paths.variant_run(name)) for name in params.variants]
     rankings = {target: verdicts.rank([r for r in results if r.target == target]) for target in params.targets}
     rankings = {target: ranking for target, ranking in rankings.items() if ranking.ranked}
@@ -200,7 +215,7 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
     experiment = next((r.mlflow_experiment_id for r in results if r.mlflow_experiment_id), "")
     report.paragraph(f"Computed on {platform['cpu']} ({platform['machine']}, {', '.join(platform['simd']) or 'no SIMD flags read'});"
                      f" MLflow experiment `{params.mlflow.experiment}`"
-                     + (f" ([open]({ui}/#/experiments/{experiment}{reporting.UI_VIEW}))." if experiment else "."))
+                     + (f" ([open]({ui}/#/experiments/{experiment}{render.UI_VIEW}))." if experiment else "."))
     report.heading(ANSWER)
     for target, ranking in rankings.items():
         conclusions["targets"][target] = answer(report, params, target, ranking)
@@ -211,13 +226,13 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
         spec = params.sources[name]
         report.paragraph(
             f"Source model `{name}` (DNN {'-'.join(map(str, spec.network.hidden_units))}, classes"
-            f" {spec.data.classes}): test accuracy **{reporting.percent(source['test_accuracy'])} %**"
+            f" {spec.data.classes}): test accuracy **{render.percent(source['test_accuracy'])} %**"
             f" with the weights of epoch {source.get('best_epoch', source['epochs'])} of {source['epochs']}"
             f" ({source.get('stop_reason', 'fixed_epochs').replace('_', ' ')})."
         )
 
     def link(result: VariantResult) -> str:
-        return reporting.run_link(ui, result.mlflow_experiment_id, result.mlflow_run_id)
+        return render.run_link(ui, result.mlflow_experiment_id, result.mlflow_run_id)
 
     curves = []
     for target, ranking in rankings.items():
@@ -249,10 +264,10 @@ def build(params: Params, ui: str) -> tuple[reporting.Report, dict[str, verdicts
 
 def main(argv: list[str]) -> None:
     params = load_params(paths.PARAMS)
-    report, rankings, curves, conclusions = build(params, reporting.ui_address(os.environ.get("MLFLOW_TRACKING_URI")))
+    report, rankings, curves, conclusions = build(params, render.ui_address(os.environ.get("MLFLOW_TRACKING_URI")))
     tags = {"stage": STAGE, "variant": "report", "strategy": "report", "init_from": "-"}
     with tracking.stage_run(params.mlflow.experiment, "report", tags, {"variants": ",".join(params.variants)}):
-        written = reporting.write(report, paths.REPORTS / "comparison.md", paths.REPORTS / "comparison.html")
+        written = render.write(report, paths.REPORTS / "comparison.md", paths.REPORTS / "comparison.html")
         artifacts.write_json(paths.CONCLUSIONS, conclusions)
         artifacts.write_rows(paths.REPORTS / "accuracy_per_epoch.csv", curves)
         pages = [path for path in written if path.suffix != ".png"]

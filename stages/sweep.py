@@ -13,7 +13,7 @@ Progress: a tqdm bar on stderr, one step per grid point.
 Selffer modes (`selffer-frozen`, `selffer-fine-tuned`) reuse the k = 0 race's chosen network of each
 repetition instead of the init model (`sweeps.run_sweep`). A point whose race is a `transfer@<variant>`
 stage's (`sweeps.twins`), and whose metrics file and run record this stage depends on in dvc.yaml, takes that stage's
-repetitions instead of racing them again; its MLflow run names the run it came from (`raced_in`). With `RAY_ADDRESS` naming a Ray cluster, the points' races run there as tasks (`transferlab.fanout`);
+repetitions instead of racing them again; its MLflow run names the run it came from (`raced_in`). With `RAY_ADDRESS` naming a Ray cluster, the points' races run there as tasks (`transferlab.training.fanout`);
 the rows, MLflow runs and outputs are the same as in-process.
 """
 from __future__ import annotations
@@ -23,10 +23,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from transferlab import artifacts, data, paths, pipeline, repetitions, sweeps, tracking
-from transferlab.cli import run_main
+from transferlab import artifacts, data, paths, tracking
 from transferlab.config import check_sweeps, load_params, split_sizes
+from transferlab.data import repetitions
 from transferlab.errors import ConfigError
+from transferlab.launch.cli import run_main
+from transferlab.tools import pipeline
+from transferlab.training import sweeps
 
 STAGE = "sweep"
 
@@ -52,7 +55,9 @@ def main(argv: list[str]) -> None:
     points, skipped = sweeps.grid(name, params, sweeps.pool_per_class(arrays["y_pool"]))
     if not points:
         raise ConfigError(f"sweeps.{name}", f"every grid value was skipped: {skipped[0]['reason']}")
-    from transferlab import zoo  # TensorFlow starts only once the inputs are known to be good
+    from transferlab.models import (
+        zoo,  # TensorFlow starts only once the inputs are known to be good
+    )
 
     init_models = {}
     for init_from in dict.fromkeys(point.variant.init_from for point in points):

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from transferlab import artifacts, data, paths, repetitions, rules, tracking
-from transferlab.cli import run_main
-from transferlab.config import load_params, stage_entry
-from transferlab.results import VariantResult
+from transferlab import artifacts, data, paths, tracking
+from transferlab.config import load_params, stage_entry, strategies
+from transferlab.data import repetitions
+from transferlab.launch.cli import run_main
+from transferlab.training.results import VariantResult
 
 STAGE = "transfer"
 LISTS = ("settings", "val_accuracy_per_epoch")  # per-repetition lists, in the metrics file, not MLflow metrics
@@ -53,7 +54,11 @@ def main(argv: list[str]) -> None:
     variant, target = params.variants[name], params.targets[params.variants[name].target]
     protocol = params.protocol(variant)
     arrays = data.load_target(variant.target)
-    from transferlab import strategies, zoo, zoo_registry  # TensorFlow starts only once the inputs are known to be good
+    from transferlab.models import (
+        zoo,  # TensorFlow starts only once the inputs are known to be good
+    )
+    from transferlab.tracking import registry
+    from transferlab.training import race
 
     init_model = zoo.load_keras(paths.init_model(variant.init_from))
     data.check_input_size(arrays, init_model.input_shape, variant.init_from, variant.target)
@@ -68,7 +73,7 @@ def main(argv: list[str]) -> None:
         sizes = {"labelled_per_class": target.labels_per_class, "train_per_class": train_per_class,
                  "validation_per_class": validation_per_class}
         tracking.log_target(variant.target, paths.target_data(variant.target), arrays, sizes)
-        outcome = strategies.race(variant, init_model, params.network_for(variant.init_from), protocol, arrays,
+        outcome = race.race(variant, init_model, params.network_for(variant.init_from), protocol, arrays,
                                   target.labels(), plan)
         for result, rows in zip(outcome.results, outcome.histories, strict=True):
             seeds = {"seed": result.seed, "labels_seed": result.labels_seed, "chosen_setting": result.setting,
@@ -80,7 +85,7 @@ def main(argv: list[str]) -> None:
                                     "converged": float(result.converged)})
         result = VariantResult(
             variant=name, strategy=variant.strategy, init_from=variant.init_from, target=variant.target,
-            reuse_layers=variant.reuse_layers, frozen_layers=len(rules.kept_fixed(variant)), new_layers=len(variant.new_hidden) + 1,
+            reuse_layers=variant.reuse_layers, frozen_layers=len(strategies.kept_fixed(variant)), new_layers=len(variant.new_hidden) + 1,
             trainable_params=outcome.trainable_params, frozen_params=outcome.frozen_params,
             labels_per_class=target.labels_per_class, train_per_class=train_per_class,
             validation_per_class=validation_per_class, budget=protocol.budget(), repetitions=outcome.results, **run_ids,
@@ -92,7 +97,7 @@ def main(argv: list[str]) -> None:
         tracking.log_history(history)
         tracking.log_final(headline(metrics))
         tracking.log_files({"model.keras": paths.variant_model(name), "history.csv": paths.variant_history(name)})
-        zoo_registry.log_keras(paths.variant_model(name), arrays["x_test"], model=outcome.models[0])  # once per variant
+        registry.log_keras(paths.variant_model(name), arrays["x_test"], model=outcome.models[0])  # once per variant
         tracking.describe(describe(name, metrics, record))
         artifacts.write_json(paths.variant_metrics(name), metrics)
         artifacts.write_json(paths.variant_run(name), record)

@@ -19,12 +19,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from transferlab import artifacts, datafiles, leakage, paths
-from transferlab.cli import run_main
+from transferlab import artifacts, paths
 from transferlab.config import ModelFile, Params, load_params
-from transferlab.datasets import KINDS
-from transferlab.loaders import IDX_FILES
+from transferlab.data import datafiles, leakage
+from transferlab.data.datasets import KINDS
+from transferlab.data.loaders import IDX_FILES
 from transferlab.errors import ConfigError, DataError, ModelError
+from transferlab.launch.cli import run_main
 
 # The prepare stages depend on this folder (dvc.yaml): a data file DVC does not see could change
 # without `dvc status` noticing, and the prepared data would silently differ from dvc.lock.

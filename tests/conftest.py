@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from transferlab import warm
+from transferlab.launch import warm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,9 +129,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | Non
 
 def fit_sweep_stages(project: Path) -> None:
     """dvc.yaml's sweep stages name the default params' variants and twin races by hand; name this project's instead."""
-    from transferlab import pipeline, sweeps
     from transferlab.config import load_params
     from transferlab.errors import TransferlabError
+    from transferlab.tools import pipeline
+    from transferlab.training import sweeps
 
     try:
         params = load_params(project / "params.yaml")

@@ -6,13 +6,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from transferlab import batched, networks, rules, strategies, training
-from transferlab.config import OptimizerSpec, VariantSpec, parse_params
-from transferlab.errors import ConfigError
-from transferlab.stopping import StopRule
 from conftest import tiny_params
 from test_strategies import LABELS, NETWORK, PLAN, PROTOCOL, arrays, source_model  # noqa: F401 (fixtures)
+
+from transferlab.config import OptimizerSpec, VariantSpec, parse_params, strategies
+from transferlab.errors import ConfigError
+from transferlab.models import networks
+from transferlab.training import engine, race, single
+from transferlab.training.stopping import StopRule
 
 ROWS = 16  # one batch: an epoch is exactly one step
 
@@ -27,21 +28,21 @@ def one_step_stack(optimizer: OptimizerSpec, multipliers: tuple[float, ...]):
     before = [w.copy() for w in model.get_weights()]
     rows = np.arange(ROWS)
     with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(training.sparse_crossentropy(tf.constant(y[rows]), model(x[rows])))
+        loss = tf.reduce_mean(single.sparse_crossentropy(tf.constant(y[rows]), model(x[rows])))
     gradients = [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]
-    stack = batched.Copies([model], x, y, [batched.Copy(rows, np.arange(40, 60), 9, optimizer)], ROWS,
+    stack = engine.Copies([model], x, y, [engine.Copy(rows, np.arange(40, 60), 9, optimizer)], ROWS,
                            StopRule(max_epochs=1, patience=None))
-    stack.train([layer.name for layer in batched.dense_layers(model)], epochs=1, multipliers=multipliers)
+    stack.train([layer.name for layer in engine.dense_layers(model)], epochs=1, multipliers=multipliers)
     stack.restore_best()
     return model, before, gradients
 
 
-MULTIPLIERS = rules.layer_multipliers(3, 0.5)  # hidden1 0.25, hidden2 0.5, output 1
+MULTIPLIERS = strategies.layer_multipliers(3, 0.5)  # hidden1 0.25, hidden2 0.5, output 1
 
 
 def test_layer_multipliers_fall_by_the_decay_from_the_output_down() -> None:
     assert MULTIPLIERS == (0.25, 0.5, 1.0)
-    assert rules.layer_multipliers(4, 1.0) == (1.0,) * 4
+    assert strategies.layer_multipliers(4, 1.0) == (1.0,) * 4
 
 
 @pytest.mark.parametrize("clip_value", [None, 0.01])
@@ -67,7 +68,7 @@ def test_with_adam_each_layer_group_uses_its_own_rate() -> None:
 
 def test_surgical_fine_tuning_leaves_every_layer_outside_its_block_bit_identical(source_model, arrays) -> None:
     variant = VariantSpec(strategy="surgical", init_from="source", target="t", reuse_layers=3, train_layers=[2, 2])
-    outcome = strategies.race(variant, source_model, NETWORK, PROTOCOL, arrays, LABELS, PLAN)
+    outcome = race.race(variant, source_model, NETWORK, PROTOCOL, arrays, LABELS, PLAN)
     for model in outcome.models:
         for name in ("hidden1", "hidden3"):
             for a, b in zip(source_model.get_layer(name).get_weights(), model.get_layer(name).get_weights(), strict=True):
@@ -80,7 +81,7 @@ def test_surgical_fine_tuning_leaves_every_layer_outside_its_block_bit_identical
 def test_a_race_with_layer_decay_barely_moves_the_lowest_layer(source_model, arrays) -> None:
     """A decay of 1e-3 gives hidden1 1e-9 of the rate: it stays put while the output layer learns."""
     variant = VariantSpec(strategy="discriminative", init_from="source", target="t", reuse_layers=3, layer_decay=1e-3)
-    outcome = strategies.race(variant, source_model, NETWORK, PROTOCOL, arrays, LABELS, PLAN[:1])
+    outcome = race.race(variant, source_model, NETWORK, PROTOCOL, arrays, LABELS, PLAN[:1])
     (model,) = outcome.models
     lowest = np.abs(model.get_layer("hidden1").get_weights()[0] - source_model.get_layer("hidden1").get_weights()[0]).max()
     assert lowest < 1e-6 and outcome.results[0].epochs_run > 1
@@ -107,7 +108,7 @@ def test_bad_block_or_decay_is_one_line_naming_the_key(variant, line) -> None:
 
 
 def test_the_surgical_sweep_mode_trains_one_block_of_the_whole_reused_network() -> None:
-    from transferlab import sweeps
+    from transferlab.training import sweeps
 
     params = tiny_params()
     params["sweeps"]["transferability"]["modes"] = ["frozen", "surgical"]
@@ -115,7 +116,7 @@ def test_the_surgical_sweep_mode_trains_one_block_of_the_whole_reused_network() 
     depth = len(params["sources"]["source"]["network"]["hidden_units"])
     assert [(p.x, p.variant.strategy, p.variant.reuse_layers, p.variant.train_layers) for p in points] == [
         (0, "scratch", 0, None), *((k, "surgical", depth, [k, k]) for k in params["sweeps"]["transferability"]["layers"][1:])]
-    assert all(rules.kept_fixed(p.variant) == tuple(i for i in range(1, depth + 1) if i != p.x) for p in points[1:])
+    assert all(strategies.kept_fixed(p.variant) == tuple(i for i in range(1, depth + 1) if i != p.x) for p in points[1:])
 
 
 def test_the_report_compares_each_new_family_with_full_fine_tuning_of_the_same_layers() -> None:
@@ -123,7 +124,7 @@ def test_the_report_compares_each_new_family_with_full_fine_tuning_of_the_same_l
 
     from test_reporting import SCRATCH, result
 
-    from transferlab import families, verdicts
+    from transferlab.report import families, verdicts
 
     reuse = result("reuse3", "reuse", [0.85, 0.88, 0.86])
     surgical = result("surgical2", "surgical", [0.80, 0.82, 0.81])

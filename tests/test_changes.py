@@ -6,10 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import write_result
 from test_reporting import FREEZE, REUSE, SCRATCH
-from transferlab import changes, reporting
+
+from transferlab.report import changes, render
 
 
 def git(repo: Path, *args: str) -> str:
@@ -29,7 +29,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def written(results: list, repo: Path) -> list[tuple[str, object]]:
-    report = reporting.Report("t")
+    report = render.Report("t")
     changes.section(report, results, repo=repo)
     return report.blocks
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, tiny_params
+
 from transferlab.config import load_params, parse_params
 from transferlab.errors import ConfigError
 

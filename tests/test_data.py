@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferlab import data, datafiles, datasets, images, loaders
+from transferlab import data
+from transferlab.data import datafiles, datasets, images, loaders
 from transferlab.errors import DataError
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import PIPELINES, ROOT, addresses, make_project, run, tiny_params
-from transferlab import pipeline
+
 from transferlab.config import load_params, parse_params, read_yaml
+from transferlab.tools import pipeline
 
 PACKAGE = "transferlab"
 DVC = [sys.executable, "-m", "dvc"]
@@ -99,7 +99,7 @@ def test_stage_deps_cover_its_import_closure(stage: str, module: str, deps: list
 def test_the_closure_follows_imports_inside_functions() -> None:
     # stages.transfer imports strategies (TensorFlow) inside main(): it must still be in the closure
     files = {path.relative_to(ROOT).as_posix() for path in closure("stages.transfer")}
-    assert {"src/transferlab/strategies.py", "src/transferlab/batched.py", "src/transferlab/data.py"} <= files
+    assert {"src/transferlab/training/race.py", "src/transferlab/training/engine.py", "src/transferlab/data/__init__.py"} <= files
 
 
 def test_label_budget_stage_names_exactly_the_variants_the_sweep_runs() -> None:
@@ -112,7 +112,7 @@ def test_label_budget_stage_names_exactly_the_variants_the_sweep_runs() -> None:
 
 def test_each_sweep_stage_depends_on_exactly_the_transfer_stages_whose_races_it_reads() -> None:
     """A twin race left out of dvc.yaml is raced twice; a metrics dep that is no twin reruns the sweep for nothing."""
-    from transferlab import sweeps
+    from transferlab.training import sweeps
 
     params = load_params(ROOT / "params.yaml")
     for name in sweeps.SWEEPS:
@@ -202,7 +202,7 @@ def test_editing_draw_labelled_marks_every_variant_and_sweep_changed(tmp_path: P
 def test_sweep_stage_refuses_a_dvc_yaml_that_would_not_rerun_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture) -> None:
     """Before any training: a sweep whose dvc.yaml entry names other variants stops with the one line that says the fix."""
-    from transferlab.cli import run_main
+    from transferlab.launch.cli import run_main
 
     monkeypatch.syspath_prepend(str(ROOT))
     monkeypatch.chdir(tmp_path)

@@ -27,9 +27,18 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from conftest import (
+    INPUTS,
+    address,
+    addresses,
+    assert_process_ends,
+    make_project,
+    run,
+    stage_env,
+    tiny_params,
+)
 
-from conftest import INPUTS, address, addresses, assert_process_ends, make_project, run, stage_env, tiny_params
-from transferlab.cli import EXIT_BAD_INPUT, run_main
+from transferlab.launch.cli import EXIT_BAD_INPUT, run_main
 
 DVC = [sys.executable, "-m", "dvc"]
 
@@ -413,7 +422,7 @@ STAGE_SCRIPT = textwrap.dedent(
     """
     import time
     from transferlab import tracking
-    from transferlab.cli import run_main
+    from transferlab.launch.cli import run_main
 
     def main(argv):
         with tracking.stage_run("t", "long", {"stage": "probe"}, {}):
@@ -535,7 +544,7 @@ def test_stage_dies_with_its_parent(tmp_path: Path) -> None:
     stage = textwrap.dedent(
         """
         import os, time
-        from transferlab.cli import run_main
+        from transferlab.launch.cli import run_main
         def main(argv):
             open("stage.pid", "w").write(str(os.getpid()))
             time.sleep(60)
@@ -584,7 +593,7 @@ def test_same_weights_same_keras_bytes(tmp_path: Path) -> None:
 
 
 def test_same_arrays_same_npz_bytes(tmp_path: Path) -> None:
-    from transferlab import datafiles
+    from transferlab.data import datafiles
 
     arrays = {"x_train": np.arange(12, dtype=np.float32).reshape(3, 4), "y_train": np.arange(3)}
     datafiles.save_npz(tmp_path / "a.npz", **arrays)

@@ -26,14 +26,27 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-
 from conftest import address
-from test_failfast import _mnist, _rename, _set, assert_one_line, call_main, write_params
-from transferlab import reporting
-from transferlab.cli import EXIT_BAD_INPUT, run_main
+from test_failfast import (
+    _mnist,
+    _rename,
+    _set,
+    assert_one_line,
+    call_main,
+    write_params,
+)
+
 from transferlab.config import load_params
 from transferlab.data import check_images
-from transferlab.errors import ConfigError, DataError, TrackingError, TransferlabError, scrub
+from transferlab.errors import (
+    ConfigError,
+    DataError,
+    TrackingError,
+    TransferlabError,
+    scrub,
+)
+from transferlab.launch.cli import EXIT_BAD_INPUT, run_main
+from transferlab.report import render
 
 SECRET = "S3cr3tPW"
 TOKEN = "tok3nXYZ"
@@ -49,8 +62,8 @@ TOKEN = "tok3nXYZ"
     f"http://127.0.0.1:5941/?access_token={TOKEN}#frag",
 ])
 def test_report_links_never_carry_credentials(uri: str) -> None:
-    ui = reporting.ui_address(uri)
-    link = reporting.run_link(ui, "3", "abcdef0123456789")
+    ui = render.ui_address(uri)
+    link = render.run_link(ui, "3", "abcdef0123456789")
     for secret in (SECRET, TOKEN, "alice", "@"):
         assert secret not in ui and secret not in link, link
     assert ui in ("http://127.0.0.1:5941", "https://mlflow.example")
@@ -58,7 +71,7 @@ def test_report_links_never_carry_credentials(uri: str) -> None:
 
 
 def test_run_link_scrubs_a_credentialed_ui_given_directly() -> None:
-    link = reporting.run_link(f"http://alice:{SECRET}@host:1/?token={TOKEN}", "1", "abcdef0123456789")
+    link = render.run_link(f"http://alice:{SECRET}@host:1/?token={TOKEN}", "1", "abcdef0123456789")
     assert SECRET not in link and TOKEN not in link and link.startswith("[abcdef01](http://host:1/#/")
 
 
@@ -272,7 +285,7 @@ def test_symlink_inside_data_raw_is_followed(workdir: Path) -> None:
 
 @pytest.mark.parametrize("reader", ["npz", "idx"])
 def test_loaders_refuse_a_fifo_without_blocking(tmp_path: Path, no_hang: None, reader: str) -> None:
-    from transferlab import datafiles
+    from transferlab.data import datafiles
 
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(DataError, match=r"pipe: not a regular file \(a FIFO\)"):
@@ -334,7 +347,7 @@ def test_npz_bomb_over_a_stated_cap_is_refused_in_validate(workdir: Path, capsys
 
 
 def test_idx_header_claiming_terabytes_is_refused_before_reading(tmp_path: Path) -> None:
-    from transferlab import datafiles
+    from transferlab.data import datafiles
 
     with gzip.open(tmp_path / "x.gz", "wb") as handle:
         handle.write(b"\x00\x00\x08\x03" + (10**9).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
@@ -344,6 +357,7 @@ def test_idx_header_claiming_terabytes_is_refused_before_reading(tmp_path: Path)
 
 def test_max_array_mb_is_a_positive_param() -> None:
     from conftest import tiny_params
+
     from transferlab.config import parse_params
 
     params = tiny_params()
@@ -448,12 +462,14 @@ def test_reuse_layers_deeper_than_a_registry_model_names_the_key(workdir: Path, 
     import mlflow
 
     from stages import import_model
-    from transferlab import networks, paths, tracking, zoo_registry
+    from transferlab import paths, tracking
+    from transferlab.models import networks
+    from transferlab.tracking import registry
 
     model = networks.build(784, networks.dnn_layers([8, 8], "relu", 5), "he_normal", 1)
     model.save(workdir / "two.keras")
     with tracking.stage_run("tests", "publish", {"stage": "probe"}, {}):
-        zoo_registry.register_keras(workdir / "two.keras", "two", {}, np.zeros((2, 784), np.float32))
+        registry.register_keras(workdir / "two.keras", "two", {}, np.zeros((2, 784), np.float32))
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.random((20, 784), np.float32), "y_train": np.arange(20) % 5,
               "x_test": rng.random((5, 784), np.float32), "y_test": np.arange(5)}
@@ -508,10 +524,10 @@ def test_a_full_disk_is_one_line_and_a_failed_run(tmp_path: Path, monkeypatch: p
 def test_two_queued_experiments_keep_their_models(tmp_path: Path) -> None:
     """The README's recipe: `dvc exp run --queue` twice, `dvc queue start -j 2`; both runs' models load from MLflow
     after DVC has removed the temporary workspaces they ran in."""
+    from conftest import make_project, run, tiny_params
     from mlflow.tracking import MlflowClient
 
-    from conftest import make_project, run, tiny_params
-    from transferlab.zoo import load_keras
+    from transferlab.models.zoo import load_keras
 
     project = make_project(tmp_path / "project", tiny_params())
     dvc = [sys.executable, "-m", "dvc"]
@@ -547,7 +563,7 @@ def test_two_stages_starting_on_a_fresh_store_both_record(tmp_path: Path) -> Non
     ("duplicate column name: step") and one stage failed."""
     script = textwrap.dedent("""
         from transferlab import tracking
-        from transferlab.cli import run_main
+        from transferlab.launch.cli import run_main
 
         def main(argv):
             with tracking.stage_run("t", "x", {"stage": "probe"}, {}):

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_params
 from PIL import Image
 
-from transferlab import datasets, images, tasks
 from transferlab.config import parse_params
+from transferlab.data import datasets, images, tasks
+from transferlab.data.loaders import Request
 from transferlab.errors import DataError
-from transferlab.loaders import Request
-
-from conftest import tiny_params
 
 
 def _png(path: Path, array: np.ndarray, **save) -> Path:
@@ -151,8 +150,17 @@ def test_labels_out_of_the_declared_classes_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_grey_source_model_races_on_an_rgb_target_through_channel_adaptation(tmp_path: Path) -> None:
-    from transferlab import networks, repetitions, strategies, training
-    from transferlab.config import NetworkSpec, OptimizerSpec, Protocol, StoppingSpec, TrainSpec, VariantSpec
+    from transferlab.config import (
+        NetworkSpec,
+        OptimizerSpec,
+        Protocol,
+        StoppingSpec,
+        TrainSpec,
+        VariantSpec,
+    )
+    from transferlab.data import repetitions
+    from transferlab.models import networks
+    from transferlab.training import race, single
 
     rng = np.random.default_rng(2)
     x = rng.integers(0, 256, (60, 12, 12, 3), dtype=np.uint8)
@@ -162,13 +170,13 @@ def test_a_grey_source_model_races_on_an_rgb_target_through_channel_adaptation(t
     target = {"dataset": "npz", "path": str(tmp_path / "rgb.npz"), "classes": [0, 1, 2], "image_size": 12, "channels": 1}
     arrays = tasks.target_arrays(_params({**target, "test_per_class": 5, "labels_per_class": 8}), "t")
     assert arrays["x_pool"].shape[1:] == (12, 12, 1)
-    training.make_deterministic(0)
+    single.make_deterministic(0)
     network = NetworkSpec(hidden_units=[16, 8], activation="relu", initializer="he_normal")
     grey = networks.build((12, 12, 1), networks.dnn_layers(network.hidden_units, "relu", 3), "he_normal", seed=0)
-    training.fit(grey, arrays["x_pool"], arrays["y_pool"], TrainSpec(epochs=1, batch_size=16, seed=0))
+    single.fit(grey, arrays["x_pool"], arrays["y_pool"], TrainSpec(epochs=1, batch_size=16, seed=0))
     variant = VariantSpec(strategy="freeze", init_from="source", target="t", reuse_layers=2, frozen_layers=1)
     protocol = Protocol(batch_size=8, validation_fraction=0.25, stopping=StoppingSpec(max_epochs=3, patience=2),
                         grid=[OptimizerSpec(name="sgd", learning_rate=0.05)])
-    outcome = strategies.race(variant, grey, network, protocol, arrays, 8, repetitions.plan(1, train_seed=1, target_seed=0, resample_labels=True))
+    outcome = race.race(variant, grey, network, protocol, arrays, 8, repetitions.plan(1, train_seed=1, target_seed=0, resample_labels=True))
     assert 0 <= outcome.results[0].target_accuracy <= 1
     np.testing.assert_array_equal(outcome.models[0].get_layer("hidden1").get_weights()[0], grey.get_layer("hidden1").get_weights()[0])

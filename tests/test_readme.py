@@ -1,4 +1,4 @@
-"""The README quotes the report's first section, generated, never typed: `python -m transferlab.readme`."""
+"""The README quotes the report's first section, generated, never typed: `python -m transferlab.tools.readme`."""
 from __future__ import annotations
 
 import subprocess
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from transferlab import readme
 from transferlab.errors import DataError
+from transferlab.tools import readme
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = "# t\n\nheader\n\n## The answer\n\n**Use:** scratch.\n\n![gain](figures/gain_over_scratch_mnist.png)\n\n## Protocol\n\nmore\n"
@@ -28,6 +28,6 @@ def test_the_block_between_the_markers_is_replaced_and_nothing_else() -> None:
 
 
 def test_the_committed_readme_quotes_the_committed_report() -> None:
-    result = subprocess.run([sys.executable, "-m", "transferlab.readme", "--check"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "transferlab.tools.readme", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len((ROOT / "README.md").read_bytes()) <= 12 * 1024  # a front door; the rest lives in docs/

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import addresses, make_project, run, tiny_params
 
 DVC = [sys.executable, "-m", "dvc"]

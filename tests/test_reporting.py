@@ -5,8 +5,8 @@ import base64
 import html
 import json
 import os
-import subprocess
 import re
+import subprocess
 import sys
 from dataclasses import replace
 from html.parser import HTMLParser
@@ -16,12 +16,22 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import ROOT, tiny_params, write_result
-from transferlab import (artifacts, figures, protocol, recommendation, reporting, speed, statistics, sweep_results, sweep_verdicts,
-                         sweeps, tables, verdicts)
+
+from transferlab import artifacts, statistics
 from transferlab.errors import DataError
-from transferlab.results import RepetitionResult, SettingResult, VariantResult
+from transferlab.report import (
+    figures,
+    protocol,
+    recommendation,
+    render,
+    speed,
+    sweep_verdicts,
+    tables,
+    verdicts,
+)
+from transferlab.training import sweep_results, sweeps
+from transferlab.training.results import RepetitionResult, SettingResult, VariantResult
 
 BUDGET = {"grid": ["sgd 0.01 clip 1", "sgd 0.1 clip 1", "adam 0.001 clip 1"], "max_epochs": 300, "patience": 20,
           "min_delta": 0.0, "monitor": "val_loss", "validation_fraction": 0.2, "batch_size": 32}
@@ -66,8 +76,8 @@ def test_paired_difference_against_scratch_cell_by_cell_and_in_the_text() -> Non
     # two comparisons against scratch: freeze2's constant difference has p = 0, the first of Holm's steps (times 2);
     # reuse5's is the second step (times 1)
     assert ranking.vs_scratch(FREEZE)["p_adjusted"] == 0.0 and corrected["p_adjusted"] == pytest.approx(diff["p_value"])
-    assert reporting.difference_cell(corrected) == "+5.3 [+3.9, +6.8] ✔"
-    assert reporting.difference_cell(ranking.vs_scratch(FREEZE)).endswith(" ✘")
+    assert render.difference_cell(corrected) == "+5.3 [+3.9, +6.8] ✔"
+    assert render.difference_cell(ranking.vs_scratch(FREEZE)).endswith(" ✘")
     assert verdicts.paired_vs(SCRATCH, SCRATCH) is None and ranking.vs_scratch(SCRATCH) is None
     row = tables.variant_row(ranking, REUSE, lambda r: "link")
     assert row["test accuracy %"] == "86.3 ± 3.8" and row["test Holm p"] == f"{corrected['p_adjusted']:.3f}"
@@ -246,11 +256,11 @@ class Links(HTMLParser):
 
 
 def test_html_renders_markdown_links_and_bold_and_keeps_tables_in_a_scroll_box() -> None:
-    ui = reporting.ui_address("http://mlflow.example:5000/")
-    report = reporting.Report("t <1>")
+    ui = render.ui_address("http://mlflow.example:5000/")
+    report = render.Report("t <1>")
     report.paragraph("**What this run shows.** `k = 2` beats *scratch*; see [the docs](https://example.org/a?b=1&c=2) <script>")
-    report.table(pd.DataFrame([{"variant": "scratch", "MLflow run": reporting.run_link(ui, "3", "abcdef0123456789")}]))
-    report.figure(reporting.Figure("f", "a figure", b"\x89PNG fake"))
+    report.table(pd.DataFrame([{"variant": "scratch", "MLflow run": render.run_link(ui, "3", "abcdef0123456789")}]))
+    report.figure(render.Figure("f", "a figure", b"\x89PNG fake"))
     page = report.html()
     assert "](" not in page and "**" not in page and "<script>" not in page and "&lt;script&gt;" in page
     assert "<strong>What this run shows.</strong> <code>k = 2</code> beats <em>scratch</em>" in page
@@ -262,7 +272,7 @@ def test_html_renders_markdown_links_and_bold_and_keeps_tables_in_a_scroll_box()
     assert '<a href="figures/f.png" title="open at full size"><img alt="a figure"' in page
     assert '<div class="table-wrap"><table class="results">' in page and ".table-wrap{max-width:100%;overflow-x:auto" in page
     assert "[abcdef01](http://mlflow.example:5000/#/experiments/3/runs/abcdef0123456789?workflowType=machine_learning) |" in report.markdown("figures")
-    assert reporting.ui_address("sqlite:////tmp/mlflow.db") == reporting.ui_address(None) == "http://127.0.0.1:5000"
+    assert render.ui_address("sqlite:////tmp/mlflow.db") == render.ui_address(None) == "http://127.0.0.1:5000"
 
 
 def test_per_epoch_panels_stay_readable_with_22_variants() -> None:
@@ -442,7 +452,7 @@ def in_chromium(page: Path, width: int, height: int = 800) -> dict[str, Any]:
 
 def test_in_a_browser_nothing_but_a_table_scrolls_sideways_on_a_phone_and_the_answer_comes_first(hand_made, tmp_path: Path) -> None:
     report, *_ = hand_made.build(hand_made.load_params(Path("params.yaml")), "http://127.0.0.1:5000")
-    reporting.write(report, tmp_path / "reports/comparison.md", tmp_path / "reports/comparison.html")
+    render.write(report, tmp_path / "reports/comparison.md", tmp_path / "reports/comparison.html")
     phone = in_chromium(tmp_path / "reports/comparison.html", 400)
     assert 370 <= phone["screen"] <= 400 and phone["page"] == phone["screen"], phone  # the page never scrolls sideways
     assert phone["right"] <= phone["screen"], phone

@@ -14,12 +14,16 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT, run
 from test_sweeps import source_model, sweep_params, target_arrays
-from transferlab import artifacts, data, datafiles, figures, networks, repetitions, statistics, sweep_results, sweep_verdicts, sweeps
+
+from transferlab import artifacts, data, statistics
 from transferlab.config import parse_params
+from transferlab.data import datafiles, repetitions
 from transferlab.errors import ConfigError, ModelError
+from transferlab.models import networks
+from transferlab.report import figures, sweep_verdicts
+from transferlab.training import sweep_results, sweeps
 
 MODES = ["frozen", "fine-tuned", "selffer-frozen", "selffer-fine-tuned"]
 TIMINGS = ("train_seconds", "seconds_to_near_best")
@@ -43,12 +47,12 @@ def setting():
 @pytest.fixture(scope="module")
 def source_race(setting):
     """The race of the k = 0 point every selffer point names: its chosen models are the B_r."""
-    from transferlab import strategies
+    from transferlab.training import race
 
     params, arrays, models, plan = setting
     (point,) = {sweeps.race_key(p.selffer_from): p.selffer_from for p in sweeps.transferability_points(params)
                 if p.selffer_from}.values()
-    return point, strategies.race(point.variant, models["source"], params.network_for("source"), point.protocol, arrays,
+    return point, race.race(point.variant, models["source"], params.network_for("source"), point.protocol, arrays,
                                   point.labels_per_class, plan)
 
 
@@ -70,7 +74,7 @@ def test_selffer_points_reuse_the_k0_race_and_share_its_row(setting) -> None:
 
 
 def test_selffer_network_is_trained_on_the_repetitions_training_images_only(setting, source_race) -> None:
-    from transferlab import strategies
+    from transferlab.training import race
 
     params, arrays, models, plan = setting
     point, outcome = source_race
@@ -82,20 +86,20 @@ def test_selffer_network_is_trained_on_the_repetitions_training_images_only(sett
         others = np.setdiff1d(np.arange(len(arrays["y_pool"])), train)
         noisy = {**arrays, "x_pool": arrays["x_pool"].copy(), "x_test": rng.uniform(size=arrays["x_test"].shape).astype(np.float32)}
         noisy["x_pool"][others] = rng.uniform(size=(len(others), *arrays["x_pool"].shape[1:]))
-        again = strategies.race(point.variant, models["source"], params.network_for("source"), point.protocol, noisy,
+        again = race.race(point.variant, models["source"], params.network_for("source"), point.protocol, noisy,
                                 point.labels_per_class, plan)
         assert [np.array_equal(a, b) for a, b in zip(again.models[r].get_weights(), outcome.models[r].get_weights(), strict=True)] \
             == [True] * 6
         # ... and one training image changed does change B_r: the check has teeth
         noisy["x_pool"][train[0]] = 1.0 - noisy["x_pool"][train[0]]
-        moved = strategies.race(point.variant, models["source"], params.network_for("source"), point.protocol, noisy,
+        moved = race.race(point.variant, models["source"], params.network_for("source"), point.protocol, noisy,
                                 point.labels_per_class, plan)
         assert not np.array_equal(moved.models[r].get_weights()[0], outcome.models[r].get_weights()[0])
     assert not np.array_equal(outcome.models[0].get_weights()[0], outcome.models[1].get_weights()[0])  # one B per repetition
 
 
 def test_bnb_keeps_b_layers_bit_identical_and_the_sweep_rows_are_its_race(setting, source_race) -> None:
-    from transferlab import strategies
+    from transferlab.training import race
 
     params, arrays, models, plan = setting
     _, outcome = source_race
@@ -104,7 +108,7 @@ def test_bnb_keeps_b_layers_bit_identical_and_the_sweep_rows_are_its_race(settin
     assert len(rows) == len(points) * 2
     selffers = [networks.as_init_model(model) for model in outcome.models]
     for point in (p for p in points if p.selffer_from is not None):
-        mine = strategies.race(point.variant, selffers, params.network_for("source"), point.protocol, arrays,
+        mine = race.race(point.variant, selffers, params.network_for("source"), point.protocol, arrays,
                                point.labels_per_class, plan)
         swept = [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows if (row["x"], row["series"]) == (2, point.series)]
         assert [(row["repetition"], row["target_accuracy"], row["best_epoch"]) for row in swept] == \
@@ -117,12 +121,12 @@ def test_bnb_keeps_b_layers_bit_identical_and_the_sweep_rows_are_its_race(settin
 
 
 def test_per_repetition_init_models_must_match_the_plan(setting) -> None:
-    from transferlab import strategies
+    from transferlab.training import race
 
     params, arrays, models, plan = setting
     point = next(p for p in sweeps.transferability_points(params) if p.selffer_from is not None)
     with pytest.raises(ModelError, match="^1 init models for 2 repetitions: give one, or one per repetition$"):
-        strategies.race(point.variant, [models["source"]], params.network_for("source"), point.protocol, arrays,
+        race.race(point.variant, [models["source"]], params.network_for("source"), point.protocol, arrays,
                         point.labels_per_class, plan)
 
 
@@ -202,11 +206,11 @@ def test_sweep_stage_writes_selffer_rows_the_report_reads(tmp_path: Path, monkey
     assert figures.sweep_figure(summary, "k", "t").startswith(b"\x89PNG")
     # the report's sweep section, from these files: the selffer subsection, generated from them
     from stages import report as report_stage
-    from transferlab import reporting
+    from transferlab.report import render
 
     raw = selffer_params([0, 1])
     raw["sweeps"]["label_budget"] = None
-    document = reporting.Report("t")
+    document = render.Report("t")
     monkeypatch.chdir(tmp_path)
     report_stage.sweep_section(document, parse_params(raw), {})
     markdown = document.markdown("figures")

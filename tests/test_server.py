@@ -1,4 +1,4 @@
-"""Shared tracking on PostgreSQL: a real cluster and `mlflow server` (transferlab.server), real stages through DVC.
+"""Shared tracking on PostgreSQL: a real cluster and `mlflow server` (transferlab.tools.server), real stages through DVC.
 
 Starts PostgreSQL (Debian's package; `.ci/run` installs it when missing) and MLflow on free
 loopback ports in a temp folder, runs the tiny pipeline's stages against the server through
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from conftest import address, make_project, stage_env, tiny_params
 from mlflow.tracking import MlflowClient
 
-from conftest import address, make_project, stage_env, tiny_params
-from transferlab import server
+from transferlab.tools import server
 
 DVC = [sys.executable, "-m", "dvc"]
 
@@ -150,7 +150,7 @@ def test_missing_postgres_binary_is_one_line(monkeypatch: pytest.MonkeyPatch) ->
 def test_make_server_and_stop(tmp_path: Path) -> None:
     """`make server` / `make server-stop` are the documented commands: they drive the same module."""
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    assert "python -m transferlab.server start" in makefile and "python -m transferlab.server stop" in makefile
-    result = subprocess.run([sys.executable, "-m", "transferlab.server", "stop", "--dir", str(tmp_path / "none")],
+    assert "python -m transferlab.tools.server start" in makefile and "python -m transferlab.tools.server stop" in makefile
+    result = subprocess.run([sys.executable, "-m", "transferlab.tools.server", "stop", "--dir", str(tmp_path / "none")],
                             capture_output=True, text=True, timeout=60, env={**os.environ})
     assert result.returncode == 0 and result.stdout.strip() == "nothing was running"

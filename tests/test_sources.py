@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import address, addresses, make_project, run, tiny_params
 from test_pipeline import edit_params, repro
 

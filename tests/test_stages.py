@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-
 from conftest import ROOT, run, tiny_params
+from mlflow.tracking import MlflowClient
 
 
 def stage(workdir: Path, name: str, *args: str, check: bool = True):
@@ -166,7 +165,7 @@ def with_model_file(prepared: Path, tmp_path: Path, entry: dict) -> Path:
 
 
 def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from transferlab import zoo
+    from transferlab.models import zoo
 
     workdir = clone(prepared, tmp_path)
     source = zoo.load_keras(workdir / "models/source.keras")
@@ -219,7 +218,7 @@ def test_tensorflow_starts_quietly_without_make(tmp_path: Path) -> None:
     """`.venv/bin/dvc repro` run by hand sets no TF_CPP_MIN_LOG_LEVEL: TensorFlow's C++ start-up lines
     (absl's "before InitializeLog", cpu_feature_guard) must still stay out of every stage's output."""
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
-    code = "import transferlab.strategies, tensorflow as tf; tf.zeros(1) + 1"  # strategies imports keras first
+    code = "import transferlab.training.race, tensorflow as tf; tf.zeros(1) + 1"  # strategies imports keras first
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stderr == "", result.stderr
 

@@ -9,12 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT, run, tiny_params
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run, tiny_params
-from transferlab import artifacts, data, datafiles, figures, networks, repetitions, statistics, sweep_results, sweeps
+from transferlab import artifacts, data, statistics
 from transferlab.config import _check_variant, parse_params
+from transferlab.data import datafiles, repetitions
 from transferlab.errors import ConfigError, DataError
+from transferlab.models import networks
+from transferlab.report import figures
+from transferlab.training import sweep_results, sweeps
 
 HIDDEN = [16, 8]
 PIXELS = 36
@@ -73,14 +77,14 @@ def transferability_rows(setting) -> list[dict[str, Any]]:
 
 
 def test_transferability_grid_keeps_the_source_architecture(setting) -> None:
-    from transferlab import strategies
+    from transferlab.training import race
 
     params, _, models, _ = setting
     points = sweeps.transferability_points(params)
     assert [(p.x, p.series) for p in points] == [(k, m) for k in range(3) for m in ("frozen", "fine-tuned")]
     for point in points:
         _check_variant(params, f"sweep k={point.x}", point.variant)  # the rules params.yaml variants obey
-        model = strategies.build_variant_network(point.variant, models["source"], params.network_for("source"), 5, 1)
+        model = race.build_variant_network(point.variant, models["source"], params.network_for("source"), 5, 1)
         assert [layer.units for layer in model.layers[1:-1]] == HIDDEN
         frozen = point.x if point.series == "frozen" else 0
         assert point.variant.frozen_layers == frozen and point.variant.reuse_layers == point.x
@@ -126,8 +130,8 @@ def test_a_point_that_is_a_variant_stage_race_is_read_from_it_not_raced_again(se
     """k = 2 fine-tuned is exactly variant reuse2's race: same bits whether the sweep races it or reads the stage's."""
     from dataclasses import asdict
 
-    from transferlab import strategies
-    from transferlab.results import VariantResult
+    from transferlab.training import race
+    from transferlab.training.results import VariantResult
 
     params, arrays, models, plan = setting
     points = sweeps.transferability_points(params)
@@ -136,7 +140,7 @@ def test_a_point_that_is_a_variant_stage_race_is_read_from_it_not_raced_again(se
     (point,) = [p for p in points if sweeps.race_key(p) in twins]
     assert (point.x, point.series) == (2, "fine-tuned")
     variant = params.variants["reuse2"]  # raced as stage transfer@reuse2 races it
-    outcome = strategies.race(variant, models["source"], params.network_for("source"), params.protocol(variant), arrays,
+    outcome = race.race(variant, models["source"], params.network_for("source"), params.protocol(variant), arrays,
                               params.targets["mnist"].labels(), plan)
     raced = [row for row in transferability_rows if (row["x"], row["series"]) == (2, "fine-tuned")]
     assert [row["target_accuracy"] for row in raced] == [r.target_accuracy for r in outcome.results]

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_params
-from transferlab import data, datasets, leakage, tasks
+
+from transferlab import data
 from transferlab.config import parse_params
+from transferlab.data import datasets, leakage, tasks
 from transferlab.errors import ConfigError
 
 

@@ -11,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-
 from conftest import ROOT
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transferlab import verify
-from transferlab.cli import run_main
+from transferlab.launch.cli import run_main
+from transferlab.tools import verify
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github/workflows/report.yml"
@@ -67,7 +67,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _verify(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
-    """Run `python -m transferlab.verify` in-process: (exit code, stdout + stderr)."""
+    """Run `python -m transferlab.tools.verify` in-process: (exit code, stdout + stderr)."""
     try:
         run_main(verify.main, list(argv))
         code = 0
@@ -183,7 +183,7 @@ def test_bad_ref_or_no_metrics_is_one_line(repo: Path, capsys: pytest.CaptureFix
 
 def test_cli_exit_status(repo: Path) -> None:
     _edit(repo, "metrics/source.json", '"test_accuracy": 0.962', '"test_accuracy": 0.963')
-    result = subprocess.run([sys.executable, "-m", "transferlab.verify"], cwd=repo, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "transferlab.tools.verify"], cwd=repo, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "metrics/source.json: test_accuracy: committed 0.962, rebuilt 0.963" in result.stdout
 
@@ -223,8 +223,8 @@ def test_make_verify_rebuilds_then_compares() -> None:
     dry = subprocess.run(["make", "--no-print-directory", "-n", "verify", "REPRO_FLAGS=-f"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     commands = dry.stdout.splitlines()
-    assert commands[-2].startswith(".venv/bin/python -m transferlab.warm -- .venv/bin/dvc repro -f")  # the rebuild, as `make run`
-    assert commands[-1] == ".venv/bin/python -m transferlab.verify"
+    assert commands[-2].startswith(".venv/bin/python -m transferlab.launch.warm -- .venv/bin/dvc repro -f")  # the rebuild, as `make run`
+    assert commands[-1] == ".venv/bin/python -m transferlab.tools.verify"
     steps = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines() if line.startswith("make ")]
     assert steps == ["make test", "make verify"]
 
@@ -264,7 +264,7 @@ ELSEWHERE = {"cpu": "Some Other CPU", "simd": ["avx2", "avx512f"]}  # a platform
 def _cross_platform(repo: Path, committed: dict) -> None:
     """Commit a conclusions file made on `committed`, and a sweep summary with intervals, beside the metrics; the
     working tree's (the rebuild's) conclusions are the same, made on this machine."""
-    from transferlab import machine
+    from transferlab.tools import machine
 
     summary = "x,series,target_accuracy,std,ci95_low,ci95_high,n,unconverged\n5,scratch,0.53,0.12,0.38,0.68,5,0\n"
     _write(repo, {"reports/conclusions.json": {"platform": committed, **CONCLUSIONS}, "plots/sweeps/label_budget.csv": summary})
@@ -300,7 +300,7 @@ def test_on_another_platform_last_bits_pass_and_a_flipped_verdict_or_a_mean_outs
 
 
 def test_on_the_same_platform_the_check_stays_exact(repo: Path, capsys: pytest.CaptureFixture) -> None:
-    from transferlab import machine
+    from transferlab.tools import machine
 
     _cross_platform(repo, machine.record())
     assert _verify(capsys)[0] == 0
@@ -329,7 +329,7 @@ def test_a_rebuild_with_other_last_bits_fails_exact_and_passes_on_conclusions(tm
     for stage in ("variants/dvc.yaml:transfer@freeze2", "report"):  # one race rebuilt is enough to move bits
         subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "-f", "-s", stage], cwd=project, env=perturbed,
                        check=True, capture_output=True, text=True, timeout=600)
-    verify_command = [sys.executable, "-m", "transferlab.verify"]
+    verify_command = [sys.executable, "-m", "transferlab.tools.verify"]
     exact = subprocess.run([*verify_command, "--mode", "exact"], cwd=project, capture_output=True, text=True, timeout=120)
     assert exact.returncode == 1 and "metrics/transfer/" in exact.stdout, exact.stdout  # other bits
     auto = subprocess.run(verify_command, cwd=project, capture_output=True, text=True, timeout=120)

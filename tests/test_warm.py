@@ -14,9 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, address, assert_process_ends, cold_stage_env, run, stage_env
-from transferlab import warm
+
+from transferlab.launch import warm
 
 DVC = [sys.executable, "-m", "dvc"]
 VOLATILE = re.compile(r"seconds|run_id")  # timings and MLflow run ids differ between any two runs
@@ -57,8 +57,9 @@ def test_warm_stage_keeps_exit_code_and_one_line_error(project: Path) -> None:
 SLOW_STAGE = textwrap.dedent(
     """
     import os, sys, time
-    from transferlab import tracking, warm
-    from transferlab.cli import run_main
+    from transferlab import tracking
+    from transferlab.launch import warm
+    from transferlab.launch.cli import run_main
 
     def main(argv):
         with tracking.stage_run("t", "long", {"stage": "probe"}, {}):

@@ -16,8 +16,9 @@ from mlflow import MlflowClient  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.neural_network import MLPClassifier  # noqa: E402
 
-from transferlab import networks, zoo, zoo_registry  # noqa: E402
 from transferlab.errors import ModelError  # noqa: E402
+from transferlab.models import networks, zoo  # noqa: E402
+from transferlab.tracking import registry as zoo_registry
 
 INPUTS = 8
 

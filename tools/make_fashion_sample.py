@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.artifacts import atomic_path, deterministic_zip
-from transferlab.datafiles import read_idx
-from transferlab.loaders import IDX_FILES
+from transferlab.data.datafiles import read_idx
+from transferlab.data.loaders import IDX_FILES
 
 DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 OUTPUT = Path("data/raw/fashion/fashion_sample.npz")

@@ -101,7 +101,9 @@ def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (statsmodels `multipletests(method="holm")`): family-wise error ≤ α."""
     if not p_values:
         return []
-    from statsmodels.stats.multitest import multipletests  # only the report needs it: ~0.5 s of imports
+    from statsmodels.stats.multitest import (
+        multipletests,  # only the report needs it: ~0.5 s of imports
+    )
 
     return [float(p) for p in multipletests(np.asarray(p_values, dtype=np.float64), alpha=ALPHA, method="holm")[1]]
 

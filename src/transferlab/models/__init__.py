@@ -1,0 +1,1 @@
+"""Networks: building Dense stacks, loading reused layers safely (the zoo)."""

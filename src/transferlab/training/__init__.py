@@ -1,0 +1,1 @@
+"""The race and everything that trains: the one engine, early stopping, sweeps, pretraining, typed results."""
