@@ -13,7 +13,7 @@ SERVER_DIR ?= .server
 SERVER_PORT ?= 5001
 PG_PORT ?= 5433
 
-.PHONY: run test ui bench clean verify server server-stop
+.PHONY: run test ui bench clean verify server server-stop pipeline layers
 
 $(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 run: $(STAMP)
+	$(BIN)/python -m transferlab.tools.pipeline --check  # stale dependency lists (imports or sweep variants edited) stop here: make pipeline
 	$(BIN)/python -m transferlab.launch.warm -- $(BIN)/dvc repro  # stages fork from one process that imported TensorFlow and MLflow
 	@echo
 	@echo "Report:       reports/comparison.md and reports/comparison.html"
@@ -38,6 +39,12 @@ ui: $(STAMP)
 	# GenAI jobs: 10 processes and 2.6 GiB with it, 2 processes and about 550 MiB without)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec $(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+pipeline: $(STAMP)  # regenerate the dependency lists of dvc.yaml, inputs/dvc.yaml, variants/dvc.yaml from the code and params
+	$(BIN)/python -m transferlab.tools.pipeline
+
+layers: $(STAMP)  # each folder's imports, and any against the layer order (docs/architecture.md)
+	$(BIN)/python -m transferlab.tools.layers
 
 verify: $(STAMP)  # rebuild (a fresh clone rebuilds everything), then fail if the committed run does not reproduce (bits on its platform, conclusions elsewhere)
 	$(BIN)/python -m transferlab.launch.warm -- $(BIN)/dvc repro $(REPRO_FLAGS)  # as `make run` does

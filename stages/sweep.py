@@ -6,8 +6,8 @@
                                              # (target, budget, skipped points, MLflow run)
 
 Reads `sweeps.<name>`, `transfer` (the protocol every point is raced under: validation split,
-early stopping, tuning grid), the sweep's target and (label_budget) the named variants; label_budget
-first checks that dvc.yaml's stage names exactly those variants (`pipeline`).
+early stopping, tuning grid), the sweep's target and (label_budget) the named variants, whose params
+and init models dvc.yaml lists for it (generated: `make pipeline`, src/transferlab/tools/pipeline.py).
 MLflow: one parent run for the stage, one nested run per grid point with its mean accuracy.
 Progress: a tqdm bar on stderr, one step per grid point.
 Selffer modes (`selffer-frozen`, `selffer-fine-tuned`) reuse the k = 0 race's chosen network of each
@@ -28,7 +28,6 @@ from transferlab.config import check_sweeps, load_params, split_sizes
 from transferlab.data import repetitions
 from transferlab.errors import ConfigError
 from transferlab.launch.cli import run_main
-from transferlab.tools import pipeline
 from transferlab.training import sweeps
 
 STAGE = "sweep"
@@ -48,8 +47,6 @@ def main(argv: list[str]) -> None:
     spec = getattr(params.sweeps, name)
     if spec is None:
         raise ConfigError(f"sweeps.{name}", "is null: this sweep is switched off")
-    if name == "label_budget":
-        pipeline.check_label_budget_stage(params)  # before any training: dvc.yaml must rerun it for its variants' edits
     target = params.targets[spec.target]
     arrays = data.load_target(spec.target)
     points, skipped = sweeps.grid(name, params, sweeps.pool_per_class(arrays["y_pool"]))
@@ -67,7 +64,7 @@ def main(argv: list[str]) -> None:
             "init_from": ",".join(init_models), "target": spec.target, "data_fingerprint": data.fingerprint(*arrays.values())}
     logged: dict[str, Any] = {"sweep": spec.model_dump(), "transfer": params.transfer.model_dump(), "target": target.model_dump()}
     plan = repetitions.plan(params.transfer.seeds, params.transfer.seed, target.seed, params.transfer.resample_labels)
-    twins, notes = sweeps.twin_races(points, params, plan, pipeline.stage_deps(f"{STAGE}_{name}"))
+    twins, notes = sweeps.twin_races(points, params, plan, set(sweeps.twin_metrics(name, params)))  # its deps (tools/pipeline.py)
     for note in notes:
         print(f"sweep_{name}: {note}", file=sys.stderr)
     description = (f"Sweep `{name}` on target `{spec.target}`: {len(points)} points, one nested run each "

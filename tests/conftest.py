@@ -75,14 +75,6 @@ def addresses(*names: str) -> list[str]:
     return sorted(address(name) for name in names)
 
 
-def write_result(root: Path, result: Any) -> None:
-    """A variant's two files as its transfer stage writes them: results in metrics/, its recipe and run in runs/."""
-    from transferlab import artifacts, paths
-
-    artifacts.write_json(root / paths.variant_metrics(result.variant), result.to_json())
-    artifacts.write_json(root / paths.variant_run(result.variant), result.record())
-
-
 def tiny_params(**overrides: Any) -> dict[str, Any]:
     """A deep copy of TINY with top-level sections replaced."""
     params = copy.deepcopy(TINY)
@@ -128,28 +120,17 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | Non
 
 
 def fit_sweep_stages(project: Path) -> None:
-    """dvc.yaml's sweep stages name the default params' variants and twin races by hand; name this project's instead."""
+    """The pipeline files' generated lists (sweeps' variants and twin races) for this project's params."""
     from transferlab.config import load_params
     from transferlab.errors import TransferlabError
     from transferlab.tools import pipeline
-    from transferlab.training import sweeps
 
     try:
         params = load_params(project / "params.yaml")
     except TransferlabError:
         return  # a test of bad params: the validate stage refuses them before any sweep is reached
-    spec = yaml.safe_load((project / "dvc.yaml").read_text())
-    for name in sweeps.SWEEPS:
-        stage = spec["stages"].get(f"sweep_{name}")
-        if stage is None or getattr(params.sweeps, name) is None:
-            continue
-        stage["deps"] = [entry for entry in stage["deps"] if not entry.startswith(("metrics/transfer/", "runs/transfer/"))]
-        stage["deps"] += sweeps.twin_metrics(name, params)
-        if name == "label_budget":
-            keys, models = pipeline.label_budget_needs(params)
-            stage["params"] = [entry for entry in stage["params"] if not str(entry).startswith("variants")] + keys
-            stage["deps"] = [entry for entry in stage["deps"] if not entry.startswith("models/")] + models
-    (project / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    for file in PIPELINES:
+        (project / file).write_text(pipeline.render((project / file).read_text(), params, project))
 
 
 def assert_process_ends(pid: int, what: str, seconds: float = 20.0) -> None:

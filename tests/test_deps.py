@@ -6,7 +6,6 @@ stage's process can load, not only what it loads at import time.
 """
 from __future__ import annotations
 
-import ast
 import json
 import sys
 from pathlib import Path
@@ -18,48 +17,11 @@ from conftest import PIPELINES, ROOT, addresses, make_project, run, tiny_params
 from transferlab.config import load_params, parse_params, read_yaml
 from transferlab.tools import pipeline
 
-PACKAGE = "transferlab"
 DVC = [sys.executable, "-m", "dvc"]
 
 
-def module_file(name: str) -> Path | None:
-    """The file of a project module (`transferlab.x.y`, `stages.z`), or None for third-party modules."""
-    parts = name.split(".")
-    if parts[0] == PACKAGE:
-        base = ROOT / "src" / Path(*parts)
-    elif parts[0] == "stages":
-        base = ROOT / Path(*parts)
-    else:
-        return None
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imported_modules(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from transferlab import zoo`
-    return found
-
-
 def closure(module: str) -> set[Path]:
-    """Every project file reachable by imports from `module` (packages bring their `__init__`)."""
-    todo, seen = [module], set()
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-            path = module_file(".".join(parts[:i]))
-            if path is not None and path not in seen:
-                seen.add(path)
-                todo += sorted(imported_modules(path))
-    return seen
+    return {ROOT / path for path in pipeline.closure(module, ROOT)}
 
 
 def covered(path: Path, deps: list[str]) -> bool:
@@ -78,20 +40,9 @@ def stages() -> list[tuple[str, str, list[str]]]:
     return found
 
 
-def trivial(path: Path) -> bool:
-    """A package marker holding nothing but a docstring carries no behaviour."""
-    body = ast.parse(path.read_text()).body
-    return path.name == "__init__.py" and all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
-
-
-# How a stage process starts, not what it computes: a stage run through the warm stage server writes
-# the same outputs as a cold one (tests/test_warm.py), so editing the launcher reruns nothing.
-STARTS_ONLY = {ROOT / "src" / "transferlab" / "warm.py"}
-
-
 @pytest.mark.parametrize(("stage", "module", "deps"), stages(), ids=[s[0] for s in stages()])
 def test_stage_deps_cover_its_import_closure(stage: str, module: str, deps: list[str]) -> None:
-    needed = {path for path in closure(module) if not trivial(path) and path not in STARTS_ONLY}
+    needed = {path for path in closure(module) if not pipeline.trivial(path) and path.relative_to(ROOT) not in pipeline.STARTS_ONLY}
     missing = sorted(path.relative_to(ROOT).as_posix() for path in needed if not covered(path, deps))
     assert not missing, f"dvc.yaml stage {stage!r} imports these project files but does not depend on them: {missing}"
 
@@ -102,12 +53,37 @@ def test_the_closure_follows_imports_inside_functions() -> None:
     assert {"src/transferlab/training/race.py", "src/transferlab/training/engine.py", "src/transferlab/data/__init__.py"} <= files
 
 
-def test_label_budget_stage_names_exactly_the_variants_the_sweep_runs() -> None:
-    """DVC cannot template a dependency list from `sweeps.label_budget.variants`: dvc.yaml spells it out, checked here."""
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+def test_every_generated_list_is_what_the_code_and_params_give() -> None:
+    """Each stage's code deps equal its import closure (nothing missing, nothing unused); the sweeps' lists match params."""
     params = load_params(ROOT / "params.yaml")
-    assert pipeline.label_budget_mismatch(spec, params) is None, pipeline.label_budget_mismatch(spec, params)
-    assert "variants" not in spec["stages"][pipeline.LABEL_BUDGET_STAGE]["params"], "the whole section would rerun it for any variant"
+    assert pipeline.stale(params, ROOT) == [], "run `make pipeline`"
+    for stage, module, deps in stages():
+        listed = {dep for dep in deps if dep.startswith(("src/", "stages/"))}
+        assert listed == set(pipeline.code_deps(module, ROOT)), stage
+
+
+def test_an_unused_import_is_dropped_and_a_new_one_added(tmp_path: Path) -> None:
+    """Both directions: the generated list follows an edit of the imports, whatever was listed before."""
+    project = make_project(tmp_path / "project", tiny_params())
+    stage = project / "stages" / "validate.py"
+    stage.write_text(stage.read_text() + "\nfrom transferlab import statistics  # noqa: E402,F401\n")
+    dvc_yaml = project / "dvc.yaml"
+    text = dvc_yaml.read_text().replace("      - src/transferlab/paths.py\n", "      - src/transferlab/paths.py\n      - src/transferlab/report/figures.py\n", 1)
+    rendered = pipeline.render(text, load_params(project / "params.yaml"), project)
+    validate = yaml.safe_load(rendered)["stages"]["validate"]["deps"]
+    assert "src/transferlab/statistics.py" in validate and "src/transferlab/report/figures.py" not in validate
+    assert "params.yaml" in validate and "data/raw" in validate  # what is not code stays as written
+
+
+def test_the_label_budget_sweep_lists_exactly_its_variants() -> None:
+    """DVC cannot template a dependency list from `sweeps.label_budget.variants`: the generator writes it."""
+    raw = read_yaml(ROOT / "params.yaml")
+    raw["sweeps"]["label_budget"]["variants"] = ["scratch", "reuse5", "freeze2", "ae_reuse"]
+    stage = yaml.safe_load(pipeline.render((ROOT / "dvc.yaml").read_text(), parse_params(raw), ROOT))["stages"]["sweep_label_budget"]
+    assert [entry for entry in stage["params"] if str(entry).startswith("variants")] == [
+        "variants.scratch", "variants.reuse5", "variants.freeze2", "variants.ae_reuse"]
+    assert {"models/source.keras", "models/autoencoder.keras"} <= set(stage["deps"])
+    assert "variants" not in stage["params"], "the whole section would rerun it for any variant"
 
 
 def test_each_sweep_stage_depends_on_exactly_the_transfer_stages_whose_races_it_reads() -> None:
@@ -116,7 +92,8 @@ def test_each_sweep_stage_depends_on_exactly_the_transfer_stages_whose_races_it_
 
     params = load_params(ROOT / "params.yaml")
     for name in sweeps.SWEEPS:
-        declared = {dep for dep in pipeline.stage_deps(f"sweep_{name}", ROOT / "dvc.yaml") if dep.startswith(("metrics/", "runs/"))}
+        declared = {dep for dep in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][f"sweep_{name}"]["deps"]
+                    if dep.startswith(("metrics/transfer/", "runs/transfer/"))}
         assert declared == set(sweeps.twin_metrics(name, params)), name
     assert set(sweeps.twin_metrics("label_budget", params)) == {  # each at the target's 100 labels: results and run record
         f"{folder}/transfer/{variant}.json" for variant in params.sweeps.label_budget.variants for folder in ("metrics", "runs")}
@@ -130,19 +107,6 @@ def test_each_dvc_lock_holds_only_stages_of_its_dvc_yaml() -> None:
         lock = (ROOT / pipeline_file).with_suffix(".lock")
         locked = yaml.safe_load(lock.read_text())["stages"] if lock.is_file() else {}
         assert mine and sorted(set(locked) - mine) == [], f"remove these entries from {lock.relative_to(ROOT)}"
-
-
-def test_a_variant_added_to_the_sweep_but_not_to_dvc_yaml_is_named() -> None:
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    raw = read_yaml(ROOT / "params.yaml")
-    raw["sweeps"]["label_budget"]["variants"] = ["scratch", "reuse5", "freeze2", "ae_reuse"]
-    problem = pipeline.label_budget_mismatch(spec, parse_params(raw))
-    assert problem == ("dvc.yaml: stage sweep_label_budget: add `- variants.ae_reuse` to its params; add"
-                       " `- models/autoencoder.keras` to its deps (it must name exactly the variants of"
-                       " sweeps.label_budget.variants and their init models)")
-    raw["sweeps"]["label_budget"]["variants"] = ["scratch", "reuse5"]
-    problem = pipeline.label_budget_mismatch(spec, parse_params(raw))
-    assert problem is not None and "remove `- variants.freeze2` from its params" in problem and "deps" not in problem
 
 
 def committed_project(path: Path, params: dict) -> Path:
@@ -190,7 +154,7 @@ def test_editing_a_variant_reruns_its_stage_and_only_the_sweeps_that_run_it(tmp_
 def test_editing_draw_labelled_marks_every_variant_and_sweep_changed(tmp_path: Path) -> None:
     """`data.draw_labelled` decides each repetition's labelled images: every stage that races must rerun."""
     project = committed_project(tmp_path / "project", tiny_params())
-    source = project / "src" / "transferlab" / "data.py"
+    source = project / "src" / "transferlab" / "data" / "__init__.py"
     text = source.read_text()
     assert "def draw_labelled(" in text
     source.write_text(text.replace("def draw_labelled(", "# edited\ndef draw_labelled(", 1))
@@ -199,21 +163,14 @@ def test_editing_draw_labelled_marks_every_variant_and_sweep_changed(tmp_path: P
     assert racing <= changed, sorted(changed)
 
 
-def test_sweep_stage_refuses_a_dvc_yaml_that_would_not_rerun_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                 capsys: pytest.CaptureFixture) -> None:
-    """Before any training: a sweep whose dvc.yaml entry names other variants stops with the one line that says the fix."""
-    from transferlab.launch.cli import run_main
-
-    monkeypatch.syspath_prepend(str(ROOT))
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))  # label_budget: scratch, freeze2
-    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())  # names scratch, reuse5, freeze2
-    from stages import sweep
-
-    with pytest.raises(SystemExit) as stopped:
-        run_main(sweep.main, ["label_budget"])
-    assert stopped.value.code == 2
+def test_a_stale_pipeline_file_is_refused_before_dvc_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """`make run` checks first: a dvc.yaml whose sweep names other variants than params stops with the fix, in one line."""
+    project = make_project(tmp_path / "project", tiny_params())  # label_budget: scratch, freeze2
+    (project / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())  # names scratch, reuse5, freeze2
+    monkeypatch.chdir(project)
+    assert pipeline.main(["--check"]) == 1
     assert capsys.readouterr().err.strip() == (
-        "error: dvc.yaml: stage sweep_label_budget: remove `- variants.reuse5` from its params (it must name exactly"
-        " the variants of sweeps.label_budget.variants and their init models)")
-    assert not (tmp_path / "metrics").exists()
+        "dvc.yaml: its dependency lists are stale (code imports or sweeps changed): run `make pipeline`")
+    assert pipeline.main([]) == 0 and pipeline.main(["--check"]) == 0
+    assert "variants.reuse5" not in yaml.safe_load((project / "dvc.yaml").read_text())["stages"]["sweep_label_budget"]["params"]

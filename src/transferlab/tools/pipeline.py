@@ -1,34 +1,93 @@
-"""What `dvc.yaml` must spell out because DVC cannot derive it from params.yaml.
+"""The dependency lists of the pipeline files, generated: no stage's list is kept by hand.
 
-DVC templates a dependency from one value, never a list from a list, so the label-budget sweep's
-stage names each variant it runs (`variants.<name>` in its params) and each of their init models
-(in its deps) by hand. `check_label_budget_stage` compares that hand-written list with
-`sweeps.label_budget.variants`: the sweep stage calls it before training and tests/test_deps.py
-on the committed files, so a sweep can never run a variant whose edits would not rerun it.
+`python -m transferlab.tools.pipeline` (`make pipeline`) rewrites, in `dvc.yaml`, `inputs/dvc.yaml`
+and `variants/dvc.yaml`, the lists DVC cannot derive itself, and leaves every other line (comments,
+data, params, outputs) as written:
 
-A sweep stage also lists the metrics files and run records of the `transfer@<variant>` stages whose race one of its
-points is (`sweeps.twin_metrics`): DVC then runs those first and reruns the sweep when they change,
-and the sweep reads their repetitions instead of racing them again. A twin left out only costs
-time (the sweep races it itself and says so); tests/test_deps.py keeps the committed list exact.
+- each stage's **code**: the project files its command's module can import (`ast`, following every
+  `import`, also those inside functions), so editing a file reruns exactly the stages that can run it;
+- each **sweep**'s `metrics/transfer/*.json`: the `transfer@<variant>` stages whose race is one of the
+  sweep's points (`sweeps.twin_metrics`), so DVC runs them first and the sweep reads their races;
+- the **label-budget sweep**'s `variants.<name>` params and init models: DVC templates a value, never a
+  list from a list (`sweeps.label_budget.variants`).
+
+`--check` (what `make run` and the tests do) changes nothing and fails with one line per stale file.
+No stage reads a pipeline file: the generator is the one home of these lists.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ast
+import re
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from transferlab import paths
-from transferlab.config import Params
-from transferlab.errors import TransferlabError
+from transferlab.config import Params, load_params
 
-DVC_YAML = Path("dvc.yaml")
-LABEL_BUDGET_STAGE = "sweep_label_budget"
+PIPELINES = (Path("dvc.yaml"), Path("inputs/dvc.yaml"), Path("variants/dvc.yaml"))
+PACKAGES = {"transferlab": Path("src/transferlab"), "stages": Path("stages")}
+# How a stage process starts, not what it computes: a stage run through the warm stage server writes the
+# same outputs as a cold one (tests/test_warm.py), so editing the launcher reruns nothing.
+STARTS_ONLY = {Path("src/transferlab/launch/warm.py")}
+LABEL_BUDGET = "python -m stages.sweep label_budget"
 
 
-class PipelineError(TransferlabError):
-    """dvc.yaml declares other dependencies than the params need; the message says what to add or remove."""
+def module_file(name: str, root: Path) -> Path | None:
+    """The file of a project module (`transferlab.x.y`, `stages.z`), relative to `root`; None for third-party ones."""
+    parts = name.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    base = PACKAGES[parts[0]].joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if (root / candidate).is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from transferlab import zoo`
+    return found
+
+
+def trivial(path: Path) -> bool:
+    """A package marker holding nothing but a docstring carries no behaviour."""
+    body = ast.parse(path.read_text()).body
+    return path.name == "__init__.py" and all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
+def closure(module: str, root: Path = Path(".")) -> set[Path]:
+    """Every project file reachable by imports from `module` (importing a.b.c runs a/__init__ and a/b/__init__ too)."""
+    todo, seen = [module], set()
+    while todo:
+        parts = todo.pop().split(".")
+        for i in range(1, len(parts) + 1):
+            path = module_file(".".join(parts[:i]), root)
+            if path is not None and path not in seen:
+                seen.add(path)
+                todo += sorted(imported_modules(root / path))
+    return seen
+
+
+def code_deps(module: str, root: Path = Path(".")) -> list[str]:
+    """What a stage running `python -m <module>` depends on as code: stages/ first, then the package."""
+    files = [path for path in closure(module, root) if not trivial(root / path) and path not in STARTS_ONLY]
+    return sorted((path.as_posix() for path in files), key=lambda name: (not name.startswith("stages/"), name))
+
+
+def sweep_twins(cmd: str, params: Params) -> list[str]:
+    from transferlab.training import (
+        sweeps,  # NumPy only; the grid needs the sweep's rules
+    )
+
+    name = cmd.split()[-1]
+    return sweeps.twin_metrics(name, params) if getattr(params.sweeps, name, None) is not None else []
 
 
 def label_budget_needs(params: Params) -> tuple[list[str], list[str]]:
@@ -38,47 +97,71 @@ def label_budget_needs(params: Params) -> tuple[list[str], list[str]]:
     return [f"variants.{name}" for name in names], list(models)
 
 
-def stage_deps(stage: str, dvc_yaml: Path = DVC_YAML) -> set[str]:
-    """The deps dvc.yaml lists for `stage` as written (empty outside a DVC project or for an unknown stage)."""
-    if not dvc_yaml.is_file():
-        return set()
-    with dvc_yaml.open() as handle:
-        spec = yaml.safe_load(handle) or {}
-    return {entry for entry in (spec.get("stages", {}).get(stage) or {}).get("deps", []) if isinstance(entry, str)}
+# Each generated list: (which stages, section, which entries it owns, the comment it follows or None, its entries)
+Rule = tuple[Callable[[str], bool], str, Callable[[str], bool], "str | None", Callable[[str, Params, Path], list[str]]]
+RULES: list[Rule] = [
+    (lambda cmd: True, "deps", lambda entry: entry.startswith(("stages/", "src/")), None,
+     lambda cmd, params, root: code_deps(cmd.split("-m ", 1)[1].split()[0], root)),
+    (lambda cmd: cmd.startswith("python -m stages.sweep"), "deps", lambda entry: entry.startswith(("metrics/transfer/", "runs/transfer/")),
+     "# generated (make pipeline): the metrics and run record of each transfer@<variant> stage whose race is one of the sweep's points",
+     lambda cmd, params, root: sweep_twins(cmd, params)),
+    (lambda cmd: cmd == LABEL_BUDGET, "deps", lambda entry: entry.startswith(f"{paths.MODELS.as_posix()}/"),
+     "# generated (make pipeline): the init model of every variant in sweeps.label_budget.variants", lambda cmd, params, root: label_budget_needs(params)[1]),
+    (lambda cmd: cmd == LABEL_BUDGET, "params", lambda entry: entry.startswith("variants."),
+     "# generated (make pipeline): every variant in sweeps.label_budget.variants, and no other", lambda cmd, params, root: label_budget_needs(params)[0]),
+]
+ITEM = re.compile(r"^(?P<indent>\s*)- (?P<entry>[^#\s][^#]*?)\s*(#.*)?$")
+KEY = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_]+):(?P<value>.*)$")
 
 
-def _declared(stage: Mapping[str, Any]) -> tuple[set[str], set[str]]:
-    """The stage's `variants.*` params and `models/*.keras` deps, as written in dvc.yaml."""
-    params = {entry for entry in stage.get("params", []) if isinstance(entry, str) and entry.startswith("variants")}
-    models = {entry for entry in stage.get("deps", []) if entry.startswith(f"{paths.MODELS.as_posix()}/")}
-    return params, models
+def render(text: str, params: Params, root: Path = Path(".")) -> str:
+    """The pipeline file `text` with every generated list recomputed; all other lines kept as written."""
+    out: list[str] = []
+    cmd, section, placed = "", None, set()  # section: (name, indent) of the list being read
+    for line in text.splitlines(keepends=True):
+        key = KEY.match(line)
+        if key and (section is None or len(key["indent"]) <= section[1]):
+            section = None
+            if key["key"] == "cmd":
+                cmd, placed = key["value"].split("#")[0].strip(), set()
+            elif key["key"] in {"deps", "params"}:
+                section = (key["key"], len(key["indent"]))
+            out.append(line)
+            continue
+        rules = [rule for rule in RULES if section is not None and rule[1] == section[0] and rule[0](cmd)]
+        item, indent = ITEM.match(line), line[: len(line) - len(line.lstrip())]
+        owner = next((rule for rule in rules if item and rule[2](item["entry"])), None)
+        anchored = next((rule for rule in rules if rule[3] is not None and line.strip() == rule[3]), None)
+        if owner is not None:
+            if owner[3] is None and id(owner) not in placed:  # a list without its own comment starts at its first entry
+                out += [f"{indent}- {entry}\n" for entry in owner[4](cmd, params, root)]
+                placed.add(id(owner))
+            continue  # an entry of a generated list: the list is written once, where it belongs
+        out.append(line)
+        if anchored is not None:
+            out += [f"{indent}- {entry}\n" for entry in anchored[4](cmd, params, root)]
+    return "".join(out)
 
 
-def label_budget_mismatch(spec: Mapping[str, Any], params: Params) -> str | None:
-    """One line saying how `dvc.yaml`'s label-budget stage must change to match the params, or None when it matches."""
-    stage = spec.get("stages", {}).get(LABEL_BUDGET_STAGE)
-    if stage is None:
-        return None if params.sweeps.label_budget is None else f"dvc.yaml: stage {LABEL_BUDGET_STAGE} is missing"
-    need_params, need_models = label_budget_needs(params)
-    have_params, have_models = _declared(stage)
-    changes = [f"add `- {key}` to its params" for key in need_params if key not in have_params]
-    changes += [f"add `- {path}` to its deps" for path in need_models if path not in have_models]
-    changes += [f"remove `- {key}` from its params" for key in sorted(have_params - set(need_params))]
-    changes += [f"remove `- {path}` from its deps" for path in sorted(have_models - set(need_models))]
-    if not changes:
-        return None
-    return (f"dvc.yaml: stage {LABEL_BUDGET_STAGE}: {'; '.join(changes)}"
-            " (it must name exactly the variants of sweeps.label_budget.variants and their init models)")
+def stale(params: Params, root: Path = Path(".")) -> list[Path]:
+    """The pipeline files whose generated lists differ from what the code and params give."""
+    return [file for file in PIPELINES if (root / file).is_file()
+            and render((root / file).read_text(), params, root) != (root / file).read_text()]
 
 
-def check_label_budget_stage(params: Params, dvc_yaml: Path = DVC_YAML) -> None:
-    """Refuse to run the sweep when dvc.yaml would not rerun it for an edit of a variant it runs.
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    params = load_params(paths.PARAMS)
+    files = stale(params)
+    if "--check" in args:
+        for file in files:
+            print(f"{file}: its dependency lists are stale (code imports or sweeps changed): run `make pipeline`", file=sys.stderr)
+        return 1 if files else 0
+    for file in files:
+        file.write_text(render(file.read_text(), params))
+        print(f"{file}: dependency lists regenerated")
+    return 0
 
-    Outside a DVC project (no dvc.yaml: the stage run by hand in a scratch folder) there is nothing to check.
-    """
-    if not dvc_yaml.is_file():
-        return
-    with dvc_yaml.open() as handle:
-        spec = yaml.safe_load(handle)
-    if (problem := label_budget_mismatch(spec, params)) is not None:
-        raise PipelineError(problem)
+
+if __name__ == "__main__":
+    sys.exit(main())

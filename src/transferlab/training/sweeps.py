@@ -160,9 +160,10 @@ def twin_races(points: Sequence[Point], params: Params, plan: Sequence[Repetitio
                declared: set[str]) -> tuple[dict[RaceKey, Twin], list[str]]:
     """The races of `twins` a sweep need not run, and one note per twin it must race itself, saying why.
 
-    `declared`: the sweep stage's deps in dvc.yaml. A twin counts only when its metrics file and run
-    record are among them (DVC then ran the variant's stage first, with these params and this code)
-    and they describe this race (protocol, labels per class, repetition plan).
+    `declared`: the sweep stage's twin deps (`twin_metrics`, which `make pipeline` writes into dvc.yaml).
+    A twin counts only when its metrics file and run record are among them (DVC then ran the variant's
+    stage first, with these params and this code) and they describe this race (protocol, labels per
+    class, repetition plan).
     """
     from transferlab import artifacts
     from transferlab.training.results import VariantResult
@@ -173,7 +174,7 @@ def twin_races(points: Sequence[Point], params: Params, plan: Sequence[Repetitio
     for key, variant in twins(points, params).items():
         path, record, point = paths.variant_metrics(variant), paths.variant_run(variant), by_key[key]
         if missing := [p for p in (path, record) if p.as_posix() not in declared or not p.is_file()]:
-            notes.append(f"{point.series} x={point.x} is {variant}'s race, raced again here: {missing[0]} is not among this stage's deps in dvc.yaml (add it to read that race instead)")
+            notes.append(f"{point.series} x={point.x} is {variant}'s race, raced again here: {missing[0]} is not among this stage's deps (`make pipeline` adds it)")
             continue
         result = VariantResult.from_json(artifacts.read_json(path), artifacts.read_json(record))
         labels = "all" if point.labels_per_class is None else point.labels_per_class
