@@ -80,7 +80,7 @@ def log_keras(keras_file: Path, example: np.ndarray, name: str = "model", model:
     from mlflow.models import Model
 
     from transferlab.models.zoo import load_keras
-    from transferlab.tracking import beside_the_store
+    from transferlab.tracking.store import beside_the_store
 
     keras_file = Path(keras_file).resolve()  # the block below may change the working directory
     model = load_keras(keras_file) if model is None else model
