@@ -75,6 +75,14 @@ def addresses(*names: str) -> list[str]:
     return sorted(address(name) for name in names)
 
 
+def write_result(root: Path, result: Any) -> None:
+    """A variant's two files as its transfer stage writes them: results in metrics/, its recipe and run in runs/."""
+    from transferlab import artifacts, paths
+
+    artifacts.write_json(root / paths.variant_metrics(result.variant), result.to_json())
+    artifacts.write_json(root / paths.variant_run(result.variant), result.record())
+
+
 def tiny_params(**overrides: Any) -> dict[str, Any]:
     """A deep copy of TINY with top-level sections replaced."""
     params = copy.deepcopy(TINY)
