@@ -23,6 +23,7 @@ from transferlab.errors import DataError
 from transferlab.launch.cli import run_main
 from transferlab.report import (
     changes,
+    domains,
     families,
     figures,
     inference,
@@ -219,6 +220,10 @@ def build(params: Params, ui: str) -> tuple[render.Report, dict[str, verdicts.Ra
     report.heading(ANSWER)
     for target, ranking in rankings.items():
         conclusions["targets"][target] = answer(report, params, target, ranking)
+    comparisons = domains.compare(params, rankings)
+    for comparison in comparisons:
+        report.paragraph(domains.summary(comparison))
+    conclusions["domains"] = {f"{c.reference} -> {c.other}": c.conclusions() for c in comparisons}
     report.heading("Protocol")
     for text in protocol.protocols(rankings):
         report.paragraph(text)
@@ -246,6 +251,14 @@ def build(params: Params, ui: str) -> tuple[render.Report, dict[str, verdicts.Ra
             report.paragraph(f"**LP-FT under shift.** {claim}")
         curves += [{"epoch": int(row.epoch), "series": name, "target": target, "val_accuracy": float(row.val_accuracy),
                     "elapsed": float(row.elapsed)} for name, frame in histories.items() for row in frame.itertuples()]
+    for comparison in comparisons:
+        report.heading(f"From `{comparison.reference}` to `{comparison.other}`: what another domain changes")
+        report.paragraph(f"The same recipes (params entries equal but for the target) on two targets of one source; each"
+                         f" gain is over its own target's scratch, and the change is Holm-corrected over the recipes"
+                         f" ({'; '.join(f.describe() for f in comparison.families.values())}).")
+        for key in comparison.families:
+            report.paragraph(f"*{verdicts.EVALUATIONS[key].capitalize()}:*")
+            report.table(domains.table(comparison, key))
     conclusions["sweeps"] = sweep_section(report, params, rankings)
     if (note := params.original_note) is not None:
         by_name = {r.variant: r for r in results}
