@@ -1,7 +1,7 @@
 """Make the Fashion-MNIST sample the default run uses: 500 training images per class, seeded, uint8.
 
     apt-get install dataset-fashion-mnist        # Debian's package: the four IDX .gz files (MIT, (c) 2017 Zalando SE)
-    PYTHONPATH=src python tools/make_fashion_sample.py   # writes data/raw/fashion/fashion_sample.npz
+    PYTHONPATH=src python data/raw/fashion/make_sample.py   # writes data/raw/fashion/fashion_sample.npz
 
 Reads the training part of `/usr/share/datasets/fashion-mnist/` (or the folder given as the first
 argument) and writes `x` (5000, 28, 28) uint8 and `y` (5000,) uint8, sorted by class then by the
