@@ -119,35 +119,33 @@ def target_section(report: render.Report, target: str, ranking: verdicts.Ranking
 
 
 def sweep_section(report: render.Report, params: Params, rankings: dict[str, verdicts.Ranking]) -> dict[str, Any]:
-    """Both sweep figures and what they support; returns their conclusions."""
-    spec = params.sweeps
-    loaded = {name: (sweep_results.load_summary(paths.sweep_summary(name)), sweep_results.load_rows(paths.sweep_rows(name)))
-              for name in figures.SWEEP_AXES if getattr(spec, name) is not None}
-    if not loaded:
-        return {}
-    target = (spec.transferability or spec.label_budget).target
-    report.heading(f"Sweeps (target `{target}`)")
-    paragraphs, conclusions = recommendation.recommendation(None, loaded.get("transferability"), loaded.get("label_budget"))
-    for paragraph in paragraphs:
-        report.paragraph(paragraph)
-    ranking = rankings.get(target)
-    reference = (ranking.baseline or ranking.ranked[0]).budget if ranking is not None else None
-    for name in loaded:
-        budget = read_metrics(paths.sweep_run(name)).get("budget", {})
-        if reference is not None and (differ := verdicts.budget_differences(budget, reference)):
-            report.paragraph(f"The {name} sweep ran under another tuning budget than the variants: {'; '.join(differ)}.")
-        elif reference is not None:
-            report.paragraph(f"The {name} sweep ran under the variants' tuning budget.")
-    for figure in figures.sweep_figures({name: summary for name, (summary, _) in loaded.items()}):
-        report.figure(figure)
-    if "transferability" in loaded:
-        selffer, found = sweep_verdicts.selffer_verdict(*loaded["transferability"])
+    """Each sweep's figure and what it supports, in params order, one heading each; returns their conclusions."""
+    conclusions: dict[str, Any] = {}
+    for name, spec in params.sweeps.items():
+        if spec is None:
+            continue
+        summary, rows = sweep_results.load_summary(paths.sweep_summary(name)), sweep_results.load_rows(paths.sweep_rows(name))
+        report.heading(f"Sweep `{name}` ({spec.kind.replace('_', ' ')}, target `{spec.target}`)")
+        loaded = (summary, rows)
+        paragraphs, found = recommendation.recommendation(None, *((None, loaded) if spec.kind == "label_budget" else (loaded, None)))
         conclusions |= found
-        if selffer:
-            report.heading("Selffer controls: broken co-adaptation or specificity?", level=3)
-            report.paragraph(SELFFER_LEGEND)
-            for paragraph in selffer:
-                report.paragraph(paragraph)
+        for paragraph in paragraphs:
+            report.paragraph(paragraph)
+        ranking = rankings.get(spec.target)
+        budget = read_metrics(paths.sweep_run(name)).get("budget", {})
+        if ranking is not None and (differ := verdicts.budget_differences(budget, (ranking.baseline or ranking.ranked[0]).budget)):
+            report.paragraph(f"This sweep ran under another tuning budget than the variants: {'; '.join(differ)}.")
+        elif ranking is not None:
+            report.paragraph("This sweep ran under the variants' tuning budget.")
+        report.figure(figures.sweep_figures({name: (spec.kind, summary)})[0])
+        if spec.kind == "transferability":
+            selffer, found = sweep_verdicts.selffer_verdict(summary, rows)
+            conclusions |= found
+            if selffer:
+                report.heading("Selffer controls: broken co-adaptation or specificity?", level=3)
+                report.paragraph(SELFFER_LEGEND)
+                for paragraph in selffer:
+                    report.paragraph(paragraph)
     return conclusions
 
 

@@ -1,7 +1,7 @@
 """Stages `sweep_<name>`: run one sweep's whole grid, `transfer.seeds` paired repetitions per point, in one process.
 
-    python -m stages.sweep transferability   # writes metrics/sweeps/<name>.csv (one row per run),
-    python -m stages.sweep label_budget      # plots/sweeps/<name>.csv (mean and 95% CI per point),
+    python -m stages.sweep <name>            # writes metrics/sweeps/<name>.csv (one row per run),
+                                             # plots/sweeps/<name>.csv (mean and 95% CI per point),
                                              # metrics/sweeps/<name>.json (counts), runs/sweeps/<name>.json
                                              # (target, budget, skipped points, MLflow run)
 
@@ -39,14 +39,12 @@ def twin_tags(twin: sweeps.Twin | None) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1 or argv[0] not in sweeps.SWEEPS:
-        raise ConfigError("sweeps", f"usage: python -m stages.sweep {'|'.join(sweeps.SWEEPS)}")
+    if len(argv) != 1:
+        raise ConfigError("sweeps", "usage: python -m stages.sweep <name of an entry of sweeps:>")
     name = argv[0]
     params = load_params(paths.PARAMS)
+    spec = sweeps.spec_of(params, name)
     check_sweeps(params, only=name)  # also when params.yaml leaves `sweeps:` at its defaults
-    spec = getattr(params.sweeps, name)
-    if spec is None:
-        raise ConfigError(f"sweeps.{name}", "is null: this sweep is switched off")
     target = params.targets[spec.target]
     arrays = data.load_target(spec.target)
     points, skipped = sweeps.grid(name, params, sweeps.pool_per_class(arrays["y_pool"]))

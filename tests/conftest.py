@@ -49,8 +49,8 @@ TINY: dict[str, Any] = {
     },
     "pretrain": {},
     "sweeps": {
-        "transferability": {"target": "mnist", "init_from": "source", "layers": [0, 1, 3], "modes": ["frozen", "fine-tuned"]},
-        "label_budget": {"target": "mnist", "labels_per_class": [3, 10], "variants": ["scratch", "freeze2"]},
+        "transferability": {"kind": "transferability", "target": "mnist", "init_from": "source", "layers": [0, 1, 3], "modes": ["frozen", "fine-tuned"]},
+        "label_budget": {"kind": "label_budget", "target": "mnist", "labels_per_class": [3, 10], "variants": ["scratch", "freeze2"]},
     },
     "zoo": {},
     "model_files": {},

@@ -112,7 +112,7 @@ def test_the_surgical_sweep_mode_trains_one_block_of_the_whole_reused_network() 
 
     params = tiny_params()
     params["sweeps"]["transferability"]["modes"] = ["frozen", "surgical"]
-    points = [p for p in sweeps.transferability_points(parse_params(params)) if p.series == "surgical"]
+    points = [p for p in sweeps.transferability_points(parse_params(params), "transferability") if p.series == "surgical"]
     depth = len(params["sources"]["source"]["network"]["hidden_units"])
     assert [(p.x, p.variant.strategy, p.variant.reuse_layers, p.variant.train_layers) for p in points] == [
         (0, "scratch", 0, None), *((k, "surgical", depth, [k, k]) for k in params["sweeps"]["transferability"]["layers"][1:])]

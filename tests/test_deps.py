@@ -96,7 +96,7 @@ def test_each_sweep_stage_depends_on_exactly_the_transfer_stages_whose_races_it_
                     if dep.startswith(("metrics/transfer/", "runs/transfer/"))}
         assert declared == set(sweeps.twin_metrics(name, params)), name
     assert set(sweeps.twin_metrics("label_budget", params)) == {  # each at the target's 100 labels: results and run record
-        f"{folder}/transfer/{variant}.json" for variant in params.sweeps.label_budget.variants for folder in ("metrics", "runs")}
+        f"{folder}/transfer/{variant}.json" for variant in params.sweeps["label_budget"].variants for folder in ("metrics", "runs")}
 
 
 def test_each_dvc_lock_holds_only_stages_of_its_dvc_yaml() -> None:

@@ -50,7 +50,7 @@ def source_race(setting):
     from transferlab.training import race
 
     params, arrays, models, plan = setting
-    (point,) = {sweeps.race_key(p.selffer_from): p.selffer_from for p in sweeps.transferability_points(params)
+    (point,) = {sweeps.race_key(p.selffer_from): p.selffer_from for p in sweeps.transferability_points(params, "transferability")
                 if p.selffer_from}.values()
     return point, race.race(point.variant, models["source"], params.network_for("source"), point.protocol, arrays,
                                   point.labels_per_class, plan)
@@ -58,7 +58,7 @@ def source_race(setting):
 
 def test_selffer_points_reuse_the_k0_race_and_share_its_row(setting) -> None:
     params, *_ = setting
-    points = sweeps.transferability_points(params)
+    points = sweeps.transferability_points(params, "transferability")
     assert [(p.x, p.series) for p in points] == [(k, mode) for k in (0, 2) for mode in MODES]
     baseline = sweeps.race_key(points[0])
     for point in points:
@@ -103,7 +103,7 @@ def test_bnb_keeps_b_layers_bit_identical_and_the_sweep_rows_are_its_race(settin
 
     params, arrays, models, plan = setting
     _, outcome = source_race
-    points = sweeps.transferability_points(params)
+    points = sweeps.transferability_points(params, "transferability")
     rows = sweeps.run_sweep(points, plan, models, {"source": params.network_for("source")}, arrays)
     assert len(rows) == len(points) * 2
     selffers = [networks.as_init_model(model) for model in outcome.models]
@@ -124,7 +124,7 @@ def test_per_repetition_init_models_must_match_the_plan(setting) -> None:
     from transferlab.training import race
 
     params, arrays, models, plan = setting
-    point = next(p for p in sweeps.transferability_points(params) if p.selffer_from is not None)
+    point = next(p for p in sweeps.transferability_points(params, "transferability") if p.selffer_from is not None)
     with pytest.raises(ModelError, match="^1 init models for 2 repetitions: give one, or one per repetition$"):
         race.race(point.variant, [models["source"]], params.network_for("source"), point.protocol, arrays,
                         point.labels_per_class, plan)

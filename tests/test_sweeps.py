@@ -36,8 +36,8 @@ def sweep_params(**sweep_overrides: Any) -> dict[str, Any]:
         "freeze1": {"strategy": "freeze", "init_from": "source", "target": "mnist", "reuse_layers": 2, "frozen_layers": 1},
     }
     params["sweeps"] = {
-        "transferability": {"target": "mnist", "init_from": "source"},
-        "label_budget": {"target": "mnist", "labels_per_class": [2, 5, 1000], "variants": ["scratch", "reuse2", "freeze1"]},
+        "transferability": {"kind": "transferability", "target": "mnist", "init_from": "source"},
+        "label_budget": {"kind": "label_budget", "target": "mnist", "labels_per_class": [2, 5, 1000], "variants": ["scratch", "reuse2", "freeze1"]},
     }
     for key, value in sweep_overrides.items():
         params["sweeps"][key] = value
@@ -73,14 +73,14 @@ def setting():
 @pytest.fixture(scope="module")
 def transferability_rows(setting) -> list[dict[str, Any]]:
     params, arrays, models, plan = setting
-    return sweeps.run_sweep(sweeps.transferability_points(params), plan, models, {"source": params.network_for("source")}, arrays)
+    return sweeps.run_sweep(sweeps.transferability_points(params, "transferability"), plan, models, {"source": params.network_for("source")}, arrays)
 
 
 def test_transferability_grid_keeps_the_source_architecture(setting) -> None:
     from transferlab.training import race
 
     params, _, models, _ = setting
-    points = sweeps.transferability_points(params)
+    points = sweeps.transferability_points(params, "transferability")
     assert [(p.x, p.series) for p in points] == [(k, m) for k in range(3) for m in ("frozen", "fine-tuned")]
     for point in points:
         _check_variant(params, f"sweep k={point.x}", point.variant)  # the rules params.yaml variants obey
@@ -118,7 +118,7 @@ def test_runs_are_paired_across_series_and_distinct_across_repetitions(transfera
 
 def test_rerun_gives_identical_accuracies(setting, transferability_rows) -> None:
     params, arrays, models, plan = setting
-    points = [p for p in sweeps.transferability_points(params) if p.x == 1]
+    points = [p for p in sweeps.transferability_points(params, "transferability") if p.x == 1]
     again = sweeps.run_sweep(points, plan, models, {"source": params.network_for("source")}, arrays)
     before = [row for row in transferability_rows if row["x"] == 1]
     drop = ("train_seconds", "seconds_to_near_best")
@@ -134,7 +134,7 @@ def test_a_point_that_is_a_variant_stage_race_is_read_from_it_not_raced_again(se
     from transferlab.training.results import VariantResult
 
     params, arrays, models, plan = setting
-    points = sweeps.transferability_points(params)
+    points = sweeps.transferability_points(params, "transferability")
     twins = sweeps.twins(points, params)
     assert list(twins.values()) == ["reuse2"]
     (point,) = [p for p in points if sweeps.race_key(p) in twins]
@@ -215,13 +215,26 @@ def test_sweep_sections_default_and_switch_off() -> None:
     raw = tiny_params()
     del raw["sweeps"]
     without = parse_params(raw)  # no `sweeps:` section: defaults, not checked against these variants
-    assert without.sweeps.label_budget.variants == ["scratch", "reuse5", "freeze2"]
+    assert without.sweeps["label_budget"].variants == ["scratch", "reuse5", "freeze2"]
     off = parse_params(sweep_params(transferability=None, label_budget=None))
-    assert off.sweeps.transferability is None and off.sweeps.label_budget is None
+    assert off.sweeps == {"transferability": None, "label_budget": None}
     with pytest.raises(ConfigError, match="sweeps.transferability: is null"):
         sweeps.grid("transferability", off, 10)
-    custom = parse_params(sweep_params(transferability={"target": "mnist", "layers": [2, 0], "modes": ["frozen"]}))
-    assert [(p.x, p.series) for p in sweeps.transferability_points(custom)] == [(2, "frozen"), (0, "frozen")]
+    with pytest.raises(ConfigError, match="'nosuch' is not a sweep"):
+        sweeps.grid("nosuch", off, 10)
+    custom = parse_params(sweep_params(transferability={"kind": "transferability", "target": "mnist", "layers": [2, 0],
+                                                        "modes": ["frozen"]}))
+    assert [(p.x, p.series) for p in sweeps.transferability_points(custom, "transferability")] == [(2, "frozen"), (0, "frozen")]
+
+
+def test_a_second_sweep_of_a_kind_is_one_params_entry() -> None:
+    """A sweep is a named entry with its kind: another target's transferability rows need no code."""
+    params = parse_params(sweep_params(fashion_layers={"kind": "transferability", "target": "mnist", "layers": [0, 1],
+                                                       "modes": ["frozen"]}))
+    points, _ = sweeps.grid("fashion_layers", params, 10)
+    assert [(p.sweep, p.x, p.series) for p in points] == [("fashion_layers", 0, "frozen"), ("fashion_layers", 1, "frozen")]
+    with pytest.raises(ConfigError, match="sweeps.other.kind: missing; one of transferability, label_budget"):
+        parse_params(sweep_params(other={"target": "mnist"}))
 
 
 def test_stage_end_to_end(tmp_path: Path) -> None:

@@ -321,6 +321,7 @@ class TransferabilitySweep(Strict):
     `surgical` (Lee et al. 2023) reuses every layer and, at k > 0, trains only hidden k (and the new output).
     """
 
+    kind: Literal["transferability"]
     target: str = "mnist"
     init_from: str = BUILTIN_INIT
     layers: list[NonNegativeInt] | None = None  # the k values; None: 0 … depth of `init_from`
@@ -330,14 +331,17 @@ class TransferabilitySweep(Strict):
 class LabelBudgetSweep(Strict):
     """Target accuracy against labels per class, for some configured variants (evaluated on `target`)."""
 
+    kind: Literal["label_budget"]
     target: str = "mnist"
     labels_per_class: list[PositiveInt] = [5, 10, 30, 100, 300]
     variants: list[str] = ["scratch", "reuse5", "freeze2"]
 
 
-class SweepsSpec(Strict):
-    transferability: TransferabilitySweep | None = TransferabilitySweep()  # None: no such sweep
-    label_budget: LabelBudgetSweep | None = LabelBudgetSweep()
+SWEEP_KINDS = ("transferability", "label_budget")
+# A sweep is a named entry with its `kind`, as a variant has its strategy: a stage `sweep_<name>` each (dvc.yaml).
+Sweep = Annotated[TransferabilitySweep | LabelBudgetSweep, Field(discriminator="kind")]
+DEFAULT_SWEEPS: dict[str, Sweep | None] = {"transferability": TransferabilitySweep(kind="transferability"),
+                                            "label_budget": LabelBudgetSweep(kind="label_budget")}
 
 
 def _check_sweeps(params: Params) -> None:
@@ -365,32 +369,31 @@ def check_sweeps(params: Params, only: str | None = None) -> None:
         if len(set(values)) != len(values):
             raise ConfigError(key, "a value is listed twice")
 
-    transferability, budget = params.sweeps.transferability, params.sweeps.label_budget
-    if transferability is not None and only in (None, "transferability"):
-        key = "sweeps.transferability"
-        check_target(key, transferability.target)
-        known_depth = [*params.sources, *params.pretrain]  # the sweep re-creates upper layers at these sizes
-        if transferability.init_from not in known_depth:
-            raise ConfigError(
-                f"{key}.init_from", f"{transferability.init_from!r}: choose a source or a pretrain entry ({', '.join(known_depth)})"
-            )
-        depth = params.init_depth(transferability.init_from)
-        if transferability.layers is not None:
-            check_distinct(f"{key}.layers", transferability.layers)
-            for k in transferability.layers:
-                if k > depth:
-                    raise ConfigError(f"{key}.layers", f"{k} > {depth} hidden layers of {transferability.init_from!r}")
-        check_distinct(f"{key}.modes", transferability.modes)
-    if budget is not None and only in (None, "label_budget"):
-        key = "sweeps.label_budget"
-        check_target(key, budget.target)
-        check_distinct(f"{key}.labels_per_class", budget.labels_per_class)
-        for n in budget.labels_per_class:
-            check_labels(f"{key}.labels_per_class", n, params.transfer.validation_fraction)
-        check_distinct(f"{key}.variants", budget.variants)
-        for name in budget.variants:
-            if name not in params.variants:
-                raise ConfigError(f"{key}.variants", f"{name!r} is not in variants ({', '.join(params.variants)})")
+    for name, spec in params.sweeps.items():
+        if spec is None or only not in (None, name):
+            continue
+        key = f"sweeps.{name}"
+        check_name(key, name)
+        check_target(key, spec.target)
+        if isinstance(spec, TransferabilitySweep):
+            known_depth = [*params.sources, *params.pretrain]  # the sweep re-creates upper layers at these sizes
+            if spec.init_from not in known_depth:
+                raise ConfigError(f"{key}.init_from", f"{spec.init_from!r}: choose a source or a pretrain entry ({', '.join(known_depth)})")
+            depth = params.init_depth(spec.init_from)
+            if spec.layers is not None:
+                check_distinct(f"{key}.layers", spec.layers)
+                for k in spec.layers:
+                    if k > depth:
+                        raise ConfigError(f"{key}.layers", f"{k} > {depth} hidden layers of {spec.init_from!r}")
+            check_distinct(f"{key}.modes", spec.modes)
+        else:
+            check_distinct(f"{key}.labels_per_class", spec.labels_per_class)
+            for n in spec.labels_per_class:
+                check_labels(f"{key}.labels_per_class", n, params.transfer.validation_fraction)
+            check_distinct(f"{key}.variants", spec.variants)
+            for variant in spec.variants:
+                if variant not in params.variants:
+                    raise ConfigError(f"{key}.variants", f"{variant!r} is not in variants ({', '.join(params.variants)})")
 
 
 class OriginalNoteSpec(Strict):
@@ -424,7 +427,7 @@ class Params(Strict):
     zoo: dict[str, ZooEntry] = {}
     model_files: dict[str, ModelFile] = {}
     mlflow: MlflowSpec = MlflowSpec()
-    sweeps: SweepsSpec = SweepsSpec()
+    sweeps: dict[str, Sweep | None] = Field(default_factory=lambda: dict(DEFAULT_SWEEPS))  # None: switched off
     original_note: OriginalNoteSpec | None = None
 
     def init_depth(self, init_from: str) -> int | None:
@@ -680,7 +683,7 @@ def check_labels(key: str, labels_per_class: int, validation_fraction: float) ->
 def _format_validation_error(error: ValidationError) -> ConfigError:
     first = error.errors()[0]
     loc = list(first["loc"])
-    if len(loc) > 2 and loc[0] in ("pretrain", "zoo") and loc[2] in (*PRETRAIN_METHODS, *ZOO_KINDS):
+    if len(loc) > 2 and loc[0] in ("pretrain", "zoo", "sweeps") and loc[2] in (*PRETRAIN_METHODS, *ZOO_KINDS, *SWEEP_KINDS):
         del loc[2]  # pydantic names the union member it tried; the user wrote no such key
     key = ".".join(str(part) for part in loc) or "(top level)"
     reason = first["msg"]
@@ -688,7 +691,7 @@ def _format_validation_error(error: ValidationError) -> ConfigError:
         tag = first.get("ctx", {}).get("discriminator", "'method'").strip("'")
         key += f".{tag}"
         found = first.get("ctx", {}).get("tag")
-        tags = {"pretrain": PRETRAIN_METHODS, "zoo": ZOO_KINDS}.get(str(loc[0]), ())
+        tags = {"pretrain": PRETRAIN_METHODS, "zoo": ZOO_KINDS, "sweeps": SWEEP_KINDS}.get(str(loc[0]), ())
         choices = first.get("ctx", {}).get("expected_tags", ", ".join(tags)).replace("'", "")
         reason = f"{found!r} is not one of" if found else "missing; one of"
         reason += f" {choices}"

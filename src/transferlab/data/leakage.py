@@ -18,6 +18,7 @@ import numpy as np
 
 from transferlab.config import (
     BUILTIN_INIT,
+    LabelBudgetSweep,
     Params,
     RegistryEntry,
     SklearnMlpEntry,
@@ -92,13 +93,15 @@ def _checks(params: Params) -> Iterator[tuple[str, str, str]]:
         yield f"pretrain.{name}", spec.target, name
     for name, variant in params.variants.items():
         yield f"variants.{name}", variant.target, variant.init_from
-    sweeps = params.sweeps
-    if "sweeps" in params.model_fields_set and sweeps.transferability is not None:
-        yield "sweeps.transferability", sweeps.transferability.target, sweeps.transferability.init_from
-    if "sweeps" in params.model_fields_set and sweeps.label_budget is not None:
-        for name in sweeps.label_budget.variants:
-            if name in params.variants:
-                yield "sweeps.label_budget", sweeps.label_budget.target, params.variants[name].init_from
+    for name, spec in params.sweeps.items() if "sweeps" in params.model_fields_set else ():
+        if spec is None:
+            continue
+        if isinstance(spec, LabelBudgetSweep):  # it races variants' recipes, each from its own init model
+            inits = [params.variants[v].init_from for v in spec.variants if v in params.variants]
+        else:
+            inits = [spec.init_from]
+        for init_from in inits:
+            yield f"sweeps.{name}", spec.target, init_from
 
 
 def check(params: Params) -> None:

@@ -32,7 +32,7 @@ from transferlab.training.results import VariantResult  # noqa: E402
 UNCONVERGED = " ⚠ unconverged"
 MAX_CURVES = 4  # variants per panel, besides the grey scratch baseline: more cannot be told apart
 STRATEGY_ORDER = ("scratch", "reuse", "freeze", "cache", "unfreeze")  # panels in this order, unknown ones last
-SWEEP_AXES = {  # sweep: (title, x axis, log x)
+SWEEP_AXES = {  # sweep kind: (title, x axis, log x)
     "transferability": ("Layer transferability", "hidden layers reused (k): from the init model; dashed: from the target's"
                         " own network (selffer); surgical: all reused, only hidden k trained", False),
     "label_budget": ("Label budget", "labelled images per class", True),
@@ -281,10 +281,9 @@ def sweep_figure(summary: Sequence[Mapping[str, Any]], xlabel: str, title: str, 
     return png(fig)
 
 
-def sweep_figures(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Figure]:
-    """The figure of every sweep given (name -> its summary rows), in `SWEEP_AXES` order."""
-    names = [name for name in SWEEP_AXES if name in summaries]
-    images = rendered([(sweep_figure, (summaries[name], SWEEP_AXES[name][1], SWEEP_AXES[name][0], SWEEP_AXES[name][2]))
-                       for name in names])
-    return [Figure(f"sweep_{name}", f"{SWEEP_AXES[name][0]}: test accuracy per sweep point, mean over repetitions (95% CI band;"
-                   " ✕: unconverged)", image) for name, image in zip(names, images, strict=True)]
+def sweep_figures(summaries: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]]) -> list[Figure]:
+    """The figure of every sweep given (name -> (its kind, its summary rows)), in the order given."""
+    images = rendered([(sweep_figure, (summary, SWEEP_AXES[kind][1], f"{SWEEP_AXES[kind][0]} ({name})", SWEEP_AXES[kind][2]))
+                       for name, (kind, summary) in summaries.items()])
+    return [Figure(f"sweep_{name}", f"{SWEEP_AXES[kind][0]} (`{name}`): test accuracy per sweep point, mean over repetitions"
+                   " (95% CI band; ✕: unconverged)", image) for (name, (kind, _)), image in zip(summaries.items(), images, strict=True)]

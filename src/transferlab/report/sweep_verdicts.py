@@ -32,6 +32,11 @@ def _by_repetition(rows: Sequence[Mapping[str, Any]], x: int, series: str) -> di
     return {row["repetition"]: row["target_accuracy"] for row in _rows_at(rows, x, series)}
 
 
+def _sweep(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The sweep's entry name, as its stage wrote it in every row: the family's name starts with it."""
+    return str(rows[0]["sweep"]) if rows else "sweep"
+
+
 def _point_text(point: Mapping[str, Any]) -> str:
     return accuracy_short({"mean": point["target_accuracy"], "ci95_low": point["ci95_low"], "ci95_high": point["ci95_high"]})
 
@@ -48,7 +53,7 @@ def budget_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[
         points = sorted((p for p in summary if p["x"] == x and not p["unconverged"]), key=lambda p: -p["target_accuracy"])
         if points:
             leaders[x] = (points[0], points[1] if len(points) > 1 else None)
-    family = inference.judge("label budget: best series against the runner-up", {
+    family = inference.judge(f"{_sweep(rows)}: best series against the runner-up", {
         str(x): (_by_repetition(rows, x, best["series"]), _by_repetition(rows, x, runner["series"]))
         for x, (best, runner) in leaders.items() if runner is not None})
     accurate, sooner = [], []
@@ -91,7 +96,7 @@ def layers_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[
     left_out = [f"{p['series']} k = {p['x']}" for p in summary if p["unconverged"]]
     converged = [p for p in summary if not p["unconverged"]]
     has_zero = {p["series"] for p in converged if p["x"] == 0}
-    family = inference.judge("transferability: every k against k = 0 (scratch)", {
+    family = inference.judge(f"{_sweep(rows)}: every k against k = 0 (scratch)", {
         f"{p['series']}, k = {p['x']}": (_by_repetition(rows, p["x"], p["series"]), _by_repetition(rows, 0, p["series"]))
         for p in converged if p["x"] > 0 and p["series"] in has_zero})
     parts = []
@@ -172,7 +177,7 @@ def selffer_verdict(summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping
             gap = ({i: base[i] - mine[i] for i in common}, {i: mine[i] - theirs[i] for i in common})
             for loss, pair in zip(LOSSES, (co, specific, gap)):
                 pairs[f"{source} k = {k}: {loss}"] = pair
-    family = inference.judge("selffer controls: the two losses", pairs)
+    family = inference.judge(f"{_sweep(rows)}: selffer controls, the two losses", pairs)
     paragraphs = []
     for source, selffer, anb, bnb, base, ks in plans:
         name = (f"**Selffer controls, {source} rows** (Yosinski et al. 2014; {bnb} = {selffer}, {anb} = {source};"

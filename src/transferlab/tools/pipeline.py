@@ -8,8 +8,11 @@ data, params, outputs) as written:
   `import`, also those inside functions), so editing a file reruns exactly the stages that can run it;
 - each **sweep**'s `metrics/transfer/*.json`: the `transfer@<variant>` stages whose race is one of the
   sweep's points (`sweeps.twin_metrics`), so DVC runs them first and the sweep reads their races;
-- the **label-budget sweep**'s `variants.<name>` params and init models: DVC templates a value, never a
-  list from a list (`sweeps.label_budget.variants`).
+- each **label-budget sweep**'s `variants.<name>` params and init models: DVC templates a value, never a
+  list from a list (`sweeps.<name>.variants`).
+
+- the **sweep stages** themselves: one `sweep_<name>` per entry of `sweeps:`, from its kind's template
+  (`templates/sweep_<kind>.yaml`), between the two marker comments of `dvc.yaml`.
 
 `--check` (what `make run` and the tests do) changes nothing and fails with one line per stale file.
 No stage reads a pipeline file: the generator is the one home of these lists.
@@ -21,16 +24,17 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from transferlab import paths
-from transferlab.config import Params, load_params
+from transferlab.config import LabelBudgetSweep, Params, load_params
 
 PIPELINES = (Path("dvc.yaml"), Path("inputs/dvc.yaml"), Path("variants/dvc.yaml"))
 PACKAGES = {"transferlab": Path("src/transferlab"), "stages": Path("stages")}
 # How a stage process starts, not what it computes: a stage run through the warm stage server writes the
 # same outputs as a cold one (tests/test_warm.py), so editing the launcher reruns nothing.
 STARTS_ONLY = {Path("src/transferlab/launch/warm.py")}
-LABEL_BUDGET = "python -m stages.sweep label_budget"
+SWEEP_STAGE = "python -m stages.sweep "
 
 
 def module_file(name: str, root: Path) -> Path | None:
@@ -81,41 +85,68 @@ def code_deps(module: str, root: Path = Path(".")) -> list[str]:
     return sorted((path.as_posix() for path in files), key=lambda name: (not name.startswith("stages/"), name))
 
 
+def sweep_of(cmd: str, params: Params) -> tuple[str, Any] | None:
+    """(name, entry) of the sweep a `python -m stages.sweep <name>` stage runs; None for other stages or a switched-off one."""
+    if not cmd.startswith(SWEEP_STAGE) or (spec := params.sweeps.get(name := cmd.split()[-1])) is None:
+        return None
+    return name, spec
+
+
 def sweep_twins(cmd: str, params: Params) -> list[str]:
     from transferlab.training import (
         sweeps,  # NumPy only; the grid needs the sweep's rules
     )
 
-    name = cmd.split()[-1]
-    return sweeps.twin_metrics(name, params) if getattr(params.sweeps, name, None) is not None else []
+    found = sweep_of(cmd, params)
+    return sweeps.twin_metrics(found[0], params) if found is not None else []
 
 
-def label_budget_needs(params: Params) -> tuple[list[str], list[str]]:
-    """(params keys, model files) the label-budget sweep reads beyond its fixed ones: its variants and their init models."""
-    names = params.sweeps.label_budget.variants if params.sweeps.label_budget is not None else []
+def budget_variants(cmd: str, params: Params) -> list[str]:
+    """The variants a label-budget sweep races (none for other stages)."""
+    found = sweep_of(cmd, params)
+    return list(found[1].variants) if found is not None and isinstance(found[1], LabelBudgetSweep) else []
+
+
+def label_budget_needs(cmd: str, params: Params) -> tuple[list[str], list[str]]:
+    """(params keys, model files) a label-budget sweep reads beyond its fixed ones: its variants and their init models."""
+    names = budget_variants(cmd, params)
     models = dict.fromkeys(paths.init_model(params.variants[name].init_from).as_posix() for name in names)
     return [f"variants.{name}" for name in names], list(models)
 
 
 # Each generated list: (which stages, section, which entries it owns, the comment it follows or None, its entries)
-Rule = tuple[Callable[[str], bool], str, Callable[[str], bool], "str | None", Callable[[str, Params, Path], list[str]]]
+Rule = tuple[Callable[[str, Params], bool], str, Callable[[str], bool], "str | None", Callable[[str, Params, Path], list[str]]]
 RULES: list[Rule] = [
-    (lambda cmd: True, "deps", lambda entry: entry.startswith(("stages/", "src/")), None,
+    (lambda cmd, params: True, "deps", lambda entry: entry.startswith(("stages/", "src/")), None,
      lambda cmd, params, root: code_deps(cmd.split("-m ", 1)[1].split()[0], root)),
-    (lambda cmd: cmd.startswith("python -m stages.sweep"), "deps", lambda entry: entry.startswith(("metrics/transfer/", "runs/transfer/")),
+    (lambda cmd, params: cmd.startswith(SWEEP_STAGE), "deps", lambda entry: entry.startswith(("metrics/transfer/", "runs/transfer/")),
      "# generated (make pipeline): the metrics and run record of each transfer@<variant> stage whose race is one of the sweep's points",
      lambda cmd, params, root: sweep_twins(cmd, params)),
-    (lambda cmd: cmd == LABEL_BUDGET, "deps", lambda entry: entry.startswith(f"{paths.MODELS.as_posix()}/"),
-     "# generated (make pipeline): the init model of every variant in sweeps.label_budget.variants", lambda cmd, params, root: label_budget_needs(params)[1]),
-    (lambda cmd: cmd == LABEL_BUDGET, "params", lambda entry: entry.startswith("variants."),
-     "# generated (make pipeline): every variant in sweeps.label_budget.variants, and no other", lambda cmd, params, root: label_budget_needs(params)[0]),
+    (lambda cmd, params: bool(budget_variants(cmd, params)), "deps", lambda entry: entry.startswith(f"{paths.MODELS.as_posix()}/"),
+     "# generated (make pipeline): the init model of every variant this label-budget sweep races",
+     lambda cmd, params, root: label_budget_needs(cmd, params)[1]),
+    (lambda cmd, params: bool(budget_variants(cmd, params)), "params", lambda entry: entry.startswith("variants."),
+     "# generated (make pipeline): every variant this label-budget sweep races, and no other",
+     lambda cmd, params, root: label_budget_needs(cmd, params)[0]),
 ]
 ITEM = re.compile(r"^(?P<indent>\s*)- (?P<entry>[^#\s][^#]*?)\s*(#.*)?$")
 KEY = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_]+):(?P<value>.*)$")
 
 
+TEMPLATES = Path(__file__).parent / "templates"
+BEGIN, END = "  # begin generated sweep stages\n", "  # end generated sweep stages\n"
+
+
+def sweep_stages(params: Params) -> str:
+    """One stage per sweep entry that is switched on, from its kind's template, in params order."""
+    return "".join((TEMPLATES / f"sweep_{spec.kind}.yaml").read_text().replace("{name}", name)
+                   for name, spec in params.sweeps.items() if spec is not None)
+
+
 def render(text: str, params: Params, root: Path = Path(".")) -> str:
-    """The pipeline file `text` with every generated list recomputed; all other lines kept as written."""
+    """The pipeline file `text` with the sweep stages and every generated list recomputed; all other lines kept as written."""
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN) + len(BEGIN)] + sweep_stages(params) + text[text.index(END):]
     out: list[str] = []
     cmd, section, placed = "", None, set()  # section: (name, indent) of the list being read
     for line in text.splitlines(keepends=True):
@@ -128,7 +159,7 @@ def render(text: str, params: Params, root: Path = Path(".")) -> str:
                 section = (key["key"], len(key["indent"]))
             out.append(line)
             continue
-        rules = [rule for rule in RULES if section is not None and rule[1] == section[0] and rule[0](cmd)]
+        rules = [rule for rule in RULES if section is not None and rule[1] == section[0] and rule[0](cmd, params)]
         item, indent = ITEM.match(line), line[: len(line) - len(line.lstrip())]
         owner = next((rule for rule in rules if item and rule[2](item["entry"])), None)
         anchored = next((rule for rule in rules if rule[3] is not None and line.strip() == rule[3]), None)

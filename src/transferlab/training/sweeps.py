@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transferlab import paths, statistics
-from transferlab.config import Params, Protocol, TransferabilitySweep, VariantSpec
+from transferlab.config import (
+    LabelBudgetSweep,
+    Params,
+    Protocol,
+    TransferabilitySweep,
+    VariantSpec,
+)
 from transferlab.data.repetitions import Repetition
 from transferlab.errors import ConfigError
 
@@ -36,7 +42,6 @@ if TYPE_CHECKING:
     from transferlab.config import NetworkSpec
     from transferlab.training.results import RepetitionResult
 
-SWEEPS = ("transferability", "label_budget")
 
 
 @dataclass(frozen=True)
@@ -60,15 +65,22 @@ def init_hidden_units(params: Params, init_from: str) -> list[int]:
     return list(params.pretrain[init_from].hidden_units)
 
 
-def transferability_points(params: Params) -> list[Point]:
+def spec_of(params: Params, name: str) -> TransferabilitySweep | LabelBudgetSweep:
+    """Sweep `name`'s entry; one line when there is none or it is switched off."""
+    if name not in params.sweeps:
+        raise ConfigError("sweeps", f"{name!r} is not a sweep (choose from: {', '.join(params.sweeps) or 'none configured'})")
+    if (spec := params.sweeps[name]) is None:
+        raise ConfigError(f"sweeps.{name}", "is null: this sweep is switched off")
+    return spec
+
+
+def transferability_points(params: Params, name: str) -> list[Point]:
     """k = 0 … depth (or `layers`) × modes; k = 0 is the scratch baseline of every mode.
 
     At k > 0 a `surgical` point reuses every layer and trains only hidden k (Lee et al. 2023's single block).
     A `selffer-*` point with k > 0 names (`selffer_from`) the k = 0 point whose models it reuses.
     """
-    spec = params.sweeps.transferability
-    if spec is None:
-        raise ConfigError("sweeps.transferability", "is null: this sweep is switched off")
+    spec = spec_of(params, name)
     units = init_hidden_units(params, spec.init_from)
     layers = spec.layers if spec.layers is not None else range(len(units) + 1)
     protocol, labels = params.protocol(), params.targets[spec.target].labels()
@@ -78,8 +90,8 @@ def transferability_points(params: Params) -> list[Point]:
             strategy = "scratch" if k == 0 else "surgical" if mode == "surgical" else "freeze" if mode.endswith("frozen") else "reuse"
             selffer_from = None
             if mode.startswith("selffer") and k > 0:  # k = 0 reuses nothing: the one scratch baseline of every mode
-                selffer_from = Point("transferability", 0, mode, _variant(spec, units, 0, "scratch"), protocol, labels)
-            points.append(Point("transferability", k, mode, _variant(spec, units, k, strategy), protocol, labels, selffer_from))
+                selffer_from = Point(name, 0, mode, _variant(spec, units, 0, "scratch"), protocol, labels)
+            points.append(Point(name, k, mode, _variant(spec, units, k, strategy), protocol, labels, selffer_from))
     return points
 
 
@@ -91,31 +103,27 @@ def _variant(spec: TransferabilitySweep, units: list[int], k: int, strategy: str
                        frozen_layers=k if strategy == "freeze" else 0, new_hidden=units[k:])
 
 
-def label_budget_points(params: Params, pool_per_class: int) -> tuple[list[Point], list[dict[str, Any]]]:
+def label_budget_points(params: Params, name: str, pool_per_class: int) -> tuple[list[Point], list[dict[str, Any]]]:
     """Each variant at each budget the pool allows; budgets larger than the pool are skipped and returned."""
-    spec = params.sweeps.label_budget
-    if spec is None:
-        raise ConfigError("sweeps.label_budget", "is null: this sweep is switched off")
+    spec = spec_of(params, name)
     budgets = [n for n in spec.labels_per_class if n <= pool_per_class]
     skipped = [
         {"x": n, "reason": f"labels_per_class {n} > {pool_per_class} pool images in the smallest class of {spec.target!r}"}
         for n in spec.labels_per_class if n > pool_per_class
     ]
     points = []
-    for name in spec.variants:
+    for entry in spec.variants:
         # the variant's recipe (strategy, layers, init model, overrides) evaluated on the sweep's target
-        variant = params.variants[name].model_copy(update={"target": spec.target})
-        points += [Point("label_budget", n, name, variant, params.protocol(variant), n) for n in budgets]
+        variant = params.variants[entry].model_copy(update={"target": spec.target})
+        points += [Point(name, n, entry, variant, params.protocol(variant), n) for n in budgets]
     return points, skipped
 
 
 def grid(name: str, params: Params, pool_per_class: int) -> tuple[list[Point], list[dict[str, Any]]]:
     """The sweep's points and the grid values it had to skip."""
-    if name == "transferability":
-        return transferability_points(params), []
-    if name == "label_budget":
-        return label_budget_points(params, pool_per_class)
-    raise ConfigError("sweeps", f"{name!r} is not a sweep (choose from: {', '.join(SWEEPS)})")
+    if isinstance(spec_of(params, name), TransferabilitySweep):
+        return transferability_points(params, name), []
+    return label_budget_points(params, name, pool_per_class)
 
 
 def variant_point(params: Params, name: str) -> Point:
