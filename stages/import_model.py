@@ -60,7 +60,7 @@ def import_model(entry: RegistryEntry | SklearnMlpEntry | ModelFile, source: dic
 
         with artifacts.atomic_path(dest) as tmp:
             registry.fetch_registered(entry.uri, tmp)
-            zoo.load_keras(tmp)  # validate before it counts as done; the bytes are kept as registered
+            zoo.load_keras(tmp, origin=entry.uri)  # validate before it counts as done; the bytes are kept as registered
         return {"source": entry.uri}
     if isinstance(entry, SklearnMlpEntry):
         mlp = train_sklearn_mlp(entry, source)

@@ -8,19 +8,32 @@ first), layers added on top of reused ones `new_hidden1 …`, and the classifier
 Each layer's initializer is seeded from (seed, layer name), so two networks built with the same
 seed start from the same weights whatever else they contain — which is what lets `cache` and
 `freeze` be compared weight for weight.
+
+`check_supported` is the boundary: every model that enters the project (`zoo.load_keras`, the
+importers, pretraining outputs, registry fetches) is such a chain, or is refused with one line.
 """
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 
+from transferlab.config import ModelFile
 from transferlab.data.repetitions import derived_seed
 from transferlab.errors import ModelError
 
 OUTPUT = "outputs"
+SCORE = "score"  # the auxiliary ranking pretraining's one linear unit, on top of its hidden layers
+HEADS = {OUTPUT: "softmax", SCORE: "linear"}  # the layer a stack may end with, and its activation
+# the hidden activations params may name (a model file's hidden layers, the widest list)
+HIDDEN_ACTIVATIONS = typing.get_args(ModelFile.model_fields["activation"].annotation)
+SUPPORTED = ("supported: a chain of Dense layers hidden1 … hiddenN (then new_hidden1 …, then outputs) with biases and the "
+             "project's activations, on a flat input or one flattened after it; CNNs, BatchNormalization and Dropout are "
+             "not supported yet (issue 25)")
 
 
 def hidden_name(index: int) -> str:
@@ -145,3 +158,106 @@ def as_init_model(model: keras.Model) -> keras.Model:
     for layer, spec in zip(stack, specs, strict=True):
         copy.get_layer(spec.name).set_weights(layer.get_weights())
     return copy
+
+
+def check_supported(model: keras.Model, origin: Path | str) -> None:
+    """Refuse, in one line naming `origin` and the layer, any model the stacked engine cannot run exactly.
+
+    The engine (`training/engine.py`) runs Dense kernels and biases on a flat input and nothing
+    else, and `networks` finds layers by name: any other layer would be skipped without a word
+    (a BatchNormalization between hidden1 and outputs changes every prediction).
+    """
+    problem = _unsupported(model)
+    if problem is not None:
+        raise ModelError(f"{origin}: {problem}; {SUPPORTED}")
+
+
+def _unsupported(model: keras.Model) -> str | None:
+    """Why the engine cannot run `model` exactly (the lowest offending layer first), or None."""
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):  # a Sequential saved before it saw an input
+        return "not built (no input shape)"
+    if len(inputs) != 1 or len(outputs) != 1:
+        return f"not a chain: {len(inputs)} inputs and {len(outputs)} outputs"
+    layers = [layer for layer in model.layers if type(layer) is not keras.layers.InputLayer]
+    # a Sequential is a chain by construction; a Functional model's graph is walked (branches named first)
+    if not isinstance(model, keras.Sequential) and (problem := _not_a_chain(model, layers)):
+        return problem
+    for position, layer in enumerate(layers):
+        # exact classes: a subclass of Dense may change its arithmetic, and would still pass isinstance
+        if type(layer) in (keras.layers.Flatten, keras.layers.Reshape):
+            if problem := _unsupported_flatten(layer, position):
+                return f"layer {layer.name} ({type(layer).__name__}): {problem}"
+        elif type(layer) is not keras.layers.Dense:
+            return f"layer {layer.name} ({type(layer).__name__}): not a Dense layer, the engine would skip it"
+    dense = [layer for layer in layers if type(layer) is keras.layers.Dense]
+    if len(model.input_shape) > 2 and (not layers or type(layers[0]) is keras.layers.Dense):
+        return f"input of shape {tuple(model.input_shape[1:])} is not flattened before {dense[0].name if dense else 'the output'}"
+    return _unsupported_dense(dense)
+
+
+def _unsupported_flatten(layer: keras.layers.Layer, position: int) -> str | None:
+    if position != 0:
+        return "flattens between layers; the engine flattens only the input"
+    if type(layer) is keras.layers.Flatten and layer.data_format != "channels_last":
+        return f"flattens {layer.data_format}, the engine flattens channels_last"
+    if type(layer) is keras.layers.Reshape and len(layer.target_shape) != 1:
+        return f"reshapes to {layer.target_shape}, not to one flat axis"
+    return None
+
+
+def _not_a_chain(model: keras.Model, layers: list[keras.layers.Layer]) -> str | None:
+    """Walk from the output down to the input: a chain passes each layer once, one tensor at a time, in order."""
+    path, tensor = [], model.outputs[0]
+    while tensor is not model.inputs[0]:
+        try:  # Keras' own record of the layer call that made this tensor (the graph Functional models keep)
+            operation, node_index, _ = tensor._keras_history
+            node = operation._inbound_nodes[node_index]
+        except (AttributeError, IndexError, TypeError):
+            return "not a chain: its graph cannot be followed from the output to the input"
+        if len(node.input_tensors) != 1:
+            return f"layer {operation.name} ({type(operation).__name__}): not a chain, it reads {len(node.input_tensors)} tensors"
+        path.append(operation)
+        tensor = node.input_tensors[0]
+    path.reverse()
+    for layer in path:
+        if (calls := sum(other is layer for other in path)) > 1:
+            return f"layer {layer.name} ({type(layer).__name__}): not a chain, the layer is applied {calls} times"
+    if [id(layer) for layer in path] != [id(layer) for layer in layers]:
+        return "not a chain: its layers are not one path from the input to the output"
+    return None
+
+
+def _unsupported_dense(dense: list[keras.layers.Dense]) -> str | None:
+    """The Dense layers' names in the order the stages count them, each a kernel and a bias, its activation one the project builds."""
+    hidden = new = 0
+    for position, layer in enumerate(dense):
+        where = f"layer {layer.name} (Dense)"
+        name, activation = layer.name, keras.activations.serialize(layer.activation)
+        if name == hidden_name(hidden + 1) and new == 0:
+            hidden += 1
+        elif name == f"new_hidden{new + 1}" and hidden:
+            new += 1
+        elif name in HEADS and position == len(dense) - 1:
+            if activation != HEADS[name]:
+                return f"{where}: activation {activation!r}, where {name} is {HEADS[name]}"
+        elif not hidden:
+            return f"{where}: no layer named hidden1 to reuse below it (Dense layers are hidden1 … hiddenN lowest first)"
+        else:
+            expected = " or ".join(n for n in (hidden_name(hidden + 1) if not new else "", f"new_hidden{new + 1}",
+                                               *HEADS) if n)
+            return f"{where}: expected {expected} here (Dense layers are hidden1 … hiddenN, new_hidden1 …, then the head, in order)"
+        if name not in HEADS and activation not in HIDDEN_ACTIVATIONS:
+            return f"{where}: activation {activation!r} (hidden layers use {', '.join(HIDDEN_ACTIVATIONS)})"
+        if not layer.use_bias:
+            return f"{where}: has no bias"
+        extras = [key for key in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                                  "bias_constraint") if getattr(layer, key, None) is not None]
+        if extras:
+            return f"{where}: has a {extras[0]}, which the engine does not apply"
+        if len(layer.weights) != 2 or layer.compute_dtype != "float32":  # LoRA, quantized, mixed precision
+            return f"{where}: {len(layer.weights)} {layer.compute_dtype} weights, where the engine runs a float32 kernel and bias"
+    if not hidden:
+        return "has no layer named hidden1 to reuse"
+    return None

@@ -3,7 +3,8 @@
 Sources: a `.keras` file (`load_keras`), a fitted scikit-learn `MLPClassifier`
 (`from_sklearn_mlp`), an `.npz` of weights from any framework (`from_npz`), and the MLflow
 Model Registry (`transferlab.tracking.registry`). Every source comes out as the same Keras stack:
-Dense layers `hidden1 … hiddenN` and (when present) `outputs`.
+Dense layers `hidden1 … hiddenN` and (when present) `outputs`; anything else is refused with one line
+(`networks.check_supported`), never loaded with layers the engine would skip.
 
 The `.npz` format holds `<layer>/kernel` (inputs × units) and `<layer>/bias` (units) arrays,
 nothing pickled. Exporting a PyTorch `nn.Sequential` of `nn.Linear` layers (PyTorch stores
@@ -31,7 +32,7 @@ import keras
 import numpy as np
 
 from transferlab.data.datafiles import save_npz
-from transferlab.errors import ModelError
+from transferlab.errors import ModelError, first_line
 from transferlab.models import networks
 
 if TYPE_CHECKING:
@@ -40,26 +41,32 @@ if TYPE_CHECKING:
 # scikit-learn's activation names -> Keras'
 SKLEARN_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "linear"}
 _HIDDEN = re.compile(r"hidden([1-9][0-9]*)")
+_CUSTOM_CLASS = re.compile(r"Could not locate class '([^']+)'")
 
 
-def load_keras(path: Path) -> keras.Model:
-    """Load a `.keras` file with `safe_mode=True`; refuse Lambda layers and models without `hidden1`."""
+def load_keras(path: Path, origin: str | None = None) -> keras.Model:
+    """Load a `.keras` file with `safe_mode=True`; refuse what is unsafe or what the engine cannot run (`networks.check_supported`).
+
+    `origin` names the model in error lines (default: `path`), e.g. the registry URI of a fetched file.
+    """
     path = Path(path)
+    origin = origin or str(path)
     if not path.is_file():
-        raise ModelError(f"{path}: model file not found")
+        raise ModelError(f"{origin}: model file not found")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
-        raise ModelError(f"{path}: not a .keras model archive (only the .keras format is loaded)")
+        raise ModelError(f"{origin}: not a .keras model archive (only the .keras format is loaded)")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for corrupt or unsafe archives
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "lambda" in reason.lower():
-            raise ModelError(f"{path}: refused, it contains a Lambda layer (arbitrary code)") from None
-        raise ModelError(f"{path}: cannot be loaded safely ({reason[:200]})") from None
-    if any(isinstance(layer, keras.layers.Lambda) for layer in model.layers):
-        raise ModelError(f"{path}: refused, it contains a Lambda layer (arbitrary code)")
-    if not networks.hidden_layers(model):
-        raise ModelError(f"{path}: has no layer named hidden1 to reuse")
+        text = " ".join(str(error).split())
+        if "lambda" in text.lower():
+            raise ModelError(f"{origin}: refused, it contains a Lambda layer (arbitrary code)") from None
+        # a custom class is named deep in Keras' message (its first line names only the model's class)
+        if custom := _CUSTOM_CLASS.search(text):
+            raise ModelError(f"{origin}: refused, layer class {custom[1]!r} is not a built-in Keras layer "
+                             f"(custom code is never loaded); {networks.SUPPORTED}") from None
+        raise ModelError(f"{origin}: cannot be loaded safely ({first_line(error)[:200]})") from None
+    networks.check_supported(model, origin)
     return model
 
 
@@ -87,6 +94,7 @@ def _stack(weights: Weights, activation: str, output_activation: str, origin: st
     model = networks.build(int(weights[0][1].shape[0]), specs, "glorot_uniform", seed=0)
     for name, kernel, bias in weights:
         model.get_layer(name).set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    networks.check_supported(model, origin)  # e.g. an output activation the engine's loss does not assume
     return model
 
 

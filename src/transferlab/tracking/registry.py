@@ -132,12 +132,12 @@ def register_keras(model_path: Path, name: str, tags: Mapping[str, str], example
     )
     from transferlab.models.zoo import load_keras
 
+    model = load_keras(Path(model_path))  # first: a model the engine cannot run is refused whatever else is wrong
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("register_keras needs an active MLflow run (the stage's main starts it)")
     if not _NAME.fullmatch(name):
         raise ModelError(f"zoo name {name!r}: use letters, digits, '_', '.', '-' (starting with a letter or digit)")
-    model = load_keras(Path(model_path))
     version_tags = {
         "input_shape": ",".join(str(int(dim)) for dim in model.input_shape[1:]),
         "hidden_layers": ",".join(f"{layer.name}:{int(layer.units)}" for layer in networks.hidden_layers(model)),

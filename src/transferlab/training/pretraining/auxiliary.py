@@ -38,7 +38,7 @@ from transferlab.training.pretraining import (
 )
 from transferlab.training.single import EpochCallback
 
-SCORE = "score"
+SCORE = networks.SCORE
 
 
 def _split(x: np.ndarray, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
