@@ -250,7 +250,7 @@ def test_validate_refuses_hostile_npz_before_reading_it(workdir: Path, capsys: p
 def test_validate_refuses_hostile_idx_file(workdir: Path, capsys: pytest.CaptureFixture, no_hang: None,
                                            kind: str, fragment: str) -> None:
     from stages import validate
-    from transferlab.data import IDX_FILES
+    from transferlab.data.loaders import IDX_FILES
 
     for name in IDX_FILES.values():
         (workdir / "data/raw/idx").mkdir(parents=True, exist_ok=True)
@@ -473,7 +473,7 @@ def test_reuse_layers_deeper_than_a_registry_model_names_the_key(workdir: Path, 
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.random((20, 784), np.float32), "y_train": np.arange(20) % 5,
               "x_test": rng.random((5, 784), np.float32), "y_test": np.arange(5)}
-    from transferlab.data import save_npz
+    from transferlab.data.datafiles import save_npz
 
     save_npz(workdir / paths.source_data("source"), **arrays)
     write_params(workdir, lambda p: (p["zoo"].update(two={"kind": "registry", "uri": "models:/two/1"}),
