@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     from transferlab.launch.cli import run_main
 
     def command(args: list[str]) -> None:
-        parser = argparse.ArgumentParser(prog="python -m transferlab.models.zoo", description=__doc__.splitlines()[0])
+        parser = argparse.ArgumentParser(prog="python -m transferlab.tracking.registry", description=__doc__.splitlines()[0])
         parser.add_argument("command", choices=["list"], help="list: every registered model version")
         parser.parse_args(args)
         _list(_tracking_uri())
