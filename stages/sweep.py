@@ -28,7 +28,7 @@ from transferlab.config import check_sweeps, load_params, split_sizes
 from transferlab.data import repetitions
 from transferlab.errors import ConfigError
 from transferlab.launch.cli import run_main
-from transferlab.training import sweeps
+from transferlab.training import sweep_results, sweeps
 
 STAGE = "sweep"
 
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> None:
                             {"labelled_per_class": ",".join(map(str, budgets)), "validation_fraction": params.transfer.validation_fraction})
 
         def on_point(point: sweeps.Point, rows: list[dict[str, Any]]) -> None:
-            (summary,) = sweeps.summarize_rows(rows)
+            (summary,) = sweep_results.summarize_rows(rows)
             point_tags = {"stage": f"{STAGE}_{name}", "sweep": name, "x": str(point.x), "series": point.series,
                           "strategy": point.variant.strategy,  # layers from: the init model, or B_r (a selffer control)
                           "layers_from": "selffer" if point.selffer_from is not None else point.variant.init_from,
@@ -91,7 +91,7 @@ def main(argv: list[str]) -> None:
         rows = sweeps.run_sweep(points, plan, init_models, grafts, arrays, on_point,
                                 init_files={name: paths.init_model(name) for name in init_models},
                                 known={key: twin.repetitions for key, twin in twins.items()})
-        summary = sweeps.summarize_rows(rows)
+        summary = sweep_results.summarize_rows(rows)
         artifacts.write_rows(paths.sweep_rows(name), rows)
         artifacts.write_rows(paths.sweep_summary(name), summary)
         metrics = {"points": len(points), "runs": len(rows), "unconverged_runs": sum(row["unconverged"] for row in summary)}

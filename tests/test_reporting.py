@@ -30,7 +30,7 @@ from transferlab.report import (
     tables,
     verdicts,
 )
-from transferlab.training import sweep_results, sweeps
+from transferlab.training import sweep_results
 from transferlab.training.results import RepetitionResult, SettingResult, VariantResult
 
 BUDGET = {"grid": ["sgd 0.01 clip 1", "sgd 0.1 clip 1", "adam 0.001 clip 1"], "max_epochs": 300, "patience": 20,
@@ -209,7 +209,7 @@ def test_recommendation_claims_only_what_paired_intervals_and_converged_points_s
         (0, "fine-tuned"): [0.80, 0.81, 0.82], (3, "fine-tuned"): [0.80, 0.83, 0.81],
     })
     paragraphs, conclusions = recommendation.recommendation(
-        verdicts.rank([SCRATCH, REUSE]), (sweeps.summarize_rows(transfer), transfer), (sweeps.summarize_rows(budget), budget))
+        verdicts.rank([SCRATCH, REUSE]), (sweep_results.summarize_rows(transfer), transfer), (sweep_results.summarize_rows(budget), budget))
     best, safe, use, strategy, accurate, sooner, layers = paragraphs
     # n = 3: the exact permutation check cannot go below 2/2^3 = 0.25, and says so by its value
     assert best == ("**Best on the test set:** reuse5 86.3 % [82.5, 90.1], +5.3 [+3.9, +6.8] points, Holm p 0.004 (permutation"
@@ -233,13 +233,13 @@ def test_recommendation_claims_only_what_paired_intervals_and_converged_points_s
                                                                                  "fine-tuned, k = 3": "–"}}
     assert recommendation.recommendation(None, None, None) == (["No variant or sweep to recommend from."], {})
     stalled = sweep_rows("label_budget", {(5, "scratch"): [0.3]}, unconverged=(5, "scratch"))
-    assert sweep_verdicts.budget_verdict(sweeps.summarize_rows(stalled), stalled)[0][0].endswith(
+    assert sweep_verdicts.budget_verdict(sweep_results.summarize_rows(stalled), stalled)[0][0].endswith(
         "(scratch at 5), so the sweep supports no claim.")
     no_baseline = sweep_rows("transferability", {(0, "frozen"): [0.3, 0.3], (1, "frozen"): [0.5, 0.6]}, unconverged=(0, "frozen"))
     assert "frozen, k = 1: 55.0 % [-8.5, 118.5], with no converged k = 0 (scratch) point" in sweep_verdicts.layers_verdict(
-        sweeps.summarize_rows(no_baseline), no_baseline)[0]
+        sweep_results.summarize_rows(no_baseline), no_baseline)[0]
     stalled = sweep_rows("transferability", {(0, "frozen"): [0.3]}, unconverged=(0, "frozen"))
-    assert "(frozen k = 0), so the sweep" in sweep_verdicts.layers_verdict(sweeps.summarize_rows(stalled), stalled)[0]
+    assert "(frozen k = 0), so the sweep" in sweep_verdicts.layers_verdict(sweep_results.summarize_rows(stalled), stalled)[0]
 
 
 class Links(HTMLParser):
@@ -372,7 +372,7 @@ def hand_made(stage, tmp_path: Path):
     rows = sweep_rows("label_budget", {(3, "scratch"): [0.3, 0.35, 0.32]}, unconverged=(3, "scratch"))
     artifacts.write_rows(tmp_path / "metrics/sweeps/label_budget.csv", [
         {**row, "best_epoch": 4, "epochs_run": 4, "stop_reason": "max_epochs", "setting": "sgd 0.05"} for row in rows])
-    artifacts.write_rows(tmp_path / "plots/sweeps/label_budget.csv", sweeps.summarize_rows(rows))
+    artifacts.write_rows(tmp_path / "plots/sweeps/label_budget.csv", sweep_results.summarize_rows(rows))
     artifacts.write_json(tmp_path / "runs/sweeps/label_budget.json", {"budget": {**BUDGET, "max_epochs": 4}})
     return stage
 

@@ -156,7 +156,7 @@ def test_report_splits_the_frozen_loss_with_paired_intervals() -> None:
         (3, "frozen"): [0.80, 0.807, 0.822], (3, "selffer-frozen"): [0.88, 0.889, 0.901],  # specificity the larger
         (5, "frozen"): [0.70, 0.72, 0.71], (5, "selffer-frozen"): [0.72, 0.73, 0.73],  # co-adaptation the larger
     })
-    (text,), conclusions = sweep_verdicts.selffer_verdict(sweeps.summarize_rows(rows), rows)
+    (text,), conclusions = sweep_verdicts.selffer_verdict(sweep_results.summarize_rows(rows), rows)
     co = statistics.paired_difference(BASE, [0.88, 0.889, 0.901])
     specific = statistics.paired_difference([0.88, 0.889, 0.901], [0.80, 0.807, 0.822])
     low, high = f"{100 * co['ci95_low']:+.1f}", f"{100 * co['ci95_high']:+.1f}"
@@ -173,15 +173,15 @@ def test_report_splits_the_frozen_loss_with_paired_intervals() -> None:
 def test_report_makes_no_claim_without_a_converged_baseline_or_point() -> None:
     rows = sweep_rows({(0, "frozen"): BASE, (0, "selffer-frozen"): BASE, (2, "frozen"): [0.7, 0.8, 0.75],
                        (2, "selffer-frozen"): [0.8, 0.85, 0.9]}, unconverged=(2, "selffer-frozen"))
-    (text,), _ = sweep_verdicts.selffer_verdict(sweeps.summarize_rows(rows), rows)
+    (text,), _ = sweep_verdicts.selffer_verdict(sweep_results.summarize_rows(rows), rows)
     assert "k = 2: no claim (unconverged runs" in text and "Conclusion" not in text
     rows = sweep_rows({(2, "frozen"): [0.7, 0.8, 0.75], (2, "selffer-frozen"): [0.8, 0.85, 0.9]})
-    (text,), _ = sweep_verdicts.selffer_verdict(sweeps.summarize_rows(rows), rows)
+    (text,), _ = sweep_verdicts.selffer_verdict(sweep_results.summarize_rows(rows), rows)
     assert "no k = 0 (scratch) point, so the loss from broken co-adaptation cannot be measured" in text
     only_source = sweep_rows({(0, "frozen"): BASE, (2, "frozen"): [0.7, 0.8, 0.75]})
-    assert sweep_verdicts.selffer_verdict(sweeps.summarize_rows(only_source), only_source) == ([], {})
+    assert sweep_verdicts.selffer_verdict(sweep_results.summarize_rows(only_source), only_source) == ([], {})
     both = sweep_rows({(0, "frozen"): BASE, (0, "selffer-frozen"): BASE, (2, "selffer-frozen"): [0.95, 0.96, 0.97]})
-    layers, _ = sweep_verdicts.layers_verdict(sweeps.summarize_rows(both), both)
+    layers, _ = sweep_verdicts.layers_verdict(sweep_results.summarize_rows(both), both)
     assert "selffer" not in layers  # a control, not a way to reuse a network
 
 

@@ -172,14 +172,14 @@ def test_a_point_that_is_a_variant_stage_race_is_read_from_it_not_raced_again(se
 
 
 def test_summary_is_statistics_summarize_of_the_tidy_rows(transferability_rows, tmp_path: Path) -> None:
-    summary = sweeps.summarize_rows(transferability_rows)
+    summary = sweep_results.summarize_rows(transferability_rows)
     assert [(row["x"], row["series"]) for row in summary] == [(k, m) for k in range(3) for m in ("frozen", "fine-tuned")]
     for row in summary:
         values = [r["target_accuracy"] for r in transferability_rows if (r["x"], r["series"]) == (row["x"], row["series"])]
         expected = statistics.summarize(values)
         assert row["target_accuracy"] == expected["mean"] and row["n"] == 2
         assert (row["std"], row["ci95_low"], row["ci95_high"]) == (expected["std"], expected["ci95_low"], expected["ci95_high"])
-    artifacts.write_rows(tmp_path / "s.csv", summary + sweeps.summarize_rows(transferability_rows[:1]))
+    artifacts.write_rows(tmp_path / "s.csv", summary + sweep_results.summarize_rows(transferability_rows[:1]))
     back = sweep_results.load_summary(tmp_path / "s.csv")
     assert back[:-1] == summary and back[-1]["ci95_low"] is None
     assert figures.sweep_figure(back, "k", "t").startswith(b"\x89PNG")  # the report's figure reads it back

@@ -19,7 +19,6 @@ from typing import Any
 from transferlab import statistics
 from transferlab.config import strategies
 from transferlab.report import inference
-from transferlab.report.inference import Family
 from transferlab.report.render import accuracy_text, difference_cell, percent
 from transferlab.training.results import VariantResult
 
@@ -128,7 +127,7 @@ class Ranking:
         return same
 
     @cached_property
-    def families(self) -> dict[str, Family]:
+    def families(self) -> dict[str, inference.Family]:
         """Every family of comparisons this target's statements rest on, judged once: against scratch on each set
         the baseline was scored on, and the family checks (`CHECKS`). Empty without a converged scratch baseline."""
         scratch = self.baseline

@@ -1,4 +1,4 @@
-"""Reading a sweep's output back, typed: the per-point summary and the per-run rows (`stages.sweep` writes both).
+"""A sweep's output: the per-point summary of its per-run rows (`summarize_rows`, which `stages.sweep` writes), read back typed.
 
 Kept apart from `sweeps` (which races the grid) so that the report, which only reads these
 files, imports neither the training code nor TensorFlow, and its DVC deps stay its own.
@@ -6,10 +6,11 @@ files, imports neither the training code nor TensorFlow, and its DVC deps stay i
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from transferlab import statistics
 from transferlab.errors import DataError
 
 
@@ -51,3 +52,18 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     except (KeyError, TypeError, ValueError) as error:
         raise DataError(f"{path}: not a sweep's per-run file of this version ({type(error).__name__}: {error});"
                         " rerun its stage: dvc repro") from None
+
+
+def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per (x, series), in first-seen order: mean accuracy (`target_accuracy`), std, 95% CI, n, unconverged runs."""
+    groups: dict[tuple[int, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((int(row["x"]), str(row["series"])), []).append(row)
+    summary = []
+    for (x, series), runs in groups.items():
+        stats = statistics.summarize([float(run["target_accuracy"]) for run in runs])
+        unconverged = sum(str(run["converged"]) not in ("True", "true", "1") for run in runs)
+        summary.append({"x": x, "series": series, "target_accuracy": stats["mean"], "std": stats["std"],
+                        "ci95_low": stats["ci95_low"], "ci95_high": stats["ci95_high"], "n": stats["n"],
+                        "unconverged": unconverged})
+    return summary

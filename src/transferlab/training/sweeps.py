@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transferlab import paths, statistics
+from transferlab import paths
 from transferlab.config import (
     LabelBudgetSweep,
     Params,
@@ -298,18 +298,3 @@ def _race_in_process(schedule: Mapping[RaceKey, Point], sources: Mapping[RaceKey
             races[key] = pool.submit(run, key, point)
         for key in schedule:
             yield key, races[key].result()[0]
-
-
-def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per (x, series), in first-seen order: mean accuracy (`target_accuracy`), std, 95% CI, n, unconverged runs."""
-    groups: dict[tuple[int, str], list[Mapping[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((int(row["x"]), str(row["series"])), []).append(row)
-    summary = []
-    for (x, series), runs in groups.items():
-        stats = statistics.summarize([float(run["target_accuracy"]) for run in runs])
-        unconverged = sum(str(run["converged"]) not in ("True", "true", "1") for run in runs)
-        summary.append({"x": x, "series": series, "target_accuracy": stats["mean"], "std": stats["std"],
-                        "ci95_low": stats["ci95_low"], "ci95_high": stats["ci95_high"], "n": stats["n"],
-                        "unconverged": unconverged})
-    return summary
