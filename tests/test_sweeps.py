@@ -162,9 +162,9 @@ def test_a_point_that_is_a_variant_stage_race_is_read_from_it_not_raced_again(se
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows] == \
         [{k: v for k, v in r.items() if k not in drop} for r in transferability_rows]
     _, notes = sweeps.twin_races(points, params, plan, set())
-    assert notes == ["fine-tuned x=2 is reuse2's race, raced again here: metrics/transfer/reuse2.json is not among this stage's deps in dvc.yaml (add it to read that race instead)"]
+    assert notes == ["fine-tuned x=2 is reuse2's race, raced again here: metrics/transfer/reuse2.json is not among this stage's deps (`make pipeline` adds it)"]
     _, notes = sweeps.twin_races(points, params, plan, {"metrics/transfer/reuse2.json"})
-    assert notes == ["fine-tuned x=2 is reuse2's race, raced again here: runs/transfer/reuse2.json is not among this stage's deps in dvc.yaml (add it to read that race instead)"]
+    assert notes == ["fine-tuned x=2 is reuse2's race, raced again here: runs/transfer/reuse2.json is not among this stage's deps (`make pipeline` adds it)"]
     other = VariantResult.from_json(result.to_json(), {**result.record(), "labels_per_class": 5})
     artifacts.write_json(Path("runs/transfer/reuse2.json"), other.record())
     found, notes = sweeps.twin_races(points, params, plan, both)
