@@ -11,7 +11,8 @@ This package's face: the rest of the code imports these names from `transferlab.
 `base` (strict models, constrained numbers, optimizer / stopping / network / training specs),
 `inputs` (sources', targets' and shifts' data, pretraining, zoo, model files), `schema` (`Params`,
 variants, the protocol, sweeps, and queries of a parsed `Params`), `checks` (the cross-field rules),
-`loading` (reading YAML, parsing, error lines, a stage's entry), `strategies` (the strategy table).
+`loading` (reading YAML, parsing, error lines, a stage's entry), `strategies` (the strategy table),
+`datasets` (the dataset kinds' table; `data.datasets` maps each kind to its loader).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from transferlab.config.checks import (
     check_sweeps,
 )
 from transferlab.config.inputs import (
+    PATCH_GRID,
     PRETRAIN_METHODS,
     ZOO_KINDS,
     AutoencoderSpec,
@@ -92,10 +94,10 @@ __all__ = [
     "BUILTIN_INIT", "MAX_IMAGE_SIZE", "Fraction", "ImageSide", "NetworkSpec", "NonNegativeInt", "OptimizerSpec",
     "PositiveFloat", "PositiveInt", "Seed", "StoppingSpec", "Strict", "TrainSpec",
     # inputs
-    "PRETRAIN_METHODS", "ZOO_KINDS", "AutoencoderSpec", "Channels", "Classes", "Corruption", "CorruptionSpec",
-    "Dataset", "GoodBadSpec", "ImageData", "ImageSize", "ModelFile", "NpzKeys", "PretrainBase", "PretrainSpec",
-    "RankingSpec", "RbmSpec", "RegistryEntry", "ShiftSpec", "SklearnMlpEntry", "SourceDataSpec", "SourceSpec",
-    "TargetSpec", "ZooEntry",
+    "PATCH_GRID", "PRETRAIN_METHODS", "ZOO_KINDS", "AutoencoderSpec", "Channels", "Classes", "Corruption",
+    "CorruptionSpec", "Dataset", "GoodBadSpec", "ImageData", "ImageSize", "ModelFile", "NpzKeys", "PretrainBase",
+    "PretrainSpec", "RankingSpec", "RbmSpec", "RegistryEntry", "ShiftSpec", "SklearnMlpEntry", "SourceDataSpec",
+    "SourceSpec", "TargetSpec", "ZooEntry",
     # schema
     "VARIANT_SECTIONS", "LabelBudgetSweep", "MlflowSpec", "OriginalNoteSpec", "Params", "Protocol", "SweepsSpec",
     "TransferabilitySweep", "TransferSpec", "UnfreezeSpec", "VariantSpec", "default_source", "split_sizes",

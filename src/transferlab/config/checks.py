@@ -10,7 +10,8 @@ import re
 from typing import Any
 
 from transferlab.config.base import BUILTIN_INIT, OptimizerSpec
-from transferlab.config.inputs import ImageData, ShiftSpec, SourceSpec, TargetSpec
+from transferlab.config.datasets import check_entry, has_test_part
+from transferlab.config.inputs import PATCH_GRID, ImageData, ShiftSpec, SourceSpec, TargetSpec
 from transferlab.config.schema import (
     VARIANT_SECTIONS,
     OriginalNoteSpec,
@@ -21,8 +22,6 @@ from transferlab.config.schema import (
     target_dataset,
 )
 from transferlab.config.strategies import STRATEGIES
-from transferlab.data.corruptions import PATCH_GRID
-from transferlab.data.datasets import check_entry, has_test_part
 from transferlab.errors import ConfigError
 
 # Entry names become file names (models/<name>.keras) and stage names (transfer@<name>).

@@ -19,7 +19,7 @@ from transferlab.config.base import (
     Strict,
     TrainSpec,
 )
-from transferlab.data.datasets import LOADABLE, has_test_part
+from transferlab.config.datasets import LOADABLE, has_test_part
 
 Dataset = Literal[LOADABLE]  # the dataset kinds' table (`datasets.KINDS`)
 # An image size: one number for square images, or [H, W]
@@ -82,7 +82,10 @@ class SourceSpec(Strict):
     train: TrainSpec
 
 
-Corruption = Literal["noise", "erase", "shuffle_patches", "blend"]
+Corruption = Literal["noise", "erase", "shuffle_patches", "blend"]  # the functions of `data.corruptions`
+# shuffle_patches cuts an image into a PATCH_GRID x PATCH_GRID grid: here so the schema can refuse a smaller
+# image without importing data/, which reads it from here.
+PATCH_GRID = 4
 
 
 class CorruptionSpec(Strict):
