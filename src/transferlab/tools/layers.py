@@ -30,10 +30,6 @@ PACKAGE = "transferlab"
 ORDER = ("", "launch", "config", "data", "models", "training", "tracking", "report", "tools")  # "" is the root
 HEAVY = ("tensorflow", "keras")
 MAY_IMPORT_HEAVY = {"models", "training"}
-# Known breaches, printed on every run until they are gone (issue 23 leaves them open): the params schema
-# checks `dataset:` against the dataset kinds' table and a patch grid against the corruptions' limit,
-# both of which live in data/. The table's declarative half belongs in config/.
-KNOWN = {("config", "transferlab.data.datasets"), ("config", "transferlab.data.corruptions")}
 
 
 @dataclass(frozen=True)
@@ -84,9 +80,7 @@ def violations(package_dir: Path) -> tuple[dict[str, set[str]], list[str]]:
             there = folder_of(item.target)
             if there != here:
                 uses[here].add(there or "(root)")
-            if ORDER.index(there) > ORDER.index(here) and (here, item.target.rpartition(".")[0]) in KNOWN:
-                print(f"known: {PACKAGE}/{item.module}:{item.line}: imports {item.target} ({there} is above {here})")
-            elif ORDER.index(there) > ORDER.index(here):
+            if ORDER.index(there) > ORDER.index(here):
                 found.append(f"{PACKAGE}/{item.module}:{item.line}: imports {item.target} ({there or 'root'} is above {here or 'root'})")
         elif root in HEAVY and item.top_level and here not in MAY_IMPORT_HEAVY:
             found.append(f"{PACKAGE}/{item.module}:{item.line}: imports {root} at module level (only {', '.join(sorted(MAY_IMPORT_HEAVY))} may)")
@@ -101,9 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{folder or '(root)':>9} imports {', '.join(sorted(uses[folder])) or 'nothing of the package'}")
     for line in found:
         print(line, file=sys.stderr)
-    known = sum(1 for item in imports(package_dir) if (_folder_of_file(item.module), item.target.rpartition(".")[0]) in KNOWN)
-    print(f"{len(found)} import(s) against the layer order" if found else
-          f"every import follows the layer order{f' but the {known} known one(s) above' if known else ''}")
+    print(f"{len(found)} import(s) against the layer order" if found else "every import follows the layer order")
     return 1 if found else 0
 
 
