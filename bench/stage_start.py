@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from transferlab.launch import warm
+from transferlab.launch import stage_server, warm
 
 
 def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -60,7 +60,7 @@ def main() -> None:
     stage = [sys.executable, "-m", f"stages.{module}", entry]
     sweep = [sys.executable, "-m", "stages.sweep", args.sweep]
     cold, hot = [], []
-    with warm.Server(env=env) as server:
+    with stage_server.Server(env=env) as server:
         warm_env = {**env, warm.SOCKET_VARIABLE: server.address}
         timed(stage, workspace, env)  # one untimed run each: the page cache holds the libraries for both
         timed(stage, workspace, warm_env)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from transferlab.launch import warm
+from transferlab.launch import stage_server, warm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,13 +101,13 @@ def cold_stage_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-_WARM: list[warm.Server] = []
+_WARM: list[stage_server.Server] = []
 
 
 def warm_address() -> str:
     """The address of this test process's warm stage server, started on first use (as `make run` does)."""
     if not _WARM:
-        server = warm.Server(env=cold_stage_env(ROOT)).__enter__()
+        server = stage_server.Server(env=cold_stage_env(ROOT)).__enter__()
         atexit.register(server.__exit__)
         _WARM.append(server)
     return _WARM[0].address

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, address, assert_process_ends, cold_stage_env, run, stage_env
 
-from transferlab.launch import warm
+from transferlab.launch import stage_server, warm
 
 DVC = [sys.executable, "-m", "dvc"]
 VOLATILE = re.compile(r"seconds|run_id")  # timings and MLflow run ids differ between any two runs
@@ -126,7 +126,7 @@ def test_unreachable_or_different_server_runs_cold_and_says_so(slow_stage: Path)
 def test_a_stage_started_before_the_server_is_ready_waits_for_it(slow_stage: Path) -> None:
     """`make run` starts DVC while the server still imports TensorFlow: an early stage queues, then runs warm."""
     (slow_stage / "slow_stage.py").write_text(SLOW_STAGE.replace("time.sleep(60)", "pass"))
-    with warm.Server(env=cold_stage_env(slow_stage), wait=False) as server:
+    with stage_server.Server(env=cold_stage_env(slow_stage), wait=False) as server:
         result = subprocess.run([sys.executable, "-m", "slow_stage"], cwd=slow_stage,
                                 env={**cold_stage_env(slow_stage), warm.SOCKET_VARIABLE: server.address},
                                 capture_output=True, text=True, timeout=120)
@@ -137,7 +137,7 @@ def test_a_stage_started_before_the_server_is_ready_waits_for_it(slow_stage: Pat
 def test_the_stages_that_run_cold_import_none_of_the_preloaded_libraries() -> None:
     """Loading them starts none of PRELOAD (data.py reaches keras, scikit-learn or SciPy only for datasets that need them)."""
     code = (f"import sys; import {', '.join(warm.COLD_STAGES)}; "
-            f"print(sorted({{name.split('.')[0] for name in sys.modules}} & {{name.split('.')[0] for name in {warm.PRELOAD!r}}}))")
+            f"print(sorted({{name.split('.')[0] for name in sys.modules}} & {{name.split('.')[0] for name in {stage_server.PRELOAD!r}}}))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cold_stage_env(ROOT), capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -18,6 +18,7 @@ from sklearn.neural_network import MLPClassifier  # noqa: E402
 
 from transferlab.errors import ModelError  # noqa: E402
 from transferlab.models import networks, zoo  # noqa: E402
+from transferlab.tracking import catalogue as zoo_catalogue
 from transferlab.tracking import registry as zoo_registry
 
 INPUTS = 8
@@ -237,7 +238,7 @@ def test_registry_round_trip(registry: str, tmp_path: Path, x: np.ndarray, capsy
         fetched = zoo_registry.fetch_registered(uri, tmp_path / "fetched" / "init.keras")
         np.testing.assert_allclose(predict(zoo.load_keras(fetched), x), predict(tiny_model(seed), x), atol=1e-6, err_msg=uri)
 
-    rows = zoo_registry.catalogue()
+    rows = zoo_catalogue.catalogue()
     assert [(row["name"], row["version"], row["aliases"]) for row in rows] == [("tiny", "1", ["champion"]), ("tiny", "2", [])]
     assert rows[0]["input_shape"] == (INPUTS,)
     assert rows[0]["hidden_layers"] == {"hidden1": 6, "hidden2": 5}
@@ -289,7 +290,7 @@ def test_unsafe_model_never_enters_the_registry(registry: str, tmp_path: Path) -
     cut_in_half(path)
     with mlflow.start_run(), pytest.raises(ModelError, match=r"broken\.keras"):
         zoo_registry.register_keras(path, "broken", {}, EXAMPLE)
-    assert zoo_registry.catalogue() == []
+    assert zoo_catalogue.catalogue() == []
 
 
 def test_list_without_a_store_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

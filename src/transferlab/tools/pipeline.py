@@ -32,8 +32,8 @@ from transferlab.config import LabelBudgetSweep, Params, load_params
 PIPELINES = (Path("dvc.yaml"), Path("inputs/dvc.yaml"), Path("variants/dvc.yaml"))
 PACKAGES = {"transferlab": Path("src/transferlab"), "stages": Path("stages")}
 # How a stage process starts, not what it computes: a stage run through the warm stage server writes the
-# same outputs as a cold one (tests/test_warm.py), so editing the launcher reruns nothing.
-STARTS_ONLY = {Path("src/transferlab/launch/warm.py")}
+# same outputs as a cold one (tests/test_warm.py), so editing the launcher or its server reruns nothing.
+STARTS_ONLY = {Path("src/transferlab/launch/warm.py"), Path("src/transferlab/launch/stage_server.py")}
 SWEEP_STAGE = "python -m stages.sweep "
 
 

@@ -5,13 +5,12 @@ signature, an input example, the native `.keras` file under `data/`; `mlflow.pyf
 loads it), never a pickle: fetching only downloads its one `.keras` file, and loading it goes
 through `zoo.load_keras` with `safe_mode`. Each version is tagged with what a variant needs
 to pick an init model: `input_shape`, `hidden_layers` (`hidden1:300,hidden2:50`) and the
-caller's tags (`test_accuracy`, …).
+caller's tags (`test_accuracy`, …). What the zoo holds, and its `list` command, is `catalogue.py`:
 
     python -m transferlab.tracking.registry list   # the catalogue, from $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
@@ -31,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from transferlab.artifacts import atomic_path
 from transferlab.errors import ModelError
 from transferlab.errors import first_line as _first_line
+from transferlab.tracking.catalogue import main, model_versions
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # also a safe artifact folder name
 _URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/@]+)|@(?P<alias>[^/@]+))")
@@ -98,12 +98,6 @@ def log_keras(keras_file: Path, example: np.ndarray, name: str = "model", model:
         quiet.setLevel(level)
 
 
-def _tracking_uri() -> str:
-    from transferlab.tracking import tracking_uri  # the one default store, stated once
-
-    return tracking_uri()
-
-
 def _missing(error: MlflowException) -> bool:
     return error.error_code == "RESOURCE_DOES_NOT_EXIST"
 
@@ -158,17 +152,6 @@ def register_keras(model_path: Path, name: str, tags: Mapping[str, str], example
     return str(version.version)
 
 
-def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
-    """Every version of a registered model, oldest first (following MLflow's pages)."""
-    quoted = f'"{name}"' if "'" in name else f"'{name}'"
-    found, token = [], None
-    while True:
-        page = client.search_model_versions(f"name={quoted}", page_token=token)
-        found += list(page)
-        token = page.token
-        if not token:
-            return sorted(found, key=lambda version: int(version.version))
-
 
 def _registry_error(uri: str, error: MlflowException, missing: str) -> ModelError:
     """`missing` when the registry says the entry does not exist, else its own first line."""
@@ -191,10 +174,10 @@ def _resolve(client: MlflowClient, uri: str) -> ModelVersion:
         try:
             return client.get_model_version(name, ref)
         except MlflowException as error:
-            have = ", ".join(str(v.version) for v in _versions(client, name)) if _missing(error) else ""
+            have = ", ".join(str(v.version) for v in model_versions(client, name)) if _missing(error) else ""
             raise _registry_error(uri, error, f"registered model {name!r} has no version {ref} (has: {have or 'none'})") from None
     if match["alias"] is None and ref == "latest":
-        versions = _versions(client, name)
+        versions = model_versions(client, name)
         if not versions:
             raise ModelError(f"{uri}: registered model {name!r} has no versions")
         return versions[-1]
@@ -230,86 +213,5 @@ def fetch_registered(uri: str, dest: Path, tracking_uri: str | None = None) -> P
     return dest
 
 
-def _hidden(tag: str | None) -> dict[str, int]:
-    """`hidden1:300,hidden2:50` -> {"hidden1": 300, "hidden2": 50}; malformed parts are skipped."""
-    pairs = (part.partition(":") for part in (tag or "").split(",") if part)
-    return {name: int(units) for name, _, units in pairs if units.isdigit()}
-
-
-def _float(tag: str | None) -> float | None:
-    try:
-        return float(tag) if tag is not None else None
-    except ValueError:
-        return None
-
-
-def catalogue(tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """One row per registered version: name, version, aliases, input_shape, hidden_layers, test_accuracy, run_id."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    rows, token = [], None
-    while True:
-        page = client.search_registered_models(page_token=token)
-        for model in page:
-            # search results leave aliases out in some stores; the model's own record has them
-            aliases = client.get_registered_model(model.name).aliases
-            for version in _versions(client, model.name):
-                shape = version.tags.get("input_shape", "")
-                rows.append({
-                    "name": model.name,
-                    "version": str(version.version),
-                    "aliases": sorted(alias for alias, number in aliases.items() if str(number) == str(version.version)),
-                    "input_shape": tuple(int(d) for d in shape.split(",") if d.isdigit()) or None,
-                    "hidden_layers": _hidden(version.tags.get("hidden_layers")),
-                    "test_accuracy": _float(version.tags.get("test_accuracy")),
-                    "run_id": version.run_id,
-                })
-        token = page.token
-        if not token:
-            return sorted(rows, key=lambda row: (row["name"], int(row["version"])))
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The catalogue as a fixed-width text table."""
-    header = ("name", "version", "aliases", "input", "hidden units", "test_accuracy")
-    lines = [header] + [
-        (
-            row["name"],
-            row["version"],
-            ",".join(row["aliases"]) or "-",
-            "x".join(str(d) for d in row["input_shape"] or ()) or "?",
-            "-".join(str(units) for units in row["hidden_layers"].values()) or "?",
-            "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}",
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
-
-
-def _list(uri: str) -> None:
-    path = uri.removeprefix("sqlite:///")
-    if uri.startswith("sqlite:///") and not Path(path).exists():  # don't create an empty store just to list it
-        print(f"no registry yet ({path} does not exist)")
-        return
-    try:
-        rows = catalogue(uri)
-    except MlflowException as error:
-        raise ModelError(f"{uri}: registry error ({_first_line(error)})") from None
-    print(format_table(rows) if rows else f"no registered models in {uri}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m transferlab.tracking.registry list` (also installed as `transferlab-zoo list`)."""
-    from transferlab.launch.cli import run_main
-
-    def command(args: list[str]) -> None:
-        parser = argparse.ArgumentParser(prog="python -m transferlab.tracking.registry", description=__doc__.splitlines()[0])
-        parser.add_argument("command", choices=["list"], help="list: every registered model version")
-        parser.parse_args(args)
-        _list(_tracking_uri())
-
-    run_main(command, argv)
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the catalogue's command, where the zoo's docs name it
     main()
