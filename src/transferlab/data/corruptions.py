@@ -21,7 +21,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from transferlab.config import PATCH_GRID  # the grid the schema checks image sizes against
+from transferlab.config import (
+    PATCH_GRID,  # the grid the schema checks image sizes against
+)
 from transferlab.data.repetitions import derived_seed
 from transferlab.errors import ConfigError
 
