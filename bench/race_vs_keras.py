@@ -1,7 +1,7 @@
 """Benchmark: the project's race against a plain-Keras peer per variant, and its FLOP limit on one core.
 
-    python -m bench.race_vs_keras [--rounds 3] [--variants scratch reuse5 freeze2] [--project-only cache2]
-                                  [--out bench/results.md]
+    python -m bench.race_vs_keras [--rounds 3] [--seeds 3] [--variants scratch reuse5 freeze2] [--flops-only cache2]
+                                  [--out bench/results.md]     # and the raw measurements beside it, bench/results.json
 
 Needs the prepared target and init model of the variants (e.g. `dvc repro -s validate
 inputs/dvc.yaml:prepare_source@source inputs/dvc.yaml:prepare_target@mnist inputs/dvc.yaml:pretrain_source@source`).
@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         " `EarlyStopping(monitor=val_loss, min_delta=0.001, patience=10, restore_best_weights=True)`, one thread per op"
         " (`--threads 1`, faster here than TensorFlow's default of every core; see docs/speed.md), oneDNN as TensorFlow"
         " ships it (on). The same draws (`data.draw_labelled`, fingerprints compared: column *same draws*) and the same"
-        " network (`strategies.build_variant_network`). It runs one `fit` at a time; the project trains two stacks side"
-        " by side (one per core).", "",
+        " network (`strategies.build_variant_network`). It runs one `fit` per core at a time, in worker processes started"
+        " (and their inputs loaded) before its clock starts, as the project trains two stacks side by side.", "",
         "## FLOPs per copy-epoch and the single-thread limit", "",
         "Counted from the network actually trained (`bench/flops.py`): 2 FLOPs per multiply-add of the dense matmuls;"
         " forward over the training rows, backward as computed (weight gradients of trained layers, input gradients only"
@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         *flops, "",
     ]
     args.out.write_text("\n".join(lines))
+    args.out.with_suffix(".json").write_text(json.dumps({"project": project, "keras": keras, "flops": counted}, indent=1))
     print("\n".join(lines))
     return 0
 
