@@ -1,7 +1,8 @@
 """One variant's race, run two ways, each in a process of its own: the project's and a plain-Keras peer.
 
     python -m bench.races project reuse5   # strategies.race, then the same race again on one core
-    python -m bench.races keras reuse5     # model.fit per repetition x grid setting
+    python -m bench.races keras reuse5     # model.fit per repetition x grid setting, one per core
+    python -m bench.races flops cache2     # only the FLOPs of one copy-epoch (bench.flops)
 
 Each prints one JSON line (seconds, copy-epochs, test accuracies, a fingerprint of the labelled draws).
 Both read what `dvc repro` of the variant's upstream stages made (the prepared target, the init
@@ -10,7 +11,8 @@ model), draw the same labelled images and validation rows with the project's cod
 repetition x grid setting of params.yaml until early stopping with best weights restored; each
 repetition keeps the setting with the lowest validation loss and scores it once on the test set.
 
-The peer is plain Keras at its fastest honest settings: `model.fit` on tf.data (cache, shuffle,
+The peer is plain Keras at its fastest honest settings: one `model.fit` per core at a time (worker
+processes, started before the clock starts, as the project trains a stack per core), on tf.data (cache, shuffle,
 batch, prefetch; the whole validation set one batch), `steps_per_execution` = one epoch's steps,
 `EarlyStopping(min_delta, patience, restore_best_weights=True)` as `transfer.stopping`. Its
 process sets its own TensorFlow threads and oneDNN (`--threads`, `--onednn`) before transferlab's
