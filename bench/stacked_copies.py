@@ -7,59 +7,51 @@ DNN5 (784-300-50-50-50-50-5) on 400 images (80 per class x 5) at batch 32. For a
 small, per-step overhead rather than arithmetic decides the speed, so this measures, in one run:
 the machine's matmul rate (a 2048^3 float32 matmul, the FLOP limit's rate), `training.fit` on one
 model, and `batched.Copies` at K copies, each as milliseconds per model-epoch and as a ratio to the
-FLOP limit (6 FLOPs per weight per training example: forward, and backward for weights and inputs).
-Medians over the timed epochs, after a warm-up epoch that also traces. Each TensorFlow op runs on
-one thread here (transferlab/__init__.py); the side-by-side rows train one stack per core at once,
-as a race does (`batched.train_concurrently`), and are timed by the wall clock over all of them.
-The FLOP limit uses the matmul rate on all cores.
+FLOP limit: the training FLOPs of the network actually trained (`bench.flops`: forward, weight
+gradients, input gradients only above the lowest trained layer; these rows time training epochs,
+without the validation pass) at the single-thread matmul rate measured in this process (each
+TensorFlow op runs on one thread here, transferlab/__init__.py; median of several). Medians over
+the timed epochs, after a warm-up epoch that also traces. The side-by-side rows train one stack per
+core at once, as a race does (`batched.train_concurrently`), and are timed by the wall clock over
+all of them: their limit is the one-core limit over the cores used. Single runs, no spread: rows
+within ~10 % of each other are not ranked (bench/results.md has the repeated, interleaved figures).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import subprocess
-import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HIDDEN = [300, 50, 50, 50, 50]
 IMAGES, BATCH, CLASSES, FEATURES = 400, 32, 5, 784
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 7) -> float:
-    """The machine's float32 matmul rate on every core: measured in a child process, since this one runs
-    each TensorFlow op on one thread (transferlab/__init__.py) and would report one core's rate."""
-    code = f"from bench.stacked_copies import _matmul_gflops; print(_matmul_gflops({size}, {repeats}))"
-    from transferlab.training import engine
+def matmul_gflops(repeats: int = 7) -> float:
+    """The single-thread float32 matmul rate (2048^3) of this process's TensorFlow: the median of `repeats` calls."""
+    from bench.races import matmul_gflops as rates
 
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(engine.lanes())}
-    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-def _matmul_gflops(size: int, repeats: int) -> float:
-    import tensorflow as tf
-
-    a, b = tf.random.normal([size, size]), tf.random.normal([size, size])
-    f = tf.function(lambda: tf.matmul(a, b))
-    f().numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f().numpy()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / float(np.median(times)) / 1e9
+    return float(np.median(rates(repeats=repeats)))
 
 
 def weights_per_model() -> int:
     sizes = [FEATURES, *HIDDEN, CLASSES]
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+def training_flops(frozen: int = 0) -> int:
+    """One model-epoch's training FLOPs (forward + backward as computed) of the DNN5, the lowest `frozen` layers fixed."""
+    from bench import flops
+
+    sizes = [FEATURES, *HIDDEN, CLASSES]
+    layers = [flops.Layer(a, b, i >= frozen) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))]
+    return flops.epoch_flops(layers, IMAGES, 0).training
 
 
 def solo_ms(epochs: int, optimizer) -> float:
@@ -127,47 +119,46 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from transferlab.config import OptimizerSpec
 
-    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    started, t0, load_before = datetime.now(UTC), time.perf_counter(), os.getloadavg()
     sgd, adam = OptimizerSpec(name="sgd", learning_rate=0.01), OptimizerSpec(name="adam", learning_rate=0.001)
     gflops = matmul_gflops()
-    limit_ms = 1000 * 6 * weights_per_model() * IMAGES / (gflops * 1e9)
-    rows = [("`training.fit`, one model, SGD", 1, solo_ms(args.epochs, sgd)),
-            ("`training.fit`, one model, Adam", 1, solo_ms(args.epochs, adam))]
+    limit_ms = 1000 * training_flops() / (gflops * 1e9)
+    rows = [("`training.fit`, one model, SGD", 1, solo_ms(args.epochs, sgd), limit_ms),
+            ("`training.fit`, one model, Adam", 1, solo_ms(args.epochs, adam), limit_ms)]
     for k in args.copies:
-        rows.append((f"`engine.Copies`, {k} copies, SGD", k, stacked_ms(k, args.epochs, sgd)))
+        rows.append((f"`engine.Copies`, {k} copies, SGD", k, stacked_ms(k, args.epochs, sgd), limit_ms))
     for k in args.copies[-2:]:
-        rows.append((f"`engine.Copies`, {k} copies, Adam", k, stacked_ms(k, args.epochs, adam)))
+        rows.append((f"`engine.Copies`, {k} copies, Adam", k, stacked_ms(k, args.epochs, adam), limit_ms))
     from transferlab.training import engine
 
     lanes = engine.lanes()
     for k in args.copies[1:3]:
         wall, own = side_by_side_ms(k, lanes, args.epochs, sgd)
         rows.append((f"{lanes} stacks of {k} copies side by side, SGD (wall time over all copies; one copy's own"
-                     f" share of its core: {own:.1f} ms)", lanes * k, wall))
-    full = list(rows)  # every weight trained: the rows the FLOP limit is for
+                     f" share of its core: {own:.1f} ms; limit: {lanes} cores)", lanes * k, wall, limit_ms / lanes))
     k = args.copies[-2]
-    rows.append((f"`engine.Copies`, {k} copies, SGD, hidden1-2 frozen (freeze2; limit is the full network's)", k,
-                 stacked_ms(k, args.epochs, sgd, frozen=2)))
+    frozen_ms = stacked_ms(k, args.epochs, sgd, frozen=2)
+    frozen_limit = 1000 * training_flops(frozen=2) / (gflops * 1e9)
+    rows.append((f"`engine.Copies`, {k} copies, SGD, hidden1-2 frozen (its own arithmetic: limit {frozen_limit:.2f} ms)", k,
+                 frozen_ms, frozen_limit))
     gflops_after = matmul_gflops()
     solo = rows[0][2]
     lines = [
         "# Many small trainings in one compiled step", "",
         f"Command: `python -m bench.stacked_copies --epochs {args.epochs} --copies {' '.join(map(str, args.copies))}`  ",
         f"Date: {started:%Y-%m-%d %H:%M} UTC; {time.perf_counter() - t0:.0f} s wall; nproc {os.cpu_count()}; {platform.processor() or platform.machine()}  ",
+        f"Load average (1 min) before and after: {load_before[0]:.1f}, {os.getloadavg()[0]:.1f} (above ~0.5: others' jobs shared the cores).  ",
         f"Workload: DNN5 ({weights_per_model():,} weights) on {IMAGES} images at batch {BATCH} ({-(-IMAGES // BATCH)} steps an epoch);"
         f" median of {args.epochs} epochs after a warm-up epoch.  ",
-        f"FLOP limit: 6 x {weights_per_model():,} weights x {IMAGES} images = {6 * weights_per_model() * IMAGES / 1e9:.2f} GFLOP per"
-        f" model-epoch at the matmul rate measured in this run ({gflops:.0f} GFLOP/s before, {gflops_after:.0f} after) ="
-        f" **{limit_ms:.1f} ms**.", "",
-        "| scenario | copies | ms per model-epoch | × FLOP limit | vs one `training.fit` |",
+        f"FLOP limit: {training_flops() / 1e6:.1f} MFLOP per model-epoch (training: forward + backward as computed,"
+        f" `bench.flops`) at the single-thread matmul rate measured in this run ({gflops:.0f} GFLOP/s before,"
+        f" {gflops_after:.0f} after, medians of 7) = **{limit_ms:.2f} ms** on one core.", "",
+        "| scenario | copies | ms per model-epoch | × its FLOP limit | vs one `training.fit` |",
         "|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {name} | {k} | {ms:.1f} | {ms / limit_ms:.1f}× | {solo / ms:.2f}× as fast |" for name, k, ms in rows]
-    best = min(full[2:], key=lambda row: row[2])
-    adam_solo, adam_best = rows[1][2], min(row[2] for row in full[2:] if "Adam" in row[0])
-    lines += ["", f"Best stacked full training: {best[0]}, {best[2]:.1f} ms per model-epoch, {best[2] / limit_ms:.1f}× the"
-              f" FLOP limit, {solo / best[2]:.2f}× as fast as one SGD model at a time ({solo:.1f} ms); with Adam the stack is"
-              f" {adam_solo / adam_best:.2f}× as fast as one model ({adam_best:.1f} vs {adam_solo:.1f} ms).", ""]
+    lines += [f"| {name} | {k} | {ms:.1f} | {ms / limit:.1f}× | {solo / ms:.2f}× as fast |" for name, k, ms, limit in rows]
+    lines += ["", "One run, no spread: rows within ~10 % of each other are not ranked (a rerun may order them otherwise);"
+              " `python -m bench.race_vs_keras` (bench/results.md) repeats its figures in interleaved rounds.", ""]
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -1,6 +1,6 @@
 """Training-speed benchmark for the DNN5 (not a test): seconds per epoch, and `cache` vs `freeze`.
 
-    python -m bench.training_speed [--rows 60000] [--repeats 5] [--rounds 2] [--out bench/results.md]
+    python -m bench.training_speed [--rows 60000] [--repeats 5] [--rounds 2] [--out bench/training_speed.md]
 
 Every scenario runs in its own fresh Python process, so one framework's threads, traced
 functions or allocator state cannot leak into the next, and `ru_maxrss` is a per-scenario peak.
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs after one warm-up epoch")
-    parser.add_argument("--out", type=Path, default=Path("bench/results.md"))
+    parser.add_argument("--out", type=Path, default=Path("bench/training_speed.md"))
     parser.add_argument("--rounds", type=int, default=2, help="times the scenario list is run, interleaved")
     parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per scenario process")

@@ -142,10 +142,11 @@ def test_the_summary_keeps_more_accurate_and_faster_in_separate_sentences() -> N
     accurate, faster = verdicts.accuracy_verdict(ranking), speed.speed_verdict(ranking)
     assert not re.search(r"\d s\b|sooner|faster|per epoch", accurate)  # accuracy only, every number with its interval
     assert "points" not in faster and "CI" not in faster
-    assert faster.startswith("Time to 99 % of a run's own best validation accuracy, in epochs × the variant's median seconds"
-                             " per epoch (one core); scratch: 41.0 epochs × 10.00 ms.")
-    assert "sooner: reuse5 0.51× [0.48, 0.54] (21.0 epochs × 10.00 ms)." in faster
-    assert "Later: freeze2 1.56× [1.51, 1.60]." in faster
+    assert faster.startswith("Time to 99 % of a run's own best validation accuracy, judged in epochs (the same in two runs"
+                             " of the same params on one machine; seconds are not); scratch: 41.0 epochs.")
+    assert "sooner: reuse5 0.51× [0.48, 0.54] (21.0 epochs)." in faster
+    assert "Later: freeze2 1.85× [1.80, 1.91]." in faster  # 76 epochs: later, though its epochs cost 8.40 ms, not 10.00
+    assert "not judged (one core's median ms per epoch, which moves between runs): reuse5 21.0 epochs × 10.00 ms" in faster
     slow_reuse = verdicts.rank([SCRATCH, result("reuse5", "reuse", [0.85, 0.88, 0.86], near=0.9)])
     assert "no variant gets there significantly sooner than scratch" in speed.speed_verdict(slow_reuse)
 
@@ -159,6 +160,10 @@ def test_a_speed_verdict_rests_on_epochs_not_on_a_timer_that_moves() -> None:
                                         for i, r in enumerate(REUSE.repetitions)])
     again = verdicts.rank([SCRATCH, noisy, FREEZE])
     assert speed.speed_verdict(again) == speed.speed_verdict(ranking)  # the median epoch cost did not move
+    # a cost that moves for every repetition (the whole run slower) changes the measured figures, never the claims
+    slow = verdicts.rank([SCRATCH, replace(REUSE, repetitions=[replace(r, seconds_per_epoch=3 * r.seconds_per_epoch)
+                                                               for r in REUSE.repetitions]), FREEZE])
+    assert speed.speed_claims(slow) == speed.speed_claims(ranking) and speed.speed_verdict(slow) != speed.speed_verdict(ranking)
 
 
 def test_cache_speed_up_sentence_compares_the_freeze_twin() -> None:

@@ -1,12 +1,13 @@
 """Speed claims ("sooner than scratch") on a measure that does not move between identical runs.
 
 Time to quality is counted in epochs — the first epoch at which a repetition's chosen run reaches
-99 % of its own best validation accuracy, deterministic on one machine — and converted to seconds
-with the variant's per-epoch cost, the median over its repetitions of one core's wall time per
-epoch. A variant is called faster (or slower) than scratch only when the paired interval of the log
-time ratio, Holm-corrected over every variant compared (`inference`), excludes parity. Epochs,
-seconds and the ratio are all stated, so a reader sees what the claim rests on. Accuracy is
-judged elsewhere (`verdicts`).
+99 % of its own best validation accuracy, deterministic on one machine — and a variant is called
+sooner (or later) than scratch only when the paired interval of the log epoch ratio,
+Holm-corrected over every variant compared (`inference`), excludes parity. Seconds are not judged:
+a per-epoch cost (the median over repetitions of one core's wall time per epoch) moves between two
+runs of the same params (by up to 2x per repetition on a shared machine), so a claim on epochs x
+cost could flip from one run to the next. The costs are stated beside the claims, as measurements,
+with what caching buys per epoch. Accuracy is judged elsewhere (`verdicts`).
 """
 from __future__ import annotations
 
@@ -38,48 +39,61 @@ def epoch_cost(result: VariantResult) -> float:
     return float(np.median([r.seconds_per_epoch for r in result.repetitions]))
 
 
-def log_seconds_to_quality(result: VariantResult) -> dict[int, float]:
-    """{repetition: log(epochs to 99 % of its best × the variant's per-epoch cost)} (a timer that read 0: 1 ns)."""
-    cost = epoch_cost(result)
-    return {r.repetition: math.log(max(epochs_to_near_best(r) * cost, 1e-9)) for r in result.repetitions}
+def log_epochs_to_quality(result: VariantResult) -> dict[int, float]:
+    """{repetition: log(epochs to 99 % of its own best)}: the same in two runs of the same params on one machine."""
+    return {r.repetition: math.log(epochs_to_near_best(r)) for r in result.repetitions}
 
 
 def family(name: str, results: list[VariantResult], baseline: VariantResult) -> inference.Family:
-    """Log time-to-quality ratios against the baseline, judged together (negative = faster)."""
-    theirs = log_seconds_to_quality(baseline)
-    return inference.judge(name, {r.variant: (log_seconds_to_quality(r), theirs) for r in results if r is not baseline})
+    """Log epochs-to-quality ratios against the baseline, judged together (negative = sooner)."""
+    theirs = log_epochs_to_quality(baseline)
+    return inference.judge(name, {r.variant: (log_epochs_to_quality(r), theirs) for r in results if r is not baseline})
 
 
 def ratio_text(verdict: Mapping[str, Any]) -> str:
-    """`0.62× [0.51, 0.75]`: the geometric-mean time ratio with its paired 95 % interval."""
+    """`0.62× [0.51, 0.75]`: the geometric-mean epoch ratio with its paired 95 % interval."""
     text = f"{math.exp(verdict['mean_difference']):.2f}×"
     if verdict["ci95_low"] is not None:
         text += f" [{math.exp(verdict['ci95_low']):.2f}, {math.exp(verdict['ci95_high']):.2f}]"
     return text
 
 
-def speed_verdict(ranking: Ranking) -> str:
-    """Who reaches 99 % of its own best validation accuracy sooner than scratch, and what caching buys."""
+def mean_epochs(result: VariantResult) -> float:
+    return float(np.mean([epochs_to_near_best(r) for r in result.repetitions]))
+
+
+def speed_claims(ranking: Ranking) -> str:
+    """Who reaches 99 % of its own best validation accuracy in fewer epochs than scratch: the judged part, no timer in it."""
     claimable, scratch = ranking.claimable, ranking.baseline
     if not claimable:
         return "No converged variant under the reference tuning budget to time."
     if scratch is None or scratch not in claimable:
         return "No converged scratch baseline to time the variants against."
-    judged = family(f"{scratch.target}: time to 99 % of best against scratch", claimable, scratch)
-    mean_epochs = {r.variant: float(np.mean([epochs_to_near_best(x) for x in r.repetitions])) for r in claimable}
-    faster = [r for r in claimable if inference.symbol(judged.get(r.variant)) == inference.WORSE]  # a shorter time
-    slower = [r for r in claimable if inference.symbol(judged.get(r.variant)) == inference.BETTER]
-    text = (f"Time to 99 % of a run's own best validation accuracy, in epochs × the variant's median seconds per epoch"
-            f" (one core); scratch: {mean_epochs[scratch.variant]:.1f} epochs × {1000 * epoch_cost(scratch):.2f} ms."
-            f" Against it ({judged.describe().split(';')[0]}, time ratio with its paired 95 % interval): ")
-    if faster:
-        text += "sooner: " + ", ".join(f"{r.variant} {ratio_text(judged.verdicts[r.variant])}"
-                                       f" ({mean_epochs[r.variant]:.1f} epochs × {1000 * epoch_cost(r):.2f} ms)" for r in faster) + "."
+    judged = family(f"{scratch.target}: epochs to 99 % of best against scratch", claimable, scratch)
+    sooner = [r for r in claimable if inference.symbol(judged.get(r.variant)) == inference.WORSE]  # fewer epochs
+    later = [r for r in claimable if inference.symbol(judged.get(r.variant)) == inference.BETTER]
+    text = (f"Time to 99 % of a run's own best validation accuracy, judged in epochs (the same in two runs of the same"
+            f" params on one machine; seconds are not); scratch: {mean_epochs(scratch):.1f} epochs. Against it"
+            f" ({judged.describe().split(';')[0]}, epoch ratio with its paired 95 % interval): ")
+    if sooner:
+        text += "sooner: " + ", ".join(f"{r.variant} {ratio_text(judged.verdicts[r.variant])} ({mean_epochs(r):.1f} epochs)"
+                                       for r in sooner) + "."
     else:
         text += "no variant gets there significantly sooner than scratch."
-    if slower:
-        text += " Later: " + ", ".join(f"{r.variant} {ratio_text(judged.verdicts[r.variant])}" for r in slower) + "."
-    for cached, frozen in cache_twins(claimable):
+    if later:
+        text += " Later: " + ", ".join(f"{r.variant} {ratio_text(judged.verdicts[r.variant])}" for r in later) + "."
+    return text
+
+
+def speed_verdict(ranking: Ranking) -> str:
+    """`speed_claims`, then each variant's measured cost per epoch and what caching buys (measurements, not judged)."""
+    text = speed_claims(ranking)
+    if ranking.baseline is None or ranking.baseline not in ranking.claimable:
+        return text
+    text += (" Measured in this run, not judged (one core's median ms per epoch, which moves between runs): "
+             + ", ".join(f"{r.variant} {mean_epochs(r):.1f} epochs × {1000 * epoch_cost(r):.2f} ms" for r in ranking.claimable)
+             + ".")
+    for cached, frozen in cache_twins(ranking.claimable):
         text += " " + cache_sentence(cached, frozen)
     return text
 

@@ -1,0 +1,40 @@
+"""bench/'s FLOP counter against a hand count (benchmarks themselves are never timed in tests)."""
+from __future__ import annotations
+
+from bench import flops
+from bench.flops import Layer
+from transferlab.models import networks
+
+
+def test_a_tiny_network_with_its_lowest_layer_frozen_counts_as_by_hand() -> None:
+    # 5 -> 4 (frozen) -> 3 -> 2: multiply-adds 20, 12, 6 per example
+    layers = [Layer(5, 4, False), Layer(4, 3, True), Layer(3, 2, True)]
+    counted = flops.epoch_flops(layers, train_rows=10, val_rows=3)
+    assert counted.forward == 2 * (20 + 12 + 6) * 10  # every layer runs forward
+    # weight gradients of the two trained layers; an input gradient only for the top one (the lowest trained
+    # layer's input gradient is never needed, and the frozen layer below it gets nothing)
+    assert counted.backward == (2 * 12 + 2 * 6 + 2 * 6) * 10
+    assert counted.validation == 2 * 38 * 3
+    assert counted.total == 760 + 480 + 228
+
+
+def test_every_layer_trained_skips_only_the_first_input_gradient() -> None:
+    layers = [Layer(5, 4, True), Layer(4, 3, True), Layer(3, 2, True)]
+    assert flops.epoch_flops(layers, 1, 0).backward == 2 * 38 + 2 * (12 + 6)
+
+
+def test_a_fixed_layer_above_a_trained_one_passes_the_gradient_down_but_learns_nothing() -> None:
+    layers = [Layer(5, 4, True), Layer(4, 3, False), Layer(3, 2, True)]
+    assert flops.epoch_flops(layers, 1, 0).backward == (2 * 20 + 2 * 6) + 2 * (12 + 6)
+
+
+def test_the_layers_are_read_from_the_keras_model_actually_trained() -> None:
+    model = networks.build(784, networks.dnn_layers([300, 50, 50, 50, 50], "relu", 5), "he_normal", 0)
+    networks.freeze(model, [1, 2])
+    layers = flops.model_layers(model)
+    assert [(x.inputs, x.units, x.trained) for x in layers] == [
+        (784, 300, False), (300, 50, False), (50, 50, True), (50, 50, True), (50, 50, True), (50, 5, True)]
+    # the DNN5 fully trained on 400 + 100 rows: 257,950 multiply-adds per example
+    full = flops.epoch_flops([Layer(x.inputs, x.units, True) for x in layers], 400, 100)
+    assert full.total == 2 * 257_950 * 400 * 2 + 2 * (257_950 - 784 * 300) * 400 + 2 * 257_950 * 100 == 482_510_000
+    assert flops.cache_flops(layers, 2, 1500) == 2 * (784 * 300 + 300 * 50) * 1500
