@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         " repetitions (`--seeds`; params.yaml races 5, and `-S transfer.seeds=3` is the documented shorter run), early stopping (`transfer.stopping`), the setting with the lowest validation loss kept, test set scored once."
         f" {args.rounds} interleaved rounds (project, Keras, per variant); median (min–max) over rounds; ratios computed per"
         " round. **Stage** = a fresh `python -m bench.races <side> <variant>` process: imports, inputs, race, test"
-        " scoring — the project's race is `strategies.race` called in-process (no DVC, no MLflow; `dvc repro -f -s"
+        " scoring — the project's race is `race.race` called in-process (no DVC, no MLflow; `dvc repro -f -s"
         " variants/dvc.yaml:transfer@<v>` adds both to the project's side only). **ms per copy-epoch** = the race's wall"
         " time (network building, tracing, training, validation, choosing, not imports) over the copy-epochs it trained.",
         "",
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         " `EarlyStopping(monitor=val_loss, min_delta=0.001, patience=10, restore_best_weights=True)`, one thread per op"
         " (`--threads 1`, faster here than TensorFlow's default of every core; see docs/speed.md), oneDNN as TensorFlow"
         " ships it (on). The same draws (`data.draw_labelled`, fingerprints compared: column *same draws*) and the same"
-        " network (`strategies.build_variant_network`). It runs one `fit` per core at a time, in worker processes started"
+        " network (`race.build_variant_network`). It runs one `fit` per core at a time, in worker processes started"
         " (and their inputs loaded) before its clock starts, as the project trains two stacks side by side.", "",
         "## FLOPs per copy-epoch and the single-thread limit", "",
         "Counted from the network actually trained (`bench/flops.py`): 2 FLOPs per multiply-add of the dense matmuls;"

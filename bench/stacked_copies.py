@@ -1,4 +1,4 @@
-"""Benchmark: many small trainings in one compiled step (`batched.Copies`) against one at a time, and the FLOP limit.
+"""Benchmark: many small trainings in one compiled step (`engine.Copies`) against one at a time, and the FLOP limit.
 
     python -m bench.stacked_copies [--epochs 10] [--out bench/stacked_copies.md]
 
@@ -6,13 +6,13 @@ The fair race trains repetitions x tuning settings of each variant: many indepen
 DNN5 (784-300-50-50-50-50-5) on 400 images (80 per class x 5) at batch 32. For a network this
 small, per-step overhead rather than arithmetic decides the speed, so this measures, in one run:
 the machine's matmul rate (a 2048^3 float32 matmul, the FLOP limit's rate), `training.fit` on one
-model, and `batched.Copies` at K copies, each as milliseconds per model-epoch and as a ratio to the
+model, and `engine.Copies` at K copies, each as milliseconds per model-epoch and as a ratio to the
 FLOP limit: the training FLOPs of the network actually trained (`bench.flops`: forward, weight
 gradients, input gradients only above the lowest trained layer; these rows time training epochs,
 without the validation pass) at the single-thread matmul rate measured in this process (each
 TensorFlow op runs on one thread here, transferlab/__init__.py; median of several). Medians over
 the timed epochs, after a warm-up epoch that also traces. The side-by-side rows train one stack per
-core at once, as a race does (`batched.train_concurrently`), and are timed by the wall clock over
+core at once, as a race does (`engine.train_concurrently`), and are timed by the wall clock over
 all of them: their limit is the one-core limit over the cores used. Single runs, no spread: rows
 within ~10 % of each other are not ranked (bench/results.md has the repeated, interleaved figures).
 """
@@ -83,7 +83,7 @@ def stacked_ms(k: int, epochs: int, optimizer, frozen: int = 0) -> float:
 
 
 def side_by_side_ms(k: int, lanes: int, epochs: int, optimizer) -> tuple[float, float]:
-    """`lanes` stacks of k copies each, trained at once on their own threads (`batched.train_concurrently`).
+    """`lanes` stacks of k copies each, trained at once on their own threads (`engine.train_concurrently`).
 
     Returns (wall ms per model-epoch over all stacks, one copy's own `seconds` per epoch in ms).
     """

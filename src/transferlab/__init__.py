@@ -15,7 +15,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # Each TensorFlow op runs on one thread. A batched matmul as small as this project's does not use
 # a second core anyway; the cores are used by training several stacks of copies side by side
-# (`batched.lanes`), which does 1.4-1.7x the work per second of one stack on two cores
+# (`engine.lanes`), which does 1.4-1.7x the work per second of one stack on two cores
 # (bench/stacked_copies.md). A single-threaded op also computes the same bits on a machine with
 # any number of cores. Read when TensorFlow starts its runtime (its first op), not at import.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")

@@ -39,7 +39,7 @@ VARIANT_SECTIONS = ("unfreeze", "train_layers", "layer_decay")  # optional varia
 
 
 class VariantSpec(Strict):
-    strategy: str  # a key of rules.STRATEGIES
+    strategy: str  # a key of strategies.STRATEGIES
     init_from: str  # a `sources:` entry, a `pretrain:` entry, or a `zoo:` / `model_files:` entry
     target: str  # a `targets:` entry
     reuse_layers: NonNegativeInt  # the lowest k hidden layers of the init model

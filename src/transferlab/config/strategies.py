@@ -1,6 +1,6 @@
 """The strategy table: what each transfer strategy trains, and what a variant of it must say.
 
-One entry per strategy. Its phases are what `strategies.race` trains (which layers stay fixed,
+One entry per strategy. Its phases are what `race.race` trains (which layers stay fixed,
 for how long, at what share of the tuned rate, how the rate falls from layer to layer); `frozen`,
 `takes` and `may_take` are what `config.check_variant` demands of a variant using it, so the
 schema, the checks and the race all read this one table. Adding a strategy is an entry (and, where its phases are new, a function)

@@ -25,7 +25,7 @@ from transferlab.training.results import VariantResult
 # What a variant's race depends on besides its recipe: two results rank together only if all of these agree.
 SPLIT_KEYS = ("labels_per_class", "train_per_class", "validation_per_class")
 MAX_NAMED = 5  # variants named in one sentence before "and N more"
-# What a variant and its twin (`rules.StrategyRule.twin`) must share: the same network trained from the same init.
+# What a variant and its twin (`strategies.StrategyRule.twin`) must share: the same network trained from the same init.
 TWIN_KEYS = ("init_from", "target", "reuse_layers", "frozen_layers", "new_layers", "trainable_params", "frozen_params")
 SAME_NETWORK = ("init_from", "target", "reuse_layers", "new_layers")  # a full fine-tuning twin: what is fixed may differ
 TEST, SHIFT = "target_accuracy", "shift_accuracy"  # the test set, and the shifted test set (`targets.<name>.shift`)

@@ -5,7 +5,7 @@ without it every race runs in-process, as always. A race is deterministic (its s
 plan), so a point gives the same rows wherever it runs and the choice is not a param: DVC's view
 of the stage does not change with it. The driver (the stage process) ships each task the
 variant, the protocol, the repetition plan, the init model's `.keras` bytes and the target
-arrays; the worker loads the model with `safe_mode=True`, runs `strategies.race` and returns the
+arrays; the worker loads the model with `safe_mode=True`, runs `race.race` and returns the
 per-repetition results. A selffer job's init models (one per repetition) are its source job's
 chosen models, which that task returns as a second Ray object that Ray hands to the selffer tasks
 (never back through the driver). The stage collects results in point order, so MLflow records the

@@ -1,9 +1,9 @@
 """The race that trains every variant the same way, whatever its strategy.
 
-A strategy is a rule in `rules.STRATEGIES`: the phases it trains (which layers stay fixed,
+A strategy is a rule in `strategies.STRATEGIES`: the phases it trains (which layers stay fixed,
 for how long, at what share of the tuned rate) and whether the fixed layers' outputs are cached. `race` builds the
 variant's network once per repetition, trains one copy of it per grid setting in stacks
-(`batched.Copies`, one compiled step per stack; the stacks side by side, one per core), stops
+(`engine.Copies`, one compiled step per stack; the stacks side by side, one per core), stops
 each copy by the one early-stopping rule, chooses each repetition's setting on validation, puts
 its weights into the repetition's network and scores that once on the test set.
 """

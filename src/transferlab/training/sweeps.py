@@ -7,7 +7,7 @@ lowest k layers come from repetition r's own network B_r trained on the target, 
 (scratch) point's chosen model of repetition r, raced on exactly that repetition's labelled
 training images (validation images only for early stopping and the setting), never on test
 images. `label_budget` runs configured variants at several
-`labels_per_class`. Every point is raced by `strategies.race` under the same protocol
+`labels_per_class`. Every point is raced by `race.race` under the same protocol
 (validation split, early stopping, tuning grid) and repetition plan, so points are paired and
 tuned exactly as the `transfer@<variant>` stages are. A point whose race is exactly a
 `transfer@<variant>` stage's (`twins`: same variant spec, protocol, labels and target, so the same

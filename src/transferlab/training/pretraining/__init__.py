@@ -1,6 +1,6 @@
 """Unsupervised and auxiliary-task pretraining: each method returns a network whose hidden layers
 are named `hidden1 … hiddenK` (lowest first), so `networks.hidden_layers` and
-`strategies.build_variant_network` reuse them exactly like the source model's.
+`race.build_variant_network` reuse them exactly like the source model's.
 
 - `autoencoder.pretrain_autoencoders`: greedy layer-wise (denoising) autoencoders.
 - `rbm.pretrain_rbms`: greedy layer-wise restricted Boltzmann machines (scikit-learn's PCD).
