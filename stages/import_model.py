@@ -91,7 +91,8 @@ def describe(dest: Path, source: dict[str, Any]) -> dict[str, Any]:
     n_classes = int(source["y_test"].max()) + 1
     names = {layer.name for layer in model.layers}
     if "outputs" in names and model.output_shape[-1] == n_classes and described["input_size"] == source["x_test"].shape[1]:
-        described["source_test_accuracy"] = single.evaluate(model, source["x_test"], source["y_test"])["accuracy"]
+        x_test = source["x_test"].reshape((-1, *networks.input_shape(model)))  # flat here; an image input for the project's own
+        described["source_test_accuracy"] = single.evaluate(model, x_test, source["y_test"])["accuracy"]
     return described
 
 
