@@ -9,7 +9,6 @@ so each legend entry names that constant instead and `time_bars` draws it.
 from __future__ import annotations
 
 import io
-import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -27,6 +26,9 @@ from transferlab.config import (
 )
 from transferlab.report import speed
 from transferlab.report.render import Figure  # noqa: E402
+from transferlab.training.lanes import (
+    lanes,  # the cores this process may use: one home for that count
+)
 from transferlab.training.results import VariantResult  # noqa: E402
 
 UNCONVERGED = " ⚠ unconverged"
@@ -59,7 +61,7 @@ def rendered(jobs: Sequence[tuple[Callable[..., bytes], tuple]]) -> list[bytes]:
     imported and draws the same bytes as this process would. One core, one figure, or another thread
     alive (a fork copies only this one, and any lock another holds): drawn here.
     """
-    workers = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    workers = min(len(jobs), lanes())
     if workers <= 1 or threading.active_count() > 1:
         return [_draw(job) for job in jobs]
     import multiprocessing
