@@ -34,7 +34,7 @@ def _by_repetition(rows: Sequence[Mapping[str, Any]], x: int, series: str) -> di
 
 def _sweep(rows: Sequence[Mapping[str, Any]]) -> str:
     """The sweep's entry name, as its stage wrote it in every row: the family's name starts with it."""
-    return str(rows[0]["sweep"]) if rows else "sweep"
+    return str(rows[0].get("sweep") or "sweep") if rows else "sweep"
 
 
 def _point_text(point: Mapping[str, Any]) -> str:

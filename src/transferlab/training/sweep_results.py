@@ -37,7 +37,7 @@ def load_summary(path: Path) -> list[dict[str, Any]]:
 
 # The per-run columns the report's claims rest on (pairing, convergence, time to near best), with their types.
 ROW_TYPES: dict[str, Callable[[str], Any]] = {
-    "x": int, "series": str, "repetition": int, "target_accuracy": float, "converged": lambda text: text == "True",
+    "sweep": str, "x": int, "series": str, "repetition": int, "target_accuracy": float, "converged": lambda text: text == "True",
     "seconds_to_near_best": float,
 }
 
