@@ -154,7 +154,7 @@ def task_sentence(params: Params, target: str, ranking: verdicts.Ranking) -> str
     spec = params.targets[target]
     first = ranking.baseline or ranking.ranked[0]
     source = params.sources.get(spec.source)
-    where = (f"classes {spec.classes} of {spec.dataset if spec.dataset != 'source' else 'the source dataset'}"
+    where = (f"classes {spec.classes} of {'the source dataset' if spec.dataset == 'source' else spec.path or spec.dataset}"
              if spec.split != "source" else "the source's own task")
     origin = (f"; the source `{spec.source}` is a DNN {'-'.join(map(str, source.network.hidden_units))} trained on classes"
               f" {source.data.classes}" if source is not None else "")

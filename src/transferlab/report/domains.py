@@ -19,8 +19,14 @@ import pandas as pd
 
 from transferlab.config import Params
 from transferlab.report import inference
-from transferlab.report.render import difference_cell, difference_text
-from transferlab.report.verdicts import EVALUATIONS, Ranking, by_repetition, scored
+from transferlab.report.render import difference_cell, pp
+from transferlab.report.verdicts import (
+    EVALUATIONS,
+    Ranking,
+    by_repetition,
+    scored,
+    verdict_text,
+)
 from transferlab.training.results import VariantResult
 
 
@@ -85,13 +91,14 @@ def table(comparison: Comparison, key: str) -> pd.DataFrame:
 
 
 def summary(comparison: Comparison) -> str:
-    """One sentence per set for the first screen: which recipes gain more or less on the other target."""
+    """One sentence per set for the first screen: each recipe whose gain over scratch moved, from what to what."""
     parts = []
     for key, family in comparison.families.items():
         moved = [(name, v) for name, v in family.verdicts.items() if v["significant"]]
-        text = "; ".join(f"{name} {'gains more' if v['mean_difference'] > 0 else 'gains less'} by {difference_text(v)}"
-                         for name, v in moved)
+        text = "; ".join(
+            f"{name}: {pp(comparison.gains[key][name][0]['mean_difference'])} → {pp(comparison.gains[key][name][1]['mean_difference'])}"
+            f" points over scratch, a change of {verdict_text(v)}" for name, v in moved)
         parts.append(f"on the {EVALUATIONS[key]}, " + (text if moved else
                      f"no recipe's gain over scratch changed detectably ({family.describe()})"))
-    return (f"**From `{comparison.reference}` to `{comparison.other}`** (the same source, the same recipes): "
-            + "; ".join(parts) + ".")
+    return (f"**From `{comparison.reference}` to `{comparison.other}`** (the same source and recipes; each gain is over its"
+            f" own target's scratch): " + "; ".join(parts) + ".")
