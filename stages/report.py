@@ -253,7 +253,7 @@ def build(params: Params, ui: str) -> tuple[render.Report, dict[str, verdicts.Ra
         report.heading(f"From `{comparison.reference}` to `{comparison.other}`: what another domain changes")
         report.paragraph(f"The same recipes (params entries equal but for the target) on two targets of one source; each"
                          f" gain is over its own target's scratch, and the change is Holm-corrected over the recipes"
-                         f" ({'; '.join(f.describe() for f in comparison.families.values())}).")
+                         f", one family per test set ({'; '.join(f'{verdicts.EVALUATIONS[k]}: {f.describe()}' for k, f in comparison.families.items())}).")
         for key in comparison.families:
             report.paragraph(f"*{verdicts.EVALUATIONS[key].capitalize()}:*")
             report.table(domains.table(comparison, key))
