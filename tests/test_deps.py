@@ -91,7 +91,7 @@ def test_each_sweep_stage_depends_on_exactly_the_transfer_stages_whose_races_it_
     from transferlab.training import sweeps
 
     params = load_params(ROOT / "params.yaml")
-    for name in sweeps.SWEEPS:
+    for name in params.sweeps:
         declared = {dep for dep in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][f"sweep_{name}"]["deps"]
                     if dep.startswith(("metrics/transfer/", "runs/transfer/"))}
         assert declared == set(sweeps.twin_metrics(name, params)), name

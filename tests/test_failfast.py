@@ -248,7 +248,7 @@ def _with_nan(x: np.ndarray) -> np.ndarray:
 DATA_CASES: list[tuple[str, Any, tuple[str, ...]]] = [
     ("nan_pixels", _mnist(x_train=_with_nan), ("data/raw/mnist.npz", "not all finite")),
     ("float_labels", _mnist(y_train=lambda y: y + 0.5), ("data/raw/mnist.npz", "not whole numbers")),
-    ("string_pixels", _mnist(x_train=lambda x: x.astype(str)), ("data/raw/mnist.npz", "x_train has dtype <U")),
+    ("string_pixels", _mnist(x_train=lambda x: x.astype(str)), ("data/raw/mnist.npz", "x_train: pixels have dtype <U")),
     ("empty_arrays", {key: value[:0] for key, value in _mnist().items()}, ("data/raw/mnist.npz", "no images")),
     ("passwd", Path("/etc/passwd"), ("data/raw/mnist.npz", "not a readable .npz file")),
     # our own

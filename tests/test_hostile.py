@@ -471,8 +471,8 @@ def test_reuse_layers_deeper_than_a_registry_model_names_the_key(workdir: Path, 
     with tracking.stage_run("tests", "publish", {"stage": "probe"}, {}):
         registry.register_keras(workdir / "two.keras", "two", {}, np.zeros((2, 784), np.float32))
     rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.random((20, 784), np.float32), "y_train": np.arange(20) % 5,
-              "x_test": rng.random((5, 784), np.float32), "y_test": np.arange(5)}
+    arrays = {"x_train": rng.random((20, 28, 28, 1), np.float32), "y_train": np.arange(20) % 5,
+              "x_test": rng.random((5, 28, 28, 1), np.float32), "y_test": np.arange(5)}
     from transferlab.data.datafiles import save_npz
 
     save_npz(workdir / paths.source_data("source"), **arrays)

@@ -180,3 +180,26 @@ def test_a_grey_source_model_races_on_an_rgb_target_through_channel_adaptation(t
     outcome = race.race(variant, grey, network, protocol, arrays, 8, repetitions.plan(1, train_seed=1, target_seed=0, resample_labels=True))
     assert 0 <= outcome.results[0].target_accuracy <= 1
     np.testing.assert_array_equal(outcome.models[0].get_layer("hidden1").get_weights()[0], grey.get_layer("hidden1").get_weights()[0])
+
+
+def test_the_report_states_how_a_targets_images_were_prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare_target records its preparation notes in runs/targets/<name>.json; the report's task sentence says them."""
+    import sys
+
+    from conftest import ROOT
+    from test_reporting import SCRATCH
+
+    from transferlab import artifacts, paths
+    from transferlab.report import verdicts
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    sys.modules.pop("stages.report", None)
+    from stages import report
+
+    monkeypatch.chdir(tmp_path)
+    params = _params({"dataset": "npz", "path": "rgb.npz", "classes": [0, 2], "channels": 1, "image_size": [16, 12]})
+    notes = {"channels": "RGB -> grey by ITU-R BT.601 luminance", "size": "resized 32x24 -> 16x12 (bilinear, per channel)"}
+    artifacts.write_json(paths.target_run("t"), {"classes": [0, 2], "image_shape": [16, 12, 1], "preparation": notes})
+    sentence = report.task_sentence(params, "t", verdicts.rank([SCRATCH]))
+    assert sentence.endswith("Prepared: RGB -> grey by ITU-R BT.601 luminance; resized 32x24 -> 16x12 (bilinear, per channel).")
+    assert "classes [0, 2] of rgb.npz" in sentence

@@ -101,11 +101,11 @@ def test_repro_caching_reports_and_tracking(tmp_path: Path, monkeypatch: pytest.
         assert f"| {variant} " in markdown and f"<td>{variant}</td>" in html
     parser = Images()
     parser.feed(html)
-    # per target: tuning, accuracy vs time, per epoch, accuracy, time, and the gain over scratch where scratch converged
+    # per target: tuning, per epoch, accuracy, time per epoch, and the gain over scratch where scratch converged
     # (the tiny race's cap of 4 epochs may leave it unconverged: then no verdicts, no forest plot); both sweeps
     conclusions = json.loads((project / "reports/conclusions.json").read_text())
     judged = bool(conclusions["targets"]["mnist"]["families"])
-    assert len(parser.sources) == 5 + judged + 2
+    assert len(parser.sources) == 4 + judged + 2
     from PIL import Image
 
     for source in parser.sources:

@@ -233,7 +233,7 @@ def test_recommendation_claims_only_what_paired_intervals_and_converged_points_s
     assert ("fine-tuned, k = 3: 81.3 % [77.5, 85.1], +0.3 [-3.5, +4.1] points, Holm p 0.742 (permutation 1.000), ±8.7 detectable,"
             " stable 93 % against k = 0 (scratch), not a significant gain") in layers
     assert layers.endswith("Significantly below k = 0: frozen, k = 5.")
-    assert conclusions == {"label budget: best series against the runner-up": {"5": "–", "100": "scratch ✔"},
+    assert conclusions == {"label_budget: best series against the runner-up": {"5": "–", "100": "scratch ✔"},
                            "transferability: every k against k = 0 (scratch)": {"frozen, k = 2": "✔", "frozen, k = 5": "✘",
                                                                                  "fine-tuned, k = 3": "–"}}
     assert recommendation.recommendation(None, None, None) == (["No variant or sweep to recommend from."], {})
@@ -321,7 +321,7 @@ def test_figures_drawn_in_forked_processes_are_the_bytes_drawn_here(monkeypatch:
     jobs = [(figures.curve_panels, (results, histories, "epoch", "epoch", "t")), (figures.accuracy_bars, (results, "a")),
             (figures.time_bars, (results, "b"))]
     here = [function(*args) for function, args in jobs]
-    monkeypatch.setattr(figures.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)  # two cores
+    monkeypatch.setattr(figures, "lanes", lambda: 2)  # two cores
     monkeypatch.setattr(figures.threading, "active_count", lambda: 1)  # the test runner's threads hold no drawing lock
     *forked, pid = figures.rendered([*jobs, (os.getpid, ())])
     assert pid != os.getpid(), "drawn here, not in a fork"
@@ -367,7 +367,7 @@ def hand_made(stage, tmp_path: Path):
     raw["variants"] = {name: {"strategy": strategy, "init_from": "source", "target": "mnist", "reuse_layers": 3,
                               "frozen_layers": 2 if strategy in ("freeze", "cache") else 0}
                        for name, strategy in (("scratch", "scratch"), ("reuse5", "reuse"), ("freeze2", "freeze"), ("cache2", "cache"))}
-    raw["sweeps"] = {"transferability": None, "label_budget": {"target": "mnist", "labels_per_class": [3], "variants": ["scratch"]}}
+    raw["sweeps"] = {"transferability": None, "label_budget": {"kind": "label_budget", "target": "mnist", "labels_per_class": [3], "variants": ["scratch"]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     artifacts.write_json(tmp_path / "metrics/source.json", {"test_accuracy": 0.96, "epochs": 31, "train_seconds": 7.0})
     for variant in (SCRATCH, REUSE, FREEZE, CACHE):

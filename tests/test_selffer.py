@@ -31,7 +31,8 @@ TIMINGS = ("train_seconds", "seconds_to_near_best")
 
 def selffer_params(layers: list[int]) -> dict[str, Any]:
     """Tiny sweep params with every mode; a fixed protocol, so validation images cannot move any weight."""
-    params = sweep_params(transferability={"target": "mnist", "init_from": "source", "layers": layers, "modes": MODES})
+    params = sweep_params(transferability={"kind": "transferability", "target": "mnist", "init_from": "source", "layers": layers,
+                                                  "modes": MODES})
     params["transfer"].update(seeds=2, stopping={"max_epochs": 3, "patience": None})
     return params
 
@@ -164,7 +165,7 @@ def test_report_splits_the_frozen_loss_with_paired_intervals() -> None:
     assert f"specificity (BnB − AnB) {100 * specific['mean_difference']:+.1f} [" in text
     assert "k = 1: broken co-adaptation (k = 0 − BnB) +0.0 [+0.0, +0.0] points, Holm p 1.000" in text
     assert "9 comparisons, Holm-adjusted" in text  # three losses at each of three k, corrected together
-    assert conclusions["selffer controls: the two losses"]["frozen k = 3: co-adaptation minus specificity"] == "✘"
+    assert conclusions["transferability: selffer controls, the two losses"]["frozen k = 3: co-adaptation minus specificity"] == "✘"
     assert text.endswith("**Conclusion (frozen rows):** neither distinguishable from zero at k = 1; specificity dominates at"
                          " k = 3; co-adaptation dominates at k = 5.")
     assert "fine-tuned" not in text.split("**Conclusion")[0].split("(Yosinski")[0]

@@ -113,7 +113,7 @@ def test_stages_track_to_mlflow_on_postgresql(tmp_path: Path, layout: server.Lay
     assert [(v.version, v.run_id) for v in versions] == [("1", record["mlflow_run_id"])]
     imported = json.loads((project / "metrics/registered_source.json").read_text())
     assert imported["source_test_accuracy"] == source["test_accuracy"]
-    assert imported["sha256"] == _sha256(project / "models/source.keras")
+    assert json.loads((project / "runs/registered_source.json").read_text())["sha256"] == _sha256(project / "models/source.keras")
 
     # and all of it is in PostgreSQL, not in a file next to the server
     with psycopg2.connect(host="127.0.0.1", port=pg_port, user=server.DB_USER, dbname=server.DATABASE) as db, db.cursor() as cursor:

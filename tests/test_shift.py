@@ -134,6 +134,7 @@ def test_each_shifted_image_is_its_test_image_corrupted_never_a_pool_image(split
     x = shifted["x_test_shift"]
     np.testing.assert_array_equal(shifted["y_test_shift"], split["y_test"])
     assert x.shape == x_test.shape and x.dtype == x_test.dtype and 0 <= x.min() and x.max() <= 1
+    x, x_test, x_pool = (a.reshape(len(a), -1) for a in (x, x_test, x_pool))  # (n, H, W, C) -> one row per image
     changed = (x != x_test).any(axis=1)
     # shuffle_patches may move only blank patches of a digit: that image is left as it was, never another
     assert changed.all() if kind != "shuffle_patches" else changed.mean() > 0.8, "shifted images differ from their test images"
@@ -161,7 +162,7 @@ def test_the_prepare_stage_writes_the_shifted_set_beside_an_unchanged_split(spli
     prepare_target.main(["mnist"])
     with np.load(tmp_path / "data/prepared/target_mnist.npz", allow_pickle=False) as saved:
         arrays = {key: saved[key] for key in saved.files}
-    assert sorted(arrays) == ["x_pool", "x_test", "x_test_shift", "y_pool", "y_test", "y_test_shift"]
+    assert sorted(arrays) == ["preparation", "x_pool", "x_test", "x_test_shift", "y_pool", "y_test", "y_test_shift"]
     for key in ("x_pool", "y_pool", "x_test", "y_test"):  # the shift changes no image of the split
         np.testing.assert_array_equal(arrays[key], split[key])
     # a function of the test images and the seed alone, every test image once, each of the four kinds used
@@ -172,9 +173,9 @@ def test_the_prepare_stage_writes_the_shifted_set_beside_an_unchanged_split(spli
     assert not np.array_equal(corruptions.corrupt_mixed(split["x_test"], kinds, spec.seed + 1), again)
     one_kind = [corruptions.corrupt(split["x_test"], kind, amount, corruptions.derived_seed(spec.seed, f"corruption{i}"))
                 for i, (kind, amount) in enumerate(kinds)]
-    used = [(again == each).all(axis=1).sum() for each in one_kind]
+    used = [(again == each).reshape(len(again), -1).all(axis=1).sum() for each in one_kind]
     assert all(count > 0 for count in used) and sum(used) >= len(again)
-    assert sorted(data.load_target("mnist")) == sorted(arrays)  # what the transfer and sweep stages read
+    assert sorted(data.load_target("mnist")) == sorted(set(arrays) - {"preparation"})  # what the transfer and sweep stages read
 
 
 # -- the race: scored once on the shifted set, nothing chosen on it ---------------------------------

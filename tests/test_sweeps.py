@@ -283,7 +283,7 @@ def test_stage_rejects_bad_input_in_one_line_before_training(tmp_path: Path) -> 
     raw = tiny_params()
     del raw["sweeps"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))  # defaults name reuse5
-    for argv, message in ((["nosuch"], "usage: python -m stages.sweep transferability|label_budget"),
+    for argv, message in ((["nosuch"], "sweeps: 'nosuch' is not a sweep (choose from: transferability, label_budget)"),
                           (["label_budget"], "sweeps.label_budget.variants: 'reuse5' is not in variants"),
                           (["transferability"], "target_mnist.npz")):
         result = run([sys.executable, "-m", "stages.sweep", *argv], tmp_path, check=False)

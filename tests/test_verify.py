@@ -87,14 +87,14 @@ def _edit(repo: Path, name: str, old: str, new: str) -> None:
 def test_identical_tree_passes(repo: Path, capsys: pytest.CaptureFixture) -> None:
     code, out = _verify(capsys)
     assert code == 0, out
-    assert out.strip() == "verify: 4 files under metrics plots reports/conclusions.json reproduce HEAD exactly"
+    assert out.strip() == "verify: 4 files under metrics runs plots reports/conclusions.json reproduce HEAD exactly"
 
 
 def test_one_accuracy_digit_edited_fails_naming_file_and_key(repo: Path, capsys: pytest.CaptureFixture) -> None:
     _edit(repo, "metrics/transfer/scratch.json", '"target_accuracy": 0.904', '"target_accuracy": 0.905')
     code, out = _verify(capsys)
     assert code == 1
-    assert out.splitlines()[0] == ("verify: 1 difference(s) between metrics plots reports/conclusions.json as committed at HEAD"
+    assert out.splitlines()[0] == ("verify: 1 difference(s) between metrics runs plots reports/conclusions.json as committed at HEAD"
                                    " and as rebuilt:")
     assert "  metrics/transfer/scratch.json: target_accuracy: committed 0.904, rebuilt 0.905" in out.splitlines()
 

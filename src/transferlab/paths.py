@@ -71,6 +71,11 @@ def sweep_metrics(sweep: str) -> Path:
     return METRICS / "sweeps" / f"{sweep}.json"
 
 
+def target_run(target: str) -> Path:
+    """What `prepare_target@<target>` made: sizes, classes and how its images were prepared (resize, channels)."""
+    return RUNS / "targets" / f"{target}.json"
+
+
 def sweep_run(sweep: str) -> Path:
     """The sweep's record: its target, budget, skipped points and MLflow run."""
     return RUNS / "sweeps" / f"{sweep}.json"

@@ -19,7 +19,7 @@ from transferlab.errors import ConfigError
 
 def _format_validation_error(error: ValidationError) -> ConfigError:
     first = error.errors()[0]
-    loc = list(first["loc"])
+    loc = [part for part in first["loc"] if not (isinstance(part, str) and "[" in part)]  # pydantic's union member names
     if len(loc) > 2 and loc[0] in ("pretrain", "zoo", "sweeps") and loc[2] in (*PRETRAIN_METHODS, *ZOO_KINDS, *SWEEP_KINDS):
         del loc[2]  # pydantic names the union member it tried; the user wrote no such key
     key = ".".join(str(part) for part in loc) or "(top level)"

@@ -54,7 +54,8 @@ def _numbers(classes: list[int] | list[str]) -> list[int]:
 def _select(parts: Parts, classes: list[int] | list[str], name: str) -> Parts:
     train, test = parts
     numbers = _numbers(classes)
-    return data.select_classes(train, numbers, name), None if test is None else data.select_classes(test, numbers, name)
+    empty = test is None or len(test.y) == 0  # an empty test part is no test part (a seeded split re-splits the rest)
+    return data.select_classes(train, numbers, name), None if empty else data.select_classes(test, numbers, name)
 
 
 def _merged(parts: Parts) -> images.Images:
