@@ -402,7 +402,7 @@ def test_stage_builds_the_report_from_hand_made_results(hand_made) -> None:
     assert conclusions["targets"]["mnist"]["families"]["mnist: against scratch, test set"] == {
         "reuse5": "✔", "freeze2": "✘", "cache2": "✘"}
     assert conclusions["targets"]["mnist"]["advice"]["use"] == ["reuse5"]
-    assert "The label_budget sweep ran under another tuning budget than the variants: max_epochs 4 (reference 300)." in markdown
+    assert "This sweep ran under another tuning budget than the variants: max_epochs 4 (reference 300)." in markdown
     assert "**Label budget:** every sweep point has unconverged runs (scratch at 3), so the sweep supports no claim." in markdown
     assert "](" not in page and 'href="http://127.0.0.1:5000/#/experiments/1/runs/scratch0123456789abcdef?workflowType=machine_learning"' in page
     assert [figure.name for figure in report.figures] == [
