@@ -9,8 +9,7 @@ data, params, outputs) as written:
 - each **sweep**'s `metrics/transfer/*.json`: the `transfer@<variant>` stages whose race is one of the
   sweep's points (`sweeps.twin_metrics`), so DVC runs them first and the sweep reads their races;
 - each **label-budget sweep**'s `variants.<name>` params and init models: DVC templates a value, never a
-  list from a list (`sweeps.<name>.variants`).
-
+  list from a list (`sweeps.<name>.variants`);
 - the **sweep stages** themselves: one `sweep_<name>` per entry of `sweeps:`, from its kind's template
   (`templates/sweep_<kind>.yaml`), between the two marker comments of `dvc.yaml`.
 
@@ -23,6 +22,7 @@ import ast
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,20 +114,31 @@ def label_budget_needs(cmd: str, params: Params) -> tuple[list[str], list[str]]:
     return [f"variants.{name}" for name in names], list(models)
 
 
-# Each generated list: (which stages, section, which entries it owns, the comment it follows or None, its entries)
-Rule = tuple[Callable[[str, Params], bool], str, Callable[[str], bool], "str | None", Callable[[str, Params, Path], list[str]]]
-RULES: list[Rule] = [
-    (lambda cmd, params: True, "deps", lambda entry: entry.startswith(("stages/", "src/")), None,
-     lambda cmd, params, root: code_deps(cmd.split("-m ", 1)[1].split()[0], root)),
-    (lambda cmd, params: cmd.startswith(SWEEP_STAGE), "deps", lambda entry: entry.startswith(("metrics/transfer/", "runs/transfer/")),
-     "# generated (make pipeline): the metrics and run record of each transfer@<variant> stage whose race is one of the sweep's points",
-     lambda cmd, params, root: sweep_twins(cmd, params)),
-    (lambda cmd, params: bool(budget_variants(cmd, params)), "deps", lambda entry: entry.startswith(f"{paths.MODELS.as_posix()}/"),
-     "# generated (make pipeline): the init model of every variant this label-budget sweep races",
-     lambda cmd, params, root: label_budget_needs(cmd, params)[1]),
-    (lambda cmd, params: bool(budget_variants(cmd, params)), "params", lambda entry: entry.startswith("variants."),
-     "# generated (make pipeline): every variant this label-budget sweep races, and no other",
-     lambda cmd, params, root: label_budget_needs(cmd, params)[0]),
+@dataclass(frozen=True)
+class Generated:
+    """One generated list: in which stages and section, which entries it owns, where it goes, what it holds."""
+
+    applies: Callable[[str, Params], bool]  # (the stage's command, params) -> does the stage have this list
+    section: str  # "deps" or "params"
+    owns: Callable[[str], bool]  # an entry of this list, as written (replaced, never kept)
+    after: str | None  # the comment line the list follows; None: where its first entry was
+    entries: Callable[[str, Params, Path], list[str]]  # (command, params, repository root) -> the list
+
+
+RULES = [
+    Generated(lambda cmd, params: True, "deps", lambda entry: entry.startswith(("stages/", "src/")), None,
+              lambda cmd, params, root: code_deps(cmd.split("-m ", 1)[1].split()[0], root)),
+    Generated(lambda cmd, params: cmd.startswith(SWEEP_STAGE), "deps",
+              lambda entry: entry.startswith(("metrics/transfer/", "runs/transfer/")),
+              "# generated (make pipeline): the metrics and run record of each transfer@<variant> stage whose race is one of"
+              " the sweep's points", lambda cmd, params, root: sweep_twins(cmd, params)),
+    Generated(lambda cmd, params: bool(budget_variants(cmd, params)), "deps",
+              lambda entry: entry.startswith(f"{paths.MODELS.as_posix()}/"),
+              "# generated (make pipeline): the init model of every variant this label-budget sweep races",
+              lambda cmd, params, root: label_budget_needs(cmd, params)[1]),
+    Generated(lambda cmd, params: bool(budget_variants(cmd, params)), "params", lambda entry: entry.startswith("variants."),
+              "# generated (make pipeline): every variant this label-budget sweep races, and no other",
+              lambda cmd, params, root: label_budget_needs(cmd, params)[0]),
 ]
 ITEM = re.compile(r"^(?P<indent>\s*)- (?P<entry>[^#\s][^#]*?)\s*(#.*)?$")
 KEY = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_]+):(?P<value>.*)$")
@@ -159,18 +170,18 @@ def render(text: str, params: Params, root: Path = Path(".")) -> str:
                 section = (key["key"], len(key["indent"]))
             out.append(line)
             continue
-        rules = [rule for rule in RULES if section is not None and rule[1] == section[0] and rule[0](cmd, params)]
+        rules = [rule for rule in RULES if section is not None and rule.section == section[0] and rule.applies(cmd, params)]
         item, indent = ITEM.match(line), line[: len(line) - len(line.lstrip())]
-        owner = next((rule for rule in rules if item and rule[2](item["entry"])), None)
-        anchored = next((rule for rule in rules if rule[3] is not None and line.strip() == rule[3]), None)
+        owner = next((rule for rule in rules if item and rule.owns(item["entry"])), None)
+        anchored = next((rule for rule in rules if rule.after is not None and line.strip() == rule.after), None)
         if owner is not None:
-            if owner[3] is None and id(owner) not in placed:  # a list without its own comment starts at its first entry
-                out += [f"{indent}- {entry}\n" for entry in owner[4](cmd, params, root)]
+            if owner.after is None and id(owner) not in placed:  # a list without its own comment starts at its first entry
+                out += [f"{indent}- {entry}\n" for entry in owner.entries(cmd, params, root)]
                 placed.add(id(owner))
             continue  # an entry of a generated list: the list is written once, where it belongs
         out.append(line)
         if anchored is not None:
-            out += [f"{indent}- {entry}\n" for entry in anchored[4](cmd, params, root)]
+            out += [f"{indent}- {entry}\n" for entry in anchored.entries(cmd, params, root)]
     return "".join(out)
 
 
