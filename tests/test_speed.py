@@ -20,9 +20,9 @@ from transferlab.training import race, single
 from transferlab.training.results import VariantResult
 
 NETWORK = NetworkSpec(hidden_units=[32, 16, 16], activation="relu", initializer="he_normal")
-PROTOCOL = Protocol(batch_size=16, validation_fraction=0.25, stopping=StoppingSpec(max_epochs=60, patience=3, min_delta=0.01),
+PROTOCOL = Protocol(batch_size=16, validation_fraction=0.25, stopping=StoppingSpec(max_epochs=30, patience=3, min_delta=0.01),
                     grid=[OptimizerSpec(name="sgd", learning_rate=0.05), OptimizerSpec(name="adam", learning_rate=0.003)])
-PLAN = repetitions.plan(4, train_seed=5, target_seed=0, resample_labels=True)
+PLAN = repetitions.plan(3, train_seed=5, target_seed=0, resample_labels=True)
 LABELS = 20
 VARIANTS = {
     "scratch": VariantSpec(strategy="scratch", init_from="source", target="t", reuse_layers=3),
