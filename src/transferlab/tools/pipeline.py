@@ -19,6 +19,7 @@ No stage reads a pipeline file: the generator is the one home of these lists.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -50,14 +51,20 @@ def module_file(name: str, root: Path) -> Path | None:
 
 
 def imported_modules(path: Path) -> set[str]:
+    return set(_imports(str(path), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=None)
+def _imports(path: str, mtime_ns: int) -> frozenset[str]:
+    """A file's imports, parsed once per version of it (every stage's closure walks the same files)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(Path(path).read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from transferlab import zoo`
-    return found
+    return frozenset(found)
 
 
 def trivial(path: Path) -> bool:
