@@ -33,6 +33,11 @@ from transferlab.launch.warm import (
 
 PRELOAD = ("tensorflow", "keras", "mlflow", "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store",
            "sklearn.neural_network", "scipy.stats", "pandas", "matplotlib")
+# Pure-Python caches the libraries fill on first use, filled once here so that no fork pays for them again. MLflow maps
+# every installed distribution to its modules (importlib metadata of ~150 packages, 1.6 s) each time a stage logs
+# a model, to check the model's requirements against the environment: a fork inherits the finished map. They run
+# no TensorFlow and start no thread; what a stage computes with them is what a cold stage computes.
+WARM_CACHES = (("mlflow.utils.requirements_utils", "_init_modules_to_packages_map"),)
 IMPORT_TIME_PREFIXES = ("TF_", "KERAS_", "CUDA_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "XLA_", "PYTHONHASHSEED",
                         "PYTHONPATH", "MPLBACKEND")  # read when those libraries are imported, not later
 PROJECT_PACKAGES = ("transferlab", "stages")
@@ -158,6 +163,10 @@ def serve(address: str, idle_seconds: float = IDLE_SECONDS) -> None:
     _STARTED_WITH.update(import_time_environment(os.environ))
     for name in PRELOAD:
         importlib.import_module(name)
+    for module, function in WARM_CACHES:
+        fill = getattr(importlib.import_module(module), function, None)
+        if fill is not None:  # a private helper of the library: gone in another version, the fork fills its own
+            fill()
     after = import_time_environment(os.environ)
     _SET_BY_PRELOAD.update({key: value for key, value in after.items() if _STARTED_WITH.get(key) != value})
     sys.stdout.flush()
