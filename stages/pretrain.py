@@ -11,12 +11,10 @@ hidden layers are named `hidden1 …` like the source model's, so variants reuse
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from transferlab import artifacts, data, paths, tracking
-from transferlab.config import BUILTIN_INIT, PretrainSpec, load_params, stage_entry
+from transferlab.config import BUILTIN_INIT, load_params, stage_entry
 from transferlab.data import datafiles, images
 from transferlab.errors import DataError
 from transferlab.launch.cli import run_main
@@ -38,29 +36,6 @@ def unlabelled_pool(source: dict[str, np.ndarray], target: dict[str, np.ndarray]
     return pool
 
 
-def pretrain(name: str, spec: PretrainSpec, x: np.ndarray, on_epoch) -> Any:
-    """Dispatch to the method named by `spec.method` (imports TensorFlow)."""
-    key = f"pretrain.{name}"
-    if spec.method == "autoencoder":
-        from transferlab.training.pretraining.autoencoder import pretrain_autoencoders
-
-        return pretrain_autoencoders(x, spec.hidden_units, spec.activation, spec.initializer, spec.train, spec.noise, spec.seed, on_epoch)
-    if spec.method == "rbm":
-        from transferlab.training.pretraining.rbm import pretrain_rbms
-
-        return pretrain_rbms(x, spec.hidden_units, spec.learning_rate, spec.epochs, spec.batch_size, spec.seed, on_epoch)
-    from transferlab.training.pretraining import auxiliary
-
-    corruptions = [(c.kind, c.amount) for c in spec.corruptions]
-    if spec.method == "auxiliary_goodbad":
-        return auxiliary.pretrain_goodbad(
-            x, spec.hidden_units, spec.activation, spec.initializer, spec.train, corruptions, spec.seed, key=key, on_epoch=on_epoch
-        )
-    return auxiliary.pretrain_ranking(
-        x, spec.hidden_units, spec.activation, spec.initializer, spec.train, corruptions, spec.margin, spec.seed, key=key, on_epoch=on_epoch
-    )
-
-
 def step_rows(rows: list[dict[str, float]]) -> list[dict[str, float]]:
     """Number rows 1..N across layers, so greedy layer-by-layer curves plot on one axis."""
     return [{"step": i + 1, **row} for i, row in enumerate(rows)]
@@ -78,6 +53,7 @@ def main(argv: list[str]) -> None:
     from transferlab.training import (
         single,  # TensorFlow starts only once the inputs are known to be good
     )
+    from transferlab.training.pretraining import METHODS
 
     single.make_deterministic(spec.seed)
     tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": spec.method, "init_from": "random",
@@ -87,7 +63,7 @@ def main(argv: list[str]) -> None:
     with tracking.stage_run(params.mlflow.experiment, name, tags, {"pretrain": spec.model_dump(), "pool_images": len(pool)},
                             description) as run_ids:
         tracking.log_dataset(f"unlabelled pool (source + {spec.target})", paths.target_data(spec.target), {"train": (pool, None)})
-        result = pretrain(name, spec, pool, on_epoch=None)
+        result = METHODS[spec.method](pool, spec, f"pretrain.{name}")
         rows = step_rows(result.rows)
         record = {"method": spec.method, "depth": len(spec.hidden_units), "pool_images": int(len(pool)), **run_ids}
         artifacts.save_with(paths.init_model(name), result.model.save)

@@ -88,7 +88,8 @@ def test_rbm_layers_reproduce_sklearn_transform(pixels: np.ndarray, rbms: Pretra
     record: list[dict[str, float]] = []
     sklearn_codes, keras_codes = pixels, pixels
     for layer in networks.hidden_layers(rbms.model):
-        rbm = train_rbm(sklearn_codes, layer.units, 0.05, 3, 20, networks.layer_seed(3, layer.name), record.append)
+        rbm, layer_rows = train_rbm(sklearn_codes, layer.units, 0.05, 3, 20, networks.layer_seed(3, layer.name))
+        record.extend(layer_rows)
         sklearn_codes = rbm.transform(sklearn_codes).astype(np.float32)
         keras_codes = single.predict(_layer_alone(rbms.model, layer.name), keras_codes)
         np.testing.assert_allclose(keras_codes, sklearn_codes, atol=1e-5)
@@ -201,3 +202,10 @@ def test_pretrained_layers_are_reused_by_build_variant_network(method: str, requ
         for have, want in zip(target.get_layer(name).get_weights(), model.get_layer(name).get_weights(), strict=True):
             np.testing.assert_array_equal(have, want)
     assert target.get_layer(networks.OUTPUT).units == 5
+
+
+def test_every_pretraining_method_in_the_schema_has_an_entry_in_the_table() -> None:
+    from transferlab.config import PRETRAIN_METHODS
+    from transferlab.training.pretraining import METHODS
+
+    assert set(METHODS) == set(PRETRAIN_METHODS)

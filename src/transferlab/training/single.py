@@ -154,7 +154,6 @@ def fit(
     accuracy: bool = True,
     eval_data: tuple[Arrays, np.ndarray] | None = None,
     validation: tuple[Arrays, np.ndarray] | None = None,
-    on_epoch: EpochCallback | None = None,
 ) -> History:
     """Train `model`'s trainable layers on (x, y) for `epochs` (default `train.epochs`) with a fresh optimizer.
 
@@ -193,8 +192,6 @@ def fit(
             scores = evaluate(model, eval_data[0], eval_data[1], loss, accuracy)
             row.update({f"test_{name}": value for name, value in scores.items()})
         history.rows.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
         if stopper is not None:
             if stopper.update(epoch, np.array([row["val_loss"]]))[0]:
                 best_weights = model.get_weights()

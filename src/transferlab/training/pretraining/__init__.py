@@ -7,11 +7,13 @@ are named `hidden1 … hiddenK` (lowest first), so `networks.hidden_layers` and
 - `auxiliary.pretrain_goodbad` / `auxiliary.pretrain_ranking`: a classifier or a max-margin scorer
   trained to tell real images from corrupted copies.
 
-This package module imports NumPy only, so importing one method does not pull in another's cost.
+`METHODS` is the table a `pretrain` entry's `method` is looked up in (each entry imports its own
+module when called). This package module imports NumPy only, so importing one method does not pull
+in another's cost.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,8 @@ from transferlab.errors import DataError
 
 if TYPE_CHECKING:
     import keras
+
+    from transferlab.config import PretrainSpec
 
 
 @dataclass(frozen=True)
@@ -49,3 +53,39 @@ def check_hidden_units(hidden_units: Sequence[int]) -> list[int]:
     if not units or min(units) < 1:
         raise ValueError(f"hidden_units must be a non-empty list of positive sizes, got {list(hidden_units)}")
     return units
+
+
+def _autoencoder(x: np.ndarray, spec: PretrainSpec, key: str) -> PretrainResult:
+    from transferlab.training.pretraining.autoencoder import pretrain_autoencoders
+
+    return pretrain_autoencoders(x, spec.hidden_units, spec.activation, spec.initializer, spec.train, spec.noise, spec.seed)
+
+
+def _rbm(x: np.ndarray, spec: PretrainSpec, key: str) -> PretrainResult:
+    from transferlab.training.pretraining.rbm import pretrain_rbms
+
+    return pretrain_rbms(x, spec.hidden_units, spec.learning_rate, spec.epochs, spec.batch_size, spec.seed)
+
+
+def _goodbad(x: np.ndarray, spec: PretrainSpec, key: str) -> PretrainResult:
+    from transferlab.training.pretraining.auxiliary import pretrain_goodbad
+
+    corruptions = [(c.kind, c.amount) for c in spec.corruptions]
+    return pretrain_goodbad(x, spec.hidden_units, spec.activation, spec.initializer, spec.train, corruptions, spec.seed, key=key)
+
+
+def _ranking(x: np.ndarray, spec: PretrainSpec, key: str) -> PretrainResult:
+    from transferlab.training.pretraining.auxiliary import pretrain_ranking
+
+    corruptions = [(c.kind, c.amount) for c in spec.corruptions]
+    return pretrain_ranking(x, spec.hidden_units, spec.activation, spec.initializer, spec.train, corruptions, spec.margin,
+                            spec.seed, key=key)
+
+
+# method (a `pretrain` entry's `method`, config.PRETRAIN_METHODS) -> pretrain(pool, entry, its params key)
+METHODS: dict[str, Callable[[np.ndarray, PretrainSpec, str], PretrainResult]] = {
+    "autoencoder": _autoencoder,
+    "rbm": _rbm,
+    "auxiliary_goodbad": _goodbad,
+    "auxiliary_ranking": _ranking,
+}

@@ -22,7 +22,6 @@ from transferlab.training.pretraining import (
     check_hidden_units,
     check_pixels,
 )
-from transferlab.training.single import EpochCallback
 
 
 def reconstruction_error(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
@@ -54,7 +53,6 @@ def pretrain_autoencoders(
     train: TrainSpec,
     noise: float = 0.0,
     seed: int = 42,
-    on_epoch: EpochCallback | None = None,
 ) -> PretrainResult:
     """Train hidden1 … hiddenK greedily, each to reconstruct its own input (MSE) through a throw-away decoder.
 
@@ -64,7 +62,6 @@ def pretrain_autoencoders(
             zeroed (masking noise, drawn once per layer from `seed`), the target stays clean.
         seed: seeds the layers' initializers (by layer name, as `networks.build`) and the noise;
             `train.seed` orders the batches.
-        on_epoch: called with each history row as it is produced.
 
     Returns:
         The encoder `pixels -> hidden1 … hiddenK` (no head); rows `layer` (k), `epoch`, `loss`;
@@ -83,16 +80,12 @@ def pretrain_autoencoders(
         layer_model = networks.build(features.shape[1], [spec, decoder], initializer, seed)
         corrupted = mask_inputs(features, noise, networks.layer_seed(seed, f"noise{index}"))
 
-        def report(row: dict[str, float], index: int = index) -> None:
-            if on_epoch is not None:
-                on_epoch({"layer": index, **row})
-
         kept, held = data.holdout_rows(len(features), train.validation_fraction, networks.layer_seed(seed, f"holdout{index}"))
         validation = (corrupted[held], features[held]) if train.patience is not None else None
         fit_rows = kept if train.patience is not None else np.arange(len(features))
         history = single.fit(
             layer_model, corrupted[fit_rows], features[fit_rows], train, loss=reconstruction_error, accuracy=False,
-            validation=validation, on_epoch=report,
+            validation=validation,
         )
         rows.extend({"layer": index, **row} for row in history.rows)
         final = single.evaluate(layer_model, corrupted, features, reconstruction_error, accuracy=False)

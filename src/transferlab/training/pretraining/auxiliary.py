@@ -36,7 +36,6 @@ from transferlab.training.pretraining import (
     check_hidden_units,
     check_pixels,
 )
-from transferlab.training.single import EpochCallback
 
 SCORE = networks.SCORE
 
@@ -76,10 +75,6 @@ def _held_out(train: TrainSpec, held: tuple) -> dict[str, tuple]:
     return {"validation" if train.patience is not None else "eval_data": held}
 
 
-def _renamed(on_epoch: EpochCallback | None) -> EpochCallback | None:
-    return None if on_epoch is None else (lambda row: on_epoch(_rename([row])[0]))
-
-
 def pretrain_goodbad(
     x: np.ndarray,
     hidden_units: Sequence[int],
@@ -90,7 +85,6 @@ def pretrain_goodbad(
     seed: int = 42,
     heldout_fraction: float = 0.2,
     key: str = "pretrain",
-    on_epoch: EpochCallback | None = None,
 ) -> PretrainResult:
     """A classifier hidden1 … hiddenK + 2-way softmax `outputs`: class 1 = real image, class 0 = corrupted.
 
@@ -109,7 +103,7 @@ def pretrain_goodbad(
     ]
     (xs, ys), (held_xs, held_ys) = labelled
     model = networks.build(x.shape[1], networks.dnn_layers(units, activation, n_classes=2), initializer, seed)
-    history = single.fit(model, xs, ys, train, on_epoch=_renamed(on_epoch), **_held_out(train, (held_xs, held_ys)))
+    history = single.fit(model, xs, ys, train, **_held_out(train, (held_xs, held_ys)))
     final, held = single.evaluate(model, xs, ys), single.evaluate(model, held_xs, held_ys)
     metrics = {**final, "heldout_loss": held["loss"], "heldout_accuracy": held["accuracy"]}
     return PretrainResult(model, _rename(history.rows), metrics)
@@ -144,7 +138,6 @@ def pretrain_ranking(
     seed: int = 42,
     heldout_fraction: float = 0.2,
     key: str = "pretrain",
-    on_epoch: EpochCallback | None = None,
 ) -> PretrainResult:
     """A scorer hidden1 … hiddenK + linear `score` unit, trained so real images outscore their corrupted copies by `margin`.
 
@@ -168,7 +161,6 @@ def pretrain_ranking(
         train,
         loss=ranking_loss(margin),
         accuracy=False,
-        on_epoch=_renamed(on_epoch),
         **_held_out(train, (held_pairs, np.zeros(len(held_pairs[0]), dtype=np.float32))),
     )
     metrics: dict[str, float] = {}

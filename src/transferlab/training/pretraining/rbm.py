@@ -19,16 +19,16 @@ from transferlab.training.pretraining import (
     check_hidden_units,
     check_pixels,
 )
-from transferlab.training.single import EpochCallback
 
 
 def train_rbm(
-    x: np.ndarray, units: int, learning_rate: float, epochs: int, batch_size: int, seed: int, on_epoch: EpochCallback
-) -> BernoulliRBM:
-    """One RBM on `x` (values in [0, 1]); `on_epoch` receives `epoch` and `pseudo_likelihood` after each epoch."""
+    x: np.ndarray, units: int, learning_rate: float, epochs: int, batch_size: int, seed: int
+) -> tuple[BernoulliRBM, list[dict[str, float]]]:
+    """One RBM on `x` (values in [0, 1]), and its rows: `epoch` and `pseudo_likelihood` after each epoch."""
     if learning_rate <= 0 or epochs < 1 or batch_size < 1:
         raise ValueError(f"need learning_rate > 0, epochs >= 1, batch_size >= 1 (got {learning_rate}, {epochs}, {batch_size})")
     rbm = BernoulliRBM(n_components=units, learning_rate=learning_rate, batch_size=batch_size, n_iter=epochs, random_state=seed)
+    rows: list[dict[str, float]] = []
     x64 = x.astype(np.float64)  # scikit-learn's RBM works in float64; convert once, not per batch
     for epoch in range(1, epochs + 1):
         # scikit-learn's `fit` visits batches in a fixed order; a seeded reshuffle per epoch is
@@ -38,8 +38,8 @@ def train_rbm(
             rbm.partial_fit(x64[order[start : start + batch_size]])
         # `score_samples` flips one random input per example, drawn from the integer `random_state`,
         # so every epoch is scored with the same flips: the curve moves with the weights only.
-        on_epoch({"epoch": epoch, "pseudo_likelihood": float(np.mean(rbm.score_samples(x64)))})
-    return rbm
+        rows.append({"epoch": epoch, "pseudo_likelihood": float(np.mean(rbm.score_samples(x64)))})
+    return rbm, rows
 
 
 def pretrain_rbms(
@@ -49,7 +49,6 @@ def pretrain_rbms(
     epochs: int = 10,
     batch_size: int = 10,
     seed: int = 42,
-    on_epoch: EpochCallback | None = None,
 ) -> PretrainResult:
     """Stack RBMs greedily and turn them into sigmoid Dense layers hidden1 … hiddenK.
 
@@ -71,13 +70,8 @@ def pretrain_rbms(
     rows: list[dict[str, float]] = []
     metrics: dict[str, float] = {}
     for index, spec in enumerate(specs, start=1):
-
-        def record(row: dict[str, float], index: int = index) -> None:
-            rows.append({"layer": index, **row})
-            if on_epoch is not None:
-                on_epoch(rows[-1])
-
-        rbm = train_rbm(features, spec.units, learning_rate, epochs, batch_size, networks.layer_seed(seed, spec.name), record)
+        rbm, layer_rows = train_rbm(features, spec.units, learning_rate, epochs, batch_size, networks.layer_seed(seed, spec.name))
+        rows.extend({"layer": index, **row} for row in layer_rows)
         metrics[f"pseudo_likelihood_{spec.name}"] = rows[-1]["pseudo_likelihood"]
         model.get_layer(spec.name).set_weights(
             [rbm.components_.T.astype(np.float32), rbm.intercept_hidden_.astype(np.float32)]
