@@ -494,8 +494,11 @@ def test_stale_running_runs_are_marked_killed(tmp_path: Path, empty_store: Path,
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"  # its process lives
 
 
-def test_artifacts_go_to_relative_mlartifacts(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Not an absolute path into whichever copy of the repo created the experiment."""
+def test_artifacts_go_to_mlartifacts_beside_the_store(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """The repository's store keeps artifacts in `mlartifacts/` beside it, set through MLflow's API (an absolute
+    location: MLflow resolves local ones); a copy of the repository with its store is told that its runs
+    write into the original's folder, which MLflow's API cannot change."""
     from mlflow.tracking import MlflowClient
 
     from transferlab import tracking
@@ -507,9 +510,21 @@ def test_artifacts_go_to_relative_mlartifacts(tmp_path: Path, empty_store: Path,
     with tracking.stage_run("t", "a", {"stage": "probe"}, {}) as ids:
         tracking.log_files([tmp_path / "file.txt"])
     experiment = MlflowClient(tracking.tracking_uri()).get_experiment(ids["mlflow_experiment_id"])
-    assert experiment.artifact_location == f"mlartifacts/{ids['mlflow_experiment_id']}"
-    assert (tmp_path / "mlartifacts" / ids["mlflow_experiment_id"] / ids["mlflow_run_id"] / "artifacts/file.txt").is_file()
+    assert experiment.artifact_location == str(tmp_path / "mlartifacts")
+    assert (tmp_path / "mlartifacts" / ids["mlflow_run_id"] / "artifacts/file.txt").is_file()
     assert not (tmp_path / "mlruns").exists()
+    assert "note:" not in capsys.readouterr().err
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(tmp_path / "mlflow.db", copy / "mlflow.db")
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # MLflow exported the first store's
+    with tracking.stage_run("t", "b", {"stage": "probe"}, {}):
+        pass
+    (note,) = capsys.readouterr().err.strip().splitlines()
+    assert note.startswith(f"note: MLflow store {copy / 'mlflow.db'} was made in {tmp_path}:"), note
+    assert f"keeps artifacts in {tmp_path / 'mlartifacts'}" in note and "move mlflow.db aside" in note
 
 
 @pytest.fixture(scope="module")

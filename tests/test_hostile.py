@@ -426,8 +426,8 @@ def test_a_run_time_failure_leaves_committed_outputs_restorable(tmp_path: Path) 
 
 def test_a_run_from_a_temp_copy_keeps_its_artifacts_in_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`dvc exp run --queue` runs stages in a temporary copy of the repository, tracking to the main store
-    (the README's MLFLOW_TRACKING_URI=sqlite:///$PWD/mlflow.db). A relative artifact location resolved
-    inside that copy, which DVC deletes: the run's artifacts must land beside the store instead."""
+    (the README's MLFLOW_TRACKING_URI=sqlite:///$PWD/mlflow.db). A location resolved against the working
+    directory would be inside that copy, which DVC deletes: the run's artifacts must land beside the store."""
     from mlflow.tracking import MlflowClient
 
     from transferlab import tracking
@@ -450,6 +450,35 @@ def test_a_run_from_a_temp_copy_keeps_its_artifacts_in_the_store(tmp_path: Path,
         assert client.get_run(run_id).info.artifact_uri.startswith(str(main / "mlartifacts")), client.get_run(run_id).info.artifact_uri
     fetched = client.download_artifacts(child, "model.keras", str(tmp_path))
     assert Path(fetched).read_text() == "weights"
+
+
+def test_a_store_with_a_relative_location_keeps_a_temp_copys_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store made by earlier versions holds the relative location `mlartifacts/<id>` (they wrote it into MLflow's
+    table; MLflow's API cannot): a queued run's files still land beside the store, not in the temporary copy."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from transferlab import tracking
+
+    main, copy = tmp_path / "main", tmp_path / "main/.dvc/tmp/exps/tmp123"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(main)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{main / 'mlflow.db'}")
+    experiment_id = tracking.set_experiment("t")
+    with sqlite3.connect(main / "mlflow.db") as db:  # the store as earlier versions left it
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (f"mlartifacts/{experiment_id}", int(experiment_id)))
+    db.close()
+    monkeypatch.chdir(copy)
+    (copy / "model.keras").write_text("weights")
+    with tracking.stage_run("t", "queued", {"stage": "probe"}, {}), tracking.child_run("rep1", {}) as child:
+        tracking.log_files([Path("model.keras")])  # relative to the stage's working directory, the copy
+        assert Path.cwd() == copy
+    monkeypatch.chdir(main)
+    shutil.rmtree(main / ".dvc")
+    client = MlflowClient(f"sqlite:///{main / 'mlflow.db'}")
+    assert client.get_run(child).info.artifact_uri == f"mlartifacts/{experiment_id}/{child}/artifacts"
+    assert (main / "mlartifacts" / experiment_id / child / "artifacts/model.keras").read_text() == "weights"
 
 
 # defect 3, a Ray head is not an open door: tests/test_ray.py starts its head with the README's token auth and checks
@@ -550,7 +579,7 @@ def test_two_queued_experiments_keep_their_models(tmp_path: Path) -> None:
     for version in versions:
         run_info = client.get_run(version.run_id).info
         assert run_info.artifact_uri.startswith(str(project / "mlartifacts")), run_info.artifact_uri
-        # the registered MLflow model beside the store too (its location is relative to the repository, as the runs'),
+        # the registered MLflow model beside the store too (its location under the store's folder, as the runs'),
         # read through the client of this store (a `models:/` URI would go through the process-wide registry URI)
         location = project / client.get_model_version_download_uri("transferlab-source", version.version)
         kept = sorted(location.rglob("*.keras"))

@@ -164,7 +164,7 @@ def with_model_file(prepared: Path, tmp_path: Path, entry: dict) -> Path:
     return clone(prepared, tmp_path, params)
 
 
-def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp_path: Path) -> None:
     from transferlab.models import zoo
 
     workdir = clone(prepared, tmp_path)
@@ -183,7 +183,6 @@ def test_npz_from_another_framework_becomes_a_reusable_model(prepared: Path, tmp
     assert record["hidden_layers"] == {"hidden1": 32, "hidden2": 16, "hidden3": 16}
     assert list(metrics) == ["source_test_accuracy"]  # results only; where it came from is the run record's
     assert metrics["source_test_accuracy"] == pytest.approx(source_metrics["test_accuracy"], abs=1e-9)
-    monkeypatch.chdir(workdir)  # artifacts at `mlartifacts/`, relative to the repository
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")  # its artifact named as in every run with a model file
     assert [a.path for a in client.list_artifacts(record["mlflow_run_id"])] == ["model.keras"]
     stage(workdir, "transfer", "from_theirs")
@@ -256,7 +255,6 @@ def test_mlflow_runs_read_right_in_the_ui(prepared: Path, tmp_path: Path, monkey
 
     workdir = clone(prepared, tmp_path)
     stage(workdir, "transfer", "freeze2")
-    monkeypatch.chdir(workdir)  # the store keeps artifacts at `mlartifacts/`, relative to the repository
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("tests")

@@ -9,7 +9,6 @@ line; it never stops the report. No TensorFlow, no DVC: git's own command line.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,13 @@ from typing import Any
 import pandas as pd
 
 from transferlab import paths
+from transferlab.git import git_or_none
 from transferlab.report import render
 from transferlab.training.results import VariantResult
 
 HEADING = "What changed since the previous committed run"
 MOVED = 0.0005  # a change the report's one decimal shows (0.05 points); smaller is "nothing moved"
 SETS = (("target_accuracy", "test"), ("shift_accuracy", "shifted"))  # the metrics files' keys, the table's words
-GIT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -33,18 +32,9 @@ class Commit:
     date: str  # the commit date, YYYY-MM-DD
 
 
-def _git(*args: str, repo: Path) -> str | None:
-    """git's output, or None when git is missing, fails or hangs."""
-    try:
-        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=GIT_SECONDS)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
 def commit_of(ref: str = "HEAD", repo: Path = Path(".")) -> Commit | None:
     """The commit `ref` names, or None outside a git repository, without git, or before the first commit."""
-    found = _git("log", "-1", "--format=%h %cs", ref, "--", repo=repo)
+    found = git_or_none(["log", "-1", "--format=%h %cs", ref, "--"], repo)
     if not found or not found.strip():
         return None
     sha, date = found.split()
@@ -53,7 +43,7 @@ def commit_of(ref: str = "HEAD", repo: Path = Path(".")) -> Commit | None:
 
 def committed_metrics(ref: str, variant: str, repo: Path = Path(".")) -> dict[str, Any] | None:
     """The variant's metrics file as committed at `ref`, or None where that commit has none (or holds no JSON)."""
-    text = _git("show", f"{ref}:{paths.variant_metrics(variant).as_posix()}", repo=repo)  # paths are the repository root's
+    text = git_or_none(["show", f"{ref}:{paths.variant_metrics(variant).as_posix()}"], repo)  # paths are the repository root's
     try:
         return json.loads(text) if text is not None else None
     except ValueError:
@@ -62,7 +52,7 @@ def committed_metrics(ref: str, variant: str, repo: Path = Path(".")) -> dict[st
 
 def committed_variants(ref: str, repo: Path = Path(".")) -> list[str]:
     """The variants whose metrics files the commit holds."""
-    listed = _git("ls-tree", "--name-only", f"{ref}:{paths.variant_metrics('x').parent.as_posix()}", repo=repo) or ""
+    listed = git_or_none(["ls-tree", "--name-only", f"{ref}:{paths.variant_metrics('x').parent.as_posix()}"], repo) or ""
     return [Path(name).stem for name in listed.split() if name.endswith(".json")]
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from transferlab import paths
 from transferlab.errors import TransferlabError
-from transferlab.tools.verify import Difference, _git, committed_tree, rebuilt_tree
+from transferlab.git import git
+from transferlab.tools.verify import Difference, committed_tree, rebuilt_tree
 
 MEANS = ("target_accuracy", "shift_accuracy")  # each with `<name>_ci95` in a variant's metrics file
 NOT_COMPARED = "a source's or pretraining's single-run numbers and the per-epoch histories have no interval and are not compared"
@@ -26,7 +27,7 @@ NOT_COMPARED = "a source's or pretraining's single-run numbers and the per-epoch
 def committed_platform(ref: str, repo: Path) -> dict[str, Any] | None:
     """The platform the run committed at `ref` recorded, or None where it recorded none."""
     try:
-        return json.loads(_git(["show", f"{ref}:{paths.CONCLUSIONS.as_posix()}"], repo)).get("platform")
+        return json.loads(git(["show", f"{ref}:{paths.CONCLUSIONS.as_posix()}"], repo)).get("platform")
     except TransferlabError:
         return None
 

@@ -31,7 +31,6 @@ import io
 import json
 import math
 import re
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from typing import Any
 
 from transferlab import paths
 from transferlab.errors import TransferlabError
+from transferlab.git import git
 from transferlab.launch.cli import run_main
 
 # per-variant numbers, what each run raced and chose (its recipe, budget, chosen settings), their histories, the verdicts
@@ -178,20 +178,10 @@ def compare_trees(committed: Mapping[str, str], rebuilt: Mapping[str, str], tole
     return differences
 
 
-def _git(args: Sequence[str], cwd: Path) -> str:
-    try:
-        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    except OSError as error:
-        raise TransferlabError(f"git: {error.strerror}") from None
-    if result.returncode != 0:
-        raise TransferlabError(f"git {' '.join(args)}: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'failed'}")
-    return result.stdout
-
-
 def committed_tree(ref: str, roots: Sequence[Path], repo: Path) -> dict[str, str]:
     """{path: text} of the files under `roots` as committed at `ref`."""
-    listed = _git(["ls-tree", "-r", "--name-only", ref, "--", *map(str, roots)], repo).splitlines()
-    return {name: _git(["show", f"{ref}:{name}"], repo) for name in listed if name.endswith((".json", ".csv"))}
+    listed = git(["ls-tree", "-r", "--name-only", ref, "--", *map(str, roots)], repo).splitlines()
+    return {name: git(["show", f"{ref}:{name}"], repo) for name in listed if name.endswith((".json", ".csv"))}
 
 
 def rebuilt_tree(roots: Sequence[Path], repo: Path) -> dict[str, str]:

@@ -42,9 +42,9 @@ from transferlab.tracking.store import (
     MAX_PARAM_LENGTH,
     NOTE,
     PROCESS_TAG,
-    _anchor_artifacts,
     _store_errors,
     _tracking_failures,
+    beside_the_store,
     set_experiment,
     tracking_uri,
 )
@@ -168,7 +168,6 @@ def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], params: M
                 experiment_id=experiment_id, run_name=run_name,
                 tags={**context_tags(), **tags, PROCESS_TAG: process_tag(), **({NOTE: description} if description else {})},
             )
-            _anchor_artifacts(run.info.run_id)
             with _ended_honestly():
                 log_params(params)
                 yield {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id}
@@ -183,7 +182,6 @@ def child_run(run_name: str, tags: Mapping[str, str], params: Mapping[str, Any] 
     run = mlflow.start_run(
         experiment_id=parent.experiment_id, run_name=run_name, nested=True, tags={**tags, PROCESS_TAG: process_tag()}
     )
-    _anchor_artifacts(run.info.run_id)
     with _ended_honestly():
         if params:
             log_params(params)
@@ -272,8 +270,9 @@ def log_files(paths: Sequence[Path] | Mapping[str, Path], artifact_path: str | N
     """Log files as artifacts; a mapping names them (`{"history.csv": plots/transfer/freeze2.csv}`), so
     every run of a kind holds the same artifact names and MLflow's compare view can compare them."""
     named = paths.items() if isinstance(paths, Mapping) else ((Path(path).name, path) for path in paths)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, path in named:
-            if Path(path).name != name:
+    files = [(name, Path(path).resolve()) for name, path in named]  # the block below may change the working directory
+    with tempfile.TemporaryDirectory() as tmp, beside_the_store():
+        for name, path in files:
+            if path.name != name:
                 path = shutil.copyfile(path, Path(tmp) / name)
             mlflow.log_artifact(str(path), artifact_path=artifact_path)

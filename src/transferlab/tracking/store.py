@@ -2,14 +2,15 @@
 
 The store defaults to the SQLite file `mlflow.db` at the repository root; `MLFLOW_TRACKING_URI`
 points the pipeline at a shared server instead. HTTP retries and timeouts are bounded (defaults
-below, the user's `MLFLOW_HTTP_REQUEST_*` variables win).
+below, the user's `MLFLOW_HTTP_REQUEST_*` variables win). MLflow is used through its API only,
+never by writing into its tables.
 """
 from __future__ import annotations
 
 import fcntl
 import os
-import sqlite3
 import ssl
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -101,7 +102,8 @@ def check_store(uri: str) -> None:
 
 
 def _tracking_failures() -> tuple[type[BaseException], ...]:
-    """What MLflow raises when its store fails: its own exception, the HTTP client's, the database's."""
+    """What MLflow raises when its store fails: its own exception, the HTTP client's, the database's
+    (SQLAlchemy wraps the SQLite driver's errors)."""
     failures: list[type[BaseException]] = [MlflowException]
     try:
         import requests
@@ -115,7 +117,6 @@ def _tracking_failures() -> tuple[type[BaseException], ...]:
         failures.append(sqlalchemy.exc.SQLAlchemyError)
     except ImportError:
         pass
-    failures.append(sqlite3.Error)
     return tuple(failures)
 
 
@@ -128,22 +129,6 @@ def _store_errors(uri: str) -> Iterator[None]:
         raise TrackingError(f"MLflow store {_shown(uri)} failed ({_first_line(error)}); nothing was recorded as done") from None
 
 
-def _relative_artifacts(store: Path, experiment_id: str) -> None:
-    """Store `mlartifacts/<id>` as the experiment's artifact location, relative to the repository.
-
-    MLflow makes any location it is given absolute (`resolve_uri_if_local`), so a copy of the
-    repository (a colleague's clone) would write back into this one. A relative location resolves
-    against the working directory, the repository root for stages; a run started elsewhere (a
-    `dvc exp` temp workspace) is pinned beside the store by `_anchor_artifacts`.
-    """
-    with sqlite3.connect(store) as db:
-        db.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
-            (f"{DEFAULT_ARTIFACTS}/{experiment_id}", int(experiment_id)),
-        )
-    db.close()
-
-
 def _sqlite_file(uri: str) -> Path | None:
     """The database file of a local SQLite store (None for a server or another database)."""
     if not uri.startswith("sqlite:///") or "?" in uri:
@@ -151,36 +136,66 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]).resolve()
 
 
-def _anchor_artifacts(run_id: str) -> None:
-    """Keep a run's artifacts beside its store when the run starts outside the store's folder.
+def _artifact_root(uri: str) -> Path | None:
+    """Where a repository's store (a local `mlflow.db`) keeps its experiments' artifacts: `mlartifacts/`
+    beside it, wherever the stage runs (None: another store, MLflow's defaults).
 
-    A relative location (`_relative_artifacts`) resolves against the working directory: for a
-    `dvc exp run --queue` experiment that is a temporary copy of the repository, which DVC deletes
-    with the run's models and histories in it. Such a run gets the absolute location under the
-    store's folder, where `make ui` and `models:/` find it.
+    The location is absolute: MLflow makes any local location it is given absolute
+    (`resolve_uri_if_local`) and its API cannot change an experiment's location afterwards. Being the
+    store's folder, not the working directory, it keeps a queued experiment's artifacts (`dvc exp run
+    --queue` runs in a temporary copy of the repository, which DVC deletes) beside the store.
     """
-    store = _sqlite_file(tracking_uri())
-    if store is None or store.parent == Path.cwd().resolve():
+    store = _sqlite_file(uri)
+    return store.parent / DEFAULT_ARTIFACTS if store is not None and store.name == DEFAULT_STORE else None
+
+
+def _local_path(location: str) -> Path | None:
+    """The folder of a local artifact location (`/…` or `file:///…`); None for a remote or relative one."""
+    parts = urllib.parse.urlsplit(location)
+    if parts.scheme not in ("", "file") or parts.netloc not in ("", "localhost"):
+        return None
+    path = Path(urllib.parse.unquote(parts.path))
+    return path if path.is_absolute() else None
+
+
+def _note_other_folder(uri: str, name: str, location: str) -> None:
+    """Say so when a repository's store was copied or moved: its experiment writes into the other folder.
+
+    A store made in folder X keeps artifacts in `X/mlartifacts` (`_artifact_root`), an absolute path, and
+    MLflow's API cannot point an experiment elsewhere: a copy of the repository with its `mlflow.db`
+    (`cp -r`, another mount point) writes its runs' files into X's, the original's. A location of the
+    user's own (not `…/mlartifacts`), a remote one, or a relative one (made by earlier versions of this
+    code, it resolves against the working directory) is not noted.
+    """
+    root, path = _artifact_root(uri), _local_path(location)
+    if root is None or path is None or path.name != DEFAULT_ARTIFACTS or path == root:
         return
-    with sqlite3.connect(store) as db:
-        row = db.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
-        if row and row[0] and "://" not in row[0] and not row[0].startswith("/"):
-            db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (str(store.parent / row[0]), run_id))
-    db.close()
+    print(f"note: MLflow store {root.parent / DEFAULT_STORE} was made in {path.parent}: its experiment '{name}' keeps "
+          f"artifacts in {path}, and this copy's runs write theirs there too; move {DEFAULT_STORE} aside for a "
+          f"store of this copy's own", file=sys.stderr)
+
+
+def _relative(location: str) -> bool:
+    """An artifact location stored relative (by earlier versions of this code): it resolves against the
+    working directory when MLflow writes or reads there."""
+    return bool(location) and not urllib.parse.urlsplit(location).scheme and not location.startswith("/")
 
 
 @contextmanager
 def beside_the_store() -> Iterator[None]:
-    """Write what is logged in this block where the store's relative artifact locations point: its folder.
+    """Write what is logged in this block where a relative artifact location means it: the store's folder.
 
-    An MLflow model (MLflow 3's logged model) takes its location from the experiment's, relative to the
-    working directory, and its files are written as it is created, so `_anchor_artifacts` cannot move it
-    afterwards. A stage run in a temporary copy of the repository (`dvc exp run --queue`) would write it
-    into that copy, which DVC deletes; in this block the working directory is the store's folder instead.
+    Experiments made by earlier versions of this code keep the relative location `mlartifacts/<id>`,
+    which MLflow resolves against the working directory as it writes. A stage run in a temporary copy of
+    the repository (`dvc exp run --queue`) would write into that copy, which DVC deletes; in this block
+    the working directory is the store's folder instead. Runs of experiments made now have absolute
+    locations (`_artifact_root`): nothing changes for them.
     """
     store = _sqlite_file(tracking_uri())
+    run = mlflow.active_run()
     here = Path.cwd()
-    if store is None or store.parent == here.resolve():
+    absolute = run is not None and not _relative(run.info.artifact_uri)
+    if store is None or absolute or store.parent == here.resolve():
         yield
         return
     os.chdir(store.parent)
@@ -209,7 +224,8 @@ def _one_at_a_time(uri: str) -> Iterator[None]:
 
 
 def set_experiment(name: str) -> str:
-    """Point MLflow at the store and experiment; a new local experiment keeps artifacts in `mlartifacts/`."""
+    """Point MLflow at the store and experiment; a new experiment in a repository's store keeps artifacts in
+    `mlartifacts/` beside it (`_artifact_root`)."""
     uri = tracking_uri()
     check_store(uri)
     with _store_errors(uri), _one_at_a_time(uri):
@@ -217,13 +233,11 @@ def set_experiment(name: str) -> str:
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            experiment_id = client.create_experiment(name, tags=dict([EXPERIMENT_KIND, (NOTE, EXPERIMENT_NOTE)]))
-            store = _sqlite_file(uri)
-            if store is not None and store.name == DEFAULT_STORE:  # a repository's store, wherever the stage runs
-                _relative_artifacts(store, experiment_id)
-            return experiment_id
+            root = _artifact_root(uri)
+            return client.create_experiment(name, artifact_location=None if root is None else str(root),
+                                            tags=dict([EXPERIMENT_KIND, (NOTE, EXPERIMENT_NOTE)]))
+        _note_other_folder(uri, name, experiment.artifact_location)
         for key, value in (EXPERIMENT_KIND, (NOTE, EXPERIMENT_NOTE)):  # a store made before the tag: never overrides the user's
             if key not in experiment.tags:
                 client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
-
