@@ -4,7 +4,7 @@
 exits non-zero on an import against the order below (or on TensorFlow imported at module level
 where the design says a stage must not pay for it). The order, bottom first:
 
-- the package root: shared leaves (errors, paths, atomic writes, statistics);
+- the package root: shared leaves (errors, paths, atomic writes, statistics, git);
 - `launch/`: how a stage process starts and ends;
 - `config/`: the params schema and the strategy table;
 - `data/`: loading, splitting and corrupting images, the tasks, the leak check;
