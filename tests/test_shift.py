@@ -14,10 +14,10 @@ from mlflow.tracking import MlflowClient
 
 from transferlab import artifacts, data, statistics
 from transferlab.config import (
+    EvaluationSpec,
     NetworkSpec,
     OptimizerSpec,
     Protocol,
-    EvaluationSpec,
     StoppingSpec,
     TrainSpec,
     VariantSpec,

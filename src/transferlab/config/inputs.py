@@ -128,7 +128,7 @@ class TargetSpec(ImageData):
     image_size: ImageSize | None = 28  # resize to H x W, [H, W] or one number for square (None: keep their size)
     seed: Seed = 42
     # further test sets every variant is also scored on, by name, in this order (the plain test set is always the first)
-    evaluations: dict[str, EvaluationSpec] = {}
+    evaluations: dict[str, EvaluationSpec] = Field(default_factory=dict)
 
     def labels(self) -> int | None:
         """Labelled images per class; None: all of the pool."""

@@ -15,9 +15,9 @@ import numpy as np
 
 from transferlab import data
 from transferlab.config import (
+    EvaluationSpec,
     ImageData,
     Params,
-    EvaluationSpec,
     SourceSpec,
     target_classes,
     target_dataset,
