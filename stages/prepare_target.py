@@ -7,9 +7,10 @@ Reads `targets.<name>` and its source's `data` (`dataset: source` uses the sourc
 Images of another size are resized to `image_size` here, and adapted to `channels` (grey -> RGB by
 repeating, RGB -> grey by ITU-R BT.601 luminance): the declared preprocessing steps that let a model
 trained on 28x28 grey inputs be reused on, say, 8x8 digits or colour images. What was done is noted in
-the file (`data.PREPARATION`), recorded in `runs/targets/<name>.json` for the report, and printed. With `targets.<name>.shift`
-the file also holds `x_test_shift` / `y_test_shift`: a corrupted copy of each test image (never of a
-pool image), the shifted test set every variant is scored on beside the test set. No TensorFlow import.
+the file (`data.PREPARATION`), recorded in `runs/targets/<name>.json` for the report, and printed. For each entry
+`<set>` of `targets.<name>.evaluations` the file also holds `x_test_<set>` / `y_test_<set>`: a corrupted copy of
+each test image (never of a pool image), a further test set every variant is scored on beside the test set.
+No TensorFlow import.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ def main(argv: list[str]) -> None:
     artifacts.write_json(paths.target_run(name), {  # the report states how the images were prepared
         "classes": classes, "image_shape": [height, width, channels], "pool": len(split["y_pool"]), "test": len(split["y_test"]),
         "preparation": notes})
-    shifted = f", shifted test {len(split['y_test_shift'])}" if "y_test_shift" in split else ""
-    print(f"target {name}: pool {len(split['y_pool'])}, test {len(split['y_test'])}{shifted} images, {height}x{width}x{channels},"
+    further = "".join(f", {test_set} test {len(split[data.test_set_keys(test_set)[1]])}" for test_set in data.test_sets(split))
+    print(f"target {name}: pool {len(split['y_pool'])}, test {len(split['y_test'])}{further} images, {height}x{width}x{channels},"
           f" classes {classes} -> 0..{len(classes) - 1}" + "".join(f"; {note}" for note in notes.values()))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from transferlab import artifacts, paths, statistics, tracking
-from transferlab.config import Params, ShiftSpec, load_params
+from transferlab.config import EvaluationSpec, Params, load_params
 from transferlab.errors import DataError
 from transferlab.launch.cli import run_main
 from transferlab.report import (
@@ -83,27 +83,29 @@ def read_history(path: Path, columns: tuple[str, ...] = HISTORY_COLUMNS) -> pd.D
     return frame
 
 
-def shift_text(shift: ShiftSpec | None) -> str:
-    """What the shifted test set is, from its params (`targets.<name>.shift`)."""
-    if shift is None:
-        return "the shifted test set"
-    kinds = ", ".join(f"{c.kind} {c.amount:g}" for c in shift.corruptions)
-    return (f"the shifted test set (every test image corrupted once, its corruption drawn per image from {kinds};"
-            f" seed {shift.seed})")
+def set_text(wording: verdicts.Wording, spec: EvaluationSpec | None) -> str:
+    """`**Under shift**, on the shifted test set (how it is made)`: a further test set's heading, from its params."""
+    made = "" if spec is None else (
+        " (every test image corrupted once, its corruption drawn per image from"
+        f" {', '.join(f'{c.kind} {c.amount:g}' for c in spec.corruptions)}; seed {spec.seed})")
+    heading = f"**{wording.phrase[:1].upper()}{wording.phrase[1:]}**"
+    return f"{heading}{made}" if wording.phrase == f"on the {wording.title}" else f"{heading}, on the {wording.title}{made}"
 
 
-def target_section(report: render.Report, target: str, ranking: verdicts.Ranking,
-                   histories: dict[str, pd.DataFrame], link: tables.RunLink, shift: ShiftSpec | None = None) -> None:
+def target_section(report: render.Report, target: str, ranking: verdicts.Ranking, histories: dict[str, pd.DataFrame],
+                   link: tables.RunLink, evaluations: dict[str, EvaluationSpec] | None = None) -> None:
     results = ranking.ranked + [result for result, _ in ranking.not_ranked]
     report.heading(f"Target `{target}`: {len(results)} variants, {results[0].labels_per_class} labels per class")
     report.paragraph("**More accurate:** " + verdicts.accuracy_verdict(ranking))
-    if verdicts.has_shift(ranking):
-        report.paragraph(f"**Under shift**, on {shift_text(shift)}: " + verdicts.accuracy_verdict(ranking, verdicts.SHIFT))
+    for key, wording in verdicts.further_sets(ranking).items():  # each further test set, in the target's order
+        spec = (evaluations or {}).get(key.removesuffix("_accuracy"))
+        report.paragraph(f"{set_text(wording, spec)}: " + verdicts.accuracy_verdict(ranking, key))
     report.paragraph("**Faster:** " + speed.speed_verdict(ranking))
     if ranking.left_out:
         report.paragraph(f"Left out of these statements: {', '.join(ranking.left_out)}.")
     report.table(tables.comparison(ranking, link))
-    report.paragraph(tables.LEGEND + (" " + tables.SHIFT_LEGEND if verdicts.has_shift(ranking) else ""))
+    further = list(verdicts.further_sets(ranking).values())
+    report.paragraph(tables.LEGEND + (" " + tables.further_legend(further) if further else ""))
     frame, constant = tables.details(ranking)
     report.heading(f"Details (target `{target}`)", level=3)
     report.table(frame)
@@ -191,7 +193,7 @@ def answer(report: render.Report, params: Params, target: str, ranking: verdicts
     if advice is not None:
         for line in recommendation.advice_text(ranking, advice):
             report.paragraph(line)
-    sets = {key: name for key, name in verdicts.EVALUATIONS.items() if key in ranking.families}
+    sets = {key: wording.title for key, wording in ranking.sets.items() if key in ranking.families}
     rows = [(r.variant, r.strategy, {key: ranking.vs_scratch(r, key) for key in sets if verdicts.scored(r, key)})
             for r in ranking.claimable if r is not ranking.baseline]
     if rows and sets:
@@ -209,7 +211,8 @@ def build(params: Params, ui: str) -> tuple[render.Report, dict[str, verdicts.Ra
     sources = {name: read_metrics(paths.init_metrics(name)) for name in params.sources}
     report = render.Report(TITLE)
     results = [read_result(paths.variant_metrics(name), paths.variant_run(name)) for name in params.variants]
-    rankings = {target: verdicts.rank([r for r in results if r.target == target]) for target in params.targets}
+    rankings = {target: verdicts.rank([r for r in results if r.target == target], spec.evaluations)
+                for target, spec in params.targets.items()}
     rankings = {target: ranking for target, ranking in rankings.items() if ranking.ranked}
     platform = machine.record()
     conclusions: dict[str, Any] = {"platform": platform, "targets": {}}
@@ -242,7 +245,7 @@ def build(params: Params, ui: str) -> tuple[render.Report, dict[str, verdicts.Ra
     curves = []
     for target, ranking in rankings.items():
         histories = {r.variant: read_history(paths.variant_history(r.variant)) for r in ranking.ranked}
-        target_section(report, target, ranking, histories, link, params.targets[target].shift)
+        target_section(report, target, ranking, histories, link, params.targets[target].evaluations)
         for title, lines in families.paragraphs(ranking, params.variants):
             report.heading(f"{title} (target `{target}`)", level=3)
             for line in lines:
@@ -255,9 +258,9 @@ def build(params: Params, ui: str) -> tuple[render.Report, dict[str, verdicts.Ra
         report.heading(f"From `{comparison.reference}` to `{comparison.other}`: what another domain changes")
         report.paragraph(f"The same recipes (params entries equal but for the target) on two targets of one source; each"
                          f" gain is over its own target's scratch, and the change is Holm-corrected over the recipes"
-                         f", one family per test set ({'; '.join(f'{verdicts.EVALUATIONS[k]}: {f.describe()}' for k, f in comparison.families.items())}).")
+                         f", one family per test set ({'; '.join(f'{comparison.titles[k]}: {f.describe()}' for k, f in comparison.families.items())}).")
         for key in comparison.families:
-            report.paragraph(f"*{verdicts.EVALUATIONS[key].capitalize()}:*")
+            report.paragraph(f"*{comparison.titles[key].capitalize()}:*")
             report.table(domains.table(comparison, key))
     conclusions["sweeps"] = sweep_section(report, params, rankings)
     if (note := params.original_note) is not None:
@@ -271,7 +274,8 @@ def build(params: Params, ui: str) -> tuple[render.Report, dict[str, verdicts.Ra
     if imported := [*params.zoo, *params.model_files]:
         report.heading("Models from the zoo and other frameworks")
         report.table(tables.imported({name: read_entry(name) for name in imported}))
-    changes.section(report, results)  # against the git history, so in the report only, never in the conclusions
+    words = {key: wording.label for ranking in rankings.values() for key, wording in ranking.sets.items()}
+    changes.section(report, results, sets=words)  # against the git history, so in the report only, never in the conclusions
     return report, rankings, curves, conclusions
 
 

@@ -29,10 +29,15 @@ LISTS = ("settings", "val_accuracy_per_epoch")  # per-repetition lists, in the m
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The parent run's summary metrics: the metrics file's numbers, each interval as its two ends."""
     scalars = {key: value for key, value in metrics.items() if key != "repetitions"}
-    for test in ("target_accuracy", "shift_accuracy"):
-        low, high = scalars.pop(f"{test}_ci95", None) or (None, None)
-        scalars |= {f"{test}_ci95_low": low, f"{test}_ci95_high": high} if low is not None else {}
+    for key in [key for key in scalars if key.endswith("_ci95")]:  # the test set's, then each further test set's
+        low, high = scalars.pop(key) or (None, None)
+        scalars |= {f"{key}_low": low, f"{key}_high": high} if low is not None else {}
     return scalars
+
+
+def further_sets(metrics: dict[str, Any]) -> list[str]:
+    """The further test sets (`targets.<name>.evaluations`) a variant's metrics file holds, in its order."""
+    return [key.removesuffix("_accuracy_ci95") for key in metrics if key.endswith("_accuracy_ci95") and key != "target_accuracy_ci95"]
 
 
 def describe(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> str:
@@ -40,8 +45,8 @@ def describe(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> str:
     found = f"test accuracy {100 * metrics['target_accuracy']:.1f} %"
     if metrics.get("target_accuracy_ci95", [None])[0] is not None:
         found += " [{:.1f}, {:.1f}]".format(*(100 * value for value in metrics["target_accuracy_ci95"]))
-    if "shift_accuracy" in metrics:
-        found += f", shifted test {100 * metrics['shift_accuracy']:.1f} %"
+    for test_set in further_sets(metrics):
+        found += f", {test_set} test {100 * metrics[f'{test_set}_accuracy']:.1f} %"
     return (f"Variant `{name}`: strategy `{record['strategy']}`, {record['reuse_layers']} layer(s) reused from "
             f"`{record['init_from']}` ({record['frozen_layers']} kept fixed), target `{record['target']}` with "
             f"{record['labels_per_class']} labels per class; {record['seeds']} repetition(s), one nested run each, "
@@ -81,7 +86,7 @@ def main(argv: list[str]) -> None:
             with tracking.child_run(f"{name}/seed{result.repetition}", {**tags, "repetition": str(result.repetition)}, seeds):
                 tracking.log_target(variant.target, paths.target_data(variant.target), arrays, sizes)
                 tracking.log_history(rows)
-                tracking.log_final({**{key: value for key, value in vars(result).items() if key not in LISTS},
+                tracking.log_final({**{key: value for key, value in result.to_dict().items() if key not in LISTS},
                                     "converged": float(result.converged)})
         result = VariantResult(
             variant=name, strategy=variant.strategy, init_from=variant.init_from, target=variant.target,
@@ -104,8 +109,8 @@ def main(argv: list[str]) -> None:
     low, high = metrics["target_accuracy_ci95"]
     interval = f" [{low:.4f}, {high:.4f}]" if low is not None else ""
     flag = "" if result.converged else f" ({metrics['unconverged_repetitions']} unconverged)"
-    shifted = f", shifted test {metrics['shift_accuracy']:.4f}" if "shift_accuracy" in metrics else ""
-    print(f"{name}: target accuracy {metrics['target_accuracy']:.4f}{interval}{shifted} over {result.seeds} seed(s),"
+    further = "".join(f", {test_set} test {metrics[f'{test_set}_accuracy']:.4f}" for test_set in further_sets(metrics))
+    print(f"{name}: target accuracy {metrics['target_accuracy']:.4f}{interval}{further} over {result.seeds} seed(s),"
           f" chosen {record['chosen_settings']}, best epoch {metrics['best_epoch']:.0f}{flag}")
 
 

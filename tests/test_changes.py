@@ -51,9 +51,9 @@ def test_nothing_moved_is_one_sentence_and_a_rounding_error_moves_nothing(repo: 
     sha = git(repo, "log", "-1", "--format=%h")
     noise = replace(SCRATCH, repetitions=[replace(r, target_accuracy=r.target_accuracy + 1e-5) for r in SCRATCH.repetitions])
     _, (kind, text) = written([noise, REUSE], repo)
-    assert kind == "p" and text.startswith(f"Nothing moved: every variant's test and shifted accuracy is what commit `{sha}` (")
+    assert kind == "p" and text.startswith(f"Nothing moved: every variant's test accuracy is what commit `{sha}` (")
     _, (_, text) = written([noise, REUSE, FREEZE], repo)  # only a new variant: no table
-    assert text.endswith(": no variant's test or shifted accuracy moved; new since then: freeze2.")
+    assert text.endswith(": no variant's test accuracy moved; new since then: freeze2.")
 
 
 @pytest.mark.parametrize("setup", ["no repository", "no commit yet", "no git"])

@@ -14,10 +14,10 @@ from mlflow.tracking import MlflowClient
 
 from transferlab import artifacts, data, statistics
 from transferlab.config import (
+    EvaluationSpec,
     NetworkSpec,
     OptimizerSpec,
     Protocol,
-    ShiftSpec,
     StoppingSpec,
     TrainSpec,
     VariantSpec,
@@ -34,9 +34,12 @@ FOUR_KINDS = [{"kind": "noise", "amount": 0.2}, {"kind": "erase", "amount": 0.2}
               {"kind": "shuffle_patches", "amount": 0.25}, {"kind": "blend", "amount": 0.3}]
 
 
+WORDS = {"label": "shifted", "title": "shifted test set", "phrase": "under shift"}  # as params.yaml words it
+
+
 def shifted_params(shift: object = None) -> dict:
     params = tiny_params()
-    params["targets"]["mnist"]["shift"] = {"corruptions": FOUR_KINDS, "seed": 11} if shift is None else shift
+    params["targets"]["mnist"]["evaluations"] = {"shift": {**WORDS, "corruptions": FOUR_KINDS, "seed": 11} if shift is None else shift}
     return params
 
 
@@ -44,22 +47,33 @@ def shifted_params(shift: object = None) -> dict:
 
 
 @pytest.mark.parametrize(("shift", "key", "reason"), [
-    ({"corruptions": []}, "targets.mnist.shift.corruptions", "at least 1 item"),
-    ({"corruptions": [{"kind": "rotate", "amount": 0.2}]}, "targets.mnist.shift.corruptions.0.kind", "'rotate'"),
-    ({"corruptions": [{"kind": "noise", "amount": 0}]}, "targets.mnist.shift.corruptions.0.amount", "greater than 0"),
-    ({"corruptions": [{"kind": "noise", "amount": 1.5}]}, "targets.mnist.shift.corruptions.0.amount", "less than or equal to 1"),
-    ({"corruptions": [{"kind": "blend", "amount": 1.0}]}, "targets.mnist.shift.corruptions.0.amount", "use < 1"),
+    ({"corruptions": []}, "targets.mnist.evaluations.shift.corruptions", "at least 1 item"),
+    ({"corruptions": [{"kind": "rotate", "amount": 0.2}]}, "targets.mnist.evaluations.shift.corruptions.0.kind", "'rotate'"),
+    ({"corruptions": [{"kind": "noise", "amount": 0}]}, "targets.mnist.evaluations.shift.corruptions.0.amount", "greater than 0"),
+    ({"corruptions": [{"kind": "noise", "amount": 1.5}]}, "targets.mnist.evaluations.shift.corruptions.0.amount", "less than or equal to 1"),
+    ({"corruptions": [{"kind": "blend", "amount": 1.0}]}, "targets.mnist.evaluations.shift.corruptions.0.amount", "use < 1"),
     ({"corruptions": [{"kind": "noise", "amount": 0.2}, {"kind": "noise", "amount": 0.2}]},
-     "targets.mnist.shift.corruptions.1", "listed twice"),
-    ({"corruptions": [{"kind": "noise", "amount": 0.2}], "seeds": 3}, "targets.mnist.shift.seeds", "unknown key"),
-    ({"corruptions": [{"kind": "noise", "amount": 0.2}], "seed": -1}, "targets.mnist.shift.seed", "greater than or equal to 0"),
-    ({"corruptions": [{"kind": "noise"}]}, "targets.mnist.shift.corruptions.0.amount", "Field required"),
-    ([{"kind": "noise", "amount": 0.2}], "targets.mnist.shift", "valid dictionary"),
+     "targets.mnist.evaluations.shift.corruptions.1", "listed twice"),
+    ({"corruptions": [{"kind": "noise", "amount": 0.2}], "seeds": 3}, "targets.mnist.evaluations.shift.seeds", "unknown key"),
+    ({"corruptions": [{"kind": "noise", "amount": 0.2}], "seed": -1}, "targets.mnist.evaluations.shift.seed", "greater than or equal to 0"),
+    ({"corruptions": [{"kind": "noise"}]}, "targets.mnist.evaluations.shift.corruptions.0.amount", "Field required"),
+    ([{"kind": "noise", "amount": 0.2}], "targets.mnist.evaluations.shift", "valid dictionary"),
 ])
 def test_bad_shift_params_name_the_key(shift: object, key: str, reason: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_params(shifted_params(shift))
     assert error.value.key == key and reason in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("name", "reason"), [("target", "'target' is taken"), ("val", "'val' is taken"),
+                                              ("2x", "not a plain name")])
+def test_a_test_set_named_like_a_metric_or_not_a_plain_name_is_refused(name: str, reason: str) -> None:
+    params = shifted_params()
+    params["targets"]["mnist"]["evaluations"] = {name: {"corruptions": FOUR_KINDS}}
+    with pytest.raises(ConfigError) as error:
+        parse_params(params)
+    assert error.value.key == f"targets.mnist.evaluations.{name}" and reason in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_shuffle_patches_fits_any_size_but_needs_a_side_of_the_grid() -> None:
@@ -70,12 +84,12 @@ def test_shuffle_patches_fits_any_size_but_needs_a_side_of_the_grid() -> None:
     shuffled = corruptions.corrupt(x, "shuffle_patches", 0.5, seed=1)
     assert shuffled.shape == x.shape and (shuffled[:, 28:] == x[:, 28:]).all() and (shuffled[:, :, 28:] == x[:, :, 28:]).all()
     raw["targets"]["mnist"]["image_size"] = [3, 30]
-    with pytest.raises(ConfigError, match=r"targets.mnist.shift.corruptions.0: shuffle_patches .* image_size 3x30 is smaller"):
+    with pytest.raises(ConfigError, match=r"targets.mnist.evaluations.shift.corruptions.0: shuffle_patches .* image_size 3x30 is smaller"):
         parse_params(raw)
     # a side only known from the data (image_size null) is refused when the set is made, naming the same key
-    spec = ShiftSpec(corruptions=[{"kind": "shuffle_patches", "amount": 0.5}])
-    with pytest.raises(ConfigError, match=r"^params.yaml: targets.t.shift.corruptions: shuffle_patches: images of 3x6"):
-        tasks.shifted_test(np.zeros((4, 3, 6, 1), np.float32), np.zeros(4, np.int64), spec, "targets.t.shift")
+    spec = EvaluationSpec(corruptions=[{"kind": "shuffle_patches", "amount": 0.5}])
+    with pytest.raises(ConfigError, match=r"^params.yaml: targets.t.evaluations.shift.corruptions: shuffle_patches: images of 3x6"):
+        tasks.corrupted_test(np.zeros((4, 3, 6, 1), np.float32), np.zeros(4, np.int64), spec, "targets.t.evaluations.shift", "shift")
 
 
 def test_the_prepare_stage_refuses_bad_shift_params_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -89,15 +103,15 @@ def test_the_prepare_stage_refuses_bad_shift_params_with_one_line(tmp_path: Path
         run_main(prepare_target.main, ["mnist"])
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: params.yaml: targets.mnist.shift.corruptions.0.kind: 'blur'")
+    assert len(err.splitlines()) == 1 and err.startswith("error: params.yaml: targets.mnist.evaluations.shift.corruptions.0.kind: 'blur'")
     assert not (tmp_path / "data").exists()
 
 
 def test_shipped_params_shift_the_default_target_with_all_four_kinds() -> None:
     from transferlab.config import load_params
 
-    shift = load_params(ROOT / "params.yaml").targets["mnist"].shift
-    assert shift is not None and {c.kind for c in shift.corruptions} == set(corruptions.CORRUPTIONS)
+    shift = load_params(ROOT / "params.yaml").targets["mnist"].evaluations["shift"]
+    assert {c.kind for c in shift.corruptions} == set(corruptions.CORRUPTIONS)
 
 
 # -- data: corrupted copies of the test images only --------------------------------------------------
@@ -128,9 +142,9 @@ def derivable(kind: str, amount: float, row: np.ndarray, candidates: np.ndarray)
 @pytest.mark.parametrize("kind", list(corruptions.CORRUPTIONS))
 def test_each_shifted_image_is_its_test_image_corrupted_never_a_pool_image(split, kind: str) -> None:
     amount = {"noise": 0.2, "erase": 0.2, "shuffle_patches": 0.25, "blend": 0.3}[kind]
-    spec = ShiftSpec(corruptions=[{"kind": kind, "amount": amount}], seed=5)
+    spec = EvaluationSpec(corruptions=[{"kind": kind, "amount": amount}], seed=5)
     x_test, x_pool = split["x_test"], split["x_pool"]  # the pool: every training and validation image
-    shifted = tasks.shifted_test(x_test, split["y_test"], spec, "k")
+    shifted = tasks.corrupted_test(x_test, split["y_test"], spec, "k", "shift")
     x = shifted["x_test_shift"]
     np.testing.assert_array_equal(shifted["y_test_shift"], split["y_test"])
     assert x.shape == x_test.shape and x.dtype == x_test.dtype and 0 <= x.min() and x.max() <= 1
@@ -166,8 +180,8 @@ def test_the_prepare_stage_writes_the_shifted_set_beside_an_unchanged_split(spli
     for key in ("x_pool", "y_pool", "x_test", "y_test"):  # the shift changes no image of the split
         np.testing.assert_array_equal(arrays[key], split[key])
     # a function of the test images and the seed alone, every test image once, each of the four kinds used
-    spec = parse_params(shifted_params()).targets["mnist"].shift
-    again = tasks.shifted_test(split["x_test"], split["y_test"], spec, "k")["x_test_shift"]
+    spec = parse_params(shifted_params()).targets["mnist"].evaluations["shift"]
+    again = tasks.corrupted_test(split["x_test"], split["y_test"], spec, "k", "shift")["x_test_shift"]
     np.testing.assert_array_equal(arrays["x_test_shift"], again)
     kinds = [(c.kind, c.amount) for c in spec.corruptions]
     assert not np.array_equal(corruptions.corrupt_mixed(split["x_test"], kinds, spec.seed + 1), again)
@@ -205,7 +219,7 @@ def source_model():
 
 @pytest.fixture(scope="module")
 def shifted(split) -> dict[str, np.ndarray]:
-    return {**split, **tasks.shifted_test(split["x_test"], split["y_test"], ShiftSpec(corruptions=FOUR_KINDS), "k")}
+    return {**split, **tasks.corrupted_test(split["x_test"], split["y_test"], EvaluationSpec(corruptions=FOUR_KINDS), "k", "shift")}
 
 
 def keras_evaluate(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -228,14 +242,14 @@ def test_the_race_scores_the_chosen_weights_on_the_shifted_set_and_chooses_nothi
         # the same choice, the same test score: the shifted set takes no part in choosing
         for key in CHOICE:
             assert getattr(result, key) == getattr(same, key), key
-        assert same.shift_accuracy is None and same.shift_loss is None
+        assert same.evaluations == {} and same.metric("shift_accuracy") is None
         scored = keras_evaluate(model, shifted["x_test_shift"], shifted["y_test_shift"])
-        assert result.shift_accuracy == pytest.approx(scored["accuracy"], abs=1e-6)
-        assert result.shift_loss == pytest.approx(scored["loss"], rel=1e-4)
+        assert result.metric("shift_accuracy") == pytest.approx(scored["accuracy"], abs=1e-6)
+        assert result.metric("shift_loss") == pytest.approx(scored["loss"], rel=1e-4)
         assert result.target_accuracy == pytest.approx(keras_evaluate(model, split["x_test"], split["y_test"])["accuracy"],
                                                        abs=1e-6)
     pooled = variant_result(name, with_shift.results).to_json()
-    values = [r.shift_accuracy for r in with_shift.results]
+    values = [r.evaluations["shift"]["accuracy"] for r in with_shift.results]
     summary = statistics.summarize(values)
     assert pooled["shift_accuracy"] == pytest.approx(np.mean(values))
     assert pooled["shift_accuracy_ci95"] == [summary["ci95_low"], summary["ci95_high"]]
@@ -298,7 +312,7 @@ def made(name: str, strategy: str, inside: list[float], shifted: list[float] | N
             repetition=i, seed=7 + i, labels_seed=42 + i, setting="sgd 0.1", target_accuracy=a, target_loss=0.5,
             val_accuracy=0.9, val_loss=0.3, best_epoch=40, epochs_run=60, stop_reason="patience", converged=True,
             train_seconds=0.6, seconds_to_best=0.6, seconds_to_near_best=near, seconds_per_epoch=0.01,
-            shift_accuracy=None if shifted is None else shifted[i], shift_loss=None if shifted is None else 0.9,
+            evaluations={} if shifted is None else {"shift": {"accuracy": shifted[i], "loss": 0.9}},
             settings=[SettingResult("sgd 0.1", 0.3, 0.9, 40, 60, "patience", True)],
         )
         for i, a in enumerate(inside)
@@ -309,22 +323,28 @@ def made(name: str, strategy: str, inside: list[float], shifted: list[float] | N
 SCRATCH = made("scratch", "scratch", [0.80, 0.82, 0.81], [0.70, 0.71, 0.69], near=0.4)
 REUSE = made("reuse5", "reuse", [0.88, 0.90, 0.89], [0.74, 0.75, 0.76], near=0.2)
 LP_FT = made("lp_ft5", "lp_ft", [0.87, 0.90, 0.88], [0.79, 0.81, 0.80], near=0.3)
-SHIFT = ShiftSpec(corruptions=FOUR_KINDS, seed=11)
+SHIFT = EvaluationSpec(**WORDS, corruptions=FOUR_KINDS, seed=11)
+SHIFTED = "shift_accuracy"  # the shifted test set's result field
+
+
+def rank(results: list[VariantResult]) -> verdicts.Ranking:
+    """As the report ranks them: worded by the target's params."""
+    return verdicts.rank(results, {"shift": SHIFT})
 
 
 def test_the_table_shows_the_shifted_accuracy_and_its_paired_difference_beside_the_test_accuracy() -> None:
-    ranking = verdicts.rank([SCRATCH, REUSE, LP_FT])
+    ranking = rank([SCRATCH, REUSE, LP_FT])
     frame = tables.comparison(ranking, lambda r: "–")
     assert list(frame.columns) == ["variant", "strategy", "test accuracy %", "test vs scratch (pp)", "test Holm p", "test stability",
                                    "shifted accuracy %", "shifted vs scratch (pp)", "shifted Holm p", "shifted stability", "MLflow run"]
     row = frame.set_index("variant").loc["lp_ft5"]
     assert row["shifted accuracy %"] == render.accuracy_cell(statistics.summarize([0.79, 0.81, 0.80])) == "80.0 ± 2.5"
-    diff = ranking.vs_scratch(LP_FT, verdicts.SHIFT)
+    diff = ranking.vs_scratch(LP_FT, SHIFTED)
     assert diff["mean_difference"] == statistics.paired_difference([0.79, 0.81, 0.80], [0.70, 0.71, 0.69])["mean_difference"]
     assert row["shifted vs scratch (pp)"] == render.difference_cell(diff) and row["shifted vs scratch (pp)"].endswith("✔")
     assert diff["family"] == "mnist: against scratch, shifted test set" and diff["family_size"] == 2
     assert frame.set_index("variant").loc["scratch", "shifted vs scratch (pp)"] == "–"
-    plain = verdicts.rank([made("scratch", "scratch", [0.8, 0.82, 0.81], None), made("reuse5", "reuse", [0.9, 0.9, 0.9], None)])
+    plain = rank([made("scratch", "scratch", [0.8, 0.82, 0.81], None), made("reuse5", "reuse", [0.9, 0.9, 0.9], None)])
     assert "shifted accuracy %" not in tables.comparison(plain, lambda r: "–").columns
 
 
@@ -347,7 +367,8 @@ def test_the_report_says_who_is_best_in_distribution_and_under_shift_and_whether
     ranking = rankings["mnist"]
     table = next(frame for kind, frame in page.blocks if kind == "table")
     assert {"shifted accuracy %", "shifted vs scratch (pp)"} <= set(table.columns)
-    assert tables.SHIFT_LEGEND in page.markdown("figures")
+    assert tables.further_legend([verdicts.wording("shift", SHIFT)]) in page.markdown("figures")
+    assert "Shifted %: the same chosen weights scored once on the shifted test set" in page.markdown("figures")
     under = next(text for kind, text in page.blocks if kind == "p" and text.startswith("**Under shift**"))
     assert "noise 0.2, erase 0.2, shuffle_patches 0.25, blend 0.3; seed 11" in under
     assert "Significantly more accurate: lp_ft5 (+10.0 [+7.5, +12.5] points, Holm p 0.007 (permutation 0.500), stable 100 %)" in under
@@ -375,7 +396,7 @@ def test_the_report_says_who_is_best_in_distribution_and_under_shift_and_whether
 
 def test_a_variant_below_scratch_under_shift_is_never_recommended_without_a_warning() -> None:
     brittle = made("goodbad_reuse", "reuse", [0.90, 0.92, 0.91], [0.50, 0.52, 0.49])
-    ranking = verdicts.rank([SCRATCH, brittle])
+    ranking = rank([SCRATCH, brittle])
     advice = recommendation.advise(ranking)
     assert advice.better[verdicts.TEST] == ["goodbad_reuse"] and advice.use == ["scratch"]
     assert advice.safe == ["scratch"]
@@ -385,13 +406,13 @@ def test_a_variant_below_scratch_under_shift_is_never_recommended_without_a_warn
 
 def test_lp_ft_says_what_the_intervals_support_and_nothing_without_its_pair_or_a_shifted_set() -> None:
     level = made("lp_ft5", "lp_ft", [0.87, 0.90, 0.88], [0.73, 0.77, 0.75])  # the same gap in and out of distribution
-    text = families.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE, level]))
+    text = families.lp_ft_verdict(rank([SCRATCH, REUSE, level]))
     assert text is not None and "neither supports nor refutes the claim" in text
     worse = made("lp_ft5", "lp_ft", [0.90, 0.92, 0.91], [0.70, 0.71, 0.73])
-    assert "the opposite of the claim" in families.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE, worse]))
-    assert families.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE])) is None  # no lp_ft variant: say nothing
+    assert "the opposite of the claim" in families.lp_ft_verdict(rank([SCRATCH, REUSE, worse]))
+    assert families.lp_ft_verdict(rank([SCRATCH, REUSE])) is None  # no lp_ft variant: say nothing
     other_init = replace(LP_FT, init_from="autoencoder")  # no reuse twin from the same init model
-    assert families.lp_ft_verdict(verdicts.rank([SCRATCH, REUSE, other_init])) is None
+    assert families.lp_ft_verdict(rank([SCRATCH, REUSE, other_init])) is None
     plain = [made(r.variant, r.strategy, [x.target_accuracy for x in r.repetitions], None) for r in (SCRATCH, REUSE, LP_FT)]
-    assert families.lp_ft_verdict(verdicts.rank(plain)) is None
-    assert not any("shift" in p for p in recommendation.recommendation(verdicts.rank(plain), None, None)[0])
+    assert families.lp_ft_verdict(rank(plain)) is None
+    assert not any("shift" in p for p in recommendation.recommendation(rank(plain), None, None)[0])

@@ -9,7 +9,7 @@ Types are strict: `epochs: true` is not 1, `learning_rate: .inf` is not a rate.
 
 This package's face: the rest of the code imports these names from `transferlab.config`. Where they live:
 `base` (strict models, constrained numbers, optimizer / stopping / network / training specs),
-`inputs` (sources', targets' and shifts' data, pretraining, zoo, model files), `schema` (`Params`,
+`inputs` (sources' and targets' data, a target's further test sets, pretraining, zoo, model files), `schema` (`Params`,
 variants, the protocol, sweeps, and queries of a parsed `Params`), `checks` (the cross-field rules),
 `loading` (reading YAML, parsing, error lines, a stage's entry), `strategies` (the strategy table),
 `datasets` (the dataset kinds' table; `data.datasets` maps each kind to its loader).
@@ -43,8 +43,10 @@ from transferlab.config.checks import (
     check_sweeps,
 )
 from transferlab.config.inputs import (
+    MAIN_SET,
     PATCH_GRID,
     PRETRAIN_METHODS,
+    RESERVED_SETS,
     ZOO_KINDS,
     AutoencoderSpec,
     Channels,
@@ -52,6 +54,7 @@ from transferlab.config.inputs import (
     Corruption,
     CorruptionSpec,
     Dataset,
+    EvaluationSpec,
     GoodBadSpec,
     ImageData,
     ImageSize,
@@ -62,7 +65,6 @@ from transferlab.config.inputs import (
     RankingSpec,
     RbmSpec,
     RegistryEntry,
-    ShiftSpec,
     SklearnMlpEntry,
     SourceDataSpec,
     SourceSpec,
@@ -101,9 +103,9 @@ __all__ = [
     "BUILTIN_INIT", "MAX_IMAGE_SIZE", "Fraction", "ImageSide", "NetworkSpec", "NonNegativeInt", "OptimizerSpec",
     "PositiveFloat", "PositiveInt", "Seed", "StoppingSpec", "Strict", "TrainSpec",
     # inputs
-    "PATCH_GRID", "PRETRAIN_METHODS", "ZOO_KINDS", "AutoencoderSpec", "Channels", "Classes", "Corruption",
-    "CorruptionSpec", "Dataset", "GoodBadSpec", "ImageData", "ImageSize", "ModelFile", "NpzKeys", "PretrainBase",
-    "PretrainSpec", "RankingSpec", "RbmSpec", "RegistryEntry", "ShiftSpec", "SklearnMlpEntry", "SourceDataSpec",
+    "MAIN_SET", "PATCH_GRID", "PRETRAIN_METHODS", "RESERVED_SETS", "ZOO_KINDS", "AutoencoderSpec", "Channels", "Classes",
+    "Corruption", "CorruptionSpec", "Dataset", "EvaluationSpec", "GoodBadSpec", "ImageData", "ImageSize", "ModelFile", "NpzKeys", "PretrainBase",
+    "PretrainSpec", "RankingSpec", "RbmSpec", "RegistryEntry", "SklearnMlpEntry", "SourceDataSpec",
     "SourceSpec", "TargetSpec", "ZooEntry",
     # schema
     "VARIANT_SECTIONS", "LabelBudgetSweep", "MlflowSpec", "OriginalNoteSpec", "Params", "Protocol", "SWEEP_KINDS", "Sweep",

@@ -1,5 +1,5 @@
 """The cross-field rules `parse_params` runs once pydantic has read each field: names, references
-between sections, each strategy's demands (its table entry), datasets, shifts, sweeps.
+between sections, each strategy's demands (its table entry), datasets, further test sets, sweeps.
 
 Each rule raises a one-line ConfigError naming the key path (`variants.freeze2.frozen_layers: 4 >
 reuse_layers 3`).
@@ -13,8 +13,9 @@ from transferlab.config.base import BUILTIN_INIT, OptimizerSpec
 from transferlab.config.datasets import check_entry, has_test_part
 from transferlab.config.inputs import (
     PATCH_GRID,
+    RESERVED_SETS,
+    EvaluationSpec,
     ImageData,
-    ShiftSpec,
     SourceSpec,
     TargetSpec,
 )
@@ -114,8 +115,8 @@ def _check_target(params: Params, name: str, target: TargetSpec) -> None:
         raise ConfigError(f"{key}.classes", "name classes as the source does: all folder names or all numbers")
     if target.split == "official" and not has_test_part(dataset, data.npz_keys()):
         raise ConfigError(f"{key}.split", f"official: {dataset} has no test part of its own (use seeded)")
-    if target.shift is not None:
-        _check_shift(f"{key}.shift", target.shift, target.size())
+    for test_set, spec in target.evaluations.items():
+        _check_evaluation(f"{key}.evaluations.{test_set}", test_set, spec, target.size())
 
 
 def _check_image_data(key: str, dataset: str, data: ImageData) -> None:
@@ -126,10 +127,14 @@ def _check_image_data(key: str, dataset: str, data: ImageData) -> None:
         raise ConfigError(f"{key}.keys", "x_test and y_test are given together or not at all")
 
 
-def _check_shift(key: str, shift: ShiftSpec, size: tuple[int, int] | None) -> None:
-    """What the corruption functions would refuse, refused here, before any stage runs."""
+def _check_evaluation(key: str, name: str, spec: EvaluationSpec, size: tuple[int, int] | None) -> None:
+    """A test set's name (it becomes array and metric names) and what the corruption functions would refuse,
+    refused here, before any stage runs."""
+    check_name(key, name)
+    if name in RESERVED_SETS:
+        raise ConfigError(key, f"{name!r} is taken ({name}_accuracy is already a metric); name the test set otherwise")
     seen: set[tuple[str, float]] = set()
-    for index, corruption in enumerate(shift.corruptions):
+    for index, corruption in enumerate(spec.corruptions):
         where = f"{key}.corruptions.{index}"
         if (corruption.kind, corruption.amount) in seen:
             raise ConfigError(where, f"{corruption.kind} {corruption.amount:g} is listed twice")

@@ -1,5 +1,5 @@
 """Where a variant's inputs come from (the stages of `inputs/dvc.yaml`): the sources' and targets'
-images, a target's shifted test set, pretraining methods, zoo entries and model files.
+images, a target's further test sets (`evaluations`), pretraining methods, zoo entries and model files.
 """
 from __future__ import annotations
 
@@ -93,10 +93,20 @@ class CorruptionSpec(Strict):
     amount: Annotated[float, Field(gt=0, le=1)]  # share of pixels / area / patches changed, or blend weight
 
 
-class ShiftSpec(Strict):
-    """A shifted test set: a corrupted copy of each of the target's test images (never of a pool image),
-    each image's corruption drawn from `corruptions` (`transferlab.data.corruptions.corrupt_mixed`)."""
+MAIN_SET = "target"  # the plain test set's name in metrics (`target_accuracy`): always scored, never an `evaluations` entry
+RESERVED_SETS = (MAIN_SET, "val")  # `val_accuracy` is the validation split's: no test set may take either name
 
+
+class EvaluationSpec(Strict):
+    """A further test set (`targets.<name>.evaluations.<set>`): a corrupted copy of each of the target's test images
+    (never of a pool image), each image's corruption drawn from `corruptions` (`data.corruptions.corrupt_mixed`).
+    Every variant is scored on it beside the test set: `<set>_accuracy`, `<set>_loss` in its metrics. The report's
+    words for it come from here, never from code."""
+
+    # The report's words for it (`report.verdicts.wording`)
+    label: str | None = None  # a table column's word (`shifted accuracy %`); None: the set's name
+    title: str | None = None  # what the report calls it (`the shifted test set`); None: `<label> test set`
+    phrase: str | None = None  # "on it" in a sentence (`under shift`); None: `on the <title>`
     corruptions: Annotated[list[CorruptionSpec], Field(min_length=1)]
     seed: Seed = 11
 
@@ -117,7 +127,8 @@ class TargetSpec(ImageData):
     labels_per_class: PositiveInt | Literal["all"] = 100  # all: every pool image is labelled
     image_size: ImageSize | None = 28  # resize to H x W, [H, W] or one number for square (None: keep their size)
     seed: Seed = 42
-    shift: ShiftSpec | None = None  # a second, shifted test set every variant is also scored on (None: none)
+    # further test sets every variant is also scored on, by name, in this order (the plain test set is always the first)
+    evaluations: dict[str, EvaluationSpec] = Field(default_factory=dict)
 
     def labels(self) -> int | None:
         """Labelled images per class; None: all of the pool."""

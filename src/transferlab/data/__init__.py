@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,17 @@ def check_images(arrays: dict[str, np.ndarray], path: Path, n_classes: int | Non
             raise DataError(f"{path}: {key} must hold integer labels, got {array.dtype}")
 
 
-SHIFT_KEYS = ("x_test_shift", "y_test_shift")  # the shifted test set (`targets.<name>.shift`), when configured
+TEST_SET_PREFIX = "x_test_"  # a further test set's arrays (`targets.<name>.evaluations.<set>`): x_test_<set>, y_test_<set>
+
+
+def test_set_keys(name: str) -> tuple[str, str]:
+    """The prepared file's array names of the further test set `name`."""
+    return f"{TEST_SET_PREFIX}{name}", f"y_test_{name}"
+
+
+def test_sets(arrays: Mapping[str, np.ndarray]) -> list[str]:
+    """The further test sets a target's prepared arrays hold, in the file's order (the params' order)."""
+    return [key[len(TEST_SET_PREFIX):] for key in arrays if key.startswith(TEST_SET_PREFIX)]
 
 
 PREPARATION = "preparation"  # a prepared file's note of how it was prepared: a JSON string (a 0-d unicode array)
@@ -175,14 +186,15 @@ def preparation(path: Path) -> dict[str, str]:
 
 
 def load_target(target: str) -> dict[str, np.ndarray]:
-    """A target's prepared arrays (pool, test set, and the shifted test set if any), read and checked."""
+    """A target's prepared arrays (pool, test set, and each further test set), read and checked."""
     target_file = paths.target_data(target)
-    arrays = load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"), optional=SHIFT_KEYS)
+    arrays = load_npz(target_file, ("x_pool", "y_pool", "x_test", "y_test"), prefixes=(TEST_SET_PREFIX, "y_test_"))
     check_images(arrays, target_file)
-    if SHIFT_KEYS[0] in arrays and (arrays[SHIFT_KEYS[0]].shape != arrays["x_test"].shape
-                                     or not np.array_equal(arrays.get(SHIFT_KEYS[1]), arrays["y_test"])):
-        raise DataError(f"{target_file}: x_test_shift / y_test_shift must be a copy of the test set's shape and labels;"
-                        " rerun its stage: dvc repro")
+    for name in test_sets(arrays):
+        x_key, y_key = test_set_keys(name)
+        if arrays[x_key].shape != arrays["x_test"].shape or not np.array_equal(arrays.get(y_key), arrays["y_test"]):
+            raise DataError(f"{target_file}: {x_key} / {y_key} must be a copy of the test set's shape and labels;"
+                            " rerun its stage: dvc repro")
     return arrays
 
 

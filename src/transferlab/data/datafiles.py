@@ -109,8 +109,10 @@ def regular_file(path: Path) -> Path:
     return path
 
 
-def load_npz(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = (), cap: Cap | None = None) -> dict[str, np.ndarray]:
-    """Read the named arrays (and those of `optional` the file has) from an `.npz` without unpickling anything.
+def load_npz(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = (), cap: Cap | None = None,
+             prefixes: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Read the named arrays (and those of `optional` the file has, then every other one whose name starts with one
+    of `prefixes`, in the file's order) from an `.npz` without unpickling anything.
 
     `cap`: refuse an array larger than this, from its header, before inflating it (a user's file;
     the stages' own outputs are read without one)."""
@@ -128,7 +130,9 @@ def load_npz(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = (), 
             missing = [key for key in keys if key not in archive.files]
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(archive.files)})")
-            return {key: archive[key] for key in (*keys, *(key for key in optional if key in archive.files))}
+            named = (*keys, *(key for key in optional if key in archive.files))
+            matched = (key for key in archive.files if key.startswith(prefixes) and key not in named) if prefixes else ()
+            return {key: archive[key] for key in (*named, *matched)}
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except DataError:

@@ -4,8 +4,8 @@ stages and for the leak check that `validate` runs before any of them. NumPy onl
 A source task is (x_train, y_train, x_test, y_test): the dataset's official parts where it has
 them (MNIST from `mnist.npz`, IDX files, keras), else a seeded stratified split. A target task is
 (x_pool, y_pool, x_test, y_test): a seeded fixed test set and the rest as the pool, the official
-parts, or (`split: source`) exactly its source's training and test sets; with `shift`, also
-(x_test_shift, y_test_shift): a corrupted copy of each test image, same order, same labels.
+parts, or (`split: source`) exactly its source's training and test sets; for each further test set
+`<set>` of `evaluations`, also (x_test_<set>, y_test_<set>): a corrupted copy of each test image, same order, same labels.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import numpy as np
 
 from transferlab import data
 from transferlab.config import (
+    EvaluationSpec,
     ImageData,
     Params,
-    ShiftSpec,
     SourceSpec,
     target_classes,
     target_dataset,
@@ -104,27 +104,28 @@ def _check_pool(y_pool: np.ndarray, labels_per_class: int | None, key: str) -> N
         raise DataError(f"{key}: class {label} has {counts.min()} pool images, fewer than labels_per_class {needed}")
 
 
-def shifted_test(x_test: np.ndarray, y_test: np.ndarray, shift: ShiftSpec, key: str) -> Arrays:
-    """The shifted test set: row i is test image i corrupted (its kind drawn per image from `shift.corruptions`).
+def corrupted_test(x_test: np.ndarray, y_test: np.ndarray, spec: EvaluationSpec, key: str, name: str) -> Arrays:
+    """A further test set `name`: row i is test image i corrupted (its kind drawn per image from `spec.corruptions`).
 
     Only the test images go in, so no pool (training or validation) image can end up in it; `blend`
-    partners are other test images. Deterministic from `shift.seed`.
+    partners are other test images. Deterministic from `spec.seed`.
     """
-    kinds = [(c.kind, c.amount) for c in shift.corruptions]
+    kinds = [(c.kind, c.amount) for c in spec.corruptions]
     try:
-        x_shift = corruptions.corrupt_mixed(x_test, kinds, shift.seed, f"{key}.corruptions")
+        x_set = corruptions.corrupt_mixed(x_test, kinds, spec.seed, f"{key}.corruptions")
     except ValueError as error:  # e.g. shuffle_patches on images whose side is not a multiple of 4
         raise ConfigError(f"{key}.corruptions", str(error)) from None
-    return {"x_test_shift": x_shift.astype(x_test.dtype, copy=False), "y_test_shift": y_test.copy()}
+    x_key, y_key = data.test_set_keys(name)
+    return {x_key: x_set.astype(x_test.dtype, copy=False), y_key: y_test.copy()}
 
 
 def target_arrays(params: Params, name: str) -> Arrays:
-    """A target's labelled pool, its fixed test set, with `shift` the shifted copy of the test set, and
-    `data.PREPARATION`: a note of what was done to its images (resizing, channel adaptation), for the report."""
+    """A target's labelled pool, its fixed test set, a corrupted copy of the test set per `evaluations` entry (in
+    its order), and `data.PREPARATION`: a note of what was done to its images (resizing, channel adaptation), for the report."""
     arrays, notes = _target_split(params, name)
-    shift = params.targets[name].shift
-    if shift is not None:
-        arrays = {**arrays, **shifted_test(arrays["x_test"], arrays["y_test"], shift, f"targets.{name}.shift")}
+    for test_set, spec in params.targets[name].evaluations.items():
+        key = f"targets.{name}.evaluations.{test_set}"
+        arrays = {**arrays, **corrupted_test(arrays["x_test"], arrays["y_test"], spec, key, test_set)}
     return {**arrays, data.PREPARATION: data.preparation_note(notes)}
 
 

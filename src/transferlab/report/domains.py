@@ -11,7 +11,7 @@ A positive change means reuse pays more on the second target. One family per tes
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
@@ -21,7 +21,6 @@ from transferlab.config import Params
 from transferlab.report import inference
 from transferlab.report.render import difference_cell, pp
 from transferlab.report.verdicts import (
-    EVALUATIONS,
     Ranking,
     by_repetition,
     scored,
@@ -39,6 +38,7 @@ class Comparison:
     recipes: dict[str, tuple[VariantResult, VariantResult]]  # "reuse5 → fashion_reuse5": (on reference, on other)
     gains: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]]  # set → recipe → (gain on reference, on other)
     families: dict[str, inference.Family]  # set → the change of gain, Holm over the recipes
+    titles: dict[str, str] = field(default_factory=dict)  # set → what the report calls it (the reference's `Ranking.sets`)
 
     def conclusions(self) -> dict[str, dict[str, str]]:
         return inference.many(list(self.families.values()))
@@ -66,15 +66,15 @@ def compare(params: Params, rankings: Mapping[str, Ranking]) -> list[Comparison]
                    if a is not first.baseline and same_recipe(params, a.variant, b.variant)}
         if not recipes:
             continue
-        keys = [k for k in EVALUATIONS if scored(first.baseline, k) and scored(second.baseline, k)]
+        keys = [k for k in first.sets if k in second.sets and scored(first.baseline, k) and scored(second.baseline, k)]
         gains, families = {}, {}
         for key in keys:
             pairs = {name: (_gain(b, second.baseline, key), _gain(a, first.baseline, key)) for name, (a, b) in recipes.items()
                      if scored(a, key) and scored(b, key)}
-            families[key] = inference.judge(f"{near} → {far}: change of the gain over scratch, {EVALUATIONS[key]}", pairs)
+            families[key] = inference.judge(f"{near} → {far}: change of the gain over scratch, {first.sets[key].title}", pairs)
             gains[key] = {name: (first.vs_scratch(a, key), second.vs_scratch(b, key)) for name, (a, b) in recipes.items()
                           if name in pairs}
-        found.append(Comparison(near, far, recipes, gains, families))
+        found.append(Comparison(near, far, recipes, gains, families, {key: first.sets[key].title for key in keys}))
     return found
 
 
@@ -98,7 +98,7 @@ def summary(comparison: Comparison) -> str:
         text = "; ".join(
             f"{name}: {pp(comparison.gains[key][name][0]['mean_difference'])} → {pp(comparison.gains[key][name][1]['mean_difference'])}"
             f" points over scratch, a change of {verdict_text(v)}" for name, v in moved)
-        parts.append(f"on the {EVALUATIONS[key]}, " + (text if moved else
+        parts.append(f"on the {comparison.titles[key]}, " + (text if moved else
                      f"no recipe's gain over scratch changed detectably ({family.describe()})"))
     return (f"**From `{comparison.reference}` to `{comparison.other}`** (the same source and recipes; each gain is over its"
             f" own target's scratch): " + "; ".join(parts) + ".")

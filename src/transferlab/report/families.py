@@ -4,7 +4,7 @@ Each variant of such a family is compared, repetition by repetition, with full f
 same layers (the `reuse` variant from the same init model, with the same reused and new layers,
 under the same tuning budget): what the family changes is how that network is trained, so that is
 the comparison that says whether the change helps. The scratch comparison is in the target's
-main verdict; where the target has a shifted test set, the same paired comparison is made on it.
+main verdict; on each further test set of the target (`evaluations`), the same paired comparison is made.
 No claim rests on an unconverged variant; accuracy only, speed is said elsewhere.
 """
 from __future__ import annotations
@@ -16,9 +16,10 @@ from transferlab.config import VariantSpec, strategies
 from transferlab.report.render import accuracy_text
 from transferlab.report.verdicts import (
     CHECKS,
-    SHIFT,
+    MAIN,
     TEST,
     Ranking,
+    Wording,
     check_key,
     significantly_better,
     significantly_worse,
@@ -64,12 +65,13 @@ def comparison(result: VariantResult, twin: VariantResult | None, ranking: Ranki
     if not twin.converged:
         return f"its full fine-tuning counterpart {twin.variant} has unconverged repetitions, so no claim"
     checks = ranking.families.get(CHECKS)
-    diff = checks.get(check_key(result, twin, TEST)) if checks else None
+    diff = checks.get(check_key(result, twin, MAIN)) if checks else None
     if diff is None or diff["ci95_low"] is None:
         return f"against full fine-tuning ({twin.variant}) there is no paired interval (set transfer.seeds > 1)"
     text = f"against full fine-tuning of the same layers ({twin.variant}): {verdict_text(diff)}, {_verdict(diff)}"
-    if (shifted := checks.get(check_key(result, twin, SHIFT))) is not None:
-        text += f"; on the shifted test set {verdict_text(shifted)}, {_verdict(shifted)}"
+    for wording in list(ranking.sets.values())[1:]:  # each further test set's check, in its words
+        if (found := checks.get(check_key(result, twin, wording))) is not None:
+            text += f"; on the {wording.title} {verdict_text(found)}, {_verdict(found)}"
     return text
 
 
@@ -95,34 +97,37 @@ def paragraphs(ranking: Ranking, specs: Mapping[str, VariantSpec]) -> list[tuple
     return sections
 
 
-def lp_ft_sentence(probed: VariantResult, tuned: VariantResult, ranking: Ranking) -> str:
-    """Kumar et al. 2022's claim on one (lp_ft, reuse) pair: LP-FT's gain over fine-tuning is larger under shift."""
-    name = f"{probed.variant} against {tuned.variant}"
+def lp_ft_sentence(probed: VariantResult, tuned: VariantResult, ranking: Ranking, wording: Wording) -> str:
+    """Kumar et al. 2022's claim on one (lp_ft, reuse) pair and one further (shifted) test set: LP-FT's gain over
+    fine-tuning is larger there than in-distribution."""
+    name, shift = f"{probed.variant} against {tuned.variant}", wording.phrase
     checks = ranking.families.get(CHECKS)
     inside, shifted, widening = (checks.get(key) if checks else None for key in (
-        check_key(probed, tuned, TEST), check_key(probed, tuned, SHIFT), widening_key(probed, tuned)))
+        check_key(probed, tuned, MAIN), check_key(probed, tuned, wording), widening_key(probed, tuned, wording)))
     if inside is None or shifted is None or widening is None:
         return f"{name}: no shared repetition to compare."
-    text = (f"{name}: {verdict_text(inside)} in-distribution, {verdict_text(shifted)} under shift;"
-            f" the gain under shift minus the gain in-distribution is {verdict_text(widening)}")
+    text = (f"{name}: {verdict_text(inside)} in-distribution, {verdict_text(shifted)} {shift};"
+            f" the gain {shift} minus the gain in-distribution is {verdict_text(widening)}")
     if widening["ci95_low"] is None:
         return text + ": one repetition, so no claim either way (set transfer.seeds > 1)."
     if significantly_better(widening) and significantly_better(shifted):
-        return text + ": the claim holds here (LP-FT is ahead under shift, by more than in-distribution)."
+        return text + f": the claim holds here (LP-FT is ahead {shift}, by more than in-distribution)."
     if significantly_better(widening):
-        return text + (": the gap moves LP-FT's way under shift, but LP-FT is not significantly ahead under shift,"
+        return text + (f": the gap moves LP-FT's way {shift}, but LP-FT is not significantly ahead {shift},"
                        " so the claim holds only in part.")
     if significantly_worse(widening):
-        return text + ": the opposite of the claim (LP-FT loses ground under shift)."
+        return text + f": the opposite of the claim (LP-FT loses ground {shift})."
     return text + ": the corrected test finds no difference, so this run neither supports nor refutes the claim."
 
 
 def lp_ft_verdict(ranking: Ranking) -> str | None:
-    """Whether LP-FT beats full fine-tuning more under shift than in-distribution; None without a pair and a shifted set."""
-    pairs = [(r, twin) for r in ranking.claimable if r.strategy == "lp_ft" and r.has_shift
-             if (twin := twin_of(r, ranking.claimable)) is not None and twin.has_shift]
+    """Whether LP-FT beats full fine-tuning more on each further (shifted) test set than in-distribution; None without
+    a pair scored on one."""
+    pairs = [(r, twin, wording) for r in ranking.claimable if r.strategy == "lp_ft"
+             if (twin := twin_of(r, ranking.claimable)) is not None
+             for key, wording in ranking.sets.items() if key != TEST and r.scored(key) and twin.scored(key)]
     if not pairs:
         return None
     return ("Kumar et al. (2022) report that a linear probe then fine-tuning (LP-FT) beats full fine-tuning by more"
             " under distribution shift than in-distribution. Here (paired, repetition by repetition, corrected with the"
-            " other checks against full fine-tuning): " + " ".join(lp_ft_sentence(a, b, ranking) for a, b in pairs))
+            " other checks against full fine-tuning): " + " ".join(lp_ft_sentence(a, b, ranking, w) for a, b, w in pairs))

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from transferlab import statistics
+from transferlab.report.render import difference_cell
 
 STABLE = 0.8  # a verdict that holds in fewer bootstrap resamples than this is fragile; none is recommended on
 RESAMPLES = 2000  # bootstrap resamples of the repetitions (seeded: the same draws on every machine)
@@ -147,3 +148,28 @@ def robust(verdict: Mapping[str, Any] | None, wanted: str) -> bool:
 def many(families: Sequence[Family]) -> dict[str, dict[str, str]]:
     """{family name: {key: symbol}} for the conclusions file."""
     return {family.name: family.conclusions() for family in families}
+
+
+def verdict_text(diff: Mapping[str, Any]) -> str:
+    """`+1.7 [+0.1, +3.3] points, Holm p 0.021 (permutation 0.25), stable 97 %`: a corrected verdict's numbers; one
+    that is not significant also says what it could have detected (`±2.1 detectable`)."""
+    text = f"{difference_cell({**diff, 'significant': False})} points"
+    if diff.get("p_adjusted") is not None:
+        text += f", Holm p {p_text(diff['p_adjusted'])}"
+        if diff.get("check_p_adjusted") is not None:
+            text += f" (permutation {p_text(diff['check_p_adjusted'])})"
+        if not diff["significant"] and diff.get("mde") is not None:
+            text += f", ±{100 * diff['mde']:.1f} detectable"
+        text += f", {stability_text(diff)}"
+    return text
+
+
+def undetected_text(diffs: Sequence[Mapping[str, Any]]) -> str:
+    """`a difference of ±2.1 points (median; 1.4–3.9) would have been detected with power 0.8`."""
+    mdes = sorted(d["mde"] for d in diffs if d.get("mde") is not None)
+    if not mdes:
+        return "one repetition: no power to detect any difference"
+    median = mdes[len(mdes) // 2]
+    spread = f"; {100 * mdes[0]:.1f}–{100 * mdes[-1]:.1f} over comparisons" if len(mdes) > 1 else ""
+    return (f"a true difference of ±{100 * median:.1f} points (median{spread}) would have been detected with power"
+            f" {statistics.POWER:g}")

@@ -22,7 +22,6 @@ from transferlab.report.sweep_verdicts import (
     layers_verdict,
 )
 from transferlab.report.verdicts import (
-    EVALUATIONS,
     TEST,
     Ranking,
     accuracy_verdict,
@@ -42,6 +41,7 @@ class Advice:
     use: list[str]  # the recommendation: one variant, or the leaders not distinguishable from each other
     rests_on: list[dict[str, Any]] = field(default_factory=list)  # the verdicts the recommendation rests on
     warnings: list[str] = field(default_factory=list)  # above scratch somewhere, below it under shift, or fragile
+    titles: dict[str, str] = field(default_factory=dict)  # {set: what the report calls it} (`Ranking.sets`)
 
     @property
     def stability(self) -> float | None:
@@ -51,7 +51,7 @@ class Advice:
 
     def conclusions(self) -> dict[str, Any]:
         return {"use": sorted(self.use), "safe": sorted(self.safe),
-                **{f"better on the {EVALUATIONS[key]}": sorted(names) for key, names in self.better.items()}}
+                **{f"better on the {self.titles[key]}": sorted(names) for key, names in self.better.items()}}
 
 
 def advise(ranking: Ranking) -> Advice | None:
@@ -59,7 +59,8 @@ def advise(ranking: Ranking) -> Advice | None:
     scratch, families = ranking.baseline, ranking.families
     if scratch is None or not families:
         return None
-    sets = [key for key in EVALUATIONS if key in families]
+    sets = [key for key in ranking.sets if key in families]
+    titles = {key: ranking.sets[key].title for key in sets}
     others = [r for r in ranking.claimable if r is not scratch]
     verdict = {(r.variant, key): ranking.vs_scratch(r, key) for r in others for key in sets if scored(r, key)}
     better = {key: [r.variant for r in sorted(others, key=lambda r: -r.mean(key))
@@ -70,25 +71,25 @@ def advise(ranking: Ranking) -> Advice | None:
     firm = {r.variant for r in others if not any(v["fragile"] for (name, _), v in verdict.items() if name == r.variant)}
     candidates = [r for r in sorted(others, key=lambda r: -r.mean(TEST))
                   if r.variant in safe and r.variant in firm and any(r.variant in better[key] for key in sets)]
-    warnings = [f"{name} is above scratch on the {EVALUATIONS[key]} but significantly below it on the"
-                f" {EVALUATIONS[other]}" for key in sets for name in better[key] for other in sets
+    warnings = [f"{name} is above scratch on the {titles[key]} but significantly below it on the"
+                f" {titles[other]}" for key in sets for name in better[key] for other in sets
                 if other != key and inference.symbol(verdict.get((name, other))) == inference.WORSE]
-    warnings += [f"{name} is above scratch on the {EVALUATIONS[key]} but one of its verdicts is fragile, so it is not"
+    warnings += [f"{name} is above scratch on the {titles[key]} but one of its verdicts is fragile, so it is not"
                  " recommended" for key in sets for name in better[key] if name in safe and name not in firm]
     if not candidates:
         rests = [v for v in verdict.values() if v is not None]
-        return Advice(better, safe, [scratch.variant], rests, warnings)
+        return Advice(better, safe, [scratch.variant], rests, warnings, titles)
     # the candidates no other candidate beats: significantly above it on some test set and below it on none
     pairwise = inference.judge(f"{ranking.target}: the candidates against each other", {
-        f"{a.variant} vs {b.variant}, {EVALUATIONS[key]}": (by_repetition(a, key), by_repetition(b, key))
+        f"{a.variant} vs {b.variant}, {titles[key]}": (by_repetition(a, key), by_repetition(b, key))
         for i, a in enumerate(candidates) for b in candidates[i + 1:] for key in sets})
 
     def beats(a: VariantResult, b: VariantResult) -> list[dict[str, Any]] | None:
         """The verdicts by which a is ahead of b (above on a test set, below on none, none of them fragile), or None."""
         found = []
         for key in sets:
-            forward = pairwise.get(f"{a.variant} vs {b.variant}, {EVALUATIONS[key]}")
-            between = forward or pairwise.get(f"{b.variant} vs {a.variant}, {EVALUATIONS[key]}")
+            forward = pairwise.get(f"{a.variant} vs {b.variant}, {titles[key]}")
+            between = forward or pairwise.get(f"{b.variant} vs {a.variant}, {titles[key]}")
             if between is None or between["fragile"]:
                 return None
             found.append((between, inference.symbol(between) if forward else
@@ -105,7 +106,7 @@ def advise(ranking: Ranking) -> Advice | None:
         else:
             use.append(c.variant)
     rests += [v for (name, _), v in verdict.items() if name in use and v is not None]
-    return Advice(better, safe, use, rests, warnings)
+    return Advice(better, safe, use, rests, warnings, titles)
 
 
 SHOWN = 3  # variants named with their numbers in one "best on" line, highest mean first
@@ -120,12 +121,12 @@ def advice_text(ranking: Ranking, advice: Advice) -> list[str]:
 
     lines = []
     for key, names in advice.better.items():
-        where = EVALUATIONS[key]
+        where = advice.titles[key]
         shown = "; ".join(row(n, key) for n in names[:SHOWN]) + (f"; and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
         lines.append(f"**Best on the {where}:** " + (shown if names else
                                                       f"no variant is robustly more accurate than scratch on the {where}") + ".")
     safe = [n for n in advice.safe if n != (ranking.baseline.variant if ranking.baseline else None)]
-    lines.append(f"**Safe on {'both' if len(advice.better) > 1 else 'it'}** (not significantly below scratch on any test"
+    lines.append(f"**Safe on {({1: 'it', 2: 'both'}).get(len(advice.better), 'all')}** (not significantly below scratch on any test"
                  f" set): {', '.join(safe) if safe else 'no variant but scratch'}.")
     stability = f" (stability {100 * advice.stability:.0f} %, the weakest verdict it rests on)" if advice.stability is not None else ""
     scratch = ranking.baseline.variant if ranking.baseline else "scratch"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -26,12 +26,15 @@ DETAILS_LEGEND = (
     " stopped. `epochs to 99 %`: epochs until the run first reached 99 % of its own best validation accuracy;"
     " `ms / epoch`: one core's wall time per training epoch, median over repetitions. Means over repetitions."
 )
-# Added under the legend when the target has a shifted test set.
-SHIFT_LEGEND = (
-    "Shifted %: the same chosen weights scored once on the shifted test set (each test image corrupted, see above), mean"
-    " ± half-width of its 95 % t-interval; `shifted vs scratch`: the paired difference there, corrected as a family of"
-    " its own. Nothing is chosen on either test set."
-)
+
+
+def further_legend(sets: Sequence[verdicts.Wording]) -> str:
+    """Added under the legend for a target's further test sets (`targets.<name>.evaluations`), in their words."""
+    return " ".join(
+        f"{wording.label.capitalize()} %: the same chosen weights scored once on the {wording.title} (each test image"
+        f" corrupted, see above), mean ± half-width of its 95 % t-interval; `{wording.label} vs scratch`: the paired"
+        " difference there, corrected as a family of its own." for wording in sets
+    ) + f" Nothing is chosen on {'either' if len(sets) == 1 else 'any'} test set."
 
 
 def chosen_cell(result: VariantResult) -> str:
@@ -60,9 +63,8 @@ def verdict_cells(ranking: verdicts.Ranking, result: VariantResult, key: str, pr
 def variant_row(ranking: verdicts.Ranking, result: VariantResult, link: RunLink) -> dict[str, str]:
     """One row of the main comparison: what the variant is, its verdicts on every test set, its MLflow run."""
     row = {"variant": result.variant, "strategy": result.strategy + ("" if result.converged else " ⚠")}
-    for key, name in verdicts.EVALUATIONS.items():
-        if key == verdicts.TEST or verdicts.has_shift(ranking):
-            row |= verdict_cells(ranking, result, key, "test " if key == verdicts.TEST else "shifted ")
+    for key, wording in {verdicts.TEST: verdicts.MAIN, **verdicts.further_sets(ranking)}.items():
+        row |= verdict_cells(ranking, result, key, f"{wording.label} ")
     return row | {"MLflow run": link(result)}
 
 
@@ -107,7 +109,8 @@ def not_ranked(ranking: verdicts.Ranking, link: RunLink) -> pd.DataFrame:
         detail = detail_row(result)
         rows.append({"variant": result.variant, "strategy": result.strategy,
                      "test accuracy %": render.accuracy_cell(result.summary(verdicts.TEST)),
-                     **({"shifted accuracy %": render.accuracy_cell(result.summary(verdicts.SHIFT))} if result.has_shift else {}),
+                     **{f"{wording.label} accuracy %": render.accuracy_cell(result.summary(key))
+                        for key, wording in ranking.sets.items() if key != verdicts.TEST and result.scored(key)},
                      "chosen setting": detail["chosen setting"], "stop": detail["stop"], "why not ranked": reason,
                      "MLflow run": link(result)})
     return pd.DataFrame(rows)

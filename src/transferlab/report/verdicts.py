@@ -5,7 +5,8 @@ no claim rests on an unconverged variant or sweep point; "more accurate" (final 
 with its paired interval against scratch) and "faster" (epochs to 99 % of a variant's own best
 validation accuracy) are separate sentences. Every ✔ / ✘ comes from a family of comparisons judged
 together (`inference`): a target's variants against scratch on each test set it was scored on
-(`EVALUATIONS`), and the family checks against full fine-tuning (`Ranking.families`).
+(`Ranking.sets`: the test set, then each of the target's `evaluations`, worded by its params entry), and the
+family checks against full fine-tuning (`Ranking.families`).
 """
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from transferlab import statistics
-from transferlab.config import strategies
+from transferlab.config import EvaluationSpec, strategies
 from transferlab.report import inference
+from transferlab.report.inference import (  # a verdict's numbers; imported from here too
+    undetected_text,
+    verdict_text,
+)
 from transferlab.report.render import accuracy_text, difference_cell, percent
 from transferlab.training.results import VariantResult
 
@@ -28,8 +33,16 @@ MAX_NAMED = 5  # variants named in one sentence before "and N more"
 # What a variant and its twin (`strategies.StrategyRule.twin`) must share: the same network trained from the same init.
 TWIN_KEYS = ("init_from", "target", "reuse_layers", "frozen_layers", "new_layers", "trainable_params", "frozen_params")
 SAME_NETWORK = ("init_from", "target", "reuse_layers", "new_layers")  # a full fine-tuning twin: what is fixed may differ
-TEST, SHIFT = "target_accuracy", "shift_accuracy"  # the test set, and the shifted test set (`targets.<name>.shift`)
-EVALUATIONS = {TEST: "test set", SHIFT: "shifted test set"}  # every set a variant is scored on, by its result field
+TEST = "target_accuracy"  # the test set, by its result field; a further test set `<set>` is `<set>_accuracy`
+
+
+class Wording(NamedTuple):  # how the report names a test set: a table column's word, its name, "on it" in a sentence
+    label: str
+    title: str
+    phrase: str
+
+
+MAIN = Wording("test", "test set", "in-distribution")  # the test set's, always there; the others' come from params
 CHECKS = "checks"  # the family of comparisons with full fine-tuning (LP-FT, surgical, discriminative)
 
 
@@ -48,14 +61,11 @@ def budget_differences(mine: Mapping[str, Any], reference: Mapping[str, Any]) ->
 
 
 def paired_vs(result: VariantResult, baseline: VariantResult | None, key: str = TEST) -> dict[str, Any] | None:
-    """Paired difference of test accuracy (`key=SHIFT`: on the shifted test set), repetition by repetition,
-    against the baseline (None for itself, or when either was not scored on that set)."""
-    if baseline is None or result.variant == baseline.variant:
+    """Paired difference of test accuracy (`key`: on that test set), repetition by repetition, against the
+    baseline (None for itself, or when either was not scored on that set)."""
+    if baseline is None or result.variant == baseline.variant or not (scored(result, key) and scored(baseline, key)):
         return None
-    if key == SHIFT and not (result.has_shift and baseline.has_shift):
-        return None
-    return paired_by_repetition({r.repetition: getattr(r, key) for r in result.repetitions},
-                                {r.repetition: getattr(r, key) for r in baseline.repetitions})
+    return paired_by_repetition(by_repetition(result, key), by_repetition(baseline, key))
 
 
 def paired_by_repetition(mine: Mapping[int, float], theirs: Mapping[int, float]) -> dict[str, Any] | None:
@@ -74,12 +84,26 @@ def significantly_worse(diff: Mapping[str, Any] | None) -> bool:
 
 
 def scored(result: VariantResult, key: str) -> bool:
-    """Was every repetition of this variant scored on that set?"""
-    return key == TEST or result.has_shift
+    return result.scored(key)  # every repetition scored on that set
 
 
 def by_repetition(result: VariantResult, key: str) -> dict[int, float]:
-    return {r.repetition: getattr(r, key) for r in result.repetitions}
+    return {r.repetition: r.metric(key) for r in result.repetitions}
+
+
+def wording(name: str, spec: EvaluationSpec | None = None) -> Wording:
+    """A further test set's words: its params entry's (`targets.<name>.evaluations.<set>`), else made from its name."""
+    label = (spec and spec.label) or name
+    title = (spec and spec.title) or f"{label} test set"
+    return Wording(label, title, (spec and spec.phrase) or f"on the {title}")
+
+
+def wordings(results: Sequence[VariantResult], evaluations: Mapping[str, EvaluationSpec]) -> dict[str, Wording]:
+    """{result field: wording} of every set any of these results was scored on: the test set first, then the
+    target's `evaluations` in their order (one missing from them, e.g. an older run's, named by its own name)."""
+    names = dict.fromkeys([*evaluations, *(name for r in results for name in r.evaluations)])
+    return {TEST: MAIN} | {f"{name}_accuracy": wording(name, evaluations.get(name)) for name in names
+                           if any(name in r.evaluations for r in results)}
 
 
 def twin_of(result: VariantResult, results: Sequence[VariantResult]) -> VariantResult | None:
@@ -100,6 +124,7 @@ class Ranking:
     reference: dict[str, Any]  # the tuning budget (and label split) ranked variants share
     ranked: list[VariantResult]  # that budget; converged first, each group by mean test accuracy
     not_ranked: list[tuple[VariantResult, str]]  # another budget, with the keys that differ
+    sets: dict[str, Wording]  # every test set a variant of the target was scored on, by result field (`wordings`)
 
     @property
     def claimable(self) -> list[VariantResult]:
@@ -122,7 +147,7 @@ class Ranking:
         for result in self.claimable:
             twin = twin_of(result, self.claimable)
             if (twin is not None and strategies.STRATEGIES[result.strategy].same_as_twin
-                    and all(by_repetition(result, key) == by_repetition(twin, key) for key in EVALUATIONS if scored(result, key))):
+                    and all(by_repetition(result, key) == by_repetition(twin, key) for key in self.sets if scored(result, key))):
                 same[result.variant] = twin.variant
         return same
 
@@ -134,11 +159,11 @@ class Ranking:
         if scratch is None or not scratch.converged:
             return {}
         compared = [r for r in self.claimable if r is not scratch and r.variant not in self.aliases]
-        families = {key: inference.judge(f"{self.target}: against scratch, {name}",
+        families = {key: inference.judge(f"{self.target}: against scratch, {wording.title}",
                                          {r.variant: (by_repetition(r, key), by_repetition(scratch, key))
                                           for r in compared if scored(r, key)})
-                    for key, name in EVALUATIONS.items() if scored(scratch, key)}
-        families[CHECKS] = inference.judge(f"{self.target}: against full fine-tuning", check_pairs(self.claimable))
+                    for key, wording in self.sets.items() if scored(scratch, key)}
+        families[CHECKS] = inference.judge(f"{self.target}: against full fine-tuning", check_pairs(self.claimable, self.sets))
         return families
 
     def vs_scratch(self, result: VariantResult, key: str = TEST) -> dict[str, Any] | None:
@@ -154,35 +179,36 @@ class Ranking:
     def conclusions(self) -> dict[str, dict[str, str]]:
         """{family: {comparison: ✔ / ✘ / –}} (a variant counted as its twin is listed under both names)."""
         out = inference.many(list(self.families.values()))
-        for family in (self.families.get(key) for key in EVALUATIONS):
+        for family in (self.families.get(key) for key in self.sets):
             if family is not None:
                 out[family.name] |= {alias: out[family.name][twin] for alias, twin in self.aliases.items()
                                      if twin in out[family.name]}
         return out
 
 
-def check_pairs(results: Sequence[VariantResult]) -> dict[str, inference.Pair]:
+def check_pairs(results: Sequence[VariantResult], sets: Mapping[str, Wording]) -> dict[str, inference.Pair]:
     """The family checks: each variant with a full fine-tuning twin against it, on every set both were scored on,
-    and for LP-FT (Kumar et al. 2022) whether its gain under shift exceeds its gain in-distribution."""
+    and for LP-FT (Kumar et al. 2022) whether its gain on each further (shifted) set exceeds its gain in-distribution."""
     pairs: dict[str, inference.Pair] = {}
     for result in results:
         twin = twin_of(result, results)
         if twin is None or strategies.STRATEGIES[result.strategy].same_as_twin:
             continue
-        for key, name in EVALUATIONS.items():
+        for key, wording in sets.items():
             if scored(result, key) and scored(twin, key):
-                pairs[check_key(result, twin, key)] = (by_repetition(result, key), by_repetition(twin, key))
-        if result.strategy == "lp_ft" and result.has_shift and twin.has_shift:
-            pairs[widening_key(result, twin)] = (_gain(result, twin, SHIFT), _gain(result, twin, TEST))
+                pairs[check_key(result, twin, wording)] = (by_repetition(result, key), by_repetition(twin, key))
+        for key, wording in sets.items():
+            if key != TEST and result.strategy == "lp_ft" and scored(result, key) and scored(twin, key):
+                pairs[widening_key(result, twin, wording)] = (_gain(result, twin, key), _gain(result, twin, TEST))
     return pairs
 
 
-def check_key(result: VariantResult, twin: VariantResult, key: str) -> str:
-    return f"{result.variant} vs {twin.variant}, {EVALUATIONS[key]}"
+def check_key(result: VariantResult, twin: VariantResult, wording: Wording) -> str:
+    return f"{result.variant} vs {twin.variant}, {wording.title}"
 
 
-def widening_key(result: VariantResult, twin: VariantResult) -> str:
-    return f"{result.variant} vs {twin.variant}, gain under shift minus gain in-distribution"
+def widening_key(result: VariantResult, twin: VariantResult, wording: Wording) -> str:
+    return f"{result.variant} vs {twin.variant}, gain {wording.phrase} minus gain {MAIN.phrase}"
 
 
 def _gain(probed: VariantResult, tuned: VariantResult, key: str) -> dict[int, float]:
@@ -194,8 +220,9 @@ def unconverged(result: VariantResult) -> int:
     return sum(not r.converged for r in result.repetitions)
 
 
-def rank(results: Sequence[VariantResult]) -> Ranking:
-    """Reference budget: the scratch baseline's, else the most common; other budgets are refused a rank."""
+def rank(results: Sequence[VariantResult], evaluations: Mapping[str, EvaluationSpec] | None = None) -> Ranking:
+    """Reference budget: the scratch baseline's, else the most common; other budgets are refused a rank.
+    `evaluations` (the target's params) word its further test sets."""
     baseline = next((r for r in results if r.strategy == "scratch"), None)
     if baseline is not None:
         reference = budget_of(baseline)
@@ -210,32 +237,7 @@ def rank(results: Sequence[VariantResult]) -> Ranking:
         else:
             ranked.append(result)
     ranked.sort(key=lambda r: (not r.converged, -r.mean("target_accuracy")))
-    return Ranking(baseline, reference, ranked, not_ranked)
-
-
-def verdict_text(diff: Mapping[str, Any]) -> str:
-    """`+1.7 [+0.1, +3.3] points, Holm p 0.021 (permutation 0.25), stable 97 %`: a corrected verdict's numbers; one
-    that is not significant also says what it could have detected (`±2.1 detectable`)."""
-    text = f"{difference_cell({**diff, 'significant': False})} points"
-    if diff.get("p_adjusted") is not None:
-        text += f", Holm p {inference.p_text(diff['p_adjusted'])}"
-        if diff.get("check_p_adjusted") is not None:
-            text += f" (permutation {inference.p_text(diff['check_p_adjusted'])})"
-        if not diff["significant"] and diff.get("mde") is not None:
-            text += f", ±{100 * diff['mde']:.1f} detectable"
-        text += f", {inference.stability_text(diff)}"
-    return text
-
-
-def undetected_text(diffs: Sequence[Mapping[str, Any]]) -> str:
-    """`a difference of ±2.1 points (median; 1.4–3.9) would have been detected with power 0.8`."""
-    mdes = sorted(d["mde"] for d in diffs if d.get("mde") is not None)
-    if not mdes:
-        return "one repetition: no power to detect any difference"
-    median = mdes[len(mdes) // 2]
-    spread = f"; {100 * mdes[0]:.1f}–{100 * mdes[-1]:.1f} over comparisons" if len(mdes) > 1 else ""
-    return (f"a true difference of ±{100 * median:.1f} points (median{spread}) would have been detected with power"
-            f" {statistics.POWER:g}")
+    return Ranking(baseline, reference, ranked, not_ranked, wordings(results, evaluations or {}))
 
 
 def accuracy_verdict(ranking: Ranking, key: str = TEST) -> str:
@@ -247,7 +249,8 @@ def accuracy_verdict(ranking: Ranking, key: str = TEST) -> str:
         return (f"No accuracy claim: the scratch baseline {scratch.variant} did not converge"
                 f" ({unconverged(scratch)}/{scratch.seeds} repetitions hit the epoch cap while improving).")
     if not scored(scratch, key):
-        return f"The scratch baseline {scratch.variant} was not scored on a shifted test set, so no claim under shift."
+        wording = ranking.sets.get(key, MAIN)
+        return f"The scratch baseline {scratch.variant} was not scored on the {wording.title}, so no claim {wording.phrase}."
     others = [r for r in ranking.claimable if r is not scratch and scored(r, key)]
     base = f"scratch ({scratch.variant}) ends at {accuracy_text(scratch.summary(key))}"
     against = f"scratch ({scratch.variant}, {accuracy_text(scratch.summary(key))})"
@@ -295,6 +298,6 @@ def best_claimable(ranking: Ranking) -> str:
     return f"{best.variant} {percent(best.mean('target_accuracy'))} %"
 
 
-def has_shift(ranking: Ranking) -> bool:
-    """Whether this target's ranked variants were also scored on a shifted test set."""
-    return any(r.has_shift for r in ranking.ranked)
+def further_sets(ranking: Ranking) -> dict[str, Wording]:
+    """The further test sets (beyond the test set) any of this target's ranked variants was scored on."""
+    return {key: wording for key, wording in ranking.sets.items() if key != TEST and any(scored(r, key) for r in ranking.ranked)}

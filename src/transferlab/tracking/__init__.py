@@ -253,11 +253,12 @@ def log_dataset(name: str, source: Path, splits: Mapping[str, tuple[np.ndarray, 
 
 def log_target(name: str, source: Path, arrays: Mapping[str, np.ndarray], tags: Mapping[str, Any]) -> None:
     """A prepared target's inputs: its pool (context `train`: every repetition draws its labelled
-    training and validation images from it, sizes in `tags`), its test set (context `test`) and,
-    when it has one, its shifted test set (context `test_shift`)."""
+    training and validation images from it, sizes in `tags`), its test set (context `test`) and each further
+    test set `<set>` (`x_test_<set>`, `y_test_<set>`: context `test_<set>`), in the file's order."""
     splits = {"train": (arrays["x_pool"], arrays["y_pool"]), "test": (arrays["x_test"], arrays["y_test"])}
-    if "x_test_shift" in arrays:
-        splits["test_shift"] = (arrays["x_test_shift"], arrays["y_test_shift"])
+    for key in arrays:  # `data.test_sets`, spelled here so tracking's stages do not import the data layer
+        if key.startswith("x_test_"):
+            splits[key[2:]] = (arrays[key], arrays["y" + key[1:]])
     log_dataset(name, source, splits, tags)
 
 

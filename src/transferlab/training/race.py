@@ -29,6 +29,7 @@ from transferlab.errors import ModelError
 from transferlab.models import networks
 from transferlab.training import engine, single
 from transferlab.training.results import (
+    SCORES,
     RepetitionResult,
     SettingResult,
     first_near_best,
@@ -162,8 +163,8 @@ def race(
         stack, pos = where[i]
         engine.set_weights(trained[r], stack.best_weights(pos))
     tests = engine.score(models, arrays["x_test"], arrays["y_test"])  # the test set, once
-    shifts = (engine.score(models, arrays["x_test_shift"], arrays["y_test_shift"])  # and the
-              if "x_test_shift" in arrays else [{}] * len(plan))  # shifted test set, once: nothing is chosen on either
+    further = {name: engine.score(models, *(arrays[key] for key in data.test_set_keys(name)))  # and each further
+               for name in data.test_sets(arrays)}  # test set, once, in the target's order: nothing is chosen on any
     results, chosen_models, chosen_histories = [], [], []
     for r, rep in enumerate(plan):
         mine = [i for i, (rr, _) in enumerate(keys) if rr == r]
@@ -175,7 +176,7 @@ def race(
         results.append(RepetitionResult(
             repetition=rep.index, seed=rep.seed, labels_seed=rep.labels_seed, setting=settings[mine.index(best)].setting,
             target_accuracy=scores["accuracy"], target_loss=scores["loss"], val_accuracy=float(best_row["val_accuracy"]),
-            shift_accuracy=shifts[r].get("accuracy"), shift_loss=shifts[r].get("loss"),
+            evaluations={name: {score: scores[r][score] for score in SCORES} for name, scores in further.items()},
             val_loss=float(best_row["val_loss"]), best_epoch=best_epoch, epochs_run=int(rows[-1]["epoch"]),
             stop_reason=reason, converged=converged and reason != DIVERGED, train_seconds=float(rows[-1]["elapsed"]),
             seconds_to_best=float(best_row["elapsed"]), seconds_to_near_best=float(near["elapsed"]),

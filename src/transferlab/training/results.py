@@ -59,17 +59,47 @@ class RepetitionResult:
     seconds_to_best: float
     seconds_to_near_best: float  # first epoch at >= 99 % of its own best validation accuracy
     seconds_per_epoch: float
-    shift_accuracy: float | None = None  # the shifted test set (`targets.<name>.shift`), scored once on the same weights
-    shift_loss: float | None = None  # None: the target has no shifted test set
+    # {set: {"accuracy": a, "loss": l}}: each further test set of the target (`targets.<name>.evaluations`), in its
+    # order, scored once on the same weights; written as `<set>_accuracy`, `<set>_loss` in this place
+    evaluations: dict[str, dict[str, float]] = field(default_factory=dict)
     settings: list[SettingResult] = field(default_factory=list)
     val_accuracy_per_epoch: list[float] = field(default_factory=list)  # the chosen run's curve (monitoring, not the test set)
 
+    def metric(self, key: str) -> float | None:
+        """A per-repetition number by its metrics-file key: a field (`target_accuracy`) or a further test set's
+        (`shift_accuracy`, `shift_loss`); None where this repetition was not scored on that set."""
+        if key in _FIELDS:
+            return getattr(self, key)
+        name, _, score = key.rpartition("_")
+        return self.evaluations.get(name, {}).get(score)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The repetition as the metrics file holds it: each further test set's scores flat, where the fields' order puts them."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if key == "evaluations":
+                out |= {f"{name}_{score}": v for name, scores in value.items() for score, v in scores.items()} or UNSCORED
+            else:
+                out[key] = value
+        return out
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RepetitionResult:
-        names = {f.name for f in fields(cls)}
-        values = {key: value for key, value in raw.items() if key in names}
+        values = {key: value for key, value in raw.items() if key in _FIELDS}
         values["settings"] = [SettingResult(**s) for s in raw.get("settings", [])]
-        return cls(**values)
+        scored: dict[str, dict[str, float]] = {}
+        for key, value in raw.items():  # every other `<set>_<score>` is a further test set's (a null: not scored)
+            name, _, score = key.rpartition("_")
+            if key not in _FIELDS and score in SCORES and name and value is not None:
+                scored.setdefault(name, {})[score] = value
+        return cls(**values, evaluations=scored)
+
+
+SCORES = ("accuracy", "loss")  # what each test set is scored by (`engine.score`), in this order
+# What a repetition of a target with no further test set has always written (the metrics format before `evaluations`
+# was a map, when the only one was `shift`): kept, so that the committed metrics files rebuild with the same keys.
+UNSCORED = {"shift_accuracy": None, "shift_loss": None}
+_FIELDS = frozenset(f.name for f in fields(RepetitionResult)) - {"evaluations"}
 
 
 def _interval(values: Sequence[float]) -> dict[str, Any]:
@@ -98,7 +128,7 @@ class VariantResult:
     mlflow_experiment_id: str = ""
 
     def _values(self, key: str) -> list[float]:
-        return [float(getattr(r, key)) for r in self.repetitions]
+        return [float(r.metric(key)) for r in self.repetitions]
 
     def summary(self, key: str) -> dict[str, Any]:
         """n, mean, std and the 95 % t-interval of a per-repetition quantity."""
@@ -112,9 +142,14 @@ class VariantResult:
         return len(self.repetitions)
 
     @property
-    def has_shift(self) -> bool:
-        """True when every repetition was also scored on the target's shifted test set."""
-        return all(r.shift_accuracy is not None for r in self.repetitions)
+    def evaluations(self) -> list[str]:
+        """The further test sets every repetition was scored on, in the target's order."""
+        first = self.repetitions[0].evaluations if self.repetitions else {}
+        return [name for name in first if all(name in r.evaluations for r in self.repetitions)]
+
+    def scored(self, key: str) -> bool:
+        """Was every repetition scored on the test set whose accuracy is `key` (`target_accuracy`: the test set, always)?"""
+        return key == "target_accuracy" or key in [f"{name}_accuracy" for name in self.evaluations]
 
     @property
     def converged(self) -> bool:
@@ -153,11 +188,11 @@ class VariantResult:
             "train_seconds": self.mean("train_seconds"), "seconds_to_best": self.mean("seconds_to_best"),
             "seconds_to_near_best": self.mean("seconds_to_near_best"), "seconds_per_epoch": self.mean("seconds_per_epoch"),
         }
-        if self.has_shift:  # beside the test set's numbers, in the same form (absent without a shifted test set)
-            shifted = self.summary("shift_accuracy")
-            pooled |= {"shift_accuracy": shifted["mean"], "shift_accuracy_std": shifted["std"],
-                       "shift_accuracy_ci95": [shifted["ci95_low"], shifted["ci95_high"]], "shift_loss": self.mean("shift_loss")}
-        return {**pooled, "repetitions": [asdict(r) for r in self.repetitions]}
+        for name in self.evaluations:  # each further test set beside the test set's numbers, in the same form
+            found = self.summary(f"{name}_accuracy")
+            pooled |= {f"{name}_accuracy": found["mean"], f"{name}_accuracy_std": found["std"],
+                       f"{name}_accuracy_ci95": [found["ci95_low"], found["ci95_high"]], f"{name}_loss": self.mean(f"{name}_loss")}
+        return {**pooled, "repetitions": [r.to_dict() for r in self.repetitions]}
 
     def record(self) -> dict[str, Any]:
         """The run record: what was raced (the recipe, its budget, its repetitions and choices) and its MLflow run."""
