@@ -20,7 +20,7 @@ from transferlab.errors import TransferlabError
 from transferlab.git import git
 from transferlab.tools.verify import Difference, committed_tree, rebuilt_tree
 
-MEANS = ("target_accuracy", "shift_accuracy")  # each with `<name>_ci95` in a variant's metrics file
+CI_SUFFIX = "_ci95"  # `<mean>_ci95` beside each test set's mean in a variant's metrics file (`target_accuracy`, `shift_accuracy`, …)
 NOT_COMPARED = "a source's or pretraining's single-run numbers and the per-epoch histories have no interval and are not compared"
 
 
@@ -72,8 +72,8 @@ def compare_means(file: str, committed: str, rebuilt: str) -> tuple[int, list[Di
     compared, differences = 0, []
     if file.endswith(".json"):
         old, new = json.loads(committed), json.loads(rebuilt)
-        for name in MEANS:
-            interval = old.get(f"{name}_ci95")
+        for name in (key.removesuffix(CI_SUFFIX) for key in old if key.endswith(CI_SUFFIX)):  # every test set it holds
+            interval = old[f"{name}{CI_SUFFIX}"]
             if isinstance(interval, list) and None not in interval:
                 compared += 1
                 if (found := _inside(file, name, new.get(name), interval)) is not None:
