@@ -160,7 +160,7 @@ def task_sentence(params: Params, target: str, ranking: verdicts.Ranking) -> str
              if spec.split != "source" else "the source's own task")
     origin = (f"; the source `{spec.source}` is a DNN {'-'.join(map(str, source.network.hidden_units))} trained on classes"
               f" {source.data.classes}" if source is not None else "")
-    prepared = read_metrics(paths.target_run(target)).get("preparation", {}) if paths.target_run(target).is_file() else {}
+    prepared = read_metrics(paths.target_run(target))["preparation"]  # prepare_target@<target>'s record, always written
     steps = f" Prepared: {'; '.join(prepared.values())}." if prepared else ""
     return (f"Target `{target}`: {where}, {first.labels_per_class} labelled images per class, {len(ranking.ranked)} variants"
             f" × {first.seeds} paired repetitions{origin}.{steps}")

@@ -76,11 +76,14 @@ def addresses(*names: str) -> list[str]:
 
 
 def write_result(root: Path, result: Any) -> None:
-    """A variant's two files as its transfer stage writes them: results in metrics/, its recipe and run in runs/."""
+    """A variant's two files as its transfer stage writes them: results in metrics/, its recipe and run in runs/; and
+    its target's record as prepare_target writes it, where there is none yet (images taken as they came)."""
     from transferlab import artifacts, paths
 
     artifacts.write_json(root / paths.variant_metrics(result.variant), result.to_json())
     artifacts.write_json(root / paths.variant_run(result.variant), result.record())
+    if not (root / paths.target_run(result.target)).is_file():
+        artifacts.write_json(root / paths.target_run(result.target), {"classes": [], "preparation": {}})
 
 
 def tiny_params(**overrides: Any) -> dict[str, Any]:
