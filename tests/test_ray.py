@@ -70,19 +70,24 @@ def head_processes(folder: str) -> list[psutil.Process]:
 
 
 def stop_head(folder: str) -> None:
-    """End the head's processes by id (SIGTERM, then SIGKILL): never `ray stop`, which ends every Ray on the machine."""
+    """End the head's processes by id (SIGTERM, then SIGKILL): never `ray stop`, which ends every Ray on the machine.
+
+    The GCS and a Python helper outlive SIGTERM by more than 10 s, hence SIGKILL after 3: nothing of it is kept."""
     processes = head_processes(folder)
     for process in processes:
         try:
             process.terminate()
         except psutil.Error:
             pass
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 3
     while time.monotonic() < deadline and any(_running(process) for process in processes):
         time.sleep(0.2)
     for process in processes:
         if _running(process):
-            process.kill()
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
 
 
 def _running(process: psutil.Process) -> bool:
