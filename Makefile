@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 run: $(STAMP)
+	$(BIN)/python -m transferlab.launch.preflight  # a FIFO or a link out in what DVC hashes, an alias bomb in params.yaml: refused before DVC (or the check below) reads them
 	$(BIN)/python -m transferlab.tools.pipeline --check  # stale dependency lists (imports or sweep variants edited) stop here: make pipeline
 	$(BIN)/python -m transferlab.launch.warm -- $(BIN)/dvc repro  # stages fork from one process that imported TensorFlow and MLflow
 	@echo

@@ -481,7 +481,8 @@ def test_a_store_with_a_relative_location_keeps_a_temp_copys_artifacts(tmp_path:
     assert (main / "mlartifacts" / experiment_id / child / "artifacts/model.keras").read_text() == "weights"
 
 
-# defect 3, a Ray head is not an open door: tests/test_ray.py starts its head with the README's token auth and checks
+# defect 3, a Ray head is not an open door: tests/test_ray.py starts its head as docs/operations.md does (every port on
+# 127.0.0.1, token auth), finds no listening socket of the head, its workers or a driver outside loopback, and checks
 # that a driver without the token is refused
 
 

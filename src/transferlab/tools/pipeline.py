@@ -29,12 +29,15 @@ from typing import Any
 
 from transferlab import paths
 from transferlab.config import LabelBudgetSweep, Params, load_params
+from transferlab.errors import TransferlabError, scrub
 
 PIPELINES = (Path("dvc.yaml"), Path("inputs/dvc.yaml"), Path("variants/dvc.yaml"))
 PACKAGES = {"transferlab": Path("src/transferlab"), "stages": Path("stages")}
 # How a stage process starts, not what it computes: a stage run through the warm stage server writes the
-# same outputs as a cold one (tests/test_warm.py), so editing the launcher or its server reruns nothing.
-STARTS_ONLY = {Path("src/transferlab/launch/warm.py"), Path("src/transferlab/launch/stage_server.py")}
+# same outputs as a cold one (tests/test_warm.py), so editing the launcher or its server reruns nothing; nor does
+# editing the launcher's pre-flight (run before DVC starts, it reads no stage's input for a stage).
+STARTS_ONLY = {Path("src/transferlab/launch/warm.py"), Path("src/transferlab/launch/stage_server.py"),
+               Path("src/transferlab/launch/preflight.py")}
 SWEEP_STAGE = "python -m stages.sweep "
 
 
@@ -200,7 +203,11 @@ def stale(params: Params, root: Path = Path(".")) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    params = load_params(paths.PARAMS)
+    try:
+        params = load_params(paths.PARAMS)
+    except TransferlabError as error:  # bad params: the one line `validate` would print, before DVC starts
+        print(f"error: {scrub(' '.join(str(error).split()))}", file=sys.stderr)
+        return 2
     files = stale(params)
     if "--check" in args:
         for file in files:
