@@ -29,7 +29,6 @@ from transferlab.launch.cli import run_main
 
 # The prepare stages depend on this folder (dvc.yaml): a data file DVC does not see could change
 # without `dvc status` noticing, and the prepared data would silently differ from dvc.lock.
-RAW_DATA = PurePosixPath("data/raw")
 OK = {"params": "valid"}  # constant: a rerun with valid params changes nothing downstream
 _HIDDEN = re.compile(r"hidden([1-9][0-9]*)")
 
@@ -43,8 +42,8 @@ def check_data_path(key: str, path: str | None, dataset: str) -> None:
     if path is None or kind is None or kind.path == "none":
         return  # the other datasets ship with their packages (or download): there is no file to watch
     relative = PurePosixPath(Path(path).as_posix())
-    if relative.is_absolute() or ".." in relative.parts or RAW_DATA not in (relative, *relative.parents):
-        raise ConfigError(key, f"{path} is outside {RAW_DATA}/ (of this repository), so DVC would not see it change:"
+    if relative.is_absolute() or ".." in relative.parts or paths.RAW_DATA not in (relative, *relative.parents):
+        raise ConfigError(key, f"{path} is outside {paths.RAW_DATA}/ (of this repository), so DVC would not see it change:"
                                f" put the {dataset} data there")
     if not Path(path).exists():
         raise ConfigError(key, f"{path}: no such file or folder")
@@ -54,7 +53,7 @@ def check_data_path(key: str, path: str | None, dataset: str) -> None:
             leaving = _leaves_raw(file)
             if leaving:
                 raise ConfigError(key, f"{file.as_posix()} {leaving}: put the {dataset} data there")
-            found = datafiles.file_kind(file)
+            found = paths.file_kind(file)
             if found != ("a folder" if file == Path(path) and kind.path == "folder" else None):
                 what = "not a folder" if kind.path == "folder" and file == Path(path) else f"not a regular file ({found})"
                 raise ConfigError(key, f"{file.as_posix()}: {what}; refused, reading it could block or never end")
@@ -62,22 +61,22 @@ def check_data_path(key: str, path: str | None, dataset: str) -> None:
 
 def _leaves_raw(path: Path) -> str | None:
     """Why `path`'s real location is outside data/raw/ (a symlink out of it), or None."""
-    real, root = path.resolve(), Path(RAW_DATA).resolve()
-    return None if real == root or root in real.parents else f"is a link to {real}, outside {RAW_DATA}/"
+    real, root = path.resolve(), Path(paths.RAW_DATA).resolve()
+    return None if real == root or root in real.parents else f"is a link to {real}, outside {paths.RAW_DATA}/"
 
 
 def check_raw_folder() -> None:
     """Nothing in data/raw/ may block or escape a reader: DVC hashes the whole folder (a dependency of
     this stage and of the prepare stages), and the stages read what params name in it."""
-    for folder, names, files in os.walk(RAW_DATA):  # symlinks are listed, not followed
+    for folder, names, files in os.walk(paths.RAW_DATA):  # symlinks are listed, not followed
         for name in (*names, *files):
             path = Path(folder) / name
             leaving = _leaves_raw(path) if path.is_symlink() else None
             if leaving:
-                raise DataError(f"{path.as_posix()} {leaving}: DVC hashes every file in {RAW_DATA}/; remove the link")
-            kind = datafiles.file_kind(path) if path.exists() else "a broken link"
+                raise DataError(f"{path.as_posix()} {leaving}: DVC hashes every file in {paths.RAW_DATA}/; remove the link")
+            kind = paths.file_kind(path) if path.exists() else "a broken link"
             if kind not in (None, "a folder"):
-                raise DataError(f"{path.as_posix()}: not a regular file ({kind}) in {RAW_DATA}/, which DVC hashes;"
+                raise DataError(f"{path.as_posix()}: not a regular file ({kind}) in {paths.RAW_DATA}/, which DVC hashes;"
                                 " refused, reading it could block or never end: remove it")
 
 
@@ -101,8 +100,8 @@ def model_file_depth(key: str, spec: ModelFile) -> int:
     path = Path(spec.path)
     if not path.exists():
         raise ConfigError(f"{key}.path", f"{spec.path}: no such file")
-    if datafiles.file_kind(path) is not None:
-        raise ConfigError(f"{key}.path", f"{spec.path}: not a regular file ({datafiles.file_kind(path)}); refused, reading it could block")
+    if paths.file_kind(path) is not None:
+        raise ConfigError(f"{key}.path", f"{spec.path}: not a regular file ({paths.file_kind(path)}); refused, reading it could block")
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{key}.path", f"{spec.path}: not a .{spec.format} archive")
     if spec.format == "keras":

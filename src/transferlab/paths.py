@@ -1,9 +1,12 @@
 """Every file the pipeline reads or writes, in one place (dvc.yaml spells the same names)."""
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+RAW_DATA = Path("data/raw")  # the user's data files: a dependency DVC hashes, so nothing in it may block or lead out
 PREPARED = Path("data/prepared")
 PARAMS_OK = PREPARED / "params_ok.json"  # written by the validate stage, a dependency of every other stage
 MODELS = Path("models")
@@ -79,3 +82,13 @@ def target_run(target: str) -> Path:
 def sweep_run(sweep: str) -> Path:
     """The sweep's record: its target, budget, skipped points and MLflow run."""
     return RUNS / "sweeps" / f"{sweep}.json"
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+
+
+def file_kind(path: Path) -> str | None:
+    """None for a regular file (symlinks followed), else what it is: reading a FIFO blocks, a device never ends."""
+    mode = os.stat(path).st_mode
+    return None if stat.S_ISREG(mode) else _KINDS.get(stat.S_IFMT(mode), "not a file")

@@ -6,8 +6,6 @@ Files given by the user are untrusted: each problem raises a `DataError` naming 
 from __future__ import annotations
 
 import gzip
-import os
-import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ import numpy as np
 
 from transferlab.artifacts import atomic_path, deterministic_zip
 from transferlab.errors import DataError
+from transferlab.paths import file_kind
 
 
 @dataclass(frozen=True)
@@ -84,16 +83,6 @@ def read_idx(path: Path, cap: Cap | None = None) -> np.ndarray:
     if len(dims) != 4 * magic[3] or len(raw) != size:
         raise DataError(f"{path}: size does not match its header shape {shape}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
-
-
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
-
-
-def file_kind(path: Path) -> str | None:
-    """None for a regular file (symlinks followed), else what it is: reading a FIFO blocks, a device never ends."""
-    mode = os.stat(path).st_mode
-    return None if stat.S_ISREG(mode) else _KINDS.get(stat.S_IFMT(mode), "not a file")
 
 
 def regular_file(path: Path) -> Path:

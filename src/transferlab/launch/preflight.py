@@ -27,22 +27,19 @@ behaviour (docs/operations.md).
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from transferlab.errors import TransferlabError
+from transferlab.paths import RAW_DATA, file_kind
 
 PARAMS = Path("params.yaml")
 PIPELINES = (Path("dvc.yaml"), Path("inputs/dvc.yaml"), Path("variants/dvc.yaml"))
-RAW_DATA = Path("data/raw")
 MAX_YAML_VALUES = 100_000  # = config.loading.MAX_YAML_VALUES (tests/test_preflight.py); the default params hold ~400
 MAX_PARAMS_BYTES = 10**7  # about 40 kB today
 EXIT_REFUSED = 2  # as cli.EXIT_BAD_INPUT
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket"}
 
 
 class PreflightError(TransferlabError):
@@ -189,11 +186,10 @@ def _check_entry(path: Path, inside: Path, root: Path, shown: Path | None = None
             label = f"{inside.relative_to(root).as_posix()}/" if inside != root else "this repository"
             raise PreflightError(f"{name}: is a link to {real}, outside {label}, {where}: remove the link")
     try:
-        mode = os.stat(path).st_mode  # the link's target, now known to lie inside
+        kind = file_kind(path)  # the link's target, now known to lie inside
     except OSError as error:
         raise PreflightError(f"{name}: cannot be read ({error.strerror}), {where}") from None
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        kind = _KINDS.get(stat.S_IFMT(mode), "not a file")
+    if kind not in (None, "a folder"):
         raise PreflightError(f"{name}: not a regular file ({kind}), {where}; refused, reading it could block or"
                              " never end: remove it")
 
