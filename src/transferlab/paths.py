@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+PIPELINES = (Path("dvc.yaml"), Path("inputs/dvc.yaml"), Path("variants/dvc.yaml"))  # docs/architecture.md: why three
 RAW_DATA = Path("data/raw")  # the user's data files: a dependency DVC hashes, so nothing in it may block or lead out
 PREPARED = Path("data/prepared")
 PARAMS_OK = PREPARED / "params_ok.json"  # written by the validate stage, a dependency of every other stage

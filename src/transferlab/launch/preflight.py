@@ -33,10 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.errors import TransferlabError
-from transferlab.paths import RAW_DATA, file_kind
+from transferlab.paths import PARAMS, PIPELINES, RAW_DATA, file_kind
 
-PARAMS = Path("params.yaml")
-PIPELINES = (Path("dvc.yaml"), Path("inputs/dvc.yaml"), Path("variants/dvc.yaml"))
 MAX_YAML_VALUES = 100_000  # = config.loading.MAX_YAML_VALUES (tests/test_preflight.py); the default params hold ~400
 MAX_PARAMS_BYTES = 10**7  # about 40 kB today
 EXIT_REFUSED = 2  # as cli.EXIT_BAD_INPUT

@@ -195,9 +195,10 @@ def main(argv: list[str]) -> int:
         print("usage: python -m transferlab.launch.warm -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     # before DVC parses params.yaml or hashes a dependency: what would hang or flood DVC itself (issue 26)
+    from transferlab import paths
     from transferlab.launch import preflight
 
-    refused = preflight.refused() if any(path.exists() for path in preflight.PIPELINES) else None
+    refused = preflight.refused() if any(path.exists() for path in paths.PIPELINES) else None
     if refused:
         print(refused, file=sys.stderr)
         return preflight.EXIT_REFUSED

@@ -31,7 +31,6 @@ from transferlab import paths
 from transferlab.config import LabelBudgetSweep, Params, load_params
 from transferlab.errors import TransferlabError, scrub
 
-PIPELINES = (Path("dvc.yaml"), Path("inputs/dvc.yaml"), Path("variants/dvc.yaml"))
 PACKAGES = {"transferlab": Path("src/transferlab"), "stages": Path("stages")}
 # How a stage process starts, not what it computes: a stage run through the warm stage server writes the
 # same outputs as a cold one (tests/test_warm.py), so editing the launcher or its server reruns nothing; nor does
@@ -197,7 +196,7 @@ def render(text: str, params: Params, root: Path = Path(".")) -> str:
 
 def stale(params: Params, root: Path = Path(".")) -> list[Path]:
     """The pipeline files whose generated lists differ from what the code and params give."""
-    return [file for file in PIPELINES if (root / file).is_file()
+    return [file for file in paths.PIPELINES if (root / file).is_file()
             and render((root / file).read_text(), params, root) != (root / file).read_text()]
 
 
