@@ -197,16 +197,24 @@ def test_dvc_itself_hangs_on_a_fifo(tmp_path: Path) -> None:
     _hostile(project / "data/raw/pipe", "fifo")
     dvc = subprocess.Popen([sys.executable, "-m", "dvc", "status"], cwd=project, env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # DVC blocks in open() on the FIFO, waiting for a writer: a writer's non-blocking open succeeds exactly when a reader
+    # is there. Seen, DVC is stopped before the writer's end closes (which would hand it an empty file and let it go on).
+    blocked, deadline = False, time.monotonic() + 60
     try:
-        hung = False
-        dvc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        hung = True
+        while not blocked and dvc.poll() is None and time.monotonic() < deadline:
+            try:
+                writer = os.open(project / "data/raw/pipe", os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader yet
+                time.sleep(0.05)
+                continue
+            blocked = True
+            os.killpg(dvc.pid, signal.SIGKILL)
+            os.close(writer)
     finally:
         if dvc.poll() is None:
             os.killpg(dvc.pid, signal.SIGKILL)
-            dvc.wait()
-    assert hung, "dvc status no longer blocks on a FIFO: the upstream note in docs/operations.md can go"
+        dvc.wait()
+    assert blocked, "dvc status no longer blocks on a FIFO: the upstream note in docs/operations.md can go"
     line = preflight.refused(project)
     assert line == ("error: data/raw/pipe: not a regular file (a FIFO), which DVC hashes before any stage runs;"
                     " refused, reading it could block or never end: remove it")

@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import addresses, make_project, run, tiny_params
 
@@ -31,6 +32,7 @@ def _ran(output: str) -> list[str]:
     return sorted(re.findall(r"Running stage '([^']+)'", output))
 
 
+@pytest.mark.slow
 def test_push_then_a_fresh_clone_pulls_and_runs_nothing(tmp_path: Path) -> None:
     project = _small_project(tmp_path / "project")
     remote = tmp_path / "remote"

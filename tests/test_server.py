@@ -70,6 +70,7 @@ def layout() -> Iterator[server.Layout]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_stages_track_to_mlflow_on_postgresql(tmp_path: Path, layout: server.Layout) -> None:
     project = make_project(tmp_path / "project", _params())
     port, pg_port = _free_port(), _free_port()

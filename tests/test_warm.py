@@ -30,6 +30,7 @@ def comparable(value: object) -> object:
     return value
 
 
+@pytest.mark.slow
 def test_warm_stage_writes_what_a_cold_stage_writes(project: Path) -> None:
     warm_run = run([*DVC, "repro", address("transfer@freeze2")], project)
     assert "running cold" not in warm_run.stderr, warm_run.stderr
