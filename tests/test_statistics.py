@@ -109,7 +109,10 @@ def test_holm_matches_statsmodels_and_a_hand_computed_example() -> None:
     # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running maximum 0.02, 0.03, 0.06, 0.06
     assert statistics.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
     p = list(np.random.default_rng(3).random(15) ** 3)
-    assert statistics.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]), abs=1e-15)
+    assert statistics.holm(p) == list(multipletests(p, method="holm")[1])  # the same operations: equal to the last bit
+    tied_and_capped = [0.2, 0.01, 0.2, 0.6, 0.01, 0.9]
+    assert statistics.holm(tied_and_capped) == list(multipletests(tied_and_capped, method="holm")[1])
+    assert statistics.holm([]) == []
     columns = np.random.default_rng(4).random((15, 8)) ** 4
     expected = np.stack([multipletests(columns[:, j], method="holm")[1] for j in range(8)], axis=1)
     np.testing.assert_allclose(statistics.holm_columns(columns), expected, rtol=0, atol=1e-15)

@@ -98,14 +98,18 @@ EXACT_SIGN_FLIPS = 16  # up to this many pairs the permutation test enumerates a
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (statsmodels `multipletests(method="holm")`): family-wise error ≤ α."""
-    if not p_values:
-        return []
-    from statsmodels.stats.multitest import (
-        multipletests,  # only the report needs it: ~0.5 s of imports
-    )
+    """Holm's step-down adjusted p-values: family-wise error ≤ α.
 
-    return [float(p) for p in multipletests(np.asarray(p_values, dtype=np.float64), alpha=ALPHA, method="holm")[1]]
+    The i-th smallest of m p-values times (m − i + 1), made non-decreasing in that order, capped at 1: the same
+    operations, in the same order, as statsmodels' `multipletests(method="holm")` (tests/test_statistics.py checks
+    them equal), which also runs a full garbage collection on every call (0.14 s each in the report's process,
+    4 s a report).
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1)), 1.0)
+    return [float(value) for value in adjusted]
 
 
 def holm_columns(p_values: np.ndarray) -> np.ndarray:
