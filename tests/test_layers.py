@@ -29,3 +29,10 @@ def test_an_import_against_the_order_is_named(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err.splitlines()
     assert err == ["transferlab/data/module.py:1: imports transferlab.training.race (training is above data)",
                    "transferlab/report/module.py:1: imports tensorflow at module level (only models, training may)"]
+
+
+def test_no_module_is_over_300_lines() -> None:
+    """A module that grows past 300 lines is split by what it holds (docs/architecture.md)."""
+    long = {str(path.relative_to(ROOT)): n for path in sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "stages").glob("*.py")])
+            if (n := len(path.read_text().splitlines())) > 300}
+    assert not long, long

@@ -20,10 +20,7 @@ from typing import Any, NamedTuple
 from transferlab import statistics
 from transferlab.config import EvaluationSpec, strategies
 from transferlab.report import inference
-from transferlab.report.inference import (  # a verdict's numbers; imported from here too
-    undetected_text,
-    verdict_text,
-)
+from transferlab.report.inference import undetected_text, verdict_text  # (others import them from here too)
 from transferlab.report.render import accuracy_text, difference_cell, percent
 from transferlab.training.results import VariantResult
 
