@@ -28,7 +28,7 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files with a slow test (a real pipeline, a server, a cluster) first, the rest in their order after them.
 
-    `make test` runs `-n 2 --dist loadfile`: each worker takes the next whole file as it frees up, so a
+    `make test` runs `-n 3 --dist loadfile`: each worker takes the next whole file as it frees up, so a
     long file started last keeps one worker busy minutes after the other has finished (9.5 min with
     the files in name order); longest first, the short files fill in at the end.
     """
