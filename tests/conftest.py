@@ -97,6 +97,15 @@ def write_result(root: Path, result: Any) -> None:
         artifacts.write_json(root / paths.target_run(result.target), {"classes": [], "preparation": {}})
 
 
+def hostile_file(path: Path, kind: str) -> None:
+    """A file that hangs or misleads a reader: `fifo` (a named pipe), else a symlink to `kind` (`/dev/zero`, …)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(kind)
+
+
 def tiny_params(**overrides: Any) -> dict[str, Any]:
     """A deep copy of TINY with top-level sections replaced."""
     params = copy.deepcopy(TINY)

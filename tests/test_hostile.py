@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import address
+from conftest import address, hostile_file
 from test_failfast import (
     _mnist,
     _rename,
@@ -223,14 +223,6 @@ def _npz_params(workdir: Path, path: str = "data/raw/mnist.npz", dataset: str = 
     write_params(workdir, _set("sources.source.data", {"dataset": dataset, "path": path, "classes": [0, 1, 2, 3, 4]}))
 
 
-def _hostile(path: Path, kind: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to(kind)
-
-
 @pytest.mark.parametrize("kind, fragment", [
     ("fifo", "not a regular file (a FIFO)"),
     ("/dev/zero", "outside data/raw"),
@@ -240,7 +232,7 @@ def test_validate_refuses_hostile_npz_before_reading_it(workdir: Path, capsys: p
                                                          kind: str, fragment: str) -> None:
     from stages import validate
 
-    _hostile(workdir / "data/raw/mnist.npz", kind)
+    hostile_file(workdir / "data/raw/mnist.npz", kind)
     _npz_params(workdir)
     assert_one_line(call_main(validate.main, [], capsys), "sources.source.data.path", "data/raw/mnist.npz", fragment)
     assert not (workdir / "data/prepared/params_ok.json").exists()
@@ -256,7 +248,7 @@ def test_validate_refuses_hostile_idx_file(workdir: Path, capsys: pytest.Capture
         (workdir / "data/raw/idx").mkdir(parents=True, exist_ok=True)
         (workdir / "data/raw/idx" / name).write_bytes(b"")
     (workdir / "data/raw/idx" / IDX_FILES["x_test"]).unlink()
-    _hostile(workdir / "data/raw/idx" / IDX_FILES["x_test"], kind)
+    hostile_file(workdir / "data/raw/idx" / IDX_FILES["x_test"], kind)
     _npz_params(workdir, "data/raw/idx", "mnist_idx")
     assert_one_line(call_main(validate.main, [], capsys), "sources.source.data.path", IDX_FILES["x_test"], fragment)
 
@@ -265,7 +257,7 @@ def test_validate_refuses_a_fifo_anywhere_in_data_raw(workdir: Path, capsys: pyt
     """DVC hashes all of data/raw (a dependency of validate and the prepare stages): a FIFO there blocks it."""
     from stages import validate
 
-    _hostile(workdir / "data/raw/sub/pipe", "fifo")
+    hostile_file(workdir / "data/raw/sub/pipe", "fifo")
     assert_one_line(call_main(validate.main, [], capsys), "data/raw/sub/pipe", "not a regular file (a FIFO)")
 
 

@@ -18,21 +18,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, make_project, stage_env, tiny_params
+from conftest import ROOT, hostile_file, make_project, stage_env, tiny_params
 
 from transferlab.config import loading
 from transferlab.launch import preflight
 
 BOMB = "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x, x]",
                   *(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10))]) + "\n"
-
-
-def _hostile(path: Path, kind: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to(kind)
 
 
 def _refusal(root: Path) -> str:
@@ -79,7 +71,7 @@ def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind, fragment", [("fifo", "not a regular file (a FIFO)"), ("/dev/zero", "is a link to /dev/zero")])
 def test_params_yaml_itself_must_be_a_regular_file(tmp_path: Path, kind: str, fragment: str) -> None:
-    _hostile(tmp_path / "params.yaml", kind)
+    hostile_file(tmp_path / "params.yaml", kind)
     line = _refusal(tmp_path)
     assert line.startswith("error: params.yaml: ") and fragment in line, line
 
@@ -98,7 +90,7 @@ def test_params_yaml_itself_must_be_a_regular_file(tmp_path: Path, kind: str, fr
 def test_a_hostile_file_dvc_hashes_is_refused(tmp_path: Path, where: str, kind: str, fragment: str) -> None:
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"report": {"cmd": "true", "deps": ["metrics", "runs"]}}}))
     (tmp_path / "params.yaml").write_text("a: 1\n")
-    _hostile(tmp_path / where, kind)
+    hostile_file(tmp_path / where, kind)
     line = _refusal(tmp_path)
     assert line.startswith(f"error: {where}: ") and fragment in line, line
 
@@ -165,7 +157,7 @@ def test_make_run_stops_before_dvc_with_one_line(tiny_project: Path, where: str,
         path.write_text(kind)
     else:
         path.unlink(missing_ok=True)  # params.yaml, replaced by the hostile file
-        _hostile(path, kind)
+        hostile_file(path, kind)
     try:
         start = time.monotonic()
         result = run_like_make(tiny_project)
@@ -194,7 +186,7 @@ def test_dvc_itself_hangs_on_a_fifo(tmp_path: Path) -> None:
                     [sys.executable, "-m", "dvc", "config", "core.analytics", "false"]):
         subprocess.run(command, cwd=project, env=env, check=True, capture_output=True, timeout=120)
     (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": "true", "deps": ["data/raw"]}}}))
-    _hostile(project / "data/raw/pipe", "fifo")
+    hostile_file(project / "data/raw/pipe", "fifo")
     dvc = subprocess.Popen([sys.executable, "-m", "dvc", "status"], cwd=project, env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     # DVC blocks in open() on the FIFO, waiting for a writer: a writer's non-blocking open succeeds exactly when a reader
@@ -223,7 +215,7 @@ def test_dvc_itself_hangs_on_a_fifo(tmp_path: Path) -> None:
 def test_the_launcher_refuses_before_it_starts_the_command(tmp_path: Path) -> None:
     """`make verify` runs `launch.warm -- dvc repro -f` without `make run`'s first step: the launcher checks too."""
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": "true", "deps": ["data/raw"]}}}))
-    _hostile(tmp_path / "data/raw/pipe", "fifo")
+    hostile_file(tmp_path / "data/raw/pipe", "fifo")
     result = subprocess.run([sys.executable, "-m", "transferlab.launch.warm", "--", "touch", "ran"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == preflight.EXIT_REFUSED and not (tmp_path / "ran").exists()
