@@ -14,6 +14,7 @@ MLflow: one parent run for the stage (the variant's headline metrics, its mean c
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from transferlab import artifacts, data, paths, tracking
@@ -35,17 +36,12 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return scalars
 
 
-def further_sets(metrics: dict[str, Any]) -> list[str]:
-    """The further test sets (`targets.<name>.evaluations`) a variant's metrics file holds, in its order."""
-    return [key.removesuffix("_accuracy_ci95") for key in metrics if key.endswith("_accuracy_ci95") and key != "target_accuracy_ci95"]
-
-
-def describe(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> str:
-    """The parent run's note: what the variant does, and what it scored."""
+def describe(name: str, metrics: dict[str, Any], record: dict[str, Any], further: Sequence[str]) -> str:
+    """The parent run's note: what the variant does, and what it scored (`further`: its further test sets)."""
     found = f"test accuracy {100 * metrics['target_accuracy']:.1f} %"
     if metrics.get("target_accuracy_ci95", [None])[0] is not None:
         found += " [{:.1f}, {:.1f}]".format(*(100 * value for value in metrics["target_accuracy_ci95"]))
-    for test_set in further_sets(metrics):
+    for test_set in further:
         found += f", {test_set} test {100 * metrics[f'{test_set}_accuracy']:.1f} %"
     return (f"Variant `{name}`: strategy `{record['strategy']}`, {record['reuse_layers']} layer(s) reused from "
             f"`{record['init_from']}` ({record['frozen_layers']} kept fixed), target `{record['target']}` with "
@@ -103,13 +99,13 @@ def main(argv: list[str]) -> None:
         tracking.log_final(headline(metrics))
         tracking.log_files({"model.keras": paths.variant_model(name), "history.csv": paths.variant_history(name)})
         registry.log_keras(paths.variant_model(name), arrays["x_test"], model=outcome.models[0])  # once per variant
-        tracking.describe(describe(name, metrics, record))
+        tracking.describe(describe(name, metrics, record, result.evaluations))
         artifacts.write_json(paths.variant_metrics(name), metrics)
         artifacts.write_json(paths.variant_run(name), record)
     low, high = metrics["target_accuracy_ci95"]
     interval = f" [{low:.4f}, {high:.4f}]" if low is not None else ""
     flag = "" if result.converged else f" ({metrics['unconverged_repetitions']} unconverged)"
-    further = "".join(f", {test_set} test {metrics[f'{test_set}_accuracy']:.4f}" for test_set in further_sets(metrics))
+    further = "".join(f", {test_set} test {metrics[f'{test_set}_accuracy']:.4f}" for test_set in result.evaluations)
     print(f"{name}: target accuracy {metrics['target_accuracy']:.4f}{interval}{further} over {result.seeds} seed(s),"
           f" chosen {record['chosen_settings']}, best epoch {metrics['best_epoch']:.0f}{flag}")
 

@@ -29,7 +29,7 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from transferlab.data import fingerprint  # noqa: E402
+from transferlab.data import fingerprint, test_set_keys, test_sets  # noqa: E402
 from transferlab.errors import StageKilled, TrackingError  # noqa: E402,F401  (StageKilled: re-exported)
 from transferlab.launch.cli import raise_killed as _raise_killed  # noqa: E402
 from transferlab.tracking.store import (  # the store's names stages and tests use as tracking.<name>
@@ -256,9 +256,9 @@ def log_target(name: str, source: Path, arrays: Mapping[str, np.ndarray], tags: 
     training and validation images from it, sizes in `tags`), its test set (context `test`) and each further
     test set `<set>` (`x_test_<set>`, `y_test_<set>`: context `test_<set>`), in the file's order."""
     splits = {"train": (arrays["x_pool"], arrays["y_pool"]), "test": (arrays["x_test"], arrays["y_test"])}
-    for key in arrays:  # `data.test_sets`, spelled here so tracking's stages do not import the data layer
-        if key.startswith("x_test_"):
-            splits[key[2:]] = (arrays[key], arrays["y" + key[1:]])
+    for test_set in test_sets(arrays):
+        x_key, y_key = test_set_keys(test_set)
+        splits[f"test_{test_set}"] = (arrays[x_key], arrays[y_key])
     log_dataset(name, source, splits, tags)
 
 
