@@ -141,8 +141,8 @@ def variant_flops(inputs: Inputs) -> dict[str, Any]:
     from transferlab.config import strategies
     from transferlab.training import race
 
-    model = race.build_variant_network(inputs.variant, inputs.init_model, inputs.network, n_classes(inputs.arrays),
-                                             inputs.plan[0].seed)
+    model, _ = race.build_variant_network(inputs.variant, inputs.init_model, inputs.network, n_classes(inputs.arrays),
+                                          inputs.plan[0].seed)
     layers, fixed = flops.model_layers(model), inputs.variant.frozen_layers if strategies.STRATEGIES[inputs.variant.strategy].cached else 0
     train_rows, val_rows = (round(float(np.mean([len(d[i]) for d in draws(inputs)]))) for i in (0, 1))
     epoch = flops.epoch_flops(layers[fixed:], train_rows, val_rows)
@@ -190,7 +190,7 @@ def _fit(job: tuple[int, int]) -> dict[str, Any]:
     train = (tf.data.Dataset.from_tensor_slices((x[train_rows], y[train_rows])).cache()
              .shuffle(len(train_rows), seed=rep.seed).batch(protocol.batch_size).prefetch(tf.data.AUTOTUNE))
     validation = tf.data.Dataset.from_tensor_slices((x[val_rows], y[val_rows])).batch(len(val_rows)).cache()
-    model = race.build_variant_network(inputs.variant, inputs.init_model, inputs.network, n_classes(arrays), rep.seed)
+    model, _ = race.build_variant_network(inputs.variant, inputs.init_model, inputs.network, n_classes(arrays), rep.seed)
     model.compile(optimizer=_optimizer(protocol.grid[j]), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=math.ceil(len(train_rows) / protocol.batch_size), jit_compile=False)
     stop = keras.callbacks.EarlyStopping(monitor=stopping.monitor, min_delta=stopping.min_delta, patience=stopping.patience,

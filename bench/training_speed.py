@@ -149,7 +149,7 @@ def _variant_model(strategy: str, frozen: int):
     from transferlab.config import NetworkSpec
     from transferlab.training import race
 
-    return race.build_variant_network(_variant(strategy, frozen), _dnn5(0), NetworkSpec(), CLASSES, SEED)
+    return race.build_variant_network(_variant(strategy, frozen), _dnn5(0), NetworkSpec(), CLASSES, SEED)[0]
 
 
 def freeze(rows: int, repeats: int, frozen: int) -> dict:

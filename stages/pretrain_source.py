@@ -26,19 +26,19 @@ def main(argv: list[str]) -> None:
     arrays = datafiles.load_npz(paths.source_data(name), ("x_train", "y_train", "x_test", "y_test"))
     data.check_images(arrays, paths.source_data(name), n_classes=len(spec.data.classes))
     from transferlab.models import (
-        networks,  # TensorFlow starts only once the inputs are known to be good
+        architectures,  # TensorFlow starts only once the inputs are known to be good
     )
     from transferlab.training import single
 
     single.make_deterministic(spec.train.seed)
     n_classes = len(spec.data.classes)
-    layers = networks.dnn_layers(spec.network.hidden_units, spec.network.activation, n_classes)
     tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": "source", "init_from": "random",
             "data_fingerprint": data.fingerprint(*arrays.values())}
-    description = (f"Source network `{name}`: {'-'.join(map(str, spec.network.hidden_units))} {spec.network.activation} "
+    conv = f"conv {'-'.join(map(str, spec.network.conv))} + " if spec.network.conv else ""
+    description = (f"Source network `{name}`: {conv}{'-'.join(map(str, spec.network.hidden_units))} {spec.network.activation} "
                    f"units on classes {spec.data.classes}; variants copy its layers. Its model is in the Models tab.")
     with tracking.stage_run(params.mlflow.experiment, name, tags, {"source": spec.model_dump()}, description) as run_ids:
-        model = networks.build(arrays["x_train"].shape[1:], layers, spec.network.initializer, spec.train.seed)
+        model = architectures.source_network(spec.network, arrays["x_train"].shape[1:], n_classes, spec.train.seed)
         x, y, validation = arrays["x_train"], arrays["y_train"], None
         if spec.train.patience is not None:  # early stopping on a held-out share of the source training images
             kept, held = data.holdout_rows(len(y), spec.train.validation_fraction, spec.train.seed, labels=y)

@@ -119,7 +119,7 @@ def test_frozen_layers_do_not_change(name: str, raced, source_model) -> None:
 @pytest.mark.parametrize("name", ["reuse", "freeze", "cache", "unfreeze", "continue"])
 def test_copied_layers_hold_source_weights_before_training(name: str, source_model) -> None:
     variant = VARIANTS[name]
-    model = race.build_variant_network(variant, source_model, NETWORK, n_classes=5, seed=1)
+    model, _ = race.build_variant_network(variant, source_model, NETWORK, n_classes=5, seed=1)
     for i in range(variant.reuse_layers):
         layer = networks.hidden_name(i + 1)
         for copied, original in zip(weights(model, layer), weights(source_model, layer), strict=True):
@@ -128,7 +128,7 @@ def test_copied_layers_hold_source_weights_before_training(name: str, source_mod
 
 def test_continue_is_the_source_model_itself_output_layer_included(source_model, raced) -> None:
     """The more-training control starts exactly where the source model ended, on its own task, and trains on."""
-    model = race.build_variant_network(VARIANTS["continue"], source_model, NETWORK, n_classes=5, seed=1)
+    model, _ = race.build_variant_network(VARIANTS["continue"], source_model, NETWORK, n_classes=5, seed=1)
     for layer in ("hidden1", "hidden2", "hidden3", "outputs"):
         for copied, original in zip(weights(model, layer), weights(source_model, layer), strict=True):
             np.testing.assert_array_equal(copied, original)

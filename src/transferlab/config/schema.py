@@ -48,6 +48,7 @@ class VariantSpec(Strict):
     unfreeze: UnfreezeSpec | None = None
     train_layers: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None  # surgical: the block [low, high] of reused layers trained
     layer_decay: Annotated[float, Field(gt=0, le=1)] | None = None  # per-layer rates: each layer's rate over the one above's
+    train_bn: bool = False  # fastai's train_bn: the fixed blocks' BatchNormalization trains (and updates its statistics)
     # Overrides of the shared protocol. A variant that changes its grid or its stopping rule has
     # another tuning budget than the rest, and the report refuses to rank it with them.
     grid: list[OptimizerSpec] | None = None
@@ -158,7 +159,7 @@ class Params(Strict):
     def init_depth(self, init_from: str) -> int | None:
         """Number of hidden layers of the model named by `init_from` (None: known only once it is loaded)."""
         if init_from in self.sources:
-            return len(self.sources[init_from].network.hidden_units)
+            return self.sources[init_from].network.depth
         spec = self.pretrain.get(init_from) or self.zoo.get(init_from)
         return len(spec.hidden_units) if spec is not None and hasattr(spec, "hidden_units") else None
 

@@ -25,15 +25,15 @@ import numpy as np
 from transferlab.config import ModelFile
 from transferlab.data.repetitions import derived_seed
 from transferlab.errors import ModelError
+from transferlab.models import blocks
 
 OUTPUT = "outputs"
 SCORE = "score"  # the auxiliary ranking pretraining's one linear unit, on top of its hidden layers
 HEADS = {OUTPUT: "softmax", SCORE: "linear"}  # the layer a stack may end with, and its activation
 # the hidden activations params may name (a model file's hidden layers, the widest list)
 HIDDEN_ACTIVATIONS = typing.get_args(ModelFile.model_fields["activation"].annotation)
-SUPPORTED = ("supported: a chain of Dense layers hidden1 … hiddenN (then new_hidden1 …, then outputs) with biases and the "
-             "project's activations, on a flat input or one flattened after it; CNNs, BatchNormalization and Dropout are "
-             "not supported yet (issue 25)")
+SUPPORTED = ("supported: a Keras model of built-in layers (Sequential or Functional, one input and one output, each layer "
+             "applied once), no custom classes or Lambda layers")
 
 
 def hidden_name(index: int) -> str:
@@ -137,9 +137,11 @@ def split_at(model: keras.Model, frozen_layers: int) -> tuple[keras.Model, keras
 
 
 def parameter_counts(model: keras.Model) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts."""
+    """(trainable, frozen) parameter counts: the trainable weights, and every weight of the layers kept fixed.
+
+    A trained BatchNormalization's moving statistics are state, counted in neither."""
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    frozen = int(sum(np.prod(w.shape) for w in model.non_trainable_weights))
+    frozen = int(sum(np.prod(w.shape) for layer in model.layers if not layer.trainable for w in layer.weights))
     return trainable, frozen
 
 
@@ -161,15 +163,28 @@ def as_init_model(model: keras.Model) -> keras.Model:
 
 
 def check_supported(model: keras.Model, origin: Path | str) -> None:
-    """Refuse, in one line naming `origin` and the layer, any model the stacked engine cannot run exactly.
+    """Refuse, in one line naming `origin` and the layer, any model the engines cannot run exactly.
 
-    The engine (`training/engine.py`) runs Dense kernels and biases on a flat input and nothing
-    else, and `networks` finds layers by name: any other layer would be skipped without a word
-    (a BatchNormalization between hidden1 and outputs changes every prediction).
+    A chain of Dense layers named as the project names them runs on the stacked Dense engine
+    (`training/engine.py`); any other model of built-in Keras layers runs on Keras' own layers
+    (`training/keras_copies.py`), cut into blocks (`models/blocks.py`). Refused: a layer whose code
+    is not Keras' own (a custom class, a subclass of a built-in one, a `Lambda`), and a graph that
+    cannot be cut into blocks (several inputs or outputs, a layer applied twice).
     """
-    problem = _unsupported(model)
-    if problem is not None:
-        raise ModelError(f"{origin}: {problem}; {SUPPORTED}")
+    if is_dense_chain(model):
+        return
+    for layer in model.layers:
+        if type(layer).__module__.split(".")[0] != "keras" or type(layer) is keras.layers.Lambda:
+            raise ModelError(f"{origin}: layer {layer.name} ({type(layer).__name__}) is not a built-in Keras layer; {SUPPORTED}")
+    try:
+        blocks.blocks(model)
+    except ModelError as error:
+        raise ModelError(f"{origin}: {str(error).removeprefix(f'model {model.name}: ')}; {SUPPORTED}") from None
+
+
+def is_dense_chain(model: keras.Model) -> bool:
+    """Whether `model` is a chain of the project's Dense layers, which the stacked Dense engine runs (its fast path)."""
+    return _unsupported(model) is None
 
 
 def _unsupported(model: keras.Model) -> str | None:

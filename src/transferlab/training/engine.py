@@ -174,6 +174,10 @@ class Copies:
         """Copy k's best-epoch weights, Keras order: kernel and bias of each dense layer, bottom first."""
         return [w[k] for w in self.best]
 
+    def restore(self, k: int, model: keras.Model) -> None:
+        """Copy k's best weights into `model` (its architecture)."""
+        set_weights(model, self.best_weights(k))
+
     def restore_best(self) -> list[keras.Model]:
         """Write each copy's best-epoch weights into its Keras model; returns the models."""
         if len({id(model) for model in self.models}) < len(self.models):

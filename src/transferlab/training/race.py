@@ -26,8 +26,8 @@ from transferlab.config import (
 )
 from transferlab.data.repetitions import Repetition
 from transferlab.errors import ModelError
-from transferlab.models import networks
-from transferlab.training import engine, single
+from transferlab.models import networks, surgery
+from transferlab.training import engine, keras_copies, single
 from transferlab.training.results import (
     SCORES,
     RepetitionResult,
@@ -39,18 +39,29 @@ from transferlab.training.stopping import DIVERGED, StopRule
 
 def build_variant_network(
     variant: VariantSpec, init_model: keras.Model, network: NetworkSpec, n_classes: int, seed: int,
-    image_shape: tuple[int, ...] | None = None,
-) -> keras.Model:
-    """The variant's network: reused layers (copied unless `scratch`), new layers, a new output; lowest layers frozen.
+    image_shape: tuple[int, ...] | None = None, patterns: Sequence[str] | None = None,
+) -> tuple[keras.Model, surgery.Blocks]:
+    """(the variant's network, its blocks): reused blocks (copied unless `scratch`), new layers, a new output; lowest blocks frozen.
 
-    `image_shape`: the target's images (H, W, C), flattened inside the network (default: the init model's input)."""
-    layers = networks.target_layers(init_model, variant.reuse_layers, variant.new_hidden, network.activation, n_classes)
-    model = networks.build(image_shape or networks.input_shape(init_model), layers, network.initializer, seed)
-    if variant.strategy != "scratch":
-        copied = [networks.hidden_name(i + 1) for i in range(variant.reuse_layers)]
-        networks.copy_weights(init_model, model, copied + ([networks.OUTPUT] if strategies.STRATEGIES[variant.strategy].keeps_output else []))
-    networks.freeze(model, strategies.kept_fixed(variant))
-    return model
+    A Dense stack is rebuilt as one (`networks.build`, each Dense layer a block); any other model is
+    cut into blocks (`surgery.variant_network`, `patterns` declaring them). `image_shape`: the target's
+    images (H, W, C) (default: the init model's input).
+    """
+    rule = strategies.STRATEGIES[variant.strategy]
+    copy = variant.strategy != "scratch"
+    if not networks.is_dense_chain(init_model):
+        model, blocks = surgery.variant_network(init_model, variant.reuse_layers, variant.new_hidden, network.activation,
+                                                network.initializer, n_classes, seed, copy=copy, keep_output=rule.keeps_output,
+                                                patterns=patterns)
+    else:
+        layers = networks.target_layers(init_model, variant.reuse_layers, variant.new_hidden, network.activation, n_classes)
+        model = networks.build(image_shape or networks.input_shape(init_model), layers, network.initializer, seed)
+        if copy:
+            copied = [networks.hidden_name(i + 1) for i in range(variant.reuse_layers)]
+            networks.copy_weights(init_model, model, copied + ([networks.OUTPUT] if rule.keeps_output else []))
+        blocks = [(layer.name,) for layer in engine.dense_layers(model)]
+    surgery.freeze(model, blocks, strategies.kept_fixed(variant))
+    return model, blocks
 
 
 @dataclass
@@ -66,9 +77,10 @@ class RaceOutcome:
     split_per_class: tuple[int, int]  # (training, validation) labelled images per class (a mean, for labels `all`)
 
 
-def _trainable(model: keras.Model, fixed: Sequence[int]) -> list[str]:
-    names = {networks.hidden_name(i) for i in fixed}
-    return [layer.name for layer in engine.dense_layers(model) if layer.name not in names]
+def _trainable(blocks: surgery.Blocks, trained: surgery.Blocks, fixed: Sequence[int]) -> list[str]:
+    """The layers of the trained model's blocks `trained` that are not in the network's blocks numbered `fixed`."""
+    names = {name for index in fixed for name in blocks[index - 1]}
+    return [name for block in trained for name in block if name not in names]
 
 
 def _timed(rows: Sequence[dict[str, float]], offset: float) -> list[dict[str, float]]:
@@ -96,11 +108,13 @@ def race(
     arrays: Mapping[str, np.ndarray],
     labels_per_class: int | None,
     plan: Sequence[Repetition],
+    patterns: Sequence[str] | None = None,
 ) -> RaceOutcome:
     """Train the variant for every repetition x grid setting, choose each repetition's setting on validation, test once.
 
     `init_model`: one model every repetition reuses layers from, or one per repetition (in plan order),
-    as a selffer control reuses repetition r's own network trained on the target.
+    as a selffer control reuses repetition r's own network trained on the target. `patterns`: the init
+    model's declared blocks (its `model_files` entry's `blocks`); None finds them.
     """
     rule = strategies.STRATEGIES[variant.strategy]
     inits = [init_model] * len(plan) if isinstance(init_model, keras.Model) else list(init_model)
@@ -121,23 +135,27 @@ def race(
     # one network per repetition: its grid settings start from the same weights (the same seed), and only
     # the chosen setting's weights end up in it
     image_shape = tuple(int(d) for d in x_pool.shape[1:])
-    models = [build_variant_network(variant, inits[r], network, n_classes, rep.seed, image_shape) for r, rep in enumerate(plan)]
+    built = [build_variant_network(variant, inits[r], network, n_classes, rep.seed, image_shape, patterns)
+             for r, rep in enumerate(plan)]
+    models, blocks = [model for model, _ in built], built[0][1]
+    dense = networks.is_dense_chain(models[0])  # the stacked Dense engine, or Keras' own layers for any other model
     copies = [engine.Copy(draws[r][0], draws[r][1], plan[r].seed, protocol.grid[j]) for r, j in keys]
-    inputs, trained, cache_seconds = x_pool, models, 0.0
-    if rule.cached:  # the fixed layers are the init model's, the same in every copy: one pass serves all
+    inputs, trained, trained_blocks, cache_seconds = x_pool, models, blocks, 0.0
+    if rule.cached:  # the fixed blocks are the init model's, the same in every copy: one pass serves all
         start = time.perf_counter()
-        inputs = single.predict(networks.split_at(models[0], variant.frozen_layers)[0], x_pool)
+        inputs = single.predict(surgery.split_after(models[0], blocks, variant.frozen_layers)[0], x_pool)
         cache_seconds = time.perf_counter() - start
-        trained = [networks.split_at(model, variant.frozen_layers)[1] for model in models]
+        trained = [surgery.split_after(model, blocks, variant.frozen_layers)[1] for model in models]
+        trained_blocks = blocks[variant.frozen_layers:]
     stop = StopRule(protocol.stopping.max_epochs, protocol.stopping.patience, protocol.stopping.min_delta, protocol.stopping.monitor)
     histories: list[list[dict[str, float]]] = [[] for _ in keys]
     stopped: list[tuple[int, str, bool, float]] = [(0, "", False, 0.0)] * len(keys)  # best epoch, reason, converged, best value
     def train(members: list[int]) -> engine.Copies:  # one stack: its copies through every phase of the strategy
-        stack = engine.Copies([trained[keys[i][0]] for i in members], inputs, y_pool, [copies[i] for i in members],
-                               protocol.batch_size, stop)
+        own = [trained[keys[i][0]] for i in members], inputs, y_pool, [copies[i] for i in members], protocol.batch_size, stop
+        stack = engine.Copies(*own) if dense else keras_copies.Copies(*own, trained_blocks, variant.train_bn)
         for phase in rule.phases(variant):
-            multipliers = strategies.layer_multipliers(len(engine.dense_layers(trained[0])), phase.layer_decay)
-            stack.train(_trainable(trained[0], phase.fixed), phase.epochs, phase.rate_factor, multipliers)
+            multipliers = strategies.layer_multipliers(len(trained_blocks), phase.layer_decay)
+            stack.train(_trainable(blocks, trained_blocks, phase.fixed), phase.epochs, phase.rate_factor, multipliers)
         return stack
 
     lanes = engine.lanes()
@@ -161,9 +179,10 @@ def race(
         chosen.append((min if stop.lower_is_better else max)(finite, key=lambda i: stopped[i][3]))
     for r, i in enumerate(chosen):  # the chosen setting's best weights into repetition r's network
         stack, pos = where[i]
-        engine.set_weights(trained[r], stack.best_weights(pos))
-    tests = engine.score(models, arrays["x_test"], arrays["y_test"])  # the test set, once
-    further = {name: engine.score(models, *(arrays[key] for key in data.test_set_keys(name)))  # and each further
+        stack.restore(pos, trained[r])
+    score = engine.score if dense else keras_copies.score
+    tests = score(models, arrays["x_test"], arrays["y_test"])  # the test set, once
+    further = {name: score(models, *(arrays[key] for key in data.test_set_keys(name)))  # and each further
                for name in data.test_sets(arrays)}  # test set, once, in the target's order: nothing is chosen on any
     results, chosen_models, chosen_histories = [], [], []
     for r, rep in enumerate(plan):
