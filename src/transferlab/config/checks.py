@@ -270,6 +270,9 @@ def check_sweeps(params: Params, only: str | None = None) -> None:
             known_depth = [*params.sources, *params.pretrain]  # the sweep re-creates upper layers at these sizes
             if spec.init_from not in known_depth:
                 raise ConfigError(f"{key}.init_from", f"{spec.init_from!r}: choose a source or a pretrain entry ({', '.join(known_depth)})")
+            if spec.init_from in params.sources and params.sources[spec.init_from].network.conv:
+                raise ConfigError(f"{key}.init_from", f"{spec.init_from!r} is a CNN (network.conv): the sweep re-creates the "
+                                  "blocks above k as new Dense layers, which cannot stand for its convolution blocks")
             depth = params.init_depth(spec.init_from)
             if spec.layers is not None:
                 check_distinct(f"{key}.layers", spec.layers)

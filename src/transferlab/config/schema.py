@@ -42,7 +42,7 @@ class VariantSpec(Strict):
     strategy: str  # a key of strategies.STRATEGIES
     init_from: str  # a `sources:` entry, a `pretrain:` entry, or a `zoo:` / `model_files:` entry
     target: str  # a `targets:` entry
-    reuse_layers: NonNegativeInt  # the lowest k hidden layers of the init model
+    reuse_layers: NonNegativeInt  # the lowest k blocks of the init model (a Dense stack's: its hidden layers)
     frozen_layers: NonNegativeInt = 0  # the lowest f <= k of them stay fixed
     new_hidden: list[PositiveInt] = []  # new hidden layers above the reused ones
     unfreeze: UnfreezeSpec | None = None

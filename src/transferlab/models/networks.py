@@ -1,4 +1,4 @@
-"""Build dense networks from a spec and operate on them: copy layers by name, freeze, cut.
+"""Build dense networks from a spec and operate on them: copy layers by name, freeze.
 
 A network reads images (H, W, C) and flattens them itself (a `Flatten` layer named `flatten` after
 the input): the Dense stack's arithmetic is that of a flat input, and the data stay images.
@@ -9,8 +9,11 @@ Each layer's initializer is seeded from (seed, layer name), so two networks buil
 seed start from the same weights whatever else they contain — which is what lets `cache` and
 `freeze` be compared weight for weight.
 
-`check_supported` is the boundary: every model that enters the project (`zoo.load_keras`, the
-importers, pretraining outputs, registry fetches) is such a chain, or is refused with one line.
+`check_supported` is the boundary every model that enters the project passes (`zoo.load_keras`,
+the importers, pretraining outputs, registry fetches): a chain of such Dense layers
+(`is_dense_chain`) runs on the stacked Dense engine, any other model of built-in Keras layers on
+Keras' own layers (`training/keras_copies.py`, blocks from `models/blocks.py`, networks from
+`models/surgery.py`); anything else is refused with one line.
 """
 from __future__ import annotations
 
