@@ -146,13 +146,13 @@ def test_labels_all_races_on_the_whole_pool(source_model, arrays) -> None:
 
 
 def test_scratch_does_not_copy(source_model) -> None:
-    model = race.build_variant_network(VARIANTS["scratch"], source_model, NETWORK, n_classes=5, seed=1)
+    model, _ = race.build_variant_network(VARIANTS["scratch"], source_model, NETWORK, n_classes=5, seed=1)
     assert not np.allclose(weights(model, "hidden1")[0], weights(source_model, "hidden1")[0])
 
 
 def test_cache_trains_on_features_not_pixels(source_model) -> None:
     """The work `cache` saves, counted instead of timed: the trained part never sees the 784 pixels."""
-    model = race.build_variant_network(VARIANTS["cache"], source_model, NETWORK, n_classes=5, seed=1)
+    model, _ = race.build_variant_network(VARIANTS["cache"], source_model, NETWORK, n_classes=5, seed=1)
     lower, upper = networks.split_at(model, 2)
     assert upper.input_shape[-1] == 16 and lower.input_shape[1:] == (28, 28, 1)
     forward_macs = lambda m: sum(int(np.prod(layer.kernel.shape)) for layer in m.layers if hasattr(layer, "kernel"))  # noqa: E731

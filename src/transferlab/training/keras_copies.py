@@ -12,7 +12,8 @@ with the same rows, batch order, optimizer, early-stopping rule and best-weights
 Blocks are the unit a phase fixes or trains (`models/blocks.py`). The lowest fixed blocks run in
 inference mode (Keras' transfer-learning rule: a frozen base is called with `training=False`, so its
 BatchNormalization statistics stay fixed and its Dropout is off); with `train_bn` their
-normalization layers train and update their statistics (fastai's `train_bn`). A fixed block above a
+normalization layers train and update their statistics (fastai's `train_bn`) while every other layer
+there (Dropout, noise) stays in inference mode. A fixed block above a
 trained one keeps its weights and, as any non-trainable Keras BatchNormalization, its statistics.
 Per-block rates (`layer_decay`) scale each variable's update, which equals scaling its learning rate
 for SGD, momentum and Adam. The training objective is the cross-entropy plus the model's own
@@ -20,6 +21,7 @@ regularization losses, as `model.fit` minimises; the scored loss is the cross-en
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 
@@ -138,6 +140,8 @@ class Copies:
             cut = program.get_layer(self.blocks[fixed_prefix - 1][-1]).output
             lower = keras.Model(program.inputs[0], cut)
             upper = keras.Model(cut, program.outputs[0])
+            if self.train_bn:  # called in training mode for its normalization: every other layer kept in inference mode
+                lower = keras.models.clone_model(lower, clone_function=_normalization_trains)
         block_of = {name: b for b, block in enumerate(self.blocks) for name in block}
         variables = program.trainable_variables
         owner = {id(v): layer.name for layer in program.layers for v in layer.trainable_variables}
@@ -187,6 +191,28 @@ class Copies:
         """Copy k's best weights and statistics into `model` (its architecture)."""
         for variable, value in zip(model.variables, self.best[k], strict=True):
             variable.assign(value)
+
+
+def _normalization_trains(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A `clone_model` clone function sharing every layer: a normalization as it is, any other layer with a
+    training mode (Dropout, noise, augmentation, a nested model) wrapped to run in inference mode."""
+    if isinstance(layer, model_blocks.NORMALIZATION) or "training" not in inspect.signature(layer.call).parameters:
+        return layer
+    return _InferenceMode(layer)
+
+
+class _InferenceMode(keras.layers.Layer):
+    """`layer` (its own weights, shared) called with `training=False` whatever the mode of the model around it."""
+
+    def __init__(self, layer: keras.layers.Layer) -> None:
+        super().__init__(name=f"{layer.name}_inference")
+        self.inner = layer
+
+    def call(self, inputs):
+        return self.inner(inputs, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.inner.compute_output_shape(input_shape)
 
 
 class _History:
