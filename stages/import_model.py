@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from transferlab.config import (
     stage_entry,
 )
 from transferlab.data import datafiles, images
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, TransferlabError
 from transferlab.launch.cli import run_main
 
 RESULTS = ("source_test_accuracy", "sklearn_source_test_accuracy")  # the metrics file; the rest goes to the run record
@@ -77,17 +78,24 @@ def import_model(entry: RegistryEntry | SklearnMlpEntry | ModelFile, source: dic
     return {"source": entry.path}
 
 
-def describe(dest: Path, source: dict[str, Any]) -> dict[str, Any]:
-    """Layers, input size, file hash, and the imported network's own accuracy on the source test set."""
+def describe(dest: Path, source: dict[str, Any], model_files: Mapping[str, ModelFile] | None = None) -> dict[str, Any]:
+    """Layers, input size, file hash, and the imported network's own accuracy on the source test set.
+
+    A Dense stack is described by its `hidden_layers` ({name: units}); any other network by its
+    `input_shape` and `blocks` ({"first..last layer": parameters}, lowest first, the head last),
+    declared by `model_files.<name>.blocks` when that entry declares them."""
     from transferlab.models import networks, zoo
     from transferlab.training import single
 
     model = zoo.load_keras(dest)
-    described: dict[str, Any] = {
-        "input_size": networks.input_size(model),
-        "hidden_layers": {layer.name: int(layer.units) for layer in networks.hidden_layers(model)},
-        "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
-    }
+    described: dict[str, Any] = {"input_size": networks.input_size(model)}
+    if networks.is_dense_chain(model):
+        described["hidden_layers"] = {layer.name: int(layer.units) for layer in networks.hidden_layers(model)}
+    else:
+        found = zoo.init_blocks(model, model_files or {}, dest.stem)[1]
+        described["input_shape"] = list(networks.input_shape(model))
+        described["blocks"] = {zoo.block_text(block).rpartition(":")[0]: block.parameters for block in found}
+    described["sha256"] = hashlib.sha256(dest.read_bytes()).hexdigest()
     n_classes = int(source["y_test"].max()) + 1
     names = {layer.name for layer in model.layers}
     if "outputs" in names and model.output_shape[-1] == n_classes and described["input_size"] == source["x_test"].shape[1]:
@@ -96,15 +104,22 @@ def describe(dest: Path, source: dict[str, Any]) -> dict[str, Any]:
     return described
 
 
-def check_reuse_depth(params: Params, name: str, depth: int, dest: Path) -> None:
-    """Variants reusing this model must fit its depth: known only now for a registry entry.
+def reusable(described: dict[str, Any]) -> tuple[int, str]:
+    """(how many blocks `reuse_layers` may reuse, what they are): a Dense stack's hidden layers, else the blocks below the head."""
+    if "hidden_layers" in described:
+        return len(described["hidden_layers"]), "hidden layers"
+    return len(described["blocks"]) - 1, "blocks below the head"
+
+
+def check_reuse_depth(params: Params, name: str, depth: int, what: str, dest: Path) -> None:
+    """Variants reusing this model must fit its depth: known only now for a registry entry or a network's blocks.
 
     Refused here, before any variant trains, naming the variant's key; the imported file is removed
     so the refused import is not mistaken for a done one."""
     for variant_name, variant in params.variants.items():
         if variant.init_from == name and variant.reuse_layers > depth:
             dest.unlink(missing_ok=True)
-            raise ConfigError(f"variants.{variant_name}.reuse_layers", f"{variant.reuse_layers} > {depth} hidden layers of {name!r}")
+            raise ConfigError(f"variants.{variant_name}.reuse_layers", f"{variant.reuse_layers} > {depth} {what} of {name!r}")
 
 
 def main(argv: list[str]) -> None:
@@ -113,15 +128,19 @@ def main(argv: list[str]) -> None:
     key, entry = f"{section}.{name}", getattr(params, section)[name]
     source = datafiles.load_npz(paths.source_data(BUILTIN_INIT), ("x_train", "y_train", "x_test", "y_test"))
     data.check_images(source, paths.source_data(BUILTIN_INIT), n_classes=len(default_source(params, key).data.classes))
-    # imported networks are flat Dense stacks (scikit-learn, weight files): they read images as vectors
+    # flat here, as scikit-learn and weight files read them; `describe` reshapes them to a model's own input
     source = {k: images.flat(v) if k.startswith("x_") else v for k, v in source.items()}
     tags = {"stage": f"{key.split('.')[0]}@{name}", "variant": name, "strategy": "import",
             "init_from": getattr(entry, "uri", None) or getattr(entry, "path", None) or getattr(entry, "kind", "")}
     with tracking.stage_run(params.mlflow.experiment, name, tags, {key: entry.model_dump()}) as run_ids:
         dest = paths.init_model(name)
         recorded = {"kind": getattr(entry, "kind", None) or entry.format, **import_model(entry, source, dest)}
-        described = describe(dest, source)
-        check_reuse_depth(params, name, len(described["hidden_layers"]), dest)
+        try:  # e.g. declared blocks that do not fit: refused, and the file is not mistaken for a done import
+            described = describe(dest, source, params.model_files)
+        except TransferlabError:
+            dest.unlink(missing_ok=True)
+            raise
+        check_reuse_depth(params, name, *reusable(described), dest=dest)
         found = {**recorded, **described, **run_ids}
         metrics = {key: value for key, value in found.items() if key in RESULTS}
         tracking.log_final(found)
@@ -129,7 +148,8 @@ def main(argv: list[str]) -> None:
         artifacts.write_json(paths.init_metrics(name), metrics)
         artifacts.write_json(paths.init_run(name), {key: value for key, value in found.items() if key not in RESULTS})
     accuracy = metrics.get("source_test_accuracy")
-    print(f"imported {name} from {found['source']}: hidden {found['hidden_layers']}"
+    layers = f"hidden {found['hidden_layers']}" if "hidden_layers" in found else f"{len(found['blocks'])} blocks {found['blocks']}"
+    print(f"imported {name} from {found['source']}: {layers}"
           + (f", source test accuracy {accuracy:.4f}" if accuracy is not None else ""))
 
 

@@ -54,10 +54,11 @@ def main(argv: list[str]) -> None:
         zoo,  # TensorFlow starts only once the inputs are known to be good
     )
 
-    init_models = {}
+    init_models, patterns = {}, {}
     for init_from in dict.fromkeys(point.variant.init_from for point in points):
         init_models[init_from] = zoo.load_keras(paths.init_model(init_from))
         data.check_input_size(arrays, init_models[init_from].input_shape, init_from, spec.target)
+        patterns[init_from] = zoo.init_blocks(init_models[init_from], params.model_files, init_from)[0]  # declared blocks
     tags = {"stage": f"{STAGE}_{name}", "sweep": name, "variant": f"{STAGE}_{name}", "strategy": STAGE,
             "init_from": ",".join(init_models), "target": spec.target, "data_fingerprint": data.fingerprint(*arrays.values())}
     logged: dict[str, Any] = {"sweep": spec.model_dump(), "transfer": params.transfer.model_dump(), "target": target.model_dump()}
@@ -90,7 +91,7 @@ def main(argv: list[str]) -> None:
         grafts = {init_from: params.network_for(init_from) for init_from in init_models}
         rows = sweeps.run_sweep(points, plan, init_models, grafts, arrays, on_point,
                                 init_files={name: paths.init_model(name) for name in init_models},
-                                known={key: twin.repetitions for key, twin in twins.items()})
+                                known={key: twin.repetitions for key, twin in twins.items()}, patterns=patterns)
         summary = sweep_results.summarize_rows(rows)
         artifacts.write_rows(paths.sweep_rows(name), rows)
         artifacts.write_rows(paths.sweep_summary(name), summary)

@@ -63,6 +63,7 @@ def main(argv: list[str]) -> None:
 
     init_model = zoo.load_keras(paths.init_model(variant.init_from))
     data.check_input_size(arrays, init_model.input_shape, variant.init_from, variant.target)
+    patterns, _ = zoo.init_blocks(init_model, params.model_files, variant.init_from)  # declared blocks, checked before training
     tags = {"stage": f"{STAGE}@{name}", "variant": name, "strategy": variant.strategy, "init_from": variant.init_from,
             "target": variant.target, "data_fingerprint": data.fingerprint(*arrays.values())}
     logged = {"variant": variant.model_dump(), "protocol": protocol.model_dump(), "transfer": params.transfer.model_dump(),
@@ -75,7 +76,7 @@ def main(argv: list[str]) -> None:
                  "validation_per_class": validation_per_class}
         tracking.log_target(variant.target, paths.target_data(variant.target), arrays, sizes)
         outcome = race.race(variant, init_model, params.network_for(variant.init_from), protocol, arrays,
-                                  target.labels(), plan)
+                            target.labels(), plan, patterns)
         for result, rows in zip(outcome.results, outcome.histories, strict=True):
             seeds = {"seed": result.seed, "labels_seed": result.labels_seed, "chosen_setting": result.setting,
                      "stop_reason": result.stop_reason}

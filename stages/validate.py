@@ -88,11 +88,17 @@ def _depth(names: set[str]) -> int:
     return depth
 
 
+DENSE_STACK = {"InputLayer", "Flatten", "Reshape", "Dense"}  # classes of a Dense stack, whose depth is its hidden layers
+
+
 def _keras_layer_names(path: Path) -> set[str]:
+    """The layer names of a Dense stack's file; empty for any other network (its blocks need Keras to count)."""
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
-    layers = config.get("config", {}).get("layers", [])
-    return {layer.get("config", {}).get("name") or layer.get("name") for layer in layers if isinstance(layer, dict)}
+    layers = [layer for layer in config.get("config", {}).get("layers", []) if isinstance(layer, dict)]
+    if any(layer.get("class_name") not in DENSE_STACK for layer in layers):
+        return set()
+    return {layer.get("config", {}).get("name") or layer.get("name") for layer in layers}
 
 
 def model_file_depth(key: str, spec: ModelFile) -> int:
@@ -120,8 +126,9 @@ def model_file_depth(key: str, spec: ModelFile) -> int:
 
 
 def _keras_depth(path: Path) -> int:
+    """A Dense stack's hidden layers; -1 for any other network (`model_file@<name>` counts its blocks and checks)."""
     try:
-        return _depth(_keras_layer_names(path))
+        return _depth(names) if (names := _keras_layer_names(path)) else -1
     except (KeyError, ValueError, OSError, zipfile.BadZipFile):
         return -1  # unreadable: the import stage says exactly why, with the file named
 

@@ -67,6 +67,19 @@ def test_keras_file_with_lambda_layer_is_refused(tmp_path: Path) -> None:
         zoo.load_keras(path)
 
 
+def test_keras_file_of_a_cnn_loads(tmp_path: Path) -> None:
+    """Not a Dense stack: loaded all the same, with its weights (the Keras-layers engine runs it, cut into blocks)."""
+    inputs = keras.Input(shape=(6, 6, 1))
+    x = keras.layers.BatchNormalization(name="norm")(keras.layers.Conv2D(2, 3, name="conv")(inputs))
+    outputs = keras.layers.Dense(3, activation="softmax", name="outputs")(keras.layers.GlobalAveragePooling2D(name="pool")(x))
+    model = keras.Model(inputs, outputs)
+    model.save(tmp_path / "cnn.keras")
+    loaded = zoo.load_keras(tmp_path / "cnn.keras")
+    assert not networks.is_dense_chain(loaded)
+    images = np.random.default_rng(0).random((2, 6, 6, 1), dtype=np.float32)
+    np.testing.assert_array_equal(predict(loaded, images), predict(model, images))
+
+
 def test_truncated_keras_file_is_refused(keras_file: Path) -> None:
     with pytest.raises(ModelError, match=r"tiny\.keras: not a \.keras model archive") as error:
         zoo.load_keras(cut_in_half(keras_file))
@@ -249,6 +262,25 @@ def test_registry_round_trip(registry: str, tmp_path: Path, x: np.ndarray, capsy
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["name", "version", "aliases", "input", "hidden", "units", "test_accuracy"]
     assert table[1].split() == ["tiny", "1", "champion", "8", "6-5", "0.9100"]
+
+
+def test_a_registered_cnn_is_listed_by_its_blocks(registry: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any network is tagged with its blocks (a Dense stack keeps its `hidden_layers`), and `list` prints them."""
+    path = Path(__file__).parent / "fixtures" / "mini_xception.keras"
+    with mlflow.start_run():
+        zoo_registry.register_keras(path, "xception", {}, np.zeros((2, 64, 64, 1), np.float32))
+    (row,) = zoo_catalogue.catalogue()
+    assert row["input_shape"] == (64, 64, 1) and row["hidden_layers"] == {}
+    assert row["blocks"][:2] == [("conv2d_1..activation_1", 104), ("conv2d_2..activation_2", 608)]
+    assert len(row["blocks"]) == 7 and row["blocks"][-1] == ("conv2d_7..predictions", 8071)
+    assert "hidden_layers" not in MlflowClient().get_model_version("xception", "1").tags
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry)
+    zoo_registry.main(["list"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split() == ["xception", "1", "-", "64x64x1", "7", "blocks", "-"]
+    assert table[3].startswith("xception 1 blocks: 1 conv2d_1..activation_1 (104 parameters), 2 conv2d_2..activation_2 (608 parameters),")
+    assert table[3].endswith(", 7 conv2d_7..predictions (8,071 parameters)")
 
 
 def test_registered_version_is_an_mlflow_model(registry: str, tmp_path: Path, x: np.ndarray) -> None:

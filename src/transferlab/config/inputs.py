@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from transferlab.config.base import (
     BUILTIN_INIT,
@@ -195,10 +195,20 @@ ZOO_KINDS = ("registry", "sklearn_mlp")
 
 
 class ModelFile(Strict):
-    """A model from another framework or project on disk: a `.keras` file or an `.npz` of weights."""
+    """A model from another framework or project on disk: a `.keras` file (any network of built-in Keras
+    layers) or an `.npz` of weights (a Dense stack)."""
 
     format: Literal["keras", "npz"]
     path: str
     name_map: dict[str, str] = {}  # npz: their layer name -> ours (hidden1 …, outputs)
     activation: Literal["relu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear"] = "relu"  # npz hidden layers
     max_array_mb: PositiveInt = 512  # npz: the most MB one weights array may take, read from its header first
+    # keras: the blocks `reuse_layers` counts, one regular expression per block, lowest first, each matching
+    # the whole names of that block's layers (`models/blocks.py`); None: found at the graph's single-tensor cuts
+    blocks: Annotated[list[str], Field(min_length=2)] | None = None
+
+    @model_validator(mode="after")
+    def _blocks_of_a_keras_file(self) -> ModelFile:
+        if self.blocks is not None and self.format != "keras":
+            raise ValueError("blocks: declared only for format keras (an npz is a Dense stack, each layer a block)")
+        return self

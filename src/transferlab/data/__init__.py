@@ -199,10 +199,16 @@ def load_target(target: str) -> dict[str, np.ndarray]:
 
 
 def check_input_size(arrays: dict[str, np.ndarray], input_shape: tuple[int | None, ...], init_from: str, target: str) -> None:
-    """The target's images must fill the init model's input, (H, W, C) or its flattened H * W * C values;
-    the error says which params resize and adapt them."""
+    """The target's images must fill the init model's input, (H, W, C) (a CNN's, or a Dense stack that
+    flattens them itself) or its flattened H * W * C values; the error says which params resize and
+    adapt them. An input whose size is not fixed (None) is refused: the variant's network is built
+    for one image size."""
     image = tuple(int(d) for d in arrays["x_test"].shape[1:])
-    wanted = tuple(int(d) for d in input_shape[1:] if d is not None)
+    if any(d is None for d in input_shape[1:]):
+        shape = "x".join("?" if d is None else str(d) for d in input_shape[1:])
+        raise DataError(f"{paths.init_model(init_from)}: its input is {shape}, not of a fixed size; save the model with a "
+                        f"fixed input (keras.Input(shape=(H, W, C))) to transfer it to {target}'s {'x'.join(map(str, image))} images")
+    wanted = tuple(int(d) for d in input_shape[1:])
     if wanted != image and wanted != (int(np.prod(image)),):
         height, width, channels = image
         raise DataError(

@@ -2,9 +2,14 @@
 
 Sources: a `.keras` file (`load_keras`), a fitted scikit-learn `MLPClassifier`
 (`from_sklearn_mlp`), an `.npz` of weights from any framework (`from_npz`), and the MLflow
-Model Registry (`transferlab.tracking.registry`). Every source comes out as the same Keras stack:
-Dense layers `hidden1 … hiddenN` and (when present) `outputs`; anything else is refused with one line
-(`networks.check_supported`), never loaded with layers the engine would skip.
+Model Registry (`transferlab.tracking.registry`). A `.keras` file may hold any network of built-in
+Keras layers (a CNN, residual blocks, BatchNormalization, …): one input, one output, each layer
+applied once; a custom class, a subclass of a built-in layer or a `Lambda` is refused with one line
+(`networks.check_supported`). Its *blocks* (`models/blocks.py`: found, or declared by a
+`model_files` entry's `blocks`) are what `reuse_layers` counts (`init_blocks`). A scikit-learn MLP
+and an `.npz` become a Dense stack, `hidden1 … hiddenN` and (when present) `outputs`, each layer a
+block. HDF5 files (`.h5`) are not loaded: convert them to `.keras` first (docs/strategies.md,
+"Bring your own network").
 
 The `.npz` format holds `<layer>/kernel` (inputs × units) and `<layer>/bias` (units) arrays,
 nothing pickled. Exporting a PyTorch `nn.Sequential` of `nn.Linear` layers (PyTorch stores
@@ -31,9 +36,10 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from transferlab.config import ModelFile
 from transferlab.data.datafiles import save_npz
-from transferlab.errors import ModelError, first_line
-from transferlab.models import networks
+from transferlab.errors import ConfigError, ModelError, first_line
+from transferlab.models import blocks, networks
 
 if TYPE_CHECKING:
     from sklearn.neural_network import MLPClassifier
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
 SKLEARN_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "linear"}
 _HIDDEN = re.compile(r"hidden([1-9][0-9]*)")
 _CUSTOM_CLASS = re.compile(r"Could not locate class '([^']+)'")
+HDF5 = (".h5", ".hdf5")  # Keras 2's format: converted to .keras outside the pipeline, never loaded here
 
 
 def load_keras(path: Path, origin: str | None = None) -> keras.Model:
@@ -53,6 +60,9 @@ def load_keras(path: Path, origin: str | None = None) -> keras.Model:
     origin = origin or str(path)
     if not path.is_file():
         raise ModelError(f"{origin}: model file not found")
+    if path.suffix.lower() in HDF5:
+        raise ModelError(f"{origin}: an HDF5 model is not loaded, only the .keras format; convert it to .keras first "
+                         "(docs/strategies.md, Bring your own network)")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise ModelError(f"{origin}: not a .keras model archive (only the .keras format is loaded)")
     try:
@@ -68,6 +78,31 @@ def load_keras(path: Path, origin: str | None = None) -> keras.Model:
         raise ModelError(f"{origin}: cannot be loaded safely ({first_line(error)[:200]})") from None
     networks.check_supported(model, origin)
     return model
+
+
+def init_blocks(model: keras.Model, model_files: Mapping[str, ModelFile], name: str) -> tuple[list[str] | None, list[blocks.Block]]:
+    """(the declared block patterns or None, the blocks) of init model `name`: `model_files.<name>.blocks` declares them.
+
+    A pattern that does not fit the model, or patterns declared for a Dense stack (each of whose
+    layers is a block already), is refused in one line naming `model_files.<name>.blocks`.
+    """
+    entry = model_files.get(name)
+    patterns = None if entry is None or entry.blocks is None else list(entry.blocks)
+    key = f"model_files.{name}.blocks"
+    if patterns is not None and networks.is_dense_chain(model):
+        raise ConfigError(key, f"{entry.path} is a Dense stack (hidden1 …), each layer a block already: remove blocks")
+    try:
+        return patterns, blocks.blocks(model, patterns)
+    except ModelError as error:
+        if patterns is None:
+            raise
+        raise ConfigError(key, f"{entry.path}: {str(error).removeprefix(f'model {model.name}: ')}") from None
+
+
+def block_text(block: blocks.Block) -> str:
+    """`conv2d_1..activation_1:104`: a block's first and last layer and its parameter count (a registry tag's part)."""
+    span = block.layers[0] if len(block.layers) == 1 else f"{block.layers[0]}..{block.layers[-1]}"
+    return f"{span}:{block.parameters}"
 
 
 Weights = list[tuple[str, np.ndarray, np.ndarray]]  # (layer name, kernel, bias), lowest layer first

@@ -128,11 +128,17 @@ def pretraining(entries: Mapping[str, Mapping[str, Any]], ui: str) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def layers_cell(metrics: Mapping[str, Any]) -> str:
+    """A Dense stack's hidden units (`300-100`), or any other network's blocks (`6 blocks + head`)."""
+    if "hidden_layers" in metrics:
+        return "-".join(str(units) for units in metrics["hidden_layers"].values())
+    return f"{len(metrics['blocks']) - 1} blocks + head"
+
+
 def imported(entries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """One row per zoo entry or model file: where it came from, its layers, its source accuracy, its digest."""
     return pd.DataFrame([
-        {"entry": name, "kind": metrics["kind"], "from": metrics["source"],
-         "hidden layers": "-".join(str(units) for units in metrics["hidden_layers"].values()),
+        {"entry": name, "kind": metrics["kind"], "from": metrics["source"], "hidden layers": layers_cell(metrics),
          "source test accuracy %": render.percent(metrics.get("source_test_accuracy")), "sha256": metrics["sha256"][:12]}
         for name, metrics in entries.items()
     ])

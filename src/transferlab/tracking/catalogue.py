@@ -3,7 +3,8 @@
     python -m transferlab.tracking.registry list   # the catalogue, from $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
 
 (also `transferlab-zoo list`). Registering and fetching are `registry.py`; the rows come from the tags it
-gives each version (`input_shape`, `hidden_layers`, `test_accuracy`).
+gives each version (`input_shape`, `hidden_layers` of a Dense stack or `blocks` of any other network,
+`test_accuracy`). A network's blocks are listed under the table, one line per version.
 """
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ def _hidden(tag: str | None) -> dict[str, int]:
     return {name: int(units) for name, _, units in pairs if units.isdigit()}
 
 
+def _blocks(tag: str | None) -> list[tuple[str, int]]:
+    """`conv2d_1..activation_1:104,…` -> [("conv2d_1..activation_1", 104), …]; malformed parts are skipped."""
+    pairs = (part.rpartition(":") for part in (tag or "").split(",") if part)
+    return [(span, int(count)) for span, _, count in pairs if span and count.isdigit()]
+
+
 def _float(tag: str | None) -> float | None:
     try:
         return float(tag) if tag is not None else None
@@ -51,7 +58,7 @@ def _float(tag: str | None) -> float | None:
 
 
 def catalogue(tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """One row per registered version: name, version, aliases, input_shape, hidden_layers, test_accuracy, run_id."""
+    """One row per registered version: name, version, aliases, input_shape, hidden_layers, blocks, test_accuracy, run_id."""
     client = MlflowClient(tracking_uri=tracking_uri)
     rows, token = [], None
     while True:
@@ -67,6 +74,7 @@ def catalogue(tracking_uri: str | None = None) -> list[dict[str, Any]]:
                     "aliases": sorted(alias for alias, number in aliases.items() if str(number) == str(version.version)),
                     "input_shape": tuple(int(d) for d in shape.split(",") if d.isdigit()) or None,
                     "hidden_layers": _hidden(version.tags.get("hidden_layers")),
+                    "blocks": _blocks(version.tags.get("blocks")),
                     "test_accuracy": _float(version.tags.get("test_accuracy")),
                     "run_id": version.run_id,
                 })
@@ -76,7 +84,7 @@ def catalogue(tracking_uri: str | None = None) -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The catalogue as a fixed-width text table."""
+    """The catalogue as a fixed-width text table; then each network's blocks (lowest first, the head last)."""
     header = ("name", "version", "aliases", "input", "hidden units", "test_accuracy")
     lines = [header] + [
         (
@@ -84,13 +92,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             row["version"],
             ",".join(row["aliases"]) or "-",
             "x".join(str(d) for d in row["input_shape"] or ()) or "?",
-            "-".join(str(units) for units in row["hidden_layers"].values()) or "?",
+            "-".join(str(units) for units in row["hidden_layers"].values())
+            or (f"{len(row['blocks'])} blocks" if row.get("blocks") else "?"),
             "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}",
         )
         for row in rows
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
+    table = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    listed = [f"{row['name']} {row['version']} blocks: " + ", ".join(f"{number} {span} ({count:,} parameters)"
+                                                                      for number, (span, count) in enumerate(row["blocks"], 1))
+              for row in rows if row.get("blocks")]
+    return "\n".join(table + ([""] + listed if listed else []))
 
 
 def _list(uri: str) -> None:

@@ -4,8 +4,10 @@ A version is an MLflow model in the Keras flavour, logged by the run that regist
 signature, an input example, the native `.keras` file under `data/`; `mlflow.pyfunc.load_model`
 loads it), never a pickle: fetching only downloads its one `.keras` file, and loading it goes
 through `zoo.load_keras` with `safe_mode`. Each version is tagged with what a variant needs
-to pick an init model: `input_shape`, `hidden_layers` (`hidden1:300,hidden2:50`) and the
-caller's tags (`test_accuracy`, …). What the zoo holds, and its `list` command, is `catalogue.py`:
+to pick an init model: `input_shape`, for a Dense stack `hidden_layers` (`hidden1:300,hidden2:50`),
+for any other network `blocks` (`conv2d_1..activation_1:104,…,conv2d_7..predictions:8071`: each
+block's first and last layer and its parameters, lowest first, the head last), and the caller's
+tags (`test_accuracy`, …). What the zoo holds, and its `list` command, is `catalogue.py`:
 
     python -m transferlab.tracking.registry list   # the catalogue, from $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
 """
@@ -119,12 +121,14 @@ def register_keras(model_path: Path, name: str, tags: Mapping[str, str], example
     example from `example`) and register it as a new version of `name`; returns the version.
 
     The file is loaded first (safe mode), so nothing unusable enters the zoo; `tags` (e.g.
-    `test_accuracy`) are added to the computed `input_shape` and `hidden_layers` tags.
+    `test_accuracy`) are added to the computed `input_shape` and `hidden_layers` (a Dense stack) or
+    `blocks` (any other network) tags.
     """
-    from transferlab.models import (
-        networks,  # Keras only where a model is read: `list` stays light
+    from transferlab.models import (  # Keras only where a model is read: `list` stays light
+        blocks,
+        networks,
     )
-    from transferlab.models.zoo import load_keras
+    from transferlab.models.zoo import block_text, load_keras
 
     model = load_keras(Path(model_path))  # first: a model the engine cannot run is refused whatever else is wrong
     run = mlflow.active_run()
@@ -134,7 +138,8 @@ def register_keras(model_path: Path, name: str, tags: Mapping[str, str], example
         raise ModelError(f"zoo name {name!r}: use letters, digits, '_', '.', '-' (starting with a letter or digit)")
     version_tags = {
         "input_shape": ",".join(str(int(dim)) for dim in model.input_shape[1:]),
-        "hidden_layers": ",".join(f"{layer.name}:{int(layer.units)}" for layer in networks.hidden_layers(model)),
+        **({"hidden_layers": ",".join(f"{layer.name}:{int(layer.units)}" for layer in networks.hidden_layers(model))}
+           if networks.is_dense_chain(model) else {"blocks": ",".join(block_text(block) for block in blocks.blocks(model))}),
         **{key: str(value) for key, value in tags.items()},
     }
     client = MlflowClient()  # the fluent API's tracking URI: the same store as the active run

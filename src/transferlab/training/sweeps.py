@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from transferlab.training.results import RepetitionResult
 
 
-
 @dataclass(frozen=True)
 class Point:
     """One grid point: a variant trained at `labels_per_class`, plotted at `x` in line `series`."""
@@ -212,10 +211,12 @@ def run_sweep(
     on_point: OnPoint | None = None,
     init_files: Mapping[str, Path] | None = None,
     known: Mapping[RaceKey, Sequence[RepetitionResult]] | None = None,
+    patterns: Mapping[str, Sequence[str] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Race every point over the same repetitions; returns one tidy row per repetition and point.
 
     `known`: races already run elsewhere (a twin `transfer@<variant>` stage's repetitions), not raced again.
+    `patterns`: per init model, its declared blocks (`model_files.<name>.blocks`); absent or None: found.
 
     Points with identical settings (k = 0 is the scratch baseline of every mode) are raced once
     and their rows reused, so the lines of a figure share that point exactly. A selffer point is
@@ -241,7 +242,7 @@ def run_sweep(
         after = {keys.index(key): keys.index(source) for key, source in sources.items()}
         raced = zip(keys, fanout.race_on_cluster(jobs, plan, init_files, networks, arrays, after), strict=True)
     else:
-        raced = _race_in_process(schedule, sources, plan, init_models, networks, arrays)
+        raced = _race_in_process(schedule, sources, plan, init_models, networks, arrays, patterns or {})
     done: dict[RaceKey, Sequence[Any]] = dict(known)
     rows: list[dict[str, Any]] = []
     for point in points:
@@ -273,12 +274,9 @@ def race_key(point: Point) -> RaceKey:
 
 def _race_in_process(schedule: Mapping[RaceKey, Point], sources: Mapping[RaceKey, RaceKey], plan: Sequence[Repetition],
                      init_models: Mapping[str, keras.Model], networks: Mapping[str, NetworkSpec],
-                     arrays: Mapping[str, np.ndarray]) -> Iterator[tuple[RaceKey, list[Any]]]:
-    """Race the scheduled points, one per core at a time, yielded in schedule order.
-
-    A selffer point waits for its source race and reuses that race's chosen model of each
-    repetition. Races started in schedule order never wait on one queued behind them.
-    """
+                     arrays: Mapping[str, np.ndarray], patterns: Mapping[str, Sequence[str] | None]) -> Iterator[tuple[RaceKey, list[Any]]]:
+    """Race the scheduled points, one per core at a time, yielded in schedule order: a selffer point waits for its
+    source race and reuses that race's chosen model of each repetition (races never wait on one queued behind them)."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from transferlab.models import networks as layers
@@ -287,9 +285,10 @@ def _race_in_process(schedule: Mapping[RaceKey, Point], sources: Mapping[RaceKey
     races: dict[RaceKey, Future] = {}
 
     def run(key: RaceKey, point: Point) -> tuple[list[Any], list[keras.Model]]:
-        init = races[sources[key]].result()[1] if key in sources else init_models[point.variant.init_from]
-        outcome = race.race(point.variant, init, networks[point.variant.init_from], point.protocol, arrays,
-                                  point.labels_per_class, plan)
+        variant, selffer = point.variant, key in sources  # a selffer point reuses B_r, whose blocks are found
+        init = races[sources[key]].result()[1] if selffer else init_models[variant.init_from]
+        outcome = race.race(variant, init, networks[variant.init_from], point.protocol, arrays, point.labels_per_class, plan,
+                            None if selffer else patterns.get(variant.init_from))
         reused = [layers.as_init_model(model) for model in outcome.models] if key in sources.values() else []
         return outcome.results, reused  # reused: B_r of each repetition r, for the selffer points
 
