@@ -163,10 +163,13 @@ def freeze(rows: int, repeats: int, frozen: int) -> dict:
 
 def cache(rows: int, repeats: int, frozen: int) -> dict:
     training = _tf_setup()
-    from transferlab.models import networks
+    from transferlab.config import NetworkSpec
+    from transferlab.models import surgery
+    from transferlab.training import race
 
     x, y = make_data(rows)
-    lower, upper = networks.split_at(_variant_model("cache", frozen), frozen)
+    model, blocks = race.build_variant_network(_variant("cache", frozen), _dnn5(0), NetworkSpec(), CLASSES, SEED)
+    lower, upper, _ = surgery.split_after(model, blocks, frozen)
     start = time.perf_counter()
     features = training.predict(lower, x)  # what strategies.train_cached times as cache_seconds
     cache_seconds = time.perf_counter() - start

@@ -16,7 +16,7 @@ from transferlab.config import (
     VariantSpec,
 )
 from transferlab.data import datasets, repetitions
-from transferlab.models import networks
+from transferlab.models import networks, surgery
 from transferlab.training import engine, race, single
 from transferlab.training.stopping import StopRule
 
@@ -152,8 +152,8 @@ def test_scratch_does_not_copy(source_model) -> None:
 
 def test_cache_trains_on_features_not_pixels(source_model) -> None:
     """The work `cache` saves, counted instead of timed: the trained part never sees the 784 pixels."""
-    model, _ = race.build_variant_network(VARIANTS["cache"], source_model, NETWORK, n_classes=5, seed=1)
-    lower, upper = networks.split_at(model, 2)
+    model, blocks = race.build_variant_network(VARIANTS["cache"], source_model, NETWORK, n_classes=5, seed=1)
+    lower, upper, _ = surgery.split_after(model, blocks, 2)
     assert upper.input_shape[-1] == 16 and lower.input_shape[1:] == (28, 28, 1)
     forward_macs = lambda m: sum(int(np.prod(layer.kernel.shape)) for layer in m.layers if hasattr(layer, "kernel"))  # noqa: E731
     assert forward_macs(upper) < forward_macs(model) / 10

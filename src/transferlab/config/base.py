@@ -49,8 +49,8 @@ class StoppingSpec(Strict):
 
 
 class NetworkSpec(Strict):
-    # conv: a CNN's convolution blocks, lowest first (filters of each 3x3 Conv2D + BatchNormalization + activation +
-    # 2x2 max pooling), then global average pooling; [] is a Dense stack on the flattened image. Each conv block and
+    # conv: a CNN's convolution blocks, lowest first (filters of each 3x3 stride-2 Conv2D + BatchNormalization +
+    # activation), then global average pooling; [] is a Dense stack on the flattened image. Each conv block and
     # each Dense layer is a block: what reuse_layers, frozen_layers and train_layers count.
     conv: list[PositiveInt] = []
     hidden_units: Annotated[list[PositiveInt], Field(min_length=1)] = [300, 50, 50, 50, 50]

@@ -160,6 +160,9 @@ def _check_variant(params: Params, name: str, variant: VariantSpec) -> None:
         raise ConfigError(
             f"{key}.reuse_layers", f"{variant.reuse_layers} > {depth} hidden layers of {variant.init_from!r}"
         )
+    if variant.train_bn and STRATEGIES[variant.strategy].cached:
+        raise ConfigError(f"{key}.train_bn", "a cached strategy computes its fixed blocks once, in inference mode: their "
+                          "normalization cannot train (use freeze)")
     if variant.frozen_layers > variant.reuse_layers:
         raise ConfigError(f"{key}.frozen_layers", f"{variant.frozen_layers} > reuse_layers {variant.reuse_layers}")
     if variant.reuse_layers == 0 and not variant.new_hidden and variant.strategy != "scratch":

@@ -1,8 +1,9 @@
 """The source networks params can declare (`sources.<name>.network`): a Dense stack, or a small CNN.
 
-The CNN: per entry of `conv`, a 3x3 `Conv2D` (no bias: the BatchNormalization after it has one),
-`BatchNormalization`, the activation and 2x2 max pooling; then global average pooling, the Dense
-layers `hidden1 …` and the softmax `outputs`. Layers are named `conv1`, `bn1`, `act1`, `pool1`, …;
+The CNN: per entry of `conv`, a 3x3 `Conv2D` of stride 2 (it halves the image: a quarter of the
+arithmetic of a stride-1 convolution and max pooling; no bias, the BatchNormalization after it has
+one), `BatchNormalization` and the activation; then global average pooling, the Dense layers
+`hidden1 …` and the softmax `outputs`. Layers are named `conv1`, `bn1`, `act1`, …, `gap`;
 its blocks (`models/blocks.py`) are the conv blocks (the pooling joins the last), then each Dense
 layer: what `reuse_layers` counts. Each initializer is seeded from (seed, layer name), as in
 `networks.dense`.
@@ -23,10 +24,10 @@ def cnn(input_shape: Sequence[int], conv: Sequence[int], hidden_units: Sequence[
     x = inputs
     for i, filters in enumerate(conv, start=1):
         init = keras.initializers.get({"class_name": initializer, "config": {"seed": networks.layer_seed(seed, f"conv{i}")}})
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=init, name=f"conv{i}")(x)
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, kernel_initializer=init,
+                                name=f"conv{i}")(x)
         x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.Activation(activation, name=f"act{i}")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     for spec in networks.dnn_layers(hidden_units, activation, n_classes):
         x = networks.dense(spec, initializer, seed)(x)

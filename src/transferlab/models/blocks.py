@@ -17,7 +17,7 @@ Declared (`blocks(model, patterns)`): one regular expression per block, lowest f
 and each block ending at a single-tensor cut, or the model is refused with one line.
 
 `split(model, k)` cuts a model at the end of block k into a lower and an upper model that share its
-layers and weights: upper(lower(x)) is model(x). Not yet used by the race (issue 25's next step).
+layers and weights: upper(lower(x)) is model(x). The race builds networks from blocks (`surgery.py`).
 """
 from __future__ import annotations
 

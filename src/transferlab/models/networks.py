@@ -127,18 +127,6 @@ def freeze(model: keras.Model, fixed: Iterable[int]) -> None:
         layer.trainable = layer.name not in frozen
 
 
-def split_at(model: keras.Model, frozen_layers: int) -> tuple[keras.Model, keras.Model]:
-    """Cut a stack after hidden{frozen_layers}: a lower model and an upper model sharing the layers' weights."""
-    dense_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    cut = next(i for i, layer in enumerate(dense_layers) if layer.name == hidden_name(frozen_layers)) + 1
-    lower = keras.Model(model.inputs, dense_layers[cut - 1].output, name="frozen_lower")
-    upper_in = keras.Input(shape=(int(dense_layers[cut - 1].units),), name="cached_features")
-    x = upper_in
-    for layer in dense_layers[cut:]:
-        x = layer(x)
-    return lower, keras.Model(upper_in, x, name="trained_upper")
-
-
 def parameter_counts(model: keras.Model) -> tuple[int, int]:
     """(trainable, frozen) parameter counts: the trainable weights, and every weight of the layers kept fixed.
 

@@ -95,11 +95,12 @@ def variant_network(init: keras.Model, reuse: int, new_hidden: Sequence[int], ac
     return keras.Model(inputs, x, name="transfer"), kept + new
 
 
-def freeze(model: keras.Model, blocks: Blocks, fixed: Sequence[int]) -> None:
-    """The blocks numbered `fixed` (1 is the lowest) non-trainable, every other layer trainable."""
+def freeze(model: keras.Model, blocks: Blocks, fixed: Sequence[int], train_bn: bool = False) -> None:
+    """The blocks numbered `fixed` (1 is the lowest) non-trainable, every other layer trainable; with `train_bn`
+    the fixed blocks' normalization layers train too (fastai's `train_bn`)."""
     frozen = {name for index in fixed for name in blocks[index - 1]}
     for layer in model.layers:
-        layer.trainable = layer.name not in frozen
+        layer.trainable = layer.name not in frozen or (train_bn and isinstance(layer, model_blocks.NORMALIZATION))
 
 
 def split_after(model: keras.Model, blocks: Blocks, k: int) -> tuple[keras.Model, keras.Model, Blocks]:

@@ -60,7 +60,7 @@ def build_variant_network(
             copied = [networks.hidden_name(i + 1) for i in range(variant.reuse_layers)]
             networks.copy_weights(init_model, model, copied + ([networks.OUTPUT] if rule.keeps_output else []))
         blocks = [(layer.name,) for layer in engine.dense_layers(model)]
-    surgery.freeze(model, blocks, strategies.kept_fixed(variant))
+    surgery.freeze(model, blocks, strategies.kept_fixed(variant), variant.train_bn)
     return model, blocks
 
 
