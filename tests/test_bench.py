@@ -38,3 +38,29 @@ def test_the_layers_are_read_from_the_keras_model_actually_trained() -> None:
     full = flops.epoch_flops([Layer(x.inputs, x.units, True) for x in layers], 400, 100)
     assert full.total == 2 * 257_950 * 400 * 2 + 2 * (257_950 - 784 * 300) * 400 + 2 * 257_950 * 100 == 482_510_000
     assert flops.cache_flops(layers, 2, 1500) == 2 * (784 * 300 + 300 * 50) * 1500
+
+
+def test_a_cnn_counts_its_convolutions_from_kernel_and_output_shape() -> None:
+    import keras
+
+    from transferlab.config import NetworkSpec
+    from transferlab.models import architectures
+
+    cnn = architectures.source_network(NetworkSpec(conv=[8, 16], hidden_units=[32]), (28, 28, 1), 5, 0)
+    cnn.get_layer("conv1").trainable = False
+    layers = flops.model_layers(cnn)
+    # conv1: 28x28 positions x 3x3 x 1 -> 8; conv2 after 2x2 pooling: 14x14 x 3x3 x 8 -> 16; then 16 -> 32 -> 5
+    assert [(x.name, x.multiply_adds, x.trained) for x in layers] == [
+        ("conv1", 784 * 9 * 8, False), ("conv2", 196 * 9 * 8 * 16, True), ("hidden1", 16 * 32, True), ("outputs", 32 * 5, True)]
+    counted = flops.epoch_flops(layers, 10, 2)  # conv2 is the lowest trained layer: no input gradient of its own
+    assert counted.backward == 2 * (225_792 + 512 + 160 + 512 + 160) * 10
+    image = keras.Input((28, 28, 3))
+    x = keras.layers.SeparableConv2D(8, 3, padding="same", depth_multiplier=2)(image)
+    x = keras.layers.DepthwiseConv2D(3, strides=2)(x)
+    x = keras.layers.Conv2D(8, 3, groups=4)(x)
+    x = keras.layers.Dense(4)(x)
+    assert [x.multiply_adds for x in flops.model_layers(keras.Model(image, x))] == [
+        784 * 9 * 3 * 2, 784 * 6 * 8,  # separable: depthwise (3 channels x 2), then pointwise 6 -> 8
+        169 * 9 * 8,  # depthwise, stride 2: 13 x 13 positions, one 3x3 filter per channel
+        121 * 9 * 2 * 8,  # 4 groups: each filter sees 8 / 4 channels
+        121 * 8 * 4]  # a Dense layer on an 11 x 11 x 8 image, per position
