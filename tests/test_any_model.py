@@ -54,7 +54,7 @@ def with_statistics(model: keras.Model, seed: int) -> keras.Model:
 
 
 def values(model: keras.Model) -> dict[str, np.ndarray]:
-    return {v.path: np.array(v) for v in model.variables}
+    return {v.path: v.numpy() for v in model.variables}
 
 
 def strip(rows):
@@ -97,10 +97,10 @@ def dense_bn_dropout() -> keras.Model:
 def by_hand(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """The Dense stack's inference-mode outputs in NumPy: BatchNormalization with its moving statistics, no Dropout."""
     hidden = model.get_layer("hidden1")
-    h = np.maximum(x.reshape(len(x), -1) @ np.array(hidden.kernel) + np.array(hidden.bias), 0)
+    h = np.maximum(x.reshape(len(x), -1) @ hidden.kernel.numpy() + hidden.bias.numpy(), 0)
     gamma, beta, mean, variance = model.get_layer("bn").get_weights()
     h = (h - mean) / np.sqrt(variance + model.get_layer("bn").epsilon) * gamma + beta
-    logits = h @ np.array(model.get_layer("outputs").kernel) + np.array(model.get_layer("outputs").bias)
+    logits = h @ model.get_layer("outputs").kernel.numpy() + model.get_layer("outputs").bias.numpy()
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 

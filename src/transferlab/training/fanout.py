@@ -61,7 +61,7 @@ def _check_reachable(where: str) -> None:
 
 
 def _race_task(job: Job, plan: Sequence[Repetition], init: bytes | list[bytes], network: NetworkSpec,
-               arrays: Mapping[str, np.ndarray], keep_models: bool = False) -> Any:
+               arrays: Mapping[str, np.ndarray], keep_models: bool = False, patterns: Sequence[str] | None = None) -> Any:
     """On a worker: one race, from the init model's bytes (or one model's per repetition), loaded as untrusted input.
 
     `keep_models`: also return the chosen model of each repetition as `.keras` bytes, renamed as an
@@ -80,7 +80,7 @@ def _race_task(job: Job, plan: Sequence[Repetition], init: bytes | list[bytes], 
             return zoo.load_keras(path)
 
         init_model = load(init, "init") if isinstance(init, bytes) else [load(b, f"init{r}") for r, b in enumerate(init)]
-        outcome = race.race(variant, init_model, network, protocol, arrays, labels_per_class, plan)
+        outcome = race.race(variant, init_model, network, protocol, arrays, labels_per_class, plan, patterns)
         if not keep_models:
             return outcome.results
         chosen = []
@@ -93,12 +93,14 @@ def _race_task(job: Job, plan: Sequence[Repetition], init: bytes | list[bytes], 
 
 def race_on_cluster(jobs: Sequence[Job], plan: Sequence[Repetition], init_files: Mapping[str, Path],
                     networks: Mapping[str, NetworkSpec], arrays: Mapping[str, np.ndarray],
-                    selffer_from: Mapping[int, int] | None = None) -> Iterator[list[RepetitionResult]]:
+                    selffer_from: Mapping[int, int] | None = None,
+                    patterns: Mapping[str, Sequence[str] | None] | None = None) -> Iterator[list[RepetitionResult]]:
     """Run each job as a Ray task on the cluster at RAY_ADDRESS; yield their results in job order.
 
     `selffer_from`: job number -> the earlier job whose chosen models (one per repetition) it reuses
     layers from instead of its init model's. That job's task also returns them as a Ray object,
     passed straight to the tasks that need it: Ray starts each once its source is done.
+    `patterns`: init model name -> its declared blocks (`model_files.<name>.blocks`); absent: found.
     """
     after = dict(selffer_from or {})
     assert all(source < number for number, source in after.items()), "a selffer job must come after its source"
@@ -122,10 +124,12 @@ def race_on_cluster(jobs: Sequence[Job], plan: Sequence[Repetition], init_files:
         for number, job in enumerate(jobs):
             init = chosen[after[number]] if number in after else models[job[0].init_from]
             arguments = (job, shared["plan"], init, networks[job[0].init_from], shared["arrays"])
+            # a selffer job reuses the chosen networks B_r, whose blocks are found (as in-process)
+            declared = None if number in after else (patterns or {}).get(job[0].init_from)
             if number in after.values():
-                result, chosen[number] = task.options(num_returns=2).remote(*arguments, True)
+                result, chosen[number] = task.options(num_returns=2).remote(*arguments, True, declared)
             else:
-                result = task.remote(*arguments)
+                result = task.remote(*arguments, False, declared)
             futures.append(result)
         for number, future in enumerate(futures):
             try:

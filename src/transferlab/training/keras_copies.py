@@ -53,20 +53,20 @@ class Copies:
         self.blocks, self.train_bn = [tuple(block) for block in blocks], train_bn
         self.program = keras.models.clone_model(self.models[0])  # its own layers: stacks train side by side
         shapes = [tuple(v.shape) for v in self.program.variables]
-        self.best = [[np.array(v) for v in model.variables] for model in self.models]
+        self.best = [[v.numpy() for v in model.variables] for model in self.models]
         for weights in self.best:
             if [w.shape for w in weights] != shapes:
                 raise ValueError("the copies' models are not one architecture")
-        self.current = [[w.copy() for w in weights] for weights in self.best]
+        self.best = [[tf.constant(w) for w in weights] for weights in self.best]  # immutable: kept without copying
         self.optimizer = single.make_optimizer(copies[0].optimizer)  # a fresh one per phase, as a recompile
         self.x, self.y = tf.constant(x), tf.constant(y)
-        self.x_val = [x[c.val_rows] for c in copies]
-        self.y_val = [y[c.val_rows] for c in copies]
+        self.x_val = [tf.constant(x[c.val_rows]) for c in copies]
+        self.y_val = [tf.constant(y[c.val_rows]) for c in copies]
         self.stopper = EarlyStopping(rule, self.k)
         self.histories = [_History() for _ in copies]
         self.epoch = 0
         self.rates = np.array([c.optimizer.learning_rate for c in copies], dtype=np.float32)
-        self._forward = tf.function(lambda inputs: self.program(inputs, training=False), reduce_retracing=True)
+        self._validate = tf.function(self._scores, reduce_retracing=True, autograph=False)
 
     def train(self, trainable: Sequence[str], epochs: int | None = None, rate_factor: float = 1.0,
               multipliers: Sequence[float] | None = None) -> None:
@@ -83,47 +83,39 @@ class Copies:
             self.stopper.start_phase()
         last = self.epoch + epochs if epochs is not None else self.stopper.rule.max_epochs
         n = len(self.copies[0].rows)
-        self.current = [[w.copy() for w in weights] for weights in self.best]
-        fresh = [np.zeros(tuple(v.shape), v.dtype) for v in self.optimizer.variables]
-        state = [[w.copy() for w in fresh] for _ in range(self.k)]
-        variables, slots = self.program.variables, self.optimizer.variables
+        current = list(self.best)
+        fresh = [tf.zeros(tuple(v.shape), v.dtype) for v in self.optimizer.variables]
+        state = [fresh] * self.k
         while self.stopper.active.any() and self.epoch < last:
             self.epoch += 1
             stack = np.flatnonzero(self.stopper.active)
-            loss, accuracy = np.zeros(len(stack)), np.zeros(len(stack))
-            val_loss, val_accuracy = np.zeros(len(stack)), np.zeros(len(stack))
+            scores = np.zeros((4, len(stack)))  # loss, accuracy, val_loss, val_accuracy
             seconds = 0.0
             for pos, k in enumerate(stack):
-                order = self.copies[k].rows[single.epoch_order(n, self.copies[k].seed, self.epoch)]
-                with CORES:
-                    for variable, value in zip(variables, self.current[k], strict=True):
-                        variable.assign(value)
-                    for variable, value in zip(slots, state[k], strict=True):
-                        variable.assign(value)
-                    self.optimizer.learning_rate.assign(float(self.rates[k] * rate_factor))
+                order = tf.constant(self.copies[k].rows[single.epoch_order(n, self.copies[k].seed, self.epoch)].astype(np.int32))
+                rate = tf.constant(self.rates[k] * rate_factor, tf.float32)
+                with CORES:  # one call: copy k's state in, its epoch, its state out
                     start = time.perf_counter()
-                    epoch_loss, epoch_accuracy = run_epoch(self.x, self.y, tf.constant(order.astype(np.int32)))
-                    loss[pos], accuracy[pos] = float(epoch_loss), float(epoch_accuracy)  # waits for the epoch
+                    loss, accuracy, current[k], state[k] = run_epoch(self.x, self.y, order, rate, current[k], state[k])
+                    scores[:2, pos] = float(loss), float(accuracy)  # waits for the epoch
                     seconds += time.perf_counter() - start
-                    self.current[k] = [np.array(v) for v in variables]
-                    state[k] = [np.array(v) for v in slots]
-                    val_loss[pos], val_accuracy[pos] = self._score(self.x_val[k], self.y_val[k])
+                    scores[2:, pos] = [float(t) for t in self._validate(self.x_val[k], self.y_val[k])]  # copy k is in
             monitored = np.full(self.k, np.nan)
-            monitored[stack] = val_loss if self.stopper.rule.monitor == "val_loss" else val_accuracy
+            monitored[stack] = scores[2] if self.stopper.rule.monitor == "val_loss" else scores[3]
             improved = self.stopper.update(self.epoch, monitored, last, may_stop=epochs is None)[stack]
             for pos, k in enumerate(stack):
                 if improved[pos]:
-                    self.best[k] = [w.copy() for w in self.current[k]]
+                    self.best[k] = current[k]
                 self.histories[k].rows.append({
-                    "epoch": self.epoch, "loss": loss[pos], "accuracy": accuracy[pos], "val_loss": val_loss[pos],
-                    "val_accuracy": val_accuracy[pos], "seconds": seconds / len(stack),
+                    "epoch": self.epoch, "loss": scores[0, pos], "accuracy": scores[1, pos], "val_loss": scores[2, pos],
+                    "val_accuracy": scores[3, pos], "seconds": seconds / len(stack),
                 })
 
-    def _score(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        outputs = self._forward(tf.constant(x))
-        labels = tf.constant(y)
-        return (float(tf.reduce_mean(single.sparse_crossentropy(labels, outputs))),
-                float(single._n_correct(labels, outputs)) / len(y))
+    def _scores(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(cross-entropy, accuracy) of the program's current copy on (x, y), in inference mode."""
+        outputs = self.program(x, training=False)
+        return (tf.reduce_mean(single.sparse_crossentropy(y, outputs)),
+                single._n_correct(y, outputs) / tf.cast(tf.shape(y)[0], tf.float32))
 
     def _phase(self, trainable: set[str], multipliers: tuple[float, ...]):
         """The compiled epoch of one phase: which layers train, which lowest blocks run in inference mode."""
@@ -155,8 +147,15 @@ class Copies:
                 return program(inputs, training=True)
             return upper(lower(inputs, training=train_bn), training=True)
 
+        every, slots = program.variables, optimizer.variables
+
         @tf.function(reduce_retracing=True, autograph=False)
-        def run_epoch(x: tf.Tensor, y: tf.Tensor, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def run_epoch(x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, rate: tf.Tensor, values: list, state: list):
+            for variable, value in zip(every, values, strict=True):  # the copy's weights, statistics, Dropout state
+                variable.assign(value)
+            for variable, value in zip(slots, state, strict=True):  # its optimizer state
+                variable.assign(value)
+            optimizer.learning_rate.assign(rate)
             n = tf.shape(order)[0]
 
             def step(start: tf.Tensor, total_loss: tf.Tensor, correct: tf.Tensor):
@@ -179,13 +178,15 @@ class Copies:
             _, total, correct = tf.while_loop(lambda start, *_: start < n, step,
                                               (tf.constant(0), tf.constant(0.0), tf.constant(0.0)))
             count = tf.cast(n, tf.float32)
-            return total / count, correct / count
+            with tf.control_dependencies([total, correct]):
+                return (total / count, correct / count, [tf.identity(v.value) for v in every],
+                        [tf.identity(v.value) for v in slots])
 
         return run_epoch
 
     def best_weights(self, k: int) -> list[np.ndarray]:
         """Copy k's best-epoch values of every model variable (BatchNormalization statistics included), Keras' order."""
-        return self.best[k]
+        return [np.array(w) for w in self.best[k]]
 
     def restore(self, k: int, model: keras.Model) -> None:
         """Copy k's best weights and statistics into `model` (its architecture)."""
@@ -221,5 +222,18 @@ class _History:
 
 
 def score(models: Sequence[keras.Model], x: np.ndarray, y: np.ndarray) -> list[dict[str, float]]:
-    """Loss (cross-entropy) and accuracy of each model on (x, y), in inference mode: Keras' `evaluate`."""
-    return [single.evaluate(model, x, y) for model in models]
+    """Loss (cross-entropy) and accuracy of each model (one architecture) on (x, y), in inference mode: Keras' `evaluate`.
+
+    One clone of the architecture is traced once and each model's variables are put into it in turn.
+    """
+    program = keras.models.clone_model(models[0])
+    forward = tf.function(lambda inputs: program(inputs, training=False), reduce_retracing=True, autograph=False)
+    inputs, labels, scores = tf.constant(x), tf.constant(y), []
+    for model in models:
+        for variable, value in zip(program.variables, model.variables, strict=True):
+            variable.assign(value)
+        outputs = np.concatenate([np.asarray(forward(inputs[i : i + single.EVAL_CHUNK]))
+                                  for i in range(0, len(x), single.EVAL_CHUNK)])
+        scores.append({"loss": float(np.mean(single.sparse_crossentropy(labels, tf.constant(outputs)))),
+                       "accuracy": float(single._n_correct(labels, tf.constant(outputs))) / len(y)})
+    return scores

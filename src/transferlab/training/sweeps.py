@@ -240,7 +240,7 @@ def run_sweep(
         keys = list(schedule)
         jobs = [(point.variant, point.protocol, point.labels_per_class) for point in schedule.values()]
         after = {keys.index(key): keys.index(source) for key, source in sources.items()}
-        raced = zip(keys, fanout.race_on_cluster(jobs, plan, init_files, networks, arrays, after), strict=True)
+        raced = zip(keys, fanout.race_on_cluster(jobs, plan, init_files, networks, arrays, after, patterns), strict=True)
     else:
         raced = _race_in_process(schedule, sources, plan, init_models, networks, arrays, patterns or {})
     done: dict[RaceKey, Sequence[Any]] = dict(known)
