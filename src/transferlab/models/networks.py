@@ -243,13 +243,11 @@ def _unsupported_dense(dense: list[keras.layers.Dense]) -> str | None:
         name, activation = layer.name, keras.activations.serialize(layer.activation)
         if name == hidden_name(hidden + 1) and new == 0:
             hidden += 1
-        elif name == f"new_hidden{new + 1}" and hidden:
+        elif name == f"new_hidden{new + 1}":  # on reused layers, or alone (a network of new layers: scratch at k = 0)
             new += 1
         elif name in HEADS and position == len(dense) - 1:
             if activation != HEADS[name]:
                 return f"{where}: activation {activation!r}, where {name} is {HEADS[name]}"
-        elif not hidden:
-            return f"{where}: no layer named hidden1 to reuse below it (Dense layers are hidden1 … hiddenN lowest first)"
         else:
             expected = " or ".join(n for n in (hidden_name(hidden + 1) if not new else "", f"new_hidden{new + 1}",
                                                *HEADS) if n)
@@ -264,6 +262,4 @@ def _unsupported_dense(dense: list[keras.layers.Dense]) -> str | None:
             return f"{where}: has a {extras[0]}, which the engine does not apply"
         if len(layer.weights) != 2 or layer.compute_dtype != "float32":  # LoRA, quantized, mixed precision
             return f"{where}: {len(layer.weights)} {layer.compute_dtype} weights, where the engine runs a float32 kernel and bias"
-    if not hidden:
-        return "has no layer named hidden1 to reuse"
     return None
