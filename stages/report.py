@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from transferlab import artifacts, paths, statistics, tracking
-from transferlab.config import EvaluationSpec, Params, load_params
+from transferlab.config import EvaluationSpec, NetworkSpec, Params, load_params
 from transferlab.errors import DataError
 from transferlab.launch.cli import run_main
 from transferlab.report import (
@@ -158,12 +158,20 @@ def task_sentence(params: Params, target: str, ranking: verdicts.Ranking) -> str
     source = params.sources.get(spec.source)
     where = (f"classes {spec.classes} of {'the source dataset' if spec.dataset == 'source' else spec.path or spec.dataset}"
              if spec.split != "source" else "the source's own task")
-    origin = (f"; the source `{spec.source}` is a DNN {'-'.join(map(str, source.network.hidden_units))} trained on classes"
-              f" {source.data.classes}" if source is not None else "")
+    origin = f"; the source `{spec.source}` is a {network_text(source.network)} trained on classes {source.data.classes}" if source else ""
+    others = dict.fromkeys(r.init_from for r in ranking.ranked if r.init_from in params.sources and r.init_from != spec.source)
+    origin += "".join(f"; `{name}` a {network_text(params.sources[name].network)} on classes {params.sources[name].data.classes}"
+                      for name in others)
     prepared = read_metrics(paths.target_run(target))["preparation"]  # prepare_target@<target>'s record, always written
     steps = f" Prepared: {'; '.join(prepared.values())}." if prepared else ""
     return (f"Target `{target}`: {where}, {first.labels_per_class} labelled images per class, {len(ranking.ranked)} variants"
             f" × {first.seeds} paired repetitions{origin}.{steps}")
+
+
+def network_text(network: NetworkSpec) -> str:
+    """`DNN 300-50-50-50-50`, or `CNN conv 8-16 (BatchNormalization), dense 32`."""
+    dense = "-".join(map(str, network.hidden_units))
+    return f"CNN conv {'-'.join(map(str, network.conv))} (BatchNormalization), dense {dense}" if network.conv else f"DNN {dense}"
 
 
 def how_sure(ranking: verdicts.Ranking) -> str:
