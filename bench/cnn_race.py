@@ -196,7 +196,7 @@ def report(args: argparse.Namespace, command: str, started: datetime, wall: floa
              f"Machine: {cpu_model()} (/proc/cpuinfo), {os.cpu_count()} cores; {versions()}.  ",
              (f"Load average (1, 5, 15 min) before: {loads[0]}; after: {loads[1]}. A shared machine: other jobs ran beside"
              " this one, so every time is indicative; medians (min–max) over rounds, ratios per round."), "",
-             f"CNN source: conv {NETWORK['conv']} (3×3 Conv2D, BatchNormalization, ReLU, 2×2 max pooling), global average"
+             f"CNN source: conv {NETWORK['conv']} (3×3 stride-2 Conv2D, BatchNormalization, ReLU), global average"
              f" pooling, Dense {NETWORK['hidden_units']}, softmax; {origin}. Target `{TARGET}`, {len(first.plan)} repetitions"
              f" × {len(first.protocol.grid)} settings (params.yaml's grid), batch {first.protocol.batch_size}, early stopping"
              f" (patience {stopping.patience}, min_delta {stopping.min_delta}) capped at {stopping.max_epochs} epochs,"
