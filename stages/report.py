@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from transferlab import artifacts, paths, statistics, tracking
-from transferlab.config import EvaluationSpec, NetworkSpec, Params, load_params
+from transferlab.config import EvaluationSpec, Params, load_params
 from transferlab.errors import DataError
 from transferlab.launch.cli import run_main
 from transferlab.report import (
@@ -155,23 +155,16 @@ def task_sentence(params: Params, target: str, ranking: verdicts.Ranking) -> str
     """`Target mnist: digits 5–9 …, 100 labelled images per class; 16 variants × 5 paired repetitions, from source …`."""
     spec = params.targets[target]
     first = ranking.baseline or ranking.ranked[0]
-    source = params.sources.get(spec.source)
     where = (f"classes {spec.classes} of {'the source dataset' if spec.dataset == 'source' else spec.path or spec.dataset}"
              if spec.split != "source" else "the source's own task")
-    origin = f"; the source `{spec.source}` is a {network_text(source.network)} trained on classes {source.data.classes}" if source else ""
-    others = dict.fromkeys(r.init_from for r in ranking.ranked if r.init_from in params.sources and r.init_from != spec.source)
-    origin += "".join(f"; `{name}` a {network_text(params.sources[name].network)} on classes {params.sources[name].data.classes}"
-                      for name in others)
+    sources = [name for name in dict.fromkeys([spec.source, *(r.init_from for r in ranking.ranked)]) if name in params.sources]
+    origin = "".join(f"; {'the source ' if name == spec.source else ''}`{name}` {'is ' if name == spec.source else ''}a "
+                     f"{render.network_text(params.sources[name].network)} trained on classes {params.sources[name].data.classes}"
+                     for name in sources)
     prepared = read_metrics(paths.target_run(target))["preparation"]  # prepare_target@<target>'s record, always written
     steps = f" Prepared: {'; '.join(prepared.values())}." if prepared else ""
     return (f"Target `{target}`: {where}, {first.labels_per_class} labelled images per class, {len(ranking.ranked)} variants"
             f" × {first.seeds} paired repetitions{origin}.{steps}")
-
-
-def network_text(network: NetworkSpec) -> str:
-    """`DNN 300-50-50-50-50`, or `CNN conv 8-16 (BatchNormalization), dense 32`."""
-    dense = "-".join(map(str, network.hidden_units))
-    return f"CNN conv {'-'.join(map(str, network.conv))} (BatchNormalization), dense {dense}" if network.conv else f"DNN {dense}"
 
 
 def how_sure(ranking: verdicts.Ranking) -> str:
@@ -240,12 +233,10 @@ def build(params: Params, ui: str) -> tuple[render.Report, dict[str, verdicts.Ra
         report.paragraph(text)
     for name, source in sources.items():
         spec = params.sources[name]
-        report.paragraph(
-            f"Source model `{name}` (DNN {'-'.join(map(str, spec.network.hidden_units))}, classes"
-            f" {spec.data.classes}): test accuracy **{render.percent(source['test_accuracy'])} %**"
-            f" with the weights of epoch {source.get('best_epoch', source['epochs'])} of {source['epochs']}"
-            f" ({source.get('stop_reason', 'fixed_epochs').replace('_', ' ')})."
-        )
+        report.paragraph(f"Source model `{name}` ({render.network_text(spec.network)}, classes {spec.data.classes}): test accuracy"
+                         f" **{render.percent(source['test_accuracy'])} %** with the weights of epoch"
+                         f" {source.get('best_epoch', source['epochs'])} of {source['epochs']}"
+                         f" ({source.get('stop_reason', 'fixed_epochs').replace('_', ' ')}).")
 
     def link(result: VariantResult) -> str:
         return render.run_link(ui, result.mlflow_experiment_id, result.mlflow_run_id)

@@ -49,11 +49,11 @@ def test_a_cnn_counts_its_convolutions_from_kernel_and_output_shape() -> None:
     cnn = architectures.source_network(NetworkSpec(conv=[8, 16], hidden_units=[32]), (28, 28, 1), 5, 0)
     cnn.get_layer("conv1").trainable = False
     layers = flops.model_layers(cnn)
-    # conv1: 28x28 positions x 3x3 x 1 -> 8; conv2 after 2x2 pooling: 14x14 x 3x3 x 8 -> 16; then 16 -> 32 -> 5
+    # conv1, stride 2: 14x14 positions x 3x3 x 1 -> 8; conv2, stride 2: 7x7 x 3x3 x 8 -> 16; then 16 -> 32 -> 5
     assert [(x.name, x.multiply_adds, x.trained) for x in layers] == [
-        ("conv1", 784 * 9 * 8, False), ("conv2", 196 * 9 * 8 * 16, True), ("hidden1", 16 * 32, True), ("outputs", 32 * 5, True)]
+        ("conv1", 196 * 9 * 8, False), ("conv2", 49 * 9 * 8 * 16, True), ("hidden1", 16 * 32, True), ("outputs", 32 * 5, True)]
     counted = flops.epoch_flops(layers, 10, 2)  # conv2 is the lowest trained layer: no input gradient of its own
-    assert counted.backward == 2 * (225_792 + 512 + 160 + 512 + 160) * 10
+    assert counted.backward == 2 * (56_448 + 512 + 160 + 512 + 160) * 10
     image = keras.Input((28, 28, 3))
     x = keras.layers.SeparableConv2D(8, 3, padding="same", depth_multiplier=2)(image)
     x = keras.layers.DepthwiseConv2D(3, strides=2)(x)

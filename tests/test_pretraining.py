@@ -197,7 +197,7 @@ def test_pretrained_layers_are_reused_by_build_variant_network(method: str, requ
     assert [layer.name for layer in layers] == ["hidden1", "hidden2"]
     assert [layer.units for layer in layers] == HIDDEN
     variant = VariantSpec(strategy="reuse", init_from="x", target="t", reuse_layers=2)
-    target = race.build_variant_network(variant, model, NetworkSpec(hidden_units=HIDDEN), n_classes=5, seed=1)
+    target, _ = race.build_variant_network(variant, model, NetworkSpec(hidden_units=HIDDEN), n_classes=5, seed=1)
     for name in ("hidden1", "hidden2"):
         for have, want in zip(target.get_layer(name).get_weights(), model.get_layer(name).get_weights(), strict=True):
             np.testing.assert_array_equal(have, want)

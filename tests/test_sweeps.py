@@ -84,7 +84,7 @@ def test_transferability_grid_keeps_the_source_architecture(setting) -> None:
     assert [(p.x, p.series) for p in points] == [(k, m) for k in range(3) for m in ("frozen", "fine-tuned")]
     for point in points:
         _check_variant(params, f"sweep k={point.x}", point.variant)  # the rules params.yaml variants obey
-        model = race.build_variant_network(point.variant, models["source"], params.network_for("source"), 5, 1)
+        model, _ = race.build_variant_network(point.variant, models["source"], params.network_for("source"), 5, 1)
         assert [layer.units for layer in model.layers[1:-1]] == HIDDEN
         frozen = point.x if point.series == "frozen" else 0
         assert point.variant.frozen_layers == frozen and point.variant.reuse_layers == point.x

@@ -105,7 +105,7 @@ def data_sentence(spec: SourceSpec, name: str, source: Mapping[str, Any]) -> str
         what = f"MNIST from {data.path or data.dataset} with its official split: {images}"
     else:
         what = f"{data.dataset} ({data.path or 'no file'}), re-split with seed {data.seed}: {images}"
-    return (f"**Data here.** Source `{name}` (DNN {'-'.join(map(str, spec.network.hidden_units))}, classes"
+    return (f"**Data here.** Source `{name}` ({render.network_text(spec.network)}, classes"
             f" {data.classes}) on {what}. Every row below is tested on that same test set, which no model in it"
             " trained on (checked by image content before any stage ran).")
 

@@ -252,3 +252,9 @@ def write(report: Report, markdown_path: Path, html_path: Path) -> list[Path]:
             tmp.write_text(text)
         written.append(path)
     return written
+
+
+def network_text(network: Any) -> str:
+    """A source network (`config.NetworkSpec`) in words: `DNN 300-50-50-50-50`, or `CNN conv 8-16 (BatchNormalization), dense 32`."""
+    dense = "-".join(map(str, network.hidden_units))
+    return f"CNN conv {'-'.join(map(str, network.conv))} (BatchNormalization), dense {dense}" if network.conv else f"DNN {dense}"
