@@ -3,18 +3,20 @@
 A CNN with BatchNormalization, a residual network, a Dense stack with Dropout: whatever built-in
 layers a model has, Keras runs them itself, so nothing is re-implemented and nothing is skipped.
 Each stack owns one clone of the architecture (its *program*) and one Keras optimizer; every copy
-keeps its own weights, BatchNormalization statistics, Dropout seed state and optimizer state, which
-are swapped into the program for the copy's epoch (a handful of variable assignments: the compiled
-epoch is traced once per phase, not once per copy). So each copy trains exactly as it would alone,
-with the same rows, batch order, optimizer, early-stopping rule and best-weights restore as
-`engine.Copies`, whose interface this class shares; the race picks the class (`engines.copies_for`).
+keeps its own weights, BatchNormalization statistics, Dropout seed state and optimizer state as
+tensors, passed into the compiled epoch with its batch order and handed back out of it (one call per
+copy-epoch; the epoch is traced once per phase, not once per copy). So each copy trains exactly as
+it would alone, with the same rows, batch order, optimizer, early-stopping rule and best-weights
+restore as `engine.Copies`, whose interface this class shares; the race takes this class for any
+network that is not a Dense chain (`networks.is_dense_chain`).
 
 Blocks are the unit a phase fixes or trains (`models/blocks.py`). The lowest fixed blocks run in
 inference mode (Keras' transfer-learning rule: a frozen base is called with `training=False`, so its
 BatchNormalization statistics stay fixed and its Dropout is off); with `train_bn` their
 normalization layers train and update their statistics (fastai's `train_bn`) while every other layer
-there (Dropout, noise) stays in inference mode. A fixed block above a
-trained one keeps its weights and, as any non-trainable Keras BatchNormalization, its statistics.
+there (Dropout, noise) stays in inference mode. A fixed block above a trained one (`surgical`) keeps
+its weights and, as any non-trainable Keras BatchNormalization, its statistics; with `train_bn` its
+normalization trains too.
 Per-block rates (`layer_decay`) scale each variable's update, which equals scaling its learning rate
 for SGD, momentum and Adam. The training objective is the cross-entropy plus the model's own
 regularization losses, as `model.fit` minimises; the scored loss is the cross-entropy alone.

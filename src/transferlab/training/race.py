@@ -1,11 +1,12 @@
 """The race that trains every variant the same way, whatever its strategy.
 
-A strategy is a rule in `strategies.STRATEGIES`: the phases it trains (which layers stay fixed,
-for how long, at what share of the tuned rate) and whether the fixed layers' outputs are cached. `race` builds the
-variant's network once per repetition, trains one copy of it per grid setting in stacks
-(`engine.Copies`, one compiled step per stack; the stacks side by side, one per core), stops
-each copy by the one early-stopping rule, chooses each repetition's setting on validation, puts
-its weights into the repetition's network and scores that once on the test set.
+A strategy is a rule in `strategies.STRATEGIES`: the phases it trains (which blocks stay fixed,
+for how long, at what share of the tuned rate) and whether the fixed blocks' outputs are cached. `race` builds the
+variant's network once per repetition (from any Keras model's blocks), trains one copy of it per grid setting in
+stacks (`engine.Copies` for a Dense chain, one compiled step per stack; `keras_copies.Copies` for any other
+network; the stacks side by side, one per core), stops each copy by the one early-stopping rule, chooses each
+repetition's setting on validation, puts its weights into the repetition's network and scores that once on the
+test set.
 """
 from __future__ import annotations
 
