@@ -32,7 +32,9 @@ from transferlab.data import datafiles, images
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.launch.cli import run_main
 
-RESULTS = ("source_test_accuracy", "sklearn_source_test_accuracy")  # the metrics file; the rest goes to the run record
+# the metrics file (a network's `blocks` too: what `transfer@` stages depend on, so declaring other blocks reruns them);
+# the rest goes to the run record
+RESULTS = ("source_test_accuracy", "sklearn_source_test_accuracy", "blocks")
 
 
 def train_sklearn_mlp(entry: SklearnMlpEntry, source: dict[str, Any]):

@@ -69,6 +69,7 @@ def test_the_mini_xception_imports_safely_with_its_blocks_listed(workdir: Path, 
     assert out.startswith(f"imported mini_xception from {PATH}: 7 blocks {{'conv2d_1..activation_1': 104, ")
     record = json.loads((workdir / paths.init_run("mini_xception")).read_text())
     assert record["kind"] == "keras" and record["input_shape"] == [64, 64, 1] and "hidden_layers" not in record
+    record |= json.loads((workdir / paths.init_metrics("mini_xception")).read_text())  # the blocks: transfer@ depends on them
     assert list(record["blocks"].items()) == [
         ("conv2d_1..activation_1", 104), ("conv2d_2..activation_2", 608), ("separable_conv2d_1..add_1", 920),
         ("separable_conv2d_3..add_2", 2864), ("separable_conv2d_5..add_3", 9824), ("separable_conv2d_7..add_4", 36032),
@@ -84,7 +85,7 @@ def test_declared_blocks_are_listed_and_a_bad_pattern_is_refused_naming_the_key(
 
     with_mini_xception(workdir, blocks=DECLARED)
     import_model.main(["mini_xception"])
-    record = json.loads((workdir / paths.init_run("mini_xception")).read_text())
+    record = json.loads((workdir / paths.init_metrics("mini_xception")).read_text())
     assert list(record["blocks"].items()) == [("conv2d_1..activation_2", 712), ("separable_conv2d_1..add_4", 49640),
                                               ("conv2d_7..predictions", 8071)]
     capsys.readouterr()
