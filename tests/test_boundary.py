@@ -214,7 +214,7 @@ def test_model_file_with_batchnorm_is_imported_by_the_stage(workdir: Path, capsy
     write_params(workdir, lambda p: p.update(model_files={"theirs": {"format": "keras", "path": "theirs.keras"}}))
     import_model.main(["theirs"])
     assert "imported theirs from theirs.keras: 2 blocks" in capsys.readouterr().out
-    record = json.loads((workdir / "runs/theirs.json").read_text())
+    record = json.loads((workdir / "metrics/theirs.json").read_text())  # the blocks: transfer@ depends on them
     assert record["blocks"] == {"hidden1..drop": 8 * 6 + 6 + 4 * 6, "outputs": 6 * 3 + 3} and "hidden_layers" not in record
     assert (workdir / "models/theirs.keras").read_bytes() == (workdir / "theirs.keras").read_bytes()
 
