@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from transferlab.models import blocks as model_blocks
 from transferlab.training import single
+from transferlab.training.engine import CopyHistory
 from transferlab.training.lanes import CORES
 from transferlab.training.stopping import EarlyStopping, StopRule
 from transferlab.training.updates import stack_key
@@ -60,12 +61,11 @@ class Copies:
             if [w.shape for w in weights] != shapes:
                 raise ValueError("the copies' models are not one architecture")
         self.best = [[tf.constant(w) for w in weights] for weights in self.best]  # immutable: kept without copying
-        self.optimizer = single.make_optimizer(copies[0].optimizer)  # a fresh one per phase, as a recompile
         self.x, self.y = tf.constant(x), tf.constant(y)
         self.x_val = [tf.constant(x[c.val_rows]) for c in copies]
         self.y_val = [tf.constant(y[c.val_rows]) for c in copies]
         self.stopper = EarlyStopping(rule, self.k)
-        self.histories = [_History() for _ in copies]
+        self.histories = [CopyHistory() for _ in copies]
         self.epoch = 0
         self.rates = np.array([c.optimizer.learning_rate for c in copies], dtype=np.float32)
         self._validate = tf.function(self._scores, reduce_retracing=True, autograph=False)
@@ -140,7 +140,7 @@ class Copies:
         variables = program.trainable_variables
         owner = {id(v): layer.name for layer in program.layers for v in layer.trainable_variables}
         scale = [multipliers[block_of[owner[id(v)]]] for v in variables]
-        optimizer = self.optimizer = single.make_optimizer(self.copies[0].optimizer)
+        optimizer = self.optimizer = single.make_optimizer(self.copies[0].optimizer)  # a fresh one per phase, as a recompile
         optimizer.build(variables)
         batch_size, train_bn = self.batch_size, self.train_bn
 
@@ -216,11 +216,6 @@ class _InferenceMode(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return self.inner.compute_output_shape(input_shape)
-
-
-class _History:
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
 
 
 def score(models: Sequence[keras.Model], x: np.ndarray, y: np.ndarray) -> list[dict[str, float]]:
