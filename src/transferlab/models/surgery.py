@@ -28,11 +28,6 @@ Blocks = list[tuple[str, ...]]
 POOL = "new_pool"
 
 
-def hidden_blocks(model: keras.Model, patterns: Sequence[str] | None = None) -> list[model_blocks.Block]:
-    """The model's blocks below its head (its last block): what `reuse_layers` counts."""
-    return model_blocks.blocks(model, patterns)[:-1]
-
-
 def _reseeded(seed: int):
     """A `clone_model` clone function: the same layer, each random initializer and seed drawn from (seed, layer name)."""
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
